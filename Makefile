@@ -1,0 +1,35 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+demo: install
+	$(PY) -m pipelines demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-unit: install
+	$(PY) -m pytest -q tests --ignore=tests/integration
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

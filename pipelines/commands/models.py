@@ -1,0 +1,24 @@
+"""List the registered architectures with their MAdds and parameters at an input size.
+
+    python -m pipelines models --image-size 32 --channels 3
+"""
+NAME = "models"
+HELP = "list registered models with MAdds and params"
+
+
+def add_arguments(p):
+    p.add_argument("--image-size", type=int, default=32, help="input height and width (default 32)")
+    p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
+
+
+def run(args):
+    from keras_layers import count_madds, models
+
+    shape = (args.image_size, args.image_size, args.channels)
+    print(f"{'model':28s} {'MAdds (M)':>10s} {'params (K)':>11s}  config fields")
+    for name in models.names():
+        net = models.build(name, input_shape=shape, num_classes=args.num_classes)
+        fields = ", ".join(f"{k}={v!r}" for k, v in models.config_fields(name).items())
+        print(f"{name:28s} {count_madds(net, shape) / 1e6:10.2f} {net.count_params() / 1e3:11.1f}  {fields}")
+    return 0
