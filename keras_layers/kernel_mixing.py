@@ -155,7 +155,9 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     strides, dilation = _pair(strides), _pair(dilation_rate)
     kh, kw, c_in, c_out = kernel.shape[1:]
     batch = static_batch(inputs)
-    if method == "auto":
+    if method == "auto" or (method in ("folded", "unrolled") and batch is None):
+        # A batch-dependent method forced on a layer still has to trace with an unknown batch
+        # (functional model construction, `model.fit`): there the measured choice is used.
         method = choose_conv_method((kh, kw), batch)
     if method not in CONV_METHODS:
         raise ValueError(f"unknown conv2d method={method!r}; valid choices: {', '.join(CONV_METHODS)}")
@@ -185,8 +187,6 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
             raise ValueError(f"conv2d method='folded' needs a static batch of 1; received batch={batch}")
         return _conv(inputs, mixed[0], strides, padding, dilation)
     if method == "unrolled":
-        if batch is None:
-            raise ValueError("conv2d method='unrolled' needs a static batch size; received batch=None")
         xs = tf.split(inputs, batch, axis=0)
         ks = tf.unstack(mixed, num=batch, axis=0)
         return tf.concat([_conv(xi, ki, strides, padding, dilation) for xi, ki in zip(xs, ks)], axis=0)
@@ -213,7 +213,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     strides, dilation = _pair(strides), _pair(dilation_rate)
     kh, kw, c = kernel.shape[1:4]
     batch = static_batch(inputs)
-    if method == "auto":
+    if method == "auto" or (method == "folded" and batch is None):
         method = choose_depthwise_method(batch)
     if method not in DEPTHWISE_METHODS:
         raise ValueError(f"unknown depthwise method={method!r}; valid choices: {', '.join(DEPTHWISE_METHODS)}")
