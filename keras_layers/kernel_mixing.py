@@ -63,6 +63,12 @@ MAX_UNROLLED_BATCH = 64
 
 # ---------------------------------------------------------------- helpers
 
+# The branching below is on static shapes and settings only: plain Python, no autograph conversion
+# (keeps traced graphs small and tracing fast inside `model.fit` / TFLite conversion).
+_static_python = tf.autograph.experimental.do_not_convert
+
+
+@_static_python
 def mix_kernels(coefficients, kernel):
     """Per-example kernels ``(B, *kernel.shape[1:])`` = ``sum_n coefficients[:, n] * kernel[n]``.
 
@@ -147,6 +153,7 @@ def _im2col(x, kernel_size, strides, padding, dilation):
     return taps[0] if len(taps) == 1 else tf.concat(taps, axis=-1)
 
 
+@_static_python
 def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), method="auto"):
     """Per-example convolution with kernels ``sum_n coefficients[b, n] * kernel[n]``.
 
@@ -207,6 +214,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
 
 # ---------------------------------------------------------------- depthwise
 
+@_static_python
 def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
                      method="auto"):
     """Per-example depthwise convolution; kernel (E, kh, kw, C, 1) (depth multiplier 1)."""
@@ -239,6 +247,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
 
 # ---------------------------------------------------------------- dense
 
+@_static_python
 def dense(inputs, coefficients, kernel, method="auto"):
     """Per-example matmul; inputs (B, C_in), kernel (E, C_in, C_out) -> (B, C_out)."""
     if method == "auto":
