@@ -112,6 +112,10 @@ class ExitHead(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.inline_collaboration:
+            if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or \
+                    not isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
+                raise ValueError(f"{self.name}: inline_collaboration=True needs inputs=[features, previous_logits]; "
+                                 f"received input_shape={input_shape!r}")
             feat_shape, prev_shape = input_shape
             if prev_shape[-1] is not None and int(prev_shape[-1]) != self.num_classes:
                 raise ValueError(f"{self.name}: previous_logits must have num_classes={self.num_classes} "

@@ -26,11 +26,13 @@ VARIANTS = {
 BUDGET_FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit):
+def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
+                   learning_rate):
     from pipelines.train import TrainConfig, train
 
     spec = VARIANTS[name]
     cfg = TrainConfig(model="multi_exit_net", data=data, image_size=image_size, epochs=epochs, seed=seed,
+                      optimizer=optimizer, learning_rate=learning_rate,
                       model_config={**model_config, **spec["model_config"]},
                       recipe_config={**recipe_config, **spec["recipe_config"]},
                       out=out, run_name=f"{name}-seed{seed}", limit=limit)
@@ -39,7 +41,7 @@ def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_co
 
 
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
-        budget_fractions=BUDGET_FRACTIONS, out=None, limit=None, log=print):
+        optimizer="sgd", learning_rate=0.05, budget_fractions=BUDGET_FRACTIONS, out=None, limit=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import budgeted, data as data_mod
@@ -56,7 +58,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
         for variant in VARIANTS:
             start = time.time()
             net, run_dir = _train_variant(variant, seed, epochs, data, image_size, model_config, recipe_config,
-                                          out, limit)
+                                          out, limit, optimizer, learning_rate)
             test_probs = budgeted.exit_probabilities(net, x_test)
             acc = budgeted.anytime_accuracy(test_probs, y_test)
             anytime[variant].append(acc)
@@ -78,7 +80,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     last_acc = table["imta"][-1]
     reached = [r for r in curve if r["test_accuracy"] >= last_acc - 0.005]
     best = min(reached, key=lambda r: r["test_avg_madds"]) if reached else None
-    return {"epochs": epochs, "seeds": list(seeds), "data": data, "image_size": image_size,
+    return {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate, "data": data, "image_size": image_size,
             "exit_madds": costs, "per_exit_test_accuracy": table,
             "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
             "budgeted_imta": curve, "last_exit_accuracy": last_acc,
@@ -88,7 +90,8 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
 def format_report(result):
     """Markdown tables of a `run` result."""
     k = len(result["exit_madds"])
-    lines = [f"digits {result['image_size']}x{result['image_size']}, {result['epochs']} epochs, "
+    lines = [f"{result['data']} {result['image_size']}x{result['image_size']}, {result['epochs']} epochs, "
+             f"{result['optimizer']} lr {result['learning_rate']}, "
              f"seeds {result['seeds']} (test accuracy, mean over seeds)", "",
              "| variant | " + " | ".join(f"exit {i}" for i in range(k)) + " |",
              "|---" * (k + 1) + "|",

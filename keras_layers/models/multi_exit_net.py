@@ -50,10 +50,10 @@ def _check_exit(net, exit):
 
 
 def exit_prefix(net, exit):
-    """The network up to exit `exit` (its logits as the single output), sharing `net`'s weights."""
+    """The network up to exit `exit`, output ``{"exit_<exit>": logits}``, sharing `net`'s weights."""
     _check_exit(net, exit)
-    outputs = net._nested_outputs
-    return keras.Model(net.inputs, outputs[f"exit_{exit}"], name=f"{net.name}_exit_{exit}")
+    name = f"exit_{exit}"
+    return keras.Model(net.inputs, {name: net._nested_outputs[name]}, name=f"{net.name}_{name}")
 
 
 def exit_madds(net, input_shape=None):

@@ -15,6 +15,9 @@ def add_arguments(p):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
     p.add_argument("--data", default="digits", help="digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--optimizer", default="sgd", help="adam | sgd | adamw (default sgd, as in the paper: with "
+                   "Adam, Gradient Equilibrium's per-stage rescaling is mostly normalised away)")
+    p.add_argument("--learning-rate", type=float, default=0.05)
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
@@ -32,7 +35,8 @@ def run(args):
         raise ValueError(f"epochs must be >= 1; received epochs={args.epochs!r}")
     result = exp.run(epochs=args.epochs, seeds=tuple(args.seeds), data=args.data, image_size=args.image_size,
                      model_config=parse_kv(args.model_config, "--model-config"),
-                     recipe_config=parse_kv(args.recipe_config, "--recipe-config"), out=args.out, limit=args.limit,
+                     recipe_config=parse_kv(args.recipe_config, "--recipe-config"), optimizer=args.optimizer,
+                     learning_rate=args.learning_rate, out=args.out, limit=args.limit,
                      log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:
