@@ -7,7 +7,7 @@ cumulative MAdds of the exit it stopped at (`keras_layers.models.multi_exit_net.
 Given a target *average* MAdds per example, `search_thresholds` picks per-exit thresholds on a
 held-out split: it scores a set of candidate threshold vectors at once (NumPy over candidates x
 exits x examples, no Python loop over examples) and keeps the most accurate one whose average cost
-fits the budget. Candidates come from two families:
+fits the budget (ties go to the one spending most of the budget). Candidates come from two families:
 
 * MSDNet's: a fraction ``p_k ~ q^k`` of the examples leaves at exit k (q on a grid), thresholds set
   to the matching confidence quantiles of the examples still running;
@@ -135,8 +135,9 @@ def search_thresholds(probs, labels, exit_costs, budget):
     feasible = avg_cost <= budget + 1e-9
     if not feasible.any():  # cannot happen: the all-first-exit vector costs costs[0]
         raise ValueError(f"no thresholds meet budget={budget!r}")
-    # best accuracy; among equals, the cheapest
-    order = np.lexsort((avg_cost, -accuracy))
+    # best accuracy; among equals, the one that spends most of the budget (more conservative thresholds
+    # generalise better from a small held-out split than the cheapest vector that happens to tie)
+    order = np.lexsort((-avg_cost, -accuracy))
     best = next(i for i in order if feasible[i])
     return {"thresholds": cands[best].tolist(), "accuracy": float(accuracy[best]), "avg_madds": float(avg_cost[best])}
 

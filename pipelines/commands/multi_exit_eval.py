@@ -2,6 +2,7 @@
 budgeted inference (test accuracy vs average MAdds with thresholds chosen on validation).
 
     python -m pipelines multi-exit-eval --epochs 15 --seeds 0 1 2
+    python -m pipelines multi-exit-eval --epochs 15 --variants plain ge isc ofa imta   # ablation
     python -m pipelines multi-exit-eval --epochs 1 --limit 128 --json out.json     # smoke test
 
 Model and recipe fields (applied to both variants) as KEY=VALUE, e.g. --model-config num_exits=5.
@@ -15,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
     p.add_argument("--data", default="digits", help="digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--variants", nargs="+", default=["plain", "imta"],
+                   help="variants to train: plain imta ge isc ofa (default: plain imta)")
     p.add_argument("--optimizer", default="sgd", help="adam | sgd | adamw (default sgd, as in the paper: with "
                    "Adam, Gradient Equilibrium's per-stage rescaling is mostly normalised away)")
     p.add_argument("--learning-rate", type=float, default=0.05)
@@ -36,6 +39,7 @@ def run(args):
     result = exp.run(epochs=args.epochs, seeds=tuple(args.seeds), data=args.data, image_size=args.image_size,
                      model_config=parse_kv(args.model_config, "--model-config"),
                      recipe_config=parse_kv(args.recipe_config, "--recipe-config"), optimizer=args.optimizer,
+                     variants=tuple(args.variants),
                      learning_rate=args.learning_rate, out=args.out, limit=args.limit,
                      log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
