@@ -46,7 +46,7 @@ def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_co
 
 
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
-        optimizer="sgd", learning_rate=0.05, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
+        optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
         limit=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
     from keras_layers.models.multi_exit_net import exit_madds

@@ -9,7 +9,8 @@ with the teacher side stopped (no gradient into the last exit from the KL terms)
 while distillation is on and 1 otherwise: with ``distill=True`` the first `phase1_fraction` of the
 epochs are phase 1 (summed CE only) and the rest phase 2 (with OFA). The switch is a variable
 flipped by the recipe's callback at the start of each epoch, so resuming mid-run lands in the right
-phase. Gradient Equilibrium and Inline Subnetwork Collaboration are parts of the network
+phase. With ``phase2_train="heads"`` phase 2 fine-tunes only the `ExitHead`s (the paper's protocol;
+the callback re-traces the train step with the smaller variable list). Gradient Equilibrium and Inline Subnetwork Collaboration are parts of the network
 (`multi_exit_net`'s ``gradient_equilibrium`` / ``inline_collaboration``).
 
 Logged: ``ce`` (weighted sum of the exits' CE), ``kd`` (mean KL term), ``kd_on`` (1 in phase 2),
@@ -50,6 +51,9 @@ class MultiExit(Recipe):
     alpha: float = 0.5  # weight of CE in the distilled exits' loss (1 - alpha on T^2 * KL)
     temperature: float = 3.0
     phase1_fraction: float = 0.5  # fraction of the epochs without distillation (0 = one phase, KD throughout)
+    phase2_train: str = "all"  # what phase 2 trains: "all" variables, or only the exit "heads" (as the paper)
+
+    PHASE2_TRAIN = ("all", "heads")
 
     def validate(self):
         super().validate()
@@ -68,6 +72,9 @@ class MultiExit(Recipe):
         if isinstance(self.phase1_fraction, bool) or not isinstance(self.phase1_fraction, (int, float)) \
                 or not 0.0 <= self.phase1_fraction < 1.0:
             raise ValueError(f"phase1_fraction must be in [0, 1); received phase1_fraction={self.phase1_fraction!r}")
+        if self.phase2_train not in self.PHASE2_TRAIN:
+            raise ValueError(f"phase2_train must be one of {', '.join(self.PHASE2_TRAIN)}; "
+                             f"received phase2_train={self.phase2_train!r}")
 
     # -- hooks -----------------------------------------------------------------
     def weights_for(self, num_exits):
@@ -82,6 +89,14 @@ class MultiExit(Recipe):
         self.weights_for(len(_exit_names(model.net)))
         start_on = self.distill and self.phase1_fraction == 0.0
         self.kd_on = tf.Variable(1.0 if start_on else 0.0, trainable=False, dtype=tf.float32, name="kd_on")
+        self.heads_only = start_on and self.phase2_train == "heads"
+
+    def trainable_variables(self, model):
+        if not self.heads_only:
+            return model.net.trainable_variables
+        from keras_layers import ExitHead
+
+        return [v for layer in model.net.layers if isinstance(layer, ExitHead) for v in layer.trainable_variables]
 
     def phase2_start_epoch(self, epochs):
         """First epoch (0-based) of phase 2; `epochs` when distillation is off."""
@@ -96,7 +111,12 @@ class MultiExit(Recipe):
             """Phase 1 (summed CE) before epoch `start`, phase 2 (with OFA distillation) from it on."""
 
             def on_epoch_begin(self, epoch, logs=None):
-                recipe.kd_on.assign(1.0 if epoch >= start else 0.0)
+                phase2 = epoch >= start
+                recipe.kd_on.assign(1.0 if phase2 else 0.0)
+                heads_only = phase2 and recipe.phase2_train == "heads"
+                if heads_only != recipe.heads_only:  # other variables to train: trace the train step again
+                    recipe.heads_only = heads_only
+                    self.model.make_train_function(force=True)
 
         return [TwoPhase()]
 

@@ -108,3 +108,23 @@ def test_tune_space_uses_valid_fields():
     assert set(space["model_config"]) <= set(models.config_fields("multi_exit_net"))
     assert {"gradient_equilibrium", "inline_collaboration"} <= set(space["model_config"])
     assert {"alpha", "temperature", "distill", "exit_weights", "weight_decay"} <= set(space["recipe_config"])
+
+
+def test_phase2_heads_only_freezes_the_backbone(tmp_path):
+    cfg = TrainConfig(model="multi_exit_net", model_config=TINY, image_size=16, epochs=2, batch_size=32,
+                      recipe_config={"phase1_fraction": 0.5, "phase2_train": "heads"}, out=str(tmp_path),
+                      run_name="r", limit=64)
+    seen = {}
+    import tf_keras as keras
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                seen["stem"] = self.model.net.get_layer("stem_conv").kernel.numpy().copy()
+                seen["head"] = self.model.net.get_layer("exit_0").kernel.numpy().copy()
+
+    _, _, net = train(cfg, callbacks=[Snapshot()], verbose=0)
+    np.testing.assert_array_equal(net.get_layer("stem_conv").kernel.numpy(), seen["stem"])
+    assert not np.allclose(net.get_layer("exit_0").kernel.numpy(), seen["head"])
+    with pytest.raises(ValueError, match="phase2_train='backbone'"):
+        recipes.get("multi_exit", phase2_train="backbone")
