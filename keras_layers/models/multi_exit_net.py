@@ -12,7 +12,8 @@ IMTA switches (model_config):
 
 Cost: `count_madds(net, shape, exit=k)` is the cumulative cost of an early-exit run that stops at
 exit k (backbone up to stage k plus heads 0..k); `exit_madds(net, shape)` lists it for every exit.
-`exit_prefix(net, k)` is the sub-network up to exit k (shared weights), e.g. for export.
+`exit_prefix(net, k)` is the sub-network up to exit k (shared weights), e.g. for export;
+`stage_outputs(net)` the backbone tensors at the branch points (for exporting per-stage segments).
 """
 from __future__ import annotations
 
@@ -54,6 +55,19 @@ def exit_prefix(net, exit):
     _check_exit(net, exit)
     name = f"exit_{exit}"
     return keras.Model(net.inputs, {name: net._nested_outputs[name]}, name=f"{net.name}_{name}")
+
+
+def stage_outputs(net):
+    """Keras tensors of the backbone after each stage (what exit i's head and stage i+1 both read)."""
+    tensors = []
+    for name in exit_names(net):
+        head = net.get_layer(name)
+        features = head._inbound_nodes[0].keras_inputs[0]
+        layer = features._keras_history.layer
+        if isinstance(layer, GradientEquilibrium):  # step back over the exit branch's rescaling op
+            features = layer._inbound_nodes[features._keras_history.node_index].keras_inputs[0]
+        tensors.append(features)
+    return tensors
 
 
 def exit_madds(net, input_shape=None):

@@ -14,8 +14,8 @@ from pipelines.exporters import multi_exit
 SHAPE = (16, 16, 1)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=["prefixes", "segments"])
+def exported(request, tmp_path_factory):
     keras.utils.set_random_seed(0)
     net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
                 depth_multiplier=0.25, last_channels=32)
@@ -24,23 +24,35 @@ def exported(tmp_path_factory):
     probs = budgeted.exit_probabilities(net, x)
     conf = probs.max(-1)
     thresholds = [float(np.median(conf[0])), float(np.median(conf[1])), -np.inf]  # some exit at each exit
-    manifest = multi_exit.export(net, out, thresholds=thresholds)
+    manifest = multi_exit.export(net, out, thresholds=thresholds, layout=request.param)
     return net, out, x, manifest, thresholds
 
 
-def test_prefix_tflite_models_match_keras_exits(exported):
+def tflite_exit_logits(out, manifest, x):
+    """Logits of every exit from the exported files, run the way the layout prescribes."""
+    if manifest["layout"] == "prefixes":
+        return [tflite.Runner((out / e["file"]).read_bytes()).run(x)[e["output"]] for e in manifest["exits"]]
+    runner, logits = tflite.Runner(out / multi_exit.MODEL_FILE), []
+    state = {"image": x}
+    for e in manifest["exits"]:
+        got = runner.run({n: state[n] for n in e["inputs"]}, signature=e["signature"])
+        logits.append(got["logits"])
+        state = {"features": got.get("features"), "previous_logits": got["logits"]}
+    return logits
+
+
+def test_exported_exits_match_keras(exported):
     net, out, x, manifest, _ = exported
     keras_out = net(x, training=False)
-    assert [e["file"] for e in manifest["exits"]] == ["exit_0.tflite", "exit_1.tflite", "exit_2.tflite"]
-    for e in manifest["exits"]:
-        data = (out / e["file"]).read_bytes()
-        tflite.assert_builtin_only(data)
-        got = tflite.Runner(data).run(x)
-        p = tflite.parity(keras_out[e["output"]].numpy(), got, output=e["output"])
+    for e, got in zip(manifest["exits"], tflite_exit_logits(out, manifest, x)):
+        tflite.assert_builtin_only((out / e["file"]).read_bytes())
+        p = tflite.parity(keras_out[f"exit_{e['exit']}"].numpy(), got)
         assert p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0, (e, p)
-    # a prefix holds only what its exit needs: smaller files for earlier exits
-    sizes = [(out / e["file"]).stat().st_size for e in manifest["exits"]]
-    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    if manifest["layout"] == "prefixes":  # a prefix holds only what its exit needs
+        sizes = [(out / e["file"]).stat().st_size for e in manifest["exits"]]
+        assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    else:  # exit 1 and 2 read the previous exit's logits (ISC) and features, never the image
+        assert manifest["exits"][1]["inputs"] == ["features", "previous_logits"]
 
 
 def test_manifest_has_thresholds_and_cumulative_madds(exported):
@@ -67,6 +79,8 @@ def test_export_rejects_bad_thresholds_and_budget(exported, tmp_path):
     net, _, x, _, _ = exported
     with pytest.raises(ValueError, match="thresholds"):
         multi_exit.export(net, tmp_path, thresholds=[0.5])
+    with pytest.raises(ValueError, match="layout='tiles'"):
+        multi_exit.export(net, tmp_path, layout="tiles")
     with pytest.raises(ValueError, match="budget=1"):
         multi_exit.export(net, tmp_path, budget=1, validation=(x, np.zeros(len(x), int)))
     assert not list(tmp_path.iterdir())  # nothing written before the error
