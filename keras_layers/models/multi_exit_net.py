@@ -30,13 +30,13 @@ L = keras.layers
 
 
 def exit_names(net):
-    """The `exit_i` output names of a multi-exit model, in exit order."""
-    shapes = net.output_shape
+    """The `exit_i` output names of a multi-exit model (or of its outputs dict), in exit order."""
+    shapes = net if isinstance(net, dict) else net.output_shape
     if not isinstance(shapes, dict):
         raise ValueError(f"model {net.name!r} is not a multi-exit model (outputs are not a dict of exit_i)")
     names = [k for k in shapes if k.startswith("exit_")]
     if not names:
-        raise ValueError(f"model {net.name!r} has no exit_i outputs; outputs: {sorted(shapes)}")
+        raise ValueError(f"model has no exit_i outputs; outputs: {sorted(shapes)}")
     return sorted(names, key=lambda n: int(n.split("_")[1]))
 
 

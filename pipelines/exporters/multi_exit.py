@@ -125,8 +125,7 @@ def export(net, out_dir, *, layout="segments", quantize="float32", thresholds=No
     if len(thresholds) != k:
         raise ValueError(f"thresholds needs one value per exit ({k}); received thresholds={thresholds!r}")
     costs = exit_madds(net, input_shape)
-    for m in [net]:
-        tflite.check_quantization(m, quantize)  # fail before writing anything
+    tflite.check_quantization(net, quantize)  # fail before writing anything
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     exits = []

@@ -31,12 +31,11 @@ from pipelines.recipes.base import Recipe, StepOutput, _check_range
 
 
 def _exit_names(outputs_or_net):
-    keys = outputs_or_net.output_shape if isinstance(outputs_or_net, keras.Model) else outputs_or_net
-    if not isinstance(keys, dict):
-        raise ValueError("the multi_exit recipe needs a model whose outputs are a dict {'exit_0': ..., ...}")
-    names = sorted((k for k in keys if k.startswith("exit_")), key=lambda n: int(n.split("_")[1]))
+    from keras_layers.models.multi_exit_net import exit_names
+
+    names = exit_names(outputs_or_net)
     if len(names) < 2:
-        raise ValueError(f"the multi_exit recipe needs >= 2 exit_i outputs; received outputs={sorted(keys)}")
+        raise ValueError(f"the multi_exit recipe needs >= 2 exit_i outputs; received {names}")
     return names
 
 
