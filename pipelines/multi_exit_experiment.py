@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 _OFF = {"gradient_equilibrium": False, "inline_collaboration": False}
-_OFA = {"distill": True, "alpha": 0.5, "temperature": 3.0, "phase1_fraction": 0.5}
-VARIANTS = {  # name -> model_config / recipe_config overrides (Table 2 of the paper: the ablation rows)
+_OFA = {"distill": True}  # alpha, temperature, phase1_fraction: the recipe's defaults or --recipe-config
+VARIANTS = {  # name -> the switches each variant sets over the user's config (the paper's Table 2 rows)
     "plain": {"model_config": _OFF, "recipe_config": {"distill": False}},
     "ge": {"model_config": {**_OFF, "gradient_equilibrium": True}, "recipe_config": {"distill": False}},
     "isc": {"model_config": {**_OFF, "inline_collaboration": True}, "recipe_config": {"distill": False}},
