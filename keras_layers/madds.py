@@ -15,7 +15,9 @@ first call argument). ``state`` carries the setting asked for (``width=0.5``, ..
 keys it understands and ignores the others. Two keys are handled here, on the graph:
 
 * ``output="NAME"`` counts only the layers the named model output depends on;
-* ``exit=k`` is shorthand for ``output="exit_k"`` (multi-exit models).
+* ``exit=k`` (multi-exit models) counts the layers that outputs ``exit_0`` .. ``exit_k`` depend on:
+  the cumulative cost of an early-exit run that stops at exit k, which evaluated every earlier
+  exit's head on the way (IMTA / MSDNet budgeted inference).
 
 A nested functional model used as a layer is counted recursively with the same state.
 """
@@ -107,10 +109,13 @@ def count_madds(model, input_shape=None, **state) -> int:
     if input_shape is not None:
         model = _with_input_shape(model, input_shape)
     output = state.pop("output", None)
-    if "exit" in state:
-        output = f"exit_{int(state.pop('exit'))}"
     outputs = _named_outputs(model)
-    if output is not None:
+    if "exit" in state:
+        k = int(state.pop("exit"))
+        if f"exit_{k}" not in outputs:
+            raise ValueError(f"count_madds: unknown output='exit_{k}' (exit={k}); model outputs: {sorted(outputs)}")
+        targets = [outputs[f"exit_{j}"] for j in range(k + 1) if f"exit_{j}" in outputs]
+    elif output is not None:
         if output not in outputs:
             raise ValueError(f"count_madds: unknown output={output!r}; model outputs: {sorted(outputs)}")
         targets = [outputs[output]]

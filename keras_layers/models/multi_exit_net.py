@@ -1,0 +1,125 @@
+"""Multi-exit MobileNetV2 (IMTA, Li et al., ICCV 2019, on a MobileNetV2 backbone instead of MSDNet).
+
+The backbone is the `mobilenet_v2` spec table (inverted residual blocks, CIFAR-style stride for
+small inputs); its blocks are cut into `num_exits` consecutive stages and an `ExitHead` is attached
+after each stage (the last one after a 1x1 `last` conv). Outputs are a dict
+``{"exit_0": logits, ..., "exit_{K-1}": logits}``.
+
+IMTA switches (model_config):
+* ``gradient_equilibrium``: a pair of `GradientEquilibrium` ops at each branch point (into exit i:
+  ``1/(K-i)``, into stage i+1: ``(K-i-1)/(K-i)``).
+* ``inline_collaboration``: exit i > 0 adds exit i-1's detached logits to its own.
+
+Cost: `count_madds(net, shape, exit=k)` is the cumulative cost of an early-exit run that stops at
+exit k (backbone up to stage k plus heads 0..k); `exit_madds(net, shape)` lists it for every exit.
+`exit_prefix(net, k)` is the sub-network up to exit k (shared weights), e.g. for export;
+`stage_outputs(net)` the backbone tensors at the branch points (for exporting per-stage segments).
+"""
+from __future__ import annotations
+
+from keras_layers import _env  # noqa: F401
+import tf_keras as keras
+
+from keras_layers.madds import count_madds
+from keras_layers.models import register
+from keras_layers.models._common import check_fraction, check_positive, conv_bn, make_divisible, stem_stride
+from keras_layers.models.mobilenet_v2 import inverted_residual, stage_plan
+from keras_layers.multi_exit import ExitHead, GradientEquilibrium
+
+L = keras.layers
+
+
+def exit_names(net):
+    """The `exit_i` output names of a multi-exit model (or of its outputs dict), in exit order."""
+    shapes = net if isinstance(net, dict) else net.output_shape
+    if not isinstance(shapes, dict):
+        raise ValueError(f"model {net.name!r} is not a multi-exit model (outputs are not a dict of exit_i)")
+    names = [k for k in shapes if k.startswith("exit_")]
+    if not names:
+        raise ValueError(f"model has no exit_i outputs; outputs: {sorted(shapes)}")
+    return sorted(names, key=lambda n: int(n.split("_")[1]))
+
+
+def num_exits(net):
+    return len(exit_names(net))
+
+
+def _check_exit(net, exit):
+    k = num_exits(net)
+    if isinstance(exit, bool) or not isinstance(exit, int) or not 0 <= exit < k:
+        raise ValueError(f"exit must be an int in [0, {k - 1}]; received exit={exit!r}")
+
+
+def exit_prefix(net, exit):
+    """The network up to exit `exit`, output ``{"exit_<exit>": logits}``, sharing `net`'s weights."""
+    _check_exit(net, exit)
+    name = f"exit_{exit}"
+    return keras.Model(net.inputs, {name: net._nested_outputs[name]}, name=f"{net.name}_{name}")
+
+
+def stage_outputs(net):
+    """Keras tensors of the backbone after each stage (what exit i's head and stage i+1 both read)."""
+    tensors = []
+    for name in exit_names(net):
+        head = net.get_layer(name)
+        features = head._inbound_nodes[0].keras_inputs[0]
+        layer = features._keras_history.layer
+        if isinstance(layer, GradientEquilibrium):  # step back over the exit branch's rescaling op
+            features = layer._inbound_nodes[features._keras_history.node_index].keras_inputs[0]
+        tensors.append(features)
+    return tensors
+
+
+def exit_madds(net, input_shape=None):
+    """Cumulative MAdds per example to reach each exit: `[count_madds(net, shape, exit=k) for k]`."""
+    return [count_madds(net, input_shape, exit=k) for k in range(num_exits(net))]
+
+
+def split_blocks(num_blocks, num_exits_):
+    """End index (exclusive) of each of the `num_exits_` stages over `num_blocks` blocks, evenly."""
+    return [round(num_blocks * (i + 1) / num_exits_) for i in range(num_exits_)]
+
+
+@register("multi_exit_net")
+def build_multi_exit_net(input_shape, num_classes, *, num_exits=4, width_multiplier=0.5, depth_multiplier=0.5,
+                         head_units=0, dropout=0.0, last_channels=256, gradient_equilibrium=True,
+                         inline_collaboration=True):
+    if isinstance(num_exits, bool) or not isinstance(num_exits, int) or num_exits < 2:
+        raise ValueError(f"num_exits must be an int >= 2; received num_exits={num_exits!r}")
+    check_positive("width_multiplier", width_multiplier)
+    check_positive("depth_multiplier", depth_multiplier)
+    check_fraction("dropout", dropout, 0.0, 0.99)
+    check_positive("last_channels", last_channels, allow_float=False)
+    if isinstance(head_units, bool) or not isinstance(head_units, int) or head_units < 0:
+        raise ValueError(f"head_units must be an int >= 0; received head_units={head_units!r}")
+    for name, value in (("gradient_equilibrium", gradient_equilibrium), ("inline_collaboration", inline_collaboration)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool; received {name}={value!r}")
+
+    plan = list(stage_plan(input_shape, width_multiplier, depth_multiplier))
+    if num_exits > len(plan):
+        raise ValueError(f"num_exits must be <= the number of blocks ({len(plan)} at depth_multiplier="
+                         f"{depth_multiplier}); received num_exits={num_exits!r}")
+    ends = split_blocks(len(plan), num_exits)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(input_shape), name="stem")
+    outputs, previous, start = {}, None, 0
+    for i, end in enumerate(ends):
+        for index, t, filters, s in plan[start:end]:
+            x = inverted_residual(x, t, filters, s, name=f"block{index}")
+        start = end
+        last = i == num_exits - 1
+        if last:
+            x = conv_bn(x, make_divisible(last_channels * max(1.0, width_multiplier)), 1, name="last")
+        to_exit = x
+        if gradient_equilibrium and not last:
+            to_exit_scale, to_next_scale = GradientEquilibrium.branch_scales(i, num_exits)
+            to_exit = GradientEquilibrium(to_exit_scale, name=f"ge_exit_{i}")(x)
+            x = GradientEquilibrium(to_next_scale, name=f"ge_next_{i}")(x)
+        head = ExitHead(num_classes, hidden_units=head_units, dropout=dropout,
+                        inline_collaboration=inline_collaboration and previous is not None, name=f"exit_{i}")
+        logits = head([to_exit, previous] if head.inline_collaboration else to_exit)
+        outputs[f"exit_{i}"] = logits
+        previous = logits
+    return keras.Model(inputs, outputs, name="multi_exit_net")
