@@ -7,5 +7,7 @@ analytic multiply-adds per example. No I/O, Ray or MLflow here.
 from keras_layers import _env  # noqa: F401  (must run before TensorFlow is imported)
 from keras_layers.madds import count_madds, layer_madds
 from keras_layers import models
+from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
 
-__all__ = ["count_madds", "layer_madds", "models"]
+__all__ = ["count_madds", "layer_madds", "models",
+           "BasisConv2D", "BasisDepthwiseConv2D", "BasisDense"]

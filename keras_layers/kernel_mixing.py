@@ -1,0 +1,253 @@
+"""Kernel mixing: the one primitive behind CondConv and BasisNet's model synthesis.
+
+For every example ``b`` the op applies the kernel ``sum_n c[b, n] * W[n]`` (``W`` has the expert /
+basis axis first) with an ordinary convolution / depthwise convolution / matmul. CondConv (Yang et
+al., 2019) computes ``c`` with a router inside the layer; BasisNet (Zhang et al., 2021) receives it
+from a lightweight model. `keras_layers.basis` and `keras_layers.condconv` are thin layers over the
+functions of this module; nothing else implements the per-example kernel.
+
+    y = conv2d(x, c, W, strides=(1, 1), padding="same")          # W: (E, kh, kw, C_in, C_out)
+    y = depthwise_conv2d(x, c, W, strides=(2, 2))                # W: (E, kh, kw, C, 1)
+    y = dense(x, c, W)                                           # W: (E, C_in, C_out)
+
+`method="auto"` picks the implementation from the op and the *static* batch size (see
+`choose_conv_method` / `choose_depthwise_method`); every method computes the same function and can be
+forced by name (the tests compare them all against a NumPy loop):
+
+conv2d methods
+  ``einsum``    1x1 only: ``bhwi,bio->bhwo`` with the mixed kernel (a strided 1x1 first subsamples).
+  ``map_fn``    per-example ``tf.nn.conv2d`` in a ``tf.map_fn`` (dynamic batch).
+  ``unrolled``  per-example ``tf.nn.conv2d`` unrolled over a static batch (split / conv / concat).
+  ``grouped``   batch folded into channels, one grouped convolution with ``groups=B``.
+  ``im2col``    shifted slices + concat, then a (batched) matmul with the mixed kernel.
+  ``folded``    batch 1 only: one plain ``tf.nn.conv2d`` with the folded kernel.
+  ``experts``   the naive mixture-of-experts formula: E convolutions, then mix the outputs.
+depthwise_conv2d methods
+  ``batch_channels``  batch folded into channels of one depthwise conv (any batch).
+  ``folded``          batch 1 only: one plain depthwise conv with the folded kernel.
+  ``experts``         E depthwise convolutions (as one conv with E*C channels), then mix.
+dense methods
+  ``einsum`` (per-example mixed kernel, ``bi,bio->bo``) and ``experts`` (``x @ W_n`` for all n, then mix).
+
+Choices, measured on this 2-core CPU (TF 2.21, tf_keras; forward+backward, B=32, E=8,
+32x32x64 -> 64, time relative to a static ``Conv2D`` of the same shape measured in the same run;
+`python -m benchmarks kernel_mixing` reproduces them, see `benchmarks/bench_kernel_mixing.py`):
+
+* 1x1: ``einsum`` ~1.0x static (the batched matmul is as fast as the 1x1 conv); ``experts`` ~6x.
+* depthwise 3x3: ``batch_channels`` ~1.5x; ``experts`` ~5x.
+* kxk with a dynamic batch (``model.fit``): ``map_fn`` ~1.5x, ``grouped`` ~1.9x, ``im2col`` ~2x,
+  ``experts`` ~8x. With a static batch ``unrolled`` ~1.4x. Auto: ``unrolled`` for static batches up
+  to 64, else ``map_fn``.
+* batch 1 (inference, TFLite export at batch 1): LiteRT's XNNPACK delegate does not take a
+  ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run time, but it does take
+  ``BATCH_MATMUL`` / ``FULLY_CONNECTED``. So at batch 1 kxk convolutions use ``im2col`` (delegated
+  shifted slices + one matmul), 1x1 the ``einsum`` (a matmul) and depthwise the ``folded`` conv
+  (the shifted multiply-add alternative was slower, 0.34 vs 0.18 ms for 32x32x32, 3x3).
+
+All methods use only builtin TFLite ops at batch 1 (MEAN, FULLY_CONNECTED / BATCH_MATMUL,
+STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, DEPTHWISE_CONV_2D).
+"""
+from __future__ import annotations
+
+import math
+
+from keras_layers import _env  # noqa: F401
+import tensorflow as tf
+
+CONV_METHODS = ("auto", "einsum", "map_fn", "unrolled", "grouped", "im2col", "folded", "experts")
+DEPTHWISE_METHODS = ("auto", "batch_channels", "folded", "experts")
+DENSE_METHODS = ("auto", "einsum", "experts")
+# Unrolling a static batch larger than this makes graphs (and compile times) large; map_fn instead.
+MAX_UNROLLED_BATCH = 64
+
+
+# ---------------------------------------------------------------- helpers
+
+def mix_kernels(coefficients, kernel):
+    """Per-example kernels ``(B, *kernel.shape[1:])`` = ``sum_n coefficients[:, n] * kernel[n]``.
+
+    Written as a 2-D matmul so TFLite gets one FULLY_CONNECTED with a constant weight (which
+    dynamic-range quantization handles) instead of an einsum.
+    """
+    single = kernel.shape[1:]
+    flat = tf.reshape(kernel, (kernel.shape[0], -1))
+    mixed = tf.matmul(coefficients, flat)
+    return tf.reshape(mixed, (-1, *single))
+
+
+def static_batch(x):
+    """The static batch size of `x`, or None when it is only known at run time."""
+    return x.shape[0] if x.shape.rank and x.shape[0] is not None else None
+
+
+def output_size(size, kernel, stride, padding, dilation=1):
+    """Spatial output size of a convolution (Keras conventions)."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return math.ceil(size / stride)
+    return math.ceil((size - effective + 1) / stride)
+
+
+def _same_pads(size, kernel, stride, dilation):
+    effective = (kernel - 1) * dilation + 1
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _conv(x, kernel, strides, padding, dilation):
+    return tf.nn.conv2d(x, kernel, strides=(1, *strides, 1), padding=padding.upper(),
+                        dilations=(1, *dilation, 1))
+
+
+def _depthwise(x, kernel, strides, padding, dilation):
+    return tf.nn.depthwise_conv2d(x, kernel, strides=(1, *strides, 1), padding=padding.upper(),
+                                  dilations=dilation)
+
+
+# ---------------------------------------------------------------- method choice
+
+def choose_conv_method(kernel_size, batch):
+    """The measured-best conv2d method for `kernel_size` (kh, kw) and static `batch` (None = dynamic)."""
+    if tuple(kernel_size) == (1, 1):
+        return "einsum"
+    if batch == 1:
+        return "im2col"
+    if batch is not None and batch <= MAX_UNROLLED_BATCH:
+        return "unrolled"
+    return "map_fn"
+
+
+def choose_depthwise_method(batch):
+    """The measured-best depthwise method for static `batch` (None = dynamic)."""
+    return "folded" if batch == 1 else "batch_channels"
+
+
+# ---------------------------------------------------------------- conv2d
+
+def _im2col(x, kernel_size, strides, padding, dilation):
+    """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted strided slices."""
+    kh, kw = kernel_size
+    h, w = x.shape[1], x.shape[2]
+    if padding == "same":
+        (pt, pb), (pl, pr) = _same_pads(h, kh, strides[0], dilation[0]), _same_pads(w, kw, strides[1], dilation[1])
+        if pt or pb or pl or pr:
+            x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+    oh = output_size(h, kh, strides[0], padding, dilation[0])
+    ow = output_size(w, kw, strides[1], padding, dilation[1])
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            r, c = i * dilation[0], j * dilation[1]
+            taps.append(x[:, r:r + (oh - 1) * strides[0] + 1:strides[0], c:c + (ow - 1) * strides[1] + 1:strides[1], :])
+    return taps[0] if len(taps) == 1 else tf.concat(taps, axis=-1)
+
+
+def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), method="auto"):
+    """Per-example convolution with kernels ``sum_n coefficients[b, n] * kernel[n]``.
+
+    inputs (B, H, W, C_in); coefficients (B, E); kernel (E, kh, kw, C_in, C_out) -> (B, oh, ow, C_out).
+    """
+    strides, dilation = _pair(strides), _pair(dilation_rate)
+    kh, kw, c_in, c_out = kernel.shape[1:]
+    batch = static_batch(inputs)
+    if method == "auto":
+        method = choose_conv_method((kh, kw), batch)
+    if method not in CONV_METHODS:
+        raise ValueError(f"unknown conv2d method={method!r}; valid choices: {', '.join(CONV_METHODS)}")
+
+    if method == "experts":
+        stacked = tf.reshape(tf.transpose(kernel, (1, 2, 3, 0, 4)), (kh, kw, c_in, -1))
+        y = _conv(inputs, stacked, strides, padding, dilation)
+        y = tf.reshape(y, (-1, y.shape[1], y.shape[2], kernel.shape[0], c_out))
+        return tf.einsum("bhwno,bn->bhwo", y, coefficients)
+
+    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
+    if method == "einsum":
+        if (kh, kw) != (1, 1):
+            raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel; received kernel_size={(kh, kw)}")
+        x = inputs
+        if strides != (1, 1):
+            x = x[:, ::strides[0], ::strides[1], :]
+        return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
+    if method == "im2col":
+        patches = _im2col(inputs, (kh, kw), strides, padding, dilation)
+        oh, ow = patches.shape[1], patches.shape[2]
+        flat = tf.reshape(patches, (-1, oh * ow, kh * kw * c_in))
+        y = tf.matmul(flat, tf.reshape(mixed, (-1, kh * kw * c_in, c_out)))
+        return tf.reshape(y, (-1, oh, ow, c_out))
+    if method == "folded":
+        if batch != 1:
+            raise ValueError(f"conv2d method='folded' needs a static batch of 1; received batch={batch}")
+        return _conv(inputs, mixed[0], strides, padding, dilation)
+    if method == "unrolled":
+        if batch is None:
+            raise ValueError("conv2d method='unrolled' needs a static batch size; received batch=None")
+        xs = tf.split(inputs, batch, axis=0)
+        ks = tf.unstack(mixed, num=batch, axis=0)
+        return tf.concat([_conv(xi, ki, strides, padding, dilation) for xi, ki in zip(xs, ks)], axis=0)
+    if method == "map_fn":
+        oh = output_size(inputs.shape[1], kh, strides[0], padding, dilation[0])
+        ow = output_size(inputs.shape[2], kw, strides[1], padding, dilation[1])
+        y = tf.map_fn(lambda a: _conv(a[0][None], a[1], strides, padding, dilation)[0], (inputs, mixed),
+                      fn_output_signature=tf.TensorSpec((oh, ow, c_out), inputs.dtype))
+        return y
+    # grouped: (B, H, W, C) -> (1, H, W, B*C); filter (kh, kw, C_in, B*C_out); groups = B.
+    h, w = inputs.shape[1], inputs.shape[2]
+    x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
+    k = tf.reshape(tf.transpose(mixed, (1, 2, 3, 0, 4)), (kh, kw, c_in, -1))
+    y = _conv(x, k, strides, padding, dilation)
+    y = tf.reshape(y, (y.shape[1], y.shape[2], -1, c_out))
+    return tf.transpose(y, (2, 0, 1, 3))
+
+
+# ---------------------------------------------------------------- depthwise
+
+def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
+                     method="auto"):
+    """Per-example depthwise convolution; kernel (E, kh, kw, C, 1) (depth multiplier 1)."""
+    strides, dilation = _pair(strides), _pair(dilation_rate)
+    kh, kw, c = kernel.shape[1:4]
+    batch = static_batch(inputs)
+    if method == "auto":
+        method = choose_depthwise_method(batch)
+    if method not in DEPTHWISE_METHODS:
+        raise ValueError(f"unknown depthwise method={method!r}; valid choices: {', '.join(DEPTHWISE_METHODS)}")
+    if method == "experts":
+        e = kernel.shape[0]
+        x = tf.tile(inputs, (1, 1, 1, e))  # channel n*C + c sees expert n
+        k = tf.reshape(tf.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, e * c, 1))
+        y = _depthwise(x, k, strides, padding, dilation)
+        y = tf.reshape(y, (-1, y.shape[1], y.shape[2], e, c))
+        return tf.einsum("bhwnc,bn->bhwc", y, coefficients)
+    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C, 1)
+    if method == "folded":
+        if batch != 1:
+            raise ValueError(f"depthwise method='folded' needs a static batch of 1; received batch={batch}")
+        return _depthwise(inputs, mixed[0], strides, padding, dilation)
+    h, w = inputs.shape[1], inputs.shape[2]
+    x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
+    k = tf.reshape(tf.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, 1))
+    y = _depthwise(x, k, strides, padding, dilation)
+    y = tf.reshape(y, (y.shape[1], y.shape[2], -1, c))
+    return tf.transpose(y, (2, 0, 1, 3))
+
+
+# ---------------------------------------------------------------- dense
+
+def dense(inputs, coefficients, kernel, method="auto"):
+    """Per-example matmul; inputs (B, C_in), kernel (E, C_in, C_out) -> (B, C_out)."""
+    if method == "auto":
+        method = "einsum"
+    if method not in DENSE_METHODS:
+        raise ValueError(f"unknown dense method={method!r}; valid choices: {', '.join(DENSE_METHODS)}")
+    e, c_in, c_out = kernel.shape
+    if method == "experts":
+        y = tf.matmul(inputs, tf.reshape(tf.transpose(kernel, (1, 0, 2)), (c_in, e * c_out)))
+        return tf.einsum("bno,bn->bo", tf.reshape(y, (-1, e, c_out)), coefficients)
+    mixed = mix_kernels(coefficients, kernel)  # (B, C_in, C_out)
+    return tf.squeeze(tf.matmul(inputs[:, None, :], mixed), axis=1)

@@ -1,0 +1,317 @@
+"""Basis layers (`keras_layers.basis`) and the kernel-mixing methods behind them, against NumPy."""
+import math
+
+import numpy as np
+import pytest
+
+from keras_layers import _env  # noqa: F401
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_layers import count_madds, kernel_mixing
+from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
+
+RNG = np.random.RandomState(0)
+
+
+# ---------------------------------------------------------------- NumPy reference
+
+def _pad_and_size(x, k, s, padding, d):
+    size, eff = x.shape[0], (k - 1) * d + 1
+    if padding == "same":
+        out = -(-size // s)
+        total = max((out - 1) * s + eff - size, 0)
+        return (total // 2, total - total // 2), out
+    return (0, 0), -(-(size - eff + 1) // s)
+
+
+def np_conv(x, k, strides, padding, dilation, depthwise=False):
+    """One example: x (H, W, C), k (kh, kw, C, O) or depthwise (kh, kw, C, 1)."""
+    kh, kw = k.shape[:2]
+    (pt, pb), oh = _pad_and_size(x, kh, strides[0], padding, dilation[0])
+    (pl, pr), ow = _pad_and_size(x.transpose(1, 0, 2), kw, strides[1], padding, dilation[1])
+    xp = np.pad(x, [(pt, pb), (pl, pr), (0, 0)])
+    out = np.zeros((oh, ow, x.shape[-1] if depthwise else k.shape[-1]))
+    for i in range(kh):
+        for j in range(kw):
+            for a in range(oh):
+                for b in range(ow):
+                    v = xp[a * strides[0] + i * dilation[0], b * strides[1] + j * dilation[1]]
+                    out[a, b] += v * k[i, j, :, 0] if depthwise else v @ k[i, j]
+    return out
+
+
+def np_reference(layer, x, c):
+    """Per-example loop over the folded kernel sum_n c[b, n] W[n], then bias."""
+    w = layer.kernel.numpy().astype(np.float64)
+    outs = []
+    for b in range(x.shape[0]):
+        folded = np.tensordot(c[b].astype(np.float64), w, axes=1)
+        if isinstance(layer, BasisDense):
+            y = x[b] @ folded
+        else:
+            y = np_conv(x[b].astype(np.float64), folded, layer.strides, layer.padding, layer.dilation_rate,
+                        depthwise=isinstance(layer, BasisDepthwiseConv2D))
+        outs.append(y)
+    out = np.stack(outs)
+    return out + layer.bias.numpy() if layer.use_bias else out
+
+
+def data(batch, shape, num_bases, softmax=False):
+    x = RNG.randn(batch, *shape).astype("float32")
+    logits = RNG.randn(batch, num_bases).astype("float32")
+    c = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) if softmax else 1 / (1 + np.exp(-logits))
+    return x, c.astype("float32")
+
+
+def randomize_bias(layer):
+    if layer.bias is not None:
+        layer.bias.assign(RNG.randn(*layer.bias.shape).astype("float32"))
+
+
+# ---------------------------------------------------------------- forward vs NumPy
+
+CONV_CASES = [  # kernel, strides, padding, dilation, input shape
+    (3, 1, "same", 1, (7, 6, 3)),
+    (3, 2, "same", 1, (7, 8, 4)),
+    (3, 2, "valid", 1, (9, 7, 2)),
+    (1, 1, "same", 1, (5, 5, 4)),
+    (1, 2, "valid", 1, (5, 6, 3)),
+    (3, 1, "same", 2, (7, 7, 2)),
+    ((1, 3), (2, 1), "same", 1, (6, 6, 3)),
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kernel,strides,padding,dilation,shape", CONV_CASES)
+def test_conv_auto_matches_numpy(batch, kernel, strides, padding, dilation, shape):
+    layer = BasisConv2D(5, kernel, num_bases=4, strides=strides, padding=padding, dilation_rate=dilation)
+    x, c = data(batch, shape, 4, softmax=batch == 3)
+    y = layer(x, c).numpy()
+    randomize_bias(layer)
+    y = layer(x, c).numpy()
+    ref = np_reference(layer, x, c)
+    assert y.shape == ref.shape == tuple(layer.compute_output_shape((batch, *shape)))
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [m for m in kernel_mixing.CONV_METHODS if m != "auto"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_every_conv_method_matches_numpy(method, batch):
+    kernel = 1 if method == "einsum" else 3
+    layer = BasisConv2D(4, kernel, num_bases=3, strides=2, padding="same", method=method)
+    x, c = data(batch, (7, 6, 3), 3)
+    if method == "folded" and batch != 1:
+        with pytest.raises(ValueError, match="batch of 1"):
+            layer(x, c)
+        return
+    layer(x, c)
+    randomize_bias(layer)
+    np.testing.assert_allclose(layer(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
+def test_map_fn_and_grouped_run_with_a_dynamic_batch():
+    x, c = data(3, (6, 6, 2), 4)
+    for method in ("map_fn", "grouped", "im2col", "experts"):
+        layer = BasisConv2D(3, 3, num_bases=4, method=method)
+        fn = tf.function(lambda a, b, layer=layer: layer(a, b),
+                         input_signature=[tf.TensorSpec((None, 6, 6, 2)), tf.TensorSpec((None, 4))])
+        np.testing.assert_allclose(fn(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+@pytest.mark.parametrize("method", [m for m in kernel_mixing.DEPTHWISE_METHODS])
+@pytest.mark.parametrize("strides,padding,dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1),
+                                                      (1, "same", 2)])
+def test_depthwise_matches_numpy(batch, method, strides, padding, dilation):
+    layer = BasisDepthwiseConv2D(3, num_bases=4, strides=strides, padding=padding, dilation_rate=dilation,
+                                 method=method)
+    x, c = data(batch, (7, 6, 3), 4, softmax=batch == 2)
+    if method == "folded" and batch != 1:
+        with pytest.raises(ValueError, match="batch of 1"):
+            layer(x, c)
+        return
+    layer(x, c)
+    randomize_bias(layer)
+    y = layer(x, c).numpy()
+    assert y.shape == tuple(layer.compute_output_shape(x.shape))
+    np.testing.assert_allclose(y, np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("method", ["auto", "einsum", "experts"])
+def test_dense_matches_numpy(batch, method):
+    layer = BasisDense(6, num_bases=3, method=method, activation="relu")
+    x, c = data(batch, (5,), 3)
+    layer(x, c)
+    randomize_bias(layer)
+    np.testing.assert_allclose(layer(x, c).numpy(), np.maximum(np_reference(layer, x, c), 0), rtol=1e-4, atol=1e-4)
+
+
+def test_one_hot_coefficients_give_the_static_layer():
+    """With c = e_n the op is exactly the static Keras layer holding basis n."""
+    layer = BasisConv2D(4, 3, num_bases=3, strides=2)
+    x, _ = data(2, (8, 8, 3), 3)
+    c = np.eye(3, dtype="float32")[[2, 0]]
+    y = layer(x, c).numpy()
+    static = keras.layers.Conv2D(4, 3, strides=2, padding="same")
+    static.build(x.shape)
+    for b, n in enumerate([2, 0]):
+        static.set_weights([layer.kernel.numpy()[n], layer.bias.numpy()])
+        np.testing.assert_allclose(y[b], static(x[b:b + 1]).numpy()[0], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("op,method,kernel_shape,x_shape", [
+    (kernel_mixing.conv2d, "map_fn", (2, 3, 3, 2, 2), (4, 4, 2)),
+    (kernel_mixing.conv2d, "unrolled", (2, 3, 3, 2, 2), (3, 3, 2)),
+    (kernel_mixing.conv2d, "im2col", (2, 3, 3, 2, 2), (3, 3, 2)),
+    (kernel_mixing.conv2d, "einsum", (2, 1, 1, 2, 3), (3, 3, 2)),
+    (kernel_mixing.depthwise_conv2d, "batch_channels", (2, 3, 3, 2, 1), (4, 4, 2)),
+    (kernel_mixing.dense, "einsum", (2, 4, 3), (4,)),
+    (kernel_mixing.dense, "experts", (2, 4, 3), (4,)),
+])
+def test_gradients_match_finite_differences(op, method, kernel_shape, x_shape):
+    """d/d(inputs, coefficients, bases) of every training path vs central differences (float64)."""
+    x, c = data(2, x_shape, 2)
+    k = RNG.randn(*kernel_shape)
+    args = [tf.constant(a, tf.float64) for a in (x, c, k)]
+    theoretical, numerical = tf.test.compute_gradient(lambda a, b, w: op(a, b, w, method=method), args)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_gradients_match_map_fn():
+    """TF's CPU grouped-conv backprop exists for float32 only (not float64): compare with map_fn."""
+    x, c = data(3, (5, 5, 2), 2)
+    k = tf.constant(RNG.randn(2, 3, 3, 2, 4).astype("float32"))
+    grads = {}
+    for method in ("grouped", "map_fn"):
+        args = [tf.constant(x), tf.constant(c), k]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            loss = tf.reduce_sum(kernel_mixing.conv2d(*args, method=method) ** 2)
+        grads[method] = [g.numpy() for g in tape.gradient(loss, args)]
+    for a, b in zip(grads["grouped"], grads["map_fn"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_training_gradient_reaches_the_bases_and_coefficients():
+    layer = BasisConv2D(4, 3, num_bases=3)
+    x, c = data(2, (5, 5, 2), 3)
+    c = tf.Variable(c)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, c) ** 2)
+    gk, gc = tape.gradient(loss, [layer.kernel, c])
+    assert gk.shape == layer.kernel.shape and np.all(np.abs(gk.numpy()).sum(axis=(1, 2, 3, 4)) > 0)
+    assert np.all(np.abs(gc.numpy()) > 0)
+
+
+# ---------------------------------------------------------------- weights, init, config, saving
+
+def test_weight_shapes_follow_the_design():
+    x, c = data(1, (6, 6, 3), 5)
+    conv = BasisConv2D(7, (3, 2), num_bases=5)
+    conv(x, c)
+    assert conv.kernel.shape == (5, 3, 2, 3, 7) and conv.bias.shape == (7,)
+    dw = BasisDepthwiseConv2D(3, num_bases=5, use_bias=False)
+    dw(x, c)
+    assert dw.kernel.shape == (5, 3, 3, 3, 1) and dw.bias is None
+    dense = BasisDense(4, num_bases=5)
+    dense(x.reshape(1, -1), c)
+    assert dense.kernel.shape == (5, 108, 4) and dense.bias.shape == (4,)
+
+
+@pytest.mark.parametrize("initializer", ["glorot_uniform", keras.initializers.GlorotUniform(seed=3)])
+def test_each_basis_is_initialised_like_a_single_kernel(initializer):
+    layer = BasisConv2D(16, 3, num_bases=4, kernel_initializer=initializer)
+    layer.build((None, 8, 8, 8))
+    w = layer.kernel.numpy()
+    limit = math.sqrt(6 / (3 * 3 * 8 + 3 * 3 * 16))  # glorot of ONE (3, 3, 8, 16) kernel
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+    for n in range(1, 4):
+        assert not np.allclose(w[0], w[n])
+
+
+@pytest.mark.parametrize("layer", [
+    BasisConv2D(8, (3, 1), num_bases=3, strides=(2, 1), padding="valid", use_bias=False, activation="relu",
+                kernel_regularizer="l2", method="map_fn"),
+    BasisDepthwiseConv2D(5, num_bases=2, dilation_rate=2, kernel_initializer="he_normal"),
+    BasisDense(4, num_bases=6, bias_initializer="ones", method="experts"),
+])
+def test_config_round_trip(layer):
+    config = layer.get_config()
+    back = type(layer).from_config(config)
+    assert back.get_config() == config
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(restored) is type(layer) and restored.get_config() == config
+
+
+def basis_model():
+    image = keras.Input((8, 8, 3), name="image")
+    coefficients = keras.Input((4,), name="coefficients")
+    x = BasisConv2D(6, 3, num_bases=4, strides=2, name="conv")(image, coefficients)
+    x = BasisDepthwiseConv2D(3, num_bases=4, name="dw")(x, coefficients)
+    x = BasisConv2D(5, 1, num_bases=4, name="pw")(x, coefficients)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = BasisDense(3, num_bases=4, name="dense")(x, coefficients)
+    return keras.Model([image, coefficients], out)
+
+
+def test_model_saves_and_loads_with_safe_mode(tmp_path):
+    model = basis_model()
+    x, c = data(3, (8, 8, 3), 4)
+    before = model([x, c]).numpy()
+    model.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(back([x, c]).numpy(), before, rtol=1e-6, atol=1e-6)
+    assert isinstance(back.get_layer("dw"), BasisDepthwiseConv2D)
+
+
+def test_madds_are_conv_plus_mixing():
+    model = basis_model()
+    conv = 4 * 4 * 3 * 3 * 3 * 6 + 4 * 3 * 3 * 3 * 6
+    dw = 4 * 4 * 3 * 3 * 6 + 4 * 3 * 3 * 6
+    pw = 4 * 4 * 6 * 5 + 4 * 6 * 5
+    dense = 5 * 3 + 4 * 5 * 3
+    assert count_madds(model) == conv + dw + pw + dense
+
+
+def test_quantization_modes_declared():
+    assert BasisConv2D.quantization_modes == ("float32", "float16", "dynamic")
+    assert "int8" not in BasisDense.quantization_modes
+
+
+# ---------------------------------------------------------------- bad arguments
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: BasisConv2D(4, 3, num_bases=0), "num_bases=0"),
+    (lambda: BasisConv2D(0, 3, num_bases=2), "filters=0"),
+    (lambda: BasisConv2D(4, 0, num_bases=2), "kernel_size=0"),
+    (lambda: BasisConv2D(4, (3, 0), num_bases=2), r"kernel_size=\(3, 0\)"),
+    (lambda: BasisConv2D(4, 3, num_bases=2, padding="full"), "padding='full'"),
+    (lambda: BasisConv2D(4, 3, num_bases=2, strides=0), "strides=0"),
+    (lambda: BasisConv2D(4, 3, num_bases=2, strides=2, dilation_rate=2), "dilation_rate=2"),
+    (lambda: BasisConv2D(4, 3, num_bases=2, method="fast"), "method='fast'"),
+    (lambda: BasisDepthwiseConv2D(0, num_bases=2), "kernel_size=0"),
+    (lambda: BasisDepthwiseConv2D(3, num_bases=-1), "num_bases=-1"),
+    (lambda: BasisDense(0, num_bases=2), "units=0"),
+    (lambda: BasisDense(3, num_bases=2.5), "num_bases=2.5"),
+])
+def test_bad_arguments_name_the_argument(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_coefficient_shape_mismatch():
+    layer = BasisConv2D(4, 3, num_bases=3)
+    x, c = data(2, (5, 5, 2), 4)
+    with pytest.raises(ValueError, match=r"num_bases=3.*coefficients shape=\(2, 4\)"):
+        layer(x, c)
+    with pytest.raises(ValueError, match=r"coefficients shape=\(3, 3\)"):
+        layer(x, np.zeros((3, 3), "float32"))
+    with pytest.raises(ValueError, match="coefficients=None"):
+        layer(x)
+    with pytest.raises(ValueError, match="input shape"):
+        BasisDense(3, num_bases=2)(np.zeros((2, 3, 3), "float32"), np.zeros((2, 2), "float32"))
