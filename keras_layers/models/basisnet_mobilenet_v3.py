@@ -18,9 +18,15 @@ the coefficients between the stages (epsilon mixing, basis dropout); the TFLite 
 into the two signatures an app runs, stopping after ``preview`` when it is confident (early termination).
 
 Specialist layer numbering (the paper's L0, L1, ...; used by ``synthesized``): 0 = stem conv,
-1..B = the B inverted-residual blocks (their expand, depthwise and project convs), B+1 = last 1x1
-conv, B+2 = pooled hidden dense, B+3 = classifier. Default: the second half of the blocks, the last
-conv and the classifier (the paper shares the early layers and synthesizes the late ones).
+1..B = the B inverted-residual blocks ``block0`` .. ``block{B-1}`` (their expand and project 1x1
+convs, and the depthwise conv with ``synthesize_depthwise=True``), B+1 = last 1x1 conv, B+2 = pooled
+hidden dense, B+3 = classifier. Default: the second half of the blocks, the last conv and the
+classifier (the paper shares the early layers and synthesizes the late ones).
+
+Why the depthwise convs stay shared by default: training a per-example depthwise kernel on this CPU
+costs 7-20x its static twin at the small spatial sizes of 32x32 inputs (5x5, 4x4x288, batch 64:
+0.44 s forward+backward with the batch folded into channels), while the 1x1 convs, which hold most
+MAdds and parameters, cost ~1x with the einsum path.
 """
 from __future__ import annotations
 
@@ -105,6 +111,15 @@ class CoefficientGroup(L.Layer):
         return {**super().get_config(), "index": self.index}
 
 
+def stages(net):
+    """The two stages of a BasisNet: `(preview, specialist)` sub-models; ValueError for other models."""
+    names = {layer.name for layer in net.layers}
+    if not {"preview", "specialist"} <= names:
+        raise ValueError(f"model={net.name!r} is not a BasisNet: it needs sub-models named 'preview' and "
+                         f"'specialist' (build it with keras_layers.models.build('basisnet_mobilenet_v3'))")
+    return net.get_layer("preview"), net.get_layer("specialist")
+
+
 def default_synthesized(num_blocks):
     """Second half of the blocks, the last conv and the classifier (indices as in the module docstring)."""
     first = math.ceil(num_blocks / 2) + 1
@@ -146,7 +161,7 @@ def build_preview(input_shape, num_classes, groups, *, num_bases, coefficient_ac
 
 
 def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases, width, spec, dropout,
-                     last_channels, head_channels, per_layer, name="specialist"):
+                     last_channels, head_channels, per_layer, synthesize_depthwise, name="specialist"):
     """The synthesized model: [image, coefficients (batch, groups, num_bases)] -> logits."""
     image = keras.Input(shape=input_shape, name="image")
     coeffs = keras.Input(shape=(groups, num_bases), name="coefficients")
@@ -167,7 +182,7 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
                     coefficients=coef(0), num_bases=num_bases)
     for i, (k, e, c, se, act, s) in enumerate(plan):
         x = inverted_residual(x, k, e, c, se, act, s, name=f"block{i}", coefficients=coef(i + 1),
-                              num_bases=num_bases)
+                              num_bases=num_bases, synthesize_depthwise=synthesize_depthwise)
     x = conv_bn_act(x, make_divisible(last_channels * width), 1, name="last", coefficients=coef(B + 1),
                     num_bases=num_bases)
     x = L.GlobalAveragePooling2D(name="head_pool")(x)
@@ -181,7 +196,8 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
 
 @register("basisnet_mobilenet_v3")
 def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coefficient_activation="softmax",
-                                per_layer=True, one_hot=False, synthesized=None, width_multiplier=0.5,
+                                per_layer=True, one_hot=False, synthesized=None, synthesize_depthwise=False,
+                                width_multiplier=0.5,
                                 spec="tiny", dropout=0.2, last_channels=576, head_channels=1024,
                                 preview_width=0.35, preview_spec="tiny", preview_blocks=4, preview_downsample=2,
                                 preview_channels=256):
@@ -191,7 +207,8 @@ def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coeffi
     if coefficient_activation not in ACTIVATIONS:
         raise ValueError(f"unknown coefficient_activation={coefficient_activation!r}; "
                          f"valid choices: {', '.join(ACTIVATIONS)}")
-    for field, value in (("per_layer", per_layer), ("one_hot", one_hot)):
+    for field, value in (("per_layer", per_layer), ("one_hot", one_hot),
+                         ("synthesize_depthwise", synthesize_depthwise)):
         if not isinstance(value, bool):
             raise ValueError(f"{field} must be true or false; received {field}={value!r}")
     check_common(width_multiplier, dropout, last_channels, head_channels)
@@ -215,7 +232,8 @@ def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coeffi
                             channels=preview_channels)
     specialist = build_specialist(input_shape, num_classes, groups, layers, num_bases=num_bases,
                                   width=width_multiplier, spec=rows, dropout=dropout, last_channels=last_channels,
-                                  head_channels=head_channels, per_layer=per_layer)
+                                  head_channels=head_channels, per_layer=per_layer,
+                                  synthesize_depthwise=synthesize_depthwise)
     image = keras.Input(shape=input_shape, name="image")
     first = preview(image)
     logits = specialist([image, first["coefficients"]])

@@ -123,17 +123,19 @@ def squeeze_excite(x, name, ratio=0.25):
     return L.Multiply(name=f"{name}_se")([x, s])
 
 
-def inverted_residual(x, kernel, expanded, filters, se, act, strides, name, coefficients=None, num_bases=1):
+def inverted_residual(x, kernel, expanded, filters, se, act, strides, name, coefficients=None, num_bases=1,
+                      synthesize_depthwise=True):
     """Expand 1x1 -> depthwise kxk -> (SE) -> linear project 1x1, residual when shapes match.
 
-    With `coefficients` (batch, num_bases) the three convs are Basis layers sharing that vector.
+    With `coefficients` (batch, num_bases) the convs are Basis layers sharing that vector (the
+    depthwise one only with `synthesize_depthwise`).
     """
     c_in = x.shape[-1]
     h = x
     if expanded != c_in:
         h = conv_bn_act(h, expanded, 1, act=act, name=f"{name}_expand", coefficients=coefficients,
                         num_bases=num_bases)
-    h = _depthwise(h, kernel, strides, f"{name}_dw", coefficients, num_bases)
+    h = _depthwise(h, kernel, strides, f"{name}_dw", coefficients if synthesize_depthwise else None, num_bases)
     h = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(h)
     h = activation(h, act, f"{name}_dwact")
     if se:

@@ -1,0 +1,260 @@
+"""BasisNet evaluations (Zhang et al., Sec. 4.6 and 4.9): early termination and coefficient disturbance.
+
+    out = predict(net, images)                                     # both stages, one pass
+    cost = stage_madds(net, images.shape[1:])                      # {"preview": ..., "full": ...}
+    table = early_termination(out, labels, cost)                   # per threshold: accuracy, stopped, MAdds
+    best = pick_threshold(table, max_drop=0.005)                   # cheapest within 0.5 points
+    disturbance(net, images, labels)                               # predicted vs top-1/mean/uniform/shuffled
+
+Early termination: when the preview's max softmax probability is *above* the threshold, its initial
+prediction is the answer and the specialist is skipped. The average cost is
+``preview + (1 - stopped) * (full - preview)`` MAdds per example, both from `count_madds`.
+
+`run_experiment` is the must-show comparison on a dataset (digits at 32x32 by default): BasisNet vs the
+static specialist of the same MAdds (`mobilenet_v3` widened to match), same epochs; then the
+threshold sweep and the disturbance table. CLI: ``python -m pipelines basisnet-eval --help``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import pipelines  # noqa: F401
+
+DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.0, 1.0001, 0.05), 2))
+
+
+def check_threshold(value, name="threshold"):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1]; received {name}={value!r}")
+    return float(value)
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict(net, images, batch_size=256):
+    """Run the net on `images`; returns NumPy {"preview_probs", "probs", "coefficients"}."""
+    outs = {"preview_probs": [], "probs": [], "coefficients": []}
+    for i in range(0, len(images), batch_size):
+        out = net(images[i:i + batch_size], training=False)
+        outs["preview_probs"].append(_softmax(np.asarray(out["preview_logits"], np.float64)))
+        outs["probs"].append(_softmax(np.asarray(out["logits"], np.float64)))
+        outs["coefficients"].append(np.asarray(out["coefficients"]))
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def stage_madds(net, input_shape):
+    """MAdds per example of the preview alone and of the whole BasisNet (preview + specialist)."""
+    from keras_layers import count_madds
+
+    return {"preview": count_madds(net, tuple(input_shape), output="preview_logits"),
+            "full": count_madds(net, tuple(input_shape))}
+
+
+def early_termination(outputs, labels, madds, thresholds=DEFAULT_THRESHOLDS):
+    """Sweep thresholds (vectorised). Returns a dict of arrays, one entry per threshold:
+    threshold, accuracy, stopped (fraction of examples answered by the preview), madds (average)."""
+    t = np.asarray([check_threshold(v) for v in thresholds], np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    conf = outputs["preview_probs"].max(axis=-1)
+    preview_ok = outputs["preview_probs"].argmax(axis=-1) == labels
+    final_ok = outputs["probs"].argmax(axis=-1) == labels
+    stop = conf[None, :] > t[:, None]  # (thresholds, examples)
+    correct = np.where(stop, preview_ok[None, :], final_ok[None, :])
+    stopped = stop.mean(axis=1)
+    return {
+        "threshold": t,
+        "accuracy": correct.mean(axis=1),
+        "stopped": stopped,
+        "madds": madds["preview"] + (1.0 - stopped) * (madds["full"] - madds["preview"]),
+        "reference_accuracy": float(final_ok.mean()),
+        "preview_accuracy": float(preview_ok.mean()),
+        "full_madds": float(madds["full"]),
+        "preview_madds": float(madds["preview"]),
+    }
+
+
+def pick_threshold(table, max_drop=0.005):
+    """The threshold with the lowest average MAdds whose accuracy is within `max_drop` (a fraction:
+    0.005 = 0.5 points) of the full BasisNet's; ties go to the more accurate one."""
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0.0 <= max_drop <= 1.0:
+        raise ValueError(f"max_drop must be in [0, 1]; received max_drop={max_drop!r}")
+    ok = table["accuracy"] >= table["reference_accuracy"] - max_drop - 1e-12
+    if not ok.any():  # only possible when every threshold is below the reference: take the most accurate
+        ok = table["accuracy"] == table["accuracy"].max()
+    idx = np.flatnonzero(ok)
+    best = idx[np.lexsort((-table["accuracy"][idx], table["madds"][idx]))[0]]
+    return row(table, best)
+
+
+def row(table, i):
+    r = {k: float(table[k][i]) for k in ("threshold", "accuracy", "stopped", "madds")}
+    r["accuracy_drop"] = table["reference_accuracy"] - r["accuracy"]
+    r["madds_saving"] = 1.0 - r["madds"] / table["full_madds"]
+    return r
+
+
+def apply_threshold(outputs, labels, madds, threshold):
+    """Accuracy, fraction stopped and average MAdds at one threshold (e.g. the picked one on test)."""
+    table = early_termination(outputs, labels, madds, [check_threshold(threshold)])
+    return row(table, 0) | {"reference_accuracy": table["reference_accuracy"]}
+
+
+DISTURBANCES = ("predicted", "top1", "mean", "uniform", "shuffled")
+
+
+def disturbed_coefficients(alpha, kind, seed=0):
+    """The paper's disturbances of coefficients (examples, groups, bases)."""
+    alpha = np.asarray(alpha, np.float32)
+    n = alpha.shape[-1]
+    if kind == "predicted":
+        return alpha
+    if kind == "top1":
+        return np.eye(n, dtype=np.float32)[alpha.argmax(axis=-1)]
+    if kind == "mean":
+        return np.broadcast_to(alpha.mean(axis=0, keepdims=True), alpha.shape).copy()
+    if kind == "uniform":
+        return np.full_like(alpha, 1.0 / n)
+    if kind == "shuffled":
+        return alpha[np.random.RandomState(seed).permutation(len(alpha))]
+    raise ValueError(f"unknown disturbance={kind!r}; valid choices: {', '.join(DISTURBANCES)}")
+
+
+def disturbance(net, images, labels, kinds=DISTURBANCES, seed=0, batch_size=256):
+    """Specialist accuracy with the predicted coefficients and with each disturbance of them."""
+    from keras_layers.models.basisnet_mobilenet_v3 import stages
+
+    preview, specialist = stages(net)
+    labels = np.asarray(labels).reshape(-1)
+    alpha = np.concatenate([np.asarray(preview(images[i:i + batch_size], training=False)["coefficients"])
+                            for i in range(0, len(images), batch_size)])
+    result = {}
+    for kind in kinds:
+        c = disturbed_coefficients(alpha, kind, seed)
+        preds = np.concatenate([
+            np.asarray(specialist([images[i:i + batch_size], c[i:i + batch_size]], training=False)).argmax(-1)
+            for i in range(0, len(images), batch_size)])
+        result[kind] = float((preds == labels).mean())
+    return result
+
+
+# -- the must-show experiment ------------------------------------------------------------------------
+def matched_static_width(target_madds, input_shape, num_classes, base_config, low=0.1, high=3.0):
+    """Width multiplier of `mobilenet_v3` whose MAdds are closest to `target_madds` (bisection)."""
+    from keras_layers import count_madds, models
+
+    def cost(w):
+        return count_madds(models.build("mobilenet_v3", input_shape=input_shape, num_classes=num_classes,
+                                        width_multiplier=w, **base_config), input_shape)
+
+    for _ in range(12):
+        mid = (low + high) / 2
+        if cost(mid) < target_madds:
+            low = mid
+        else:
+            high = mid
+    w = low if abs(cost(low) - target_madds) <= abs(cost(high) - target_madds) else high
+    return round(w, 4), cost(w)
+
+
+def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seed=0, max_drop=0.005,
+                   model_config=None, recipe_config=None, out="runs", limit=None, log=print):
+    """Train BasisNet and the MAdds-matched static specialist (same epochs); sweep thresholds; disturb.
+
+    Returns a dict with the whole report (also written to `<out>/basisnet-eval.json`).
+    """
+    from pathlib import Path
+
+    from pipelines import data as datasets
+    from pipelines.train import TrainConfig, train
+
+    model_config = {"num_bases": num_bases, **(model_config or {})}
+    common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, out=out, limit=limit)
+    basis_cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config,
+                            recipe_config=dict(recipe_config or {}), run_name="basisnet-eval-basisnet", **common)
+    basis_cfg.validate()
+    check_threshold(max_drop, "max_drop")
+
+    log(f"== BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at {image_size}x{image_size}")
+    basis_metrics, basis_dir, net = train(basis_cfg, verbose=2)
+    shape = tuple(net.input_shape[1:])
+    madds = stage_madds(net, shape)
+
+    static_base = {k: v for k, v in model_config.items()
+                   if k in ("spec", "dropout", "last_channels", "head_channels")}
+    width, static_madds = matched_static_width(madds["full"], shape, net.output["logits"].shape[-1], static_base)
+    log(f"== static specialist mobilenet_v3 width {width} ({static_madds / 1e6:.2f}M MAdds vs BasisNet "
+        f"{madds['full'] / 1e6:.2f}M), {epochs} epochs")
+    static_cfg = TrainConfig(model="mobilenet_v3", model_config={"width_multiplier": width, **static_base},
+                             recipe_config={k: v for k, v in (recipe_config or {}).items()
+                                            if k in ("label_smoothing", "weight_decay", "augment")},
+                             run_name="basisnet-eval-static", **common)
+    static_metrics, static_dir, _ = train(static_cfg, verbose=2)
+
+    log("== early termination and disturbance (validation; the picked threshold also on test)")
+    splits = {}
+    for split in ("validation", "test"):
+        images, labels, _ = datasets.as_numpy(data, split, image_size=image_size, limit=limit)
+        splits[split] = (images, labels, predict(net, images))
+    table = early_termination(splits["validation"][2], splits["validation"][1], madds)
+    best = pick_threshold(table, max_drop)
+    test_at_best = apply_threshold(splits["test"][2], splits["test"][1], madds, best["threshold"])
+    report = {
+        "epochs": epochs, "data": data, "image_size": image_size, "num_bases": num_bases,
+        "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "madds": madds["full"],
+                     "preview_madds": madds["preview"], "specialist_madds": madds["full"] - madds["preview"],
+                     "preview_val_accuracy": table["preview_accuracy"], "params": basis_metrics["params"],
+                     "run": str(basis_dir)},
+        "static": {"model": "mobilenet_v3", "width_multiplier": width, "val_accuracy": static_metrics["val_accuracy"],
+                   "madds": static_metrics["madds"],
+                   "params": static_metrics["params"], "run": str(static_dir)},
+        "early_termination": {"table": [row(table, i) for i in range(len(table["threshold"]))],
+                              "reference_accuracy": table["reference_accuracy"], "max_drop": max_drop,
+                              "picked": best, "test_at_picked": test_at_best},
+        "disturbance": {"validation": disturbance(net, *splits["validation"][:2], seed=seed),
+                        "test": disturbance(net, *splits["test"][:2], seed=seed)},
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report):
+    """The report as plain-text tables."""
+    b, s, et = report["basisnet"], report["static"], report["early_termination"]
+    lines = [
+        f"BasisNet vs static specialist ({report['data']} {report['image_size']}x{report['image_size']}, "
+        f"{report['epochs']} epochs each)",
+        f"  {'model':<38}{'MAdds':>10}{'params':>10}{'val acc':>9}",
+        f"  {'BasisNet-MV3, ' + str(report['num_bases']) + ' bases (preview+specialist)':<38}"
+        f"{b['madds'] / 1e6:>9.2f}M{b['params'] / 1e3:>9.0f}K{b['val_accuracy']:>9.4f}",
+        f"  {'  preview alone':<38}{b['preview_madds'] / 1e6:>9.2f}M{'':>10}{b['preview_val_accuracy']:>9.4f}",
+        f"  {'static mobilenet_v3 x' + str(s['width_multiplier']):<38}"
+        f"{s['madds'] / 1e6:>9.2f}M{s['params'] / 1e3:>9.0f}K{s['val_accuracy']:>9.4f}",
+        "",
+        f"Early termination on validation (reference accuracy {et['reference_accuracy']:.4f})",
+        f"  {'threshold':>9}{'accuracy':>10}{'stopped':>9}{'avg MAdds':>11}{'saving':>8}",
+    ]
+    for r in et["table"]:
+        lines.append(f"  {r['threshold']:>9.2f}{r['accuracy']:>10.4f}{r['stopped']:>9.3f}"
+                     f"{r['madds'] / 1e6:>10.3f}M{r['madds_saving']:>8.1%}")
+    p, t = et["picked"], et["test_at_picked"]
+    lines += [
+        f"  picked threshold {p['threshold']:.2f} (max drop {et['max_drop'] * 100:.2f} points): accuracy "
+        f"{p['accuracy']:.4f} (drop {p['accuracy_drop'] * 100:.2f} points), {p['stopped']:.1%} stopped, "
+        f"average MAdds -{p['madds_saving']:.1%}",
+        f"  same threshold on test: accuracy {t['accuracy']:.4f} vs {t['reference_accuracy']:.4f} without, "
+        f"{t['stopped']:.1%} stopped, average MAdds -{t['madds_saving']:.1%}",
+        "",
+        "Disturbance of the coefficients (specialist accuracy)",
+        f"  {'coefficients':<12}{'validation':>11}{'test':>9}",
+    ]
+    for kind in DISTURBANCES:
+        lines.append(f"  {kind:<12}{report['disturbance']['validation'][kind]:>11.4f}"
+                     f"{report['disturbance']['test'][kind]:>9.4f}")
+    return "\n".join(lines)
