@@ -162,17 +162,61 @@ def matched_static_width(target_madds, input_shape, num_classes, base_config, lo
     return round(w, 4), cost(w)
 
 
-def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seed=0, max_drop=0.005,
-                   model_config=None, recipe_config=None, out="runs", limit=None, log=print):
-    """Train BasisNet and the MAdds-matched static specialist (same epochs); sweep thresholds; disturb.
+def evaluate(net, data="digits", image_size=32, max_drop=0.005, seed=0, limit=None):
+    """Threshold sweep + pick on validation, the pick checked on test, disturbance on both splits."""
+    from pipelines import data as datasets
 
-    Returns a dict with the whole report (also written to `<out>/basisnet-eval.json`).
+    check_threshold(max_drop, "max_drop")
+    shape = tuple(net.input_shape[1:])
+    madds = stage_madds(net, shape)
+    splits = {}
+    for split in ("validation", "test"):
+        images, labels, _ = datasets.as_numpy(data, split, image_size=image_size, limit=limit)
+        splits[split] = (images, labels, predict(net, images))
+    table = early_termination(splits["validation"][2], splits["validation"][1], madds)
+    best = pick_threshold(table, max_drop)
+    return {
+        "data": data, "image_size": image_size,
+        "madds": {"preview": madds["preview"], "specialist": madds["full"] - madds["preview"], "full": madds["full"]},
+        "val_accuracy": table["reference_accuracy"], "preview_val_accuracy": table["preview_accuracy"],
+        "early_termination": {"table": [row(table, i) for i in range(len(table["threshold"]))],
+                              "reference_accuracy": table["reference_accuracy"], "max_drop": max_drop,
+                              "picked": best,
+                              "test_at_picked": apply_threshold(splits["test"][2], splits["test"][1], madds,
+                                                                best["threshold"])},
+        "disturbance": {split: disturbance(net, images, labels, seed=seed)
+                        for split, (images, labels, _) in splits.items()},
+    }
+
+
+def evaluate_saved(path, **kwargs):
+    """`evaluate` a saved BasisNet (a `.keras` file or a run directory holding `model.keras`)."""
+    from pathlib import Path
+
+    import keras_layers.models  # noqa: F401  (registers the custom layers)
+    import tf_keras as keras
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "model.keras"
+    if not p.exists():
+        raise FileNotFoundError(f"no saved model at run={str(path)!r} (expected a .keras file or a run directory)")
+    net = keras.models.load_model(p, compile=False)
+    return evaluate(net, **kwargs), net
+
+
+def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seed=0, max_drop=0.005,
+                   model_config=None, recipe_config=None, out="runs", limit=None, log=None):
+    """Train BasisNet and the MAdds-matched static specialist (same epochs), then `evaluate` BasisNet.
+
+    Returns `(report, net)`; the report is also written to `<out>/basisnet-eval.json`.
     """
     from pathlib import Path
 
-    from pipelines import data as datasets
+    from keras_layers import count_madds
     from pipelines.train import TrainConfig, train
 
+    log = log or (lambda message: print(message))
     model_config = {"num_bases": num_bases, **(model_config or {})}
     common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, out=out, limit=limit)
     basis_cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config,
@@ -183,61 +227,58 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seed=0,
     log(f"== BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at {image_size}x{image_size}")
     basis_metrics, basis_dir, net = train(basis_cfg, verbose=2)
     shape = tuple(net.input_shape[1:])
-    madds = stage_madds(net, shape)
-
+    full = count_madds(net, shape)
     static_base = {k: v for k, v in model_config.items()
-                   if k in ("spec", "dropout", "last_channels", "head_channels")}
-    width, static_madds = matched_static_width(madds["full"], shape, net.output["logits"].shape[-1], static_base)
-    log(f"== static specialist mobilenet_v3 width {width} ({static_madds / 1e6:.2f}M MAdds vs BasisNet "
-        f"{madds['full'] / 1e6:.2f}M), {epochs} epochs")
-    static_cfg = TrainConfig(model="mobilenet_v3", model_config={"width_multiplier": width, **static_base},
+                   if k in ("width_multiplier", "spec", "dropout", "last_channels", "head_channels")}
+    width, static_madds = matched_static_width(full, shape, int(net.output["logits"].shape[-1]),
+                                               {k: v for k, v in static_base.items() if k != "width_multiplier"})
+    static_base["width_multiplier"] = width
+    log(f"== static specialist mobilenet_v3 x{width} ({static_madds / 1e6:.2f}M MAdds vs BasisNet "
+        f"{full / 1e6:.2f}M), {epochs} epochs")
+    static_cfg = TrainConfig(model="mobilenet_v3", model_config=static_base,
                              recipe_config={k: v for k, v in (recipe_config or {}).items()
                                             if k in ("label_smoothing", "weight_decay", "augment")},
                              run_name="basisnet-eval-static", **common)
     static_metrics, static_dir, _ = train(static_cfg, verbose=2)
 
     log("== early termination and disturbance (validation; the picked threshold also on test)")
-    splits = {}
-    for split in ("validation", "test"):
-        images, labels, _ = datasets.as_numpy(data, split, image_size=image_size, limit=limit)
-        splits[split] = (images, labels, predict(net, images))
-    table = early_termination(splits["validation"][2], splits["validation"][1], madds)
-    best = pick_threshold(table, max_drop)
-    test_at_best = apply_threshold(splits["test"][2], splits["test"][1], madds, best["threshold"])
-    report = {
-        "epochs": epochs, "data": data, "image_size": image_size, "num_bases": num_bases,
-        "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "madds": madds["full"],
-                     "preview_madds": madds["preview"], "specialist_madds": madds["full"] - madds["preview"],
-                     "preview_val_accuracy": table["preview_accuracy"], "params": basis_metrics["params"],
-                     "run": str(basis_dir)},
+    report = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
+    report.update({
+        "epochs": epochs, "num_bases": num_bases, "model_config": model_config,
+        "recipe_config": dict(recipe_config or {}),
+        "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
+                     "params": basis_metrics["params"], "run": str(basis_dir)},
         "static": {"model": "mobilenet_v3", "width_multiplier": width, "val_accuracy": static_metrics["val_accuracy"],
-                   "madds": static_metrics["madds"],
+                   "best_epoch": static_metrics["best_epoch"], "madds": static_metrics["madds"],
                    "params": static_metrics["params"], "run": str(static_dir)},
-        "early_termination": {"table": [row(table, i) for i in range(len(table["threshold"]))],
-                              "reference_accuracy": table["reference_accuracy"], "max_drop": max_drop,
-                              "picked": best, "test_at_picked": test_at_best},
-        "disturbance": {"validation": disturbance(net, *splits["validation"][:2], seed=seed),
-                        "test": disturbance(net, *splits["test"][:2], seed=seed)},
-    }
+    })
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2))
-    return report
+    return report, net
 
 
 def format_report(report):
     """The report as plain-text tables."""
-    b, s, et = report["basisnet"], report["static"], report["early_termination"]
-    lines = [
-        f"BasisNet vs static specialist ({report['data']} {report['image_size']}x{report['image_size']}, "
-        f"{report['epochs']} epochs each)",
-        f"  {'model':<38}{'MAdds':>10}{'params':>10}{'val acc':>9}",
-        f"  {'BasisNet-MV3, ' + str(report['num_bases']) + ' bases (preview+specialist)':<38}"
-        f"{b['madds'] / 1e6:>9.2f}M{b['params'] / 1e3:>9.0f}K{b['val_accuracy']:>9.4f}",
-        f"  {'  preview alone':<38}{b['preview_madds'] / 1e6:>9.2f}M{'':>10}{b['preview_val_accuracy']:>9.4f}",
-        f"  {'static mobilenet_v3 x' + str(s['width_multiplier']):<38}"
-        f"{s['madds'] / 1e6:>9.2f}M{s['params'] / 1e3:>9.0f}K{s['val_accuracy']:>9.4f}",
+    m, et = report["madds"], report["early_termination"]
+    lines = []
+    if "static" in report:
+        b, st = report["basisnet"], report["static"]
+        lines += [
+            f"BasisNet vs static specialist ({report['data']} {report['image_size']}x{report['image_size']}, "
+            f"{report['epochs']} epochs each; val accuracy of the best epoch)",
+            f"  {'model':<44}{'MAdds':>9}{'params':>9}{'val acc':>9}",
+            f"  {'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview + specialist)':<44}"
+            f"{m['full'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}",
+            f"  {'static mobilenet_v3 x' + str(st['width_multiplier']):<44}"
+            f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}",
+            "",
+        ]
+    lines += [
+        f"Final BasisNet on validation: specialist {report['val_accuracy']:.4f}, preview alone "
+        f"{report['preview_val_accuracy']:.4f}; MAdds preview {m['preview'] / 1e6:.3f}M, "
+        f"specialist {m['specialist'] / 1e6:.3f}M, full {m['full'] / 1e6:.3f}M",
         "",
-        f"Early termination on validation (reference accuracy {et['reference_accuracy']:.4f})",
+        f"Early termination on validation (stop after the preview when max softmax > threshold)",
         f"  {'threshold':>9}{'accuracy':>10}{'stopped':>9}{'avg MAdds':>11}{'saving':>8}",
     ]
     for r in et["table"]:
@@ -245,11 +286,12 @@ def format_report(report):
                      f"{r['madds'] / 1e6:>10.3f}M{r['madds_saving']:>8.1%}")
     p, t = et["picked"], et["test_at_picked"]
     lines += [
-        f"  picked threshold {p['threshold']:.2f} (max drop {et['max_drop'] * 100:.2f} points): accuracy "
-        f"{p['accuracy']:.4f} (drop {p['accuracy_drop'] * 100:.2f} points), {p['stopped']:.1%} stopped, "
-        f"average MAdds -{p['madds_saving']:.1%}",
-        f"  same threshold on test: accuracy {t['accuracy']:.4f} vs {t['reference_accuracy']:.4f} without, "
-        f"{t['stopped']:.1%} stopped, average MAdds -{t['madds_saving']:.1%}",
+        f"  picked threshold {p['threshold']:.2f} (allowed drop {et['max_drop'] * 100:.2f} points): accuracy "
+        f"{p['accuracy']:.4f} vs {et['reference_accuracy']:.4f} (drop {p['accuracy_drop'] * 100:.2f} points), "
+        f"{p['stopped']:.1%} stopped, average MAdds -{p['madds_saving']:.1%}",
+        f"  same threshold on test: accuracy {t['accuracy']:.4f} vs {t['reference_accuracy']:.4f} without "
+        f"(drop {t['accuracy_drop'] * 100:.2f} points), {t['stopped']:.1%} stopped, average MAdds "
+        f"-{t['madds_saving']:.1%}",
         "",
         "Disturbance of the coefficients (specialist accuracy)",
         f"  {'coefficients':<12}{'validation':>11}{'test':>9}",
