@@ -205,74 +205,111 @@ def evaluate_saved(path, **kwargs):
     return evaluate(net, **kwargs), net
 
 
-def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seed=0, max_drop=0.005,
-                   model_config=None, recipe_config=None, out="runs", limit=None, log=None):
-    """Train BasisNet and the MAdds-matched static specialist (same epochs), then `evaluate` BasisNet.
+def test_accuracy(net, data, image_size, limit=None, output="logits"):
+    from pipelines import data as datasets
 
-    Returns `(report, net)`; the report is also written to `<out>/basisnet-eval.json`.
+    images, labels, _ = datasets.as_numpy(data, "test", image_size=image_size, limit=limit)
+    preds = []
+    for i in range(0, len(images), 256):
+        out = net(images[i:i + 256], training=False)
+        preds.append(np.asarray(out[output] if isinstance(out, dict) else out).argmax(-1))
+    return float((np.concatenate(preds) == labels.reshape(-1)).mean())
+
+
+def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(0,), max_drop=0.005,
+                   model_config=None, recipe_config=None, out="runs", limit=None, log=None):
+    """For each seed: train BasisNet and the MAdds-matched static specialist (same epochs, same seed), then
+    `evaluate` the BasisNet. Returns `(report, net of the first seed)`; the report (first seed's tables,
+    every seed's summary) is also written to `<out>/basisnet-eval.json`.
     """
     from pathlib import Path
 
     from keras_layers import count_madds
     from pipelines.train import TrainConfig, train
 
-    log = log or (lambda message: print(message))
+    log = log or (lambda message: print(message, flush=True))
+    seeds = [int(s) for s in seeds] or [0]
     model_config = {"num_bases": num_bases, **(model_config or {})}
-    common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, out=out, limit=limit)
-    basis_cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config,
-                            recipe_config=dict(recipe_config or {}), run_name="basisnet-eval-basisnet", **common)
-    basis_cfg.validate()
+    recipe_config = dict(recipe_config or {})
     check_threshold(max_drop, "max_drop")
+    common = dict(data=data, image_size=image_size, epochs=epochs, out=out, limit=limit)
+    TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
+                **common).validate()
+    static_recipe = {k: v for k, v in recipe_config.items() if k in ("label_smoothing", "weight_decay", "augment")}
 
-    log(f"== BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at {image_size}x{image_size}")
-    basis_metrics, basis_dir, net = train(basis_cfg, verbose=2)
-    shape = tuple(net.input_shape[1:])
-    full = count_madds(net, shape)
-    static_base = {k: v for k, v in model_config.items()
-                   if k in ("width_multiplier", "spec", "dropout", "last_channels", "head_channels")}
-    width, static_madds = matched_static_width(full, shape, int(net.output["logits"].shape[-1]),
-                                               {k: v for k, v in static_base.items() if k != "width_multiplier"})
-    static_base["width_multiplier"] = width
-    log(f"== static specialist mobilenet_v3 x{width} ({static_madds / 1e6:.2f}M MAdds vs BasisNet "
-        f"{full / 1e6:.2f}M), {epochs} epochs")
-    static_cfg = TrainConfig(model="mobilenet_v3", model_config=static_base,
-                             recipe_config={k: v for k, v in (recipe_config or {}).items()
-                                            if k in ("label_smoothing", "weight_decay", "augment")},
-                             run_name="basisnet-eval-static", **common)
-    static_metrics, static_dir, _ = train(static_cfg, verbose=2)
-
-    log("== early termination and disturbance (validation; the picked threshold also on test)")
-    report = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
-    report.update({
-        "epochs": epochs, "num_bases": num_bases, "model_config": model_config,
-        "recipe_config": dict(recipe_config or {}),
-        "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
-                     "params": basis_metrics["params"], "run": str(basis_dir)},
-        "static": {"model": "mobilenet_v3", "width_multiplier": width, "val_accuracy": static_metrics["val_accuracy"],
-                   "best_epoch": static_metrics["best_epoch"], "madds": static_metrics["madds"],
-                   "params": static_metrics["params"], "run": str(static_dir)},
-    })
+    report, first_net, rows = None, None, []
+    for seed in seeds:
+        log(f"== seed {seed}: BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at "
+            f"{image_size}x{image_size}")
+        cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
+                          seed=seed, run_name=f"basisnet-eval-basisnet-s{seed}", **common)
+        basis_metrics, basis_dir, net = train(cfg, verbose=2)
+        shape = tuple(net.input_shape[1:])
+        full = count_madds(net, shape)
+        static_base = {k: v for k, v in model_config.items()
+                       if k in ("spec", "dropout", "last_channels", "head_channels")}
+        width, static_madds = matched_static_width(full, shape, int(net.output["logits"].shape[-1]), static_base)
+        log(f"== seed {seed}: static specialist mobilenet_v3 x{width} ({static_madds / 1e6:.2f}M MAdds vs "
+            f"BasisNet {full / 1e6:.2f}M), {epochs} epochs")
+        static_cfg = TrainConfig(model="mobilenet_v3", model_config={**static_base, "width_multiplier": width},
+                                 recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static-s{seed}",
+                                 **common)
+        static_metrics, static_dir, static_net = train(static_cfg, verbose=2)
+        log(f"== seed {seed}: early termination and disturbance")
+        ev = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
+        rows.append({
+            "seed": seed,
+            "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
+                         "test_accuracy": test_accuracy(net, data, image_size, limit), "madds": full,
+                         "params": basis_metrics["params"], "run": str(basis_dir)},
+            "static": {"model": "mobilenet_v3", "width_multiplier": width,
+                       "val_accuracy": static_metrics["val_accuracy"], "best_epoch": static_metrics["best_epoch"],
+                       "test_accuracy": test_accuracy(static_net, data, image_size, limit),
+                       "madds": static_metrics["madds"], "params": static_metrics["params"], "run": str(static_dir)},
+            "picked": ev["early_termination"]["picked"], "test_at_picked": ev["early_termination"]["test_at_picked"],
+            "disturbance_validation": ev["disturbance"]["validation"],
+        })
+        if report is None:
+            report, first_net = ev, net
+    report.update({"epochs": epochs, "num_bases": num_bases, "model_config": model_config,
+                   "recipe_config": recipe_config, "seeds": rows})
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2))
-    return report, net
+    return report, first_net
 
 
 def format_report(report):
     """The report as plain-text tables."""
     m, et = report["madds"], report["early_termination"]
     lines = []
-    if "static" in report:
-        b, st = report["basisnet"], report["static"]
+    if "seeds" in report:
+        rows = report["seeds"]
         lines += [
-            f"BasisNet vs static specialist ({report['data']} {report['image_size']}x{report['image_size']}, "
-            f"{report['epochs']} epochs each; val accuracy of the best epoch)",
-            f"  {'model':<44}{'MAdds':>9}{'params':>9}{'val acc':>9}",
-            f"  {'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview + specialist)':<44}"
-            f"{m['full'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}",
-            f"  {'static mobilenet_v3 x' + str(st['width_multiplier']):<44}"
-            f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}",
-            "",
+            f"BasisNet vs static specialist of the same MAdds ({report['data']} {report['image_size']}x"
+            f"{report['image_size']}, {report['epochs']} epochs each; val = best epoch, test = final weights)",
+            f"  {'seed':<5}{'model':<40}{'MAdds':>9}{'params':>9}{'val acc':>9}{'test acc':>9}",
         ]
+        for r in rows:
+            b, st = r["basisnet"], r["static"]
+            lines += [
+                f"  {r['seed']:<5}{'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview+specialist)':<40}"
+                f"{b['madds'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}{b['test_accuracy']:>9.4f}",
+                f"  {r['seed']:<5}{'static mobilenet_v3 x' + str(st['width_multiplier']):<40}"
+                f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}{st['test_accuracy']:>9.4f}",
+            ]
+        for name in ("basisnet", "static"):
+            val = np.mean([r[name]["val_accuracy"] for r in rows])
+            test = np.mean([r[name]["test_accuracy"] for r in rows])
+            lines.append(f"  {'mean':<5}{name:<40}{'':>18}{val:>9.4f}{test:>9.4f}")
+        lines += ["", "Per seed: picked threshold on validation -> its MAdds saving and accuracy drop (val / test); "
+                      "disturbance (val)"]
+        for r in rows:
+            p, t, d = r["picked"], r["test_at_picked"], r["disturbance_validation"]
+            lines.append(f"  seed {r['seed']}: t={p['threshold']:.2f} saving {p['madds_saving']:.1%} / "
+                         f"{t['madds_saving']:.1%}, drop {p['accuracy_drop'] * 100:.2f} / "
+                         f"{t['accuracy_drop'] * 100:.2f} points; " +
+                         ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES))
+        lines += ["", f"Tables below: seed {rows[0]['seed']}", ""]
     lines += [
         f"Final BasisNet on validation: specialist {report['val_accuracy']:.4f}, preview alone "
         f"{report['preview_val_accuracy']:.4f}; MAdds preview {m['preview'] / 1e6:.3f}M, "

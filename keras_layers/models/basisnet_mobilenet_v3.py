@@ -77,7 +77,8 @@ class BasisCoefficients(L.Layer):
         alpha = tf.nn.softmax(z, axis=-1) if self.activation == "softmax" else tf.sigmoid(z)
         if self.one_hot:
             hard = tf.one_hot(tf.argmax(alpha, axis=-1), self.num_bases, dtype=alpha.dtype)
-            alpha = alpha + tf.stop_gradient(hard - alpha)  # forward: exactly one-hot
+            # training: straight-through (forward one-hot, gradient of the soft coefficients); inference: one-hot
+            alpha = alpha + tf.stop_gradient(hard - alpha) if training else hard
         return alpha
 
     def compute_output_shape(self, input_shape):

@@ -1,7 +1,7 @@
 """BasisNet experiment: BasisNet vs the static specialist of the same MAdds, early termination, disturbance.
 
     python -m pipelines basisnet-eval                                  # digits at 32x32, 10 epochs, 4 bases
-    python -m pipelines basisnet-eval --epochs 15 --num-bases 8 --max-drop 0.5
+    python -m pipelines basisnet-eval --epochs 15 --num-bases 8 --max-drop 0.5 --seeds 0 1 2
     python -m pipelines basisnet-eval --run runs/basisnet-eval-basisnet --export out/   # evaluate a trained run
 
 Trains `basisnet_mobilenet_v3` and `mobilenet_v3` widened to the same MAdds (preview + specialist) for the
@@ -23,7 +23,8 @@ def add_arguments(p):
     p.add_argument("--num-bases", type=int, default=4, help="bases of the specialist (default 4)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="accuracy points the picked threshold may lose on validation (default 0.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="train both models once per seed (default 0); tables for the first")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra basisnet_mobilenet_v3 fields, e.g. per_layer=false")
     p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE",
@@ -48,10 +49,10 @@ def run(args):
     recipe_config = parse_kv(args.recipe_config, "--recipe-config")
     if args.run:
         report, net = ev.evaluate_saved(args.run, data=args.data, image_size=args.image_size,
-                                        max_drop=args.max_drop / 100, seed=args.seed, limit=args.limit)
+                                        max_drop=args.max_drop / 100, seed=args.seeds[0], limit=args.limit)
     else:
         report, net = ev.run_experiment(data=args.data, image_size=args.image_size, epochs=args.epochs,
-                                        num_bases=args.num_bases, seed=args.seed, max_drop=args.max_drop / 100,
+                                        num_bases=args.num_bases, seeds=args.seeds, max_drop=args.max_drop / 100,
                                         model_config=model_config, recipe_config=recipe_config, out=args.out,
                                         limit=args.limit)
     print(ev.format_report(report))
