@@ -117,6 +117,8 @@ def test_madds_split_into_preview_and_specialist(net):
     full = count_madds(net, SHAPE)
     assert p == count_madds(preview, SHAPE)
     assert full == p + count_madds(specialist, SHAPE)
+    with pytest.raises(ValueError, match="multi-input model specialist"):
+        count_madds(specialist, (24, 24, 1))  # a two-input sub-model is counted at its own shape only
     # Basis layers report their own cost: the static conv plus one multiply-add per basis parameter
     layer = specialist.get_layer("last_conv")
     assert layer.madds((None, 2, 2, 16), (None, 2, 2, 16)) > 2 * 2 * 16 * 16
