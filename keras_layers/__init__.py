@@ -8,6 +8,8 @@ from keras_layers import _env  # noqa: F401  (must run before TensorFlow is impo
 from keras_layers.madds import count_madds, layer_madds
 from keras_layers import models
 from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
+from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
 
 __all__ = ["count_madds", "layer_madds", "models",
-           "BasisConv2D", "BasisDepthwiseConv2D", "BasisDense"]
+           "BasisConv2D", "BasisDepthwiseConv2D", "BasisDense",
+           "CondConv2D", "CondDepthwiseConv2D", "CondDense", "CondRouting"]

@@ -29,20 +29,31 @@ depthwise_conv2d methods
 dense methods
   ``einsum`` (per-example mixed kernel, ``bi,bio->bo``) and ``experts`` (``x @ W_n`` for all n, then mix).
 
-Choices, measured on this 2-core CPU (TF 2.21, tf_keras; forward+backward, B=32, E=8,
-32x32x64 -> 64, time relative to a static ``Conv2D`` of the same shape measured in the same run;
-`python -m benchmarks kernel_mixing` reproduces them, see `benchmarks/bench_kernel_mixing.py`):
+Choices, measured on this 2-core CPU (TF 2.21 / tf_keras, LiteRT 2.3; numbers from a quiet moment,
+ratios to a static layer of the same shape timed in the same run; `python -m benchmarks kernel_mixing`
+reproduces them, see `benchmarks/bench_kernel_mixing.py`).
 
-* 1x1: ``einsum`` ~1.0x static (the batched matmul is as fast as the 1x1 conv); ``experts`` ~6x.
-* depthwise 3x3: ``batch_channels`` ~1.5x; ``experts`` ~5x.
-* kxk with a dynamic batch (``model.fit``): ``map_fn`` ~1.5x, ``grouped`` ~1.9x, ``im2col`` ~2x,
-  ``experts`` ~8x. With a static batch ``unrolled`` ~1.4x. Auto: ``unrolled`` for static batches up
-  to 64, else ``map_fn``.
-* batch 1 (inference, TFLite export at batch 1): LiteRT's XNNPACK delegate does not take a
-  ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run time, but it does take
-  ``BATCH_MATMUL`` / ``FULLY_CONNECTED``. So at batch 1 kxk convolutions use ``im2col`` (delegated
-  shifted slices + one matmul), 1x1 the ``einsum`` (a matmul) and depthwise the ``folded`` conv
-  (the shifted multiply-add alternative was slower, 0.34 vs 0.18 ms for 32x32x32, 3x3).
+Training, forward+backward, B=32, E=8, 32x32x64 -> 64, traced with an unknown batch as in `fit`:
+
+* 1x1: ``einsum`` 0.8x static (the batched matmul beats the 1x1 conv); ``experts`` 27x.
+* depthwise 3x3: ``batch_channels`` 1.45x; ``experts`` 19x.
+* 3x3, dynamic batch: ``map_fn`` 1.44x, ``grouped`` 1.61x (and TF has no float64 grouped-conv
+  gradient on CPU), ``im2col`` 7.1x (memory: kh*kw copies of the input), ``experts`` 17x.
+  Static batch: ``unrolled`` 1.21x. Auto: ``unrolled`` for static batches up to 64, else ``map_fn``.
+
+Batch 1 (the phone; `pipelines.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
+XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run
+time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``.
+
+* 3x3 at 32x32x32: static 0.33 ms; ``im2col`` 0.66-0.70 ms (2x); ``folded`` conv 6.2 ms (19x).
+  At 32x32x64: static 4.95, ``im2col`` 7.84 ms (1.6x), 9 accumulated matmuls 30 ms (their
+  TRANSPOSE / ADD_N are not delegated). Auto at batch 1: ``im2col``.
+* 1x1 at 32x32x32: static 0.048 ms; ``einsum`` (one BATCH_MATMUL) 0.057 ms (1.2x); ``folded`` 0.26 ms.
+* depthwise 3x3 at 32x32x64: static 0.14 ms; ``folded`` 0.44 ms (3x); shifted multiply-adds
+  2.0 ms; stacked taps + SUM 2.4 ms. Auto at batch 1: ``folded``.
+* Whatever the method, mixing reads E times the kernel's weights per example (one
+  FULLY_CONNECTED (1, E) x (E, kernel size)); at small spatial sizes (the 4x4 maps of a 32x32
+  MobileNet's last stages, or a wide 1x1 head) that memory traffic, not the convolution, dominates.
 
 All methods use only builtin TFLite ops at batch 1 (MEAN, FULLY_CONNECTED / BATCH_MATMUL,
 STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, DEPTHWISE_CONV_2D).
@@ -63,6 +74,12 @@ MAX_UNROLLED_BATCH = 64
 
 # ---------------------------------------------------------------- helpers
 
+# The branching below is on static shapes and settings only: plain Python, no autograph conversion
+# (keeps traced graphs small and tracing fast inside `model.fit` / TFLite conversion).
+_static_python = tf.autograph.experimental.do_not_convert
+
+
+@_static_python
 def mix_kernels(coefficients, kernel):
     """Per-example kernels ``(B, *kernel.shape[1:])`` = ``sum_n coefficients[:, n] * kernel[n]``.
 
@@ -147,6 +164,7 @@ def _im2col(x, kernel_size, strides, padding, dilation):
     return taps[0] if len(taps) == 1 else tf.concat(taps, axis=-1)
 
 
+@_static_python
 def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), method="auto"):
     """Per-example convolution with kernels ``sum_n coefficients[b, n] * kernel[n]``.
 
@@ -155,7 +173,9 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     strides, dilation = _pair(strides), _pair(dilation_rate)
     kh, kw, c_in, c_out = kernel.shape[1:]
     batch = static_batch(inputs)
-    if method == "auto":
+    if method == "auto" or (method in ("folded", "unrolled") and batch is None):
+        # A batch-dependent method forced on a layer still has to trace with an unknown batch
+        # (functional model construction, `model.fit`): there the measured choice is used.
         method = choose_conv_method((kh, kw), batch)
     if method not in CONV_METHODS:
         raise ValueError(f"unknown conv2d method={method!r}; valid choices: {', '.join(CONV_METHODS)}")
@@ -185,8 +205,6 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
             raise ValueError(f"conv2d method='folded' needs a static batch of 1; received batch={batch}")
         return _conv(inputs, mixed[0], strides, padding, dilation)
     if method == "unrolled":
-        if batch is None:
-            raise ValueError("conv2d method='unrolled' needs a static batch size; received batch=None")
         xs = tf.split(inputs, batch, axis=0)
         ks = tf.unstack(mixed, num=batch, axis=0)
         return tf.concat([_conv(xi, ki, strides, padding, dilation) for xi, ki in zip(xs, ks)], axis=0)
@@ -207,13 +225,14 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
 
 # ---------------------------------------------------------------- depthwise
 
+@_static_python
 def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1),
                      method="auto"):
     """Per-example depthwise convolution; kernel (E, kh, kw, C, 1) (depth multiplier 1)."""
     strides, dilation = _pair(strides), _pair(dilation_rate)
     kh, kw, c = kernel.shape[1:4]
     batch = static_batch(inputs)
-    if method == "auto":
+    if method == "auto" or (method == "folded" and batch is None):
         method = choose_depthwise_method(batch)
     if method not in DEPTHWISE_METHODS:
         raise ValueError(f"unknown depthwise method={method!r}; valid choices: {', '.join(DEPTHWISE_METHODS)}")
@@ -239,6 +258,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
 
 # ---------------------------------------------------------------- dense
 
+@_static_python
 def dense(inputs, coefficients, kernel, method="auto"):
     """Per-example matmul; inputs (B, C_in), kernel (E, C_in, C_out) -> (B, C_out)."""
     if method == "auto":

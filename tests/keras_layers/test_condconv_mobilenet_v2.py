@@ -1,0 +1,83 @@
+"""The `condconv_mobilenet_v2` registry model: build, MAdds, save/load, one tiny training epoch."""
+import numpy as np
+import pytest
+
+from keras_layers import _env  # noqa: F401
+import tf_keras as keras
+
+from keras_layers import count_madds, models
+from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D
+from keras_layers.condconv import CondConv2D, CondDense, CondRouting
+
+SMALL = {"width_multiplier": 0.25, "depth_multiplier": 0.25, "num_experts": 3, "last_channels": 64}
+
+
+def test_registered_and_builds():
+    assert "condconv_mobilenet_v2" in models.names()
+    net = models.build("condconv_mobilenet_v2", num_classes=7, **SMALL)
+    x = np.random.RandomState(0).randn(2, 32, 32, 3).astype("float32")
+    assert net(x).shape == (2, 7)
+    assert net.name == "condconv_mobilenet_v2"
+
+
+def test_one_router_per_block_shared_by_its_three_convs():
+    net = models.build("condconv_mobilenet_v2", **SMALL)
+    routers = [l for l in net.layers if isinstance(l, CondRouting)]
+    assert routers and len(routers) == 3  # last 3 stages at depth 0.25: one block each
+    for router in routers:
+        block = router.name[:-len("_routing")]
+        consumers = {node.outbound_layer.name for node in router._outbound_nodes}
+        assert consumers == {f"{block}_expand_conv", f"{block}_dw", f"{block}_project_conv"}
+        assert isinstance(net.get_layer(f"{block}_dw"), BasisDepthwiseConv2D)
+        assert net.get_layer(f"{block}_expand_conv").kernel.shape[0] == 3
+    assert isinstance(net.get_layer("last_conv"), CondConv2D)
+    assert isinstance(net.get_layer("head_logits"), CondDense)
+    assert not any(isinstance(l, BasisConv2D) for l in net.layers if l.name.startswith("block0_"))
+
+
+def test_num_experts_and_stages_are_configurable():
+    four = models.build("condconv_mobilenet_v2", **{**SMALL, "num_experts": 4})
+    assert four.get_layer("last_conv").kernel.shape[0] == 4
+    none = models.build("condconv_mobilenet_v2", **{**SMALL, "cond_stages": 0, "cond_head": False})
+    assert not any(isinstance(l, (CondRouting, BasisConv2D)) for l in none.layers)
+    static = models.build("mobilenet_v2", width_multiplier=0.25, depth_multiplier=0.25, last_channels=64)
+    assert none.count_params() == static.count_params()
+
+
+def test_madds_exceed_the_static_baseline_by_mixing_and_routing():
+    kw = {"width_multiplier": 0.5, "depth_multiplier": 0.5}
+    static = count_madds(models.build("mobilenet_v2", **kw))
+    cond = count_madds(models.build("condconv_mobilenet_v2", num_experts=8, **kw))
+    assert static < cond < 1.5 * static  # the paper's point: many more parameters, few more MAdds
+    more = count_madds(models.build("condconv_mobilenet_v2", num_experts=16, **kw))
+    assert more > cond
+
+
+@pytest.mark.parametrize("field,value", [("num_experts", 0), ("cond_stages", 9), ("routing_activation", "tanh"),
+                                         ("cond_head", "yes"), ("dropout", 1.5)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        models.build("condconv_mobilenet_v2", **{field: value})
+
+
+def test_save_and_load(tmp_path):
+    net = models.build("condconv_mobilenet_v2", routing_activation="softmax", **SMALL)
+    x = np.random.RandomState(1).randn(3, 32, 32, 3).astype("float32")
+    before = net(x).numpy()
+    net.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(back(x).numpy(), before, rtol=1e-5, atol=1e-5)
+
+
+def test_trains_one_tiny_epoch_with_the_pipeline(tmp_path):
+    from pipelines import recipes
+    from pipelines.train import TrainConfig, train
+
+    assert recipes.for_model("condconv_mobilenet_v2") == "condconv"
+    cfg = TrainConfig(model="condconv_mobilenet_v2", model_config=SMALL, epochs=1, batch_size=32,
+                      out=str(tmp_path), run_name="cc", limit=96, recipe_config={"weight_decay": 1e-4})
+    metrics, run_dir, net = train(cfg, verbose=0)
+    assert np.isfinite(metrics["val_loss"]) and 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert metrics["madds"] == count_madds(net, (32, 32, 1)) and metrics["madds"] > 0
+    back = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    assert back.count_params() == net.count_params()
