@@ -281,21 +281,3 @@ def test_train_end_to_end_logs_both_accuracies(tmp_path):
     np.testing.assert_allclose(history["epsilon"], expected, atol=1e-6)
     assert metrics["madds"] == ev.stage_madds(net, (32, 32, 1))["full"]
 
-
-def test_tune_space_samples_are_valid_train_configs():
-    from keras_layers import models
-    from pipelines.train import TrainConfig
-    from tune_spaces import get
-
-    space = get("basisnet")
-    assert set(space["recipe_config"]) <= {f for f in recipes.recipe_class("basisnet").__dataclass_fields__}
-    assert set(space["model_config"]) <= set(models.config_fields("basisnet_mobilenet_v3"))
-    rs = np.random.RandomState(0)
-
-    def sample(v):
-        if isinstance(v, dict):
-            return {k: sample(x) for k, x in v.items()}
-        return v.sample(random_state=rs) if hasattr(v, "sample") else v
-
-    for _ in range(3):
-        TrainConfig(**sample(space)).validate()
