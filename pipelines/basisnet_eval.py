@@ -144,22 +144,26 @@ def disturbance(net, images, labels, kinds=DISTURBANCES, seed=0, batch_size=256)
 
 
 # -- the must-show experiment ------------------------------------------------------------------------
-def matched_static_width(target_madds, input_shape, num_classes, base_config, low=0.1, high=3.0):
-    """Width multiplier of `mobilenet_v3` whose MAdds are closest to `target_madds` (bisection)."""
+def matched_static_width(target_madds, input_shape, num_classes, base_config, low=0.1, high=3.0, steps=9):
+    """Width multiplier of `mobilenet_v3` whose MAdds are closest to `target_madds` (bisection, ~0.005 wide)."""
     from keras_layers import count_madds, models
 
-    def cost(w):
-        return count_madds(models.build("mobilenet_v3", input_shape=input_shape, num_classes=num_classes,
-                                        width_multiplier=w, **base_config), input_shape)
+    seen = {}
 
-    for _ in range(12):
-        mid = (low + high) / 2
+    def cost(w):
+        if w not in seen:
+            seen[w] = count_madds(models.build("mobilenet_v3", input_shape=input_shape, num_classes=num_classes,
+                                               width_multiplier=w, **base_config), input_shape)
+        return seen[w]
+
+    for _ in range(steps):
+        mid = round((low + high) / 2, 4)
         if cost(mid) < target_madds:
             low = mid
         else:
             high = mid
-    w = low if abs(cost(low) - target_madds) <= abs(cost(high) - target_madds) else high
-    return round(w, 4), cost(w)
+    best = min(seen, key=lambda w: abs(seen[w] - target_madds))
+    return best, seen[best]
 
 
 def evaluate(net, data="digits", image_size=32, max_drop=0.005, seed=0, limit=None):

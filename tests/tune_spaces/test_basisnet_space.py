@@ -14,7 +14,7 @@ def _sample(value, rs):
     return value.sample(random_state=rs) if hasattr(value, "sample") else value
 
 
-def test_space_fields_exist_and_samples_validate(monkeypatch):
+def test_space_fields_exist_and_samples_validate():
     import tune_spaces
 
     space = tune_spaces.get("basisnet")
