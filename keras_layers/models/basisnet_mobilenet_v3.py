@@ -37,7 +37,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers.models import register
-from keras_layers.models._common import check_fraction, check_positive, make_divisible, stem_stride
+from keras_layers.models._common import check_positive, make_divisible, stem_stride
 from keras_layers.models.mobilenet_v3 import (HardSwish, block_plan, check_common, check_spec, conv_bn_act,
                                               dense, inverted_residual)
 
@@ -198,8 +198,7 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
 @register("basisnet_mobilenet_v3")
 def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coefficient_activation="softmax",
                                 per_layer=True, one_hot=False, synthesized=None, synthesize_depthwise=False,
-                                width_multiplier=0.5,
-                                spec="tiny", dropout=0.2, last_channels=576, head_channels=1024,
+                                width_multiplier=0.5, spec="tiny", dropout=0.2, last_channels=576, head_channels=1024,
                                 preview_width=0.35, preview_spec="tiny", preview_blocks=4, preview_downsample=2,
                                 preview_channels=256):
     """BasisNet-MV3: preview (small MV3 on a down-sampled image) + specialist with `num_bases` bases."""
@@ -223,7 +222,6 @@ def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coeffi
     if isinstance(preview_downsample, bool) or not isinstance(preview_downsample, int) or preview_downsample < 1:
         raise ValueError(f"preview_downsample must be an int >= 1; received preview_downsample={preview_downsample!r}")
     check_positive("preview_channels", preview_channels, allow_float=False)
-    check_fraction("dropout", dropout, 0.0, 0.99)
 
     layers = check_synthesized(synthesized, len(rows))
     groups = len(layers) if per_layer else 1

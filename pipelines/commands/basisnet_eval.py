@@ -59,8 +59,23 @@ def run(args):
     if args.export:
         from pipelines.exporters.basisnet import export
 
-        manifest = export(net, args.export, threshold=report["early_termination"]["picked"]["threshold"])
+        from pathlib import Path
+
+        import numpy as np
+
+        from pipelines import tflite
+
+        picked = report["early_termination"]["picked"]
+        manifest = export(net, args.export, threshold=picked["threshold"])
         print(f"exported {args.export}/{manifest['tflite']} (signatures preview, specialist; "
               f"threshold {manifest['threshold']:.2f})")
+        runner = tflite.Runner(Path(args.export) / manifest["tflite"], num_threads=1)
+        image = np.zeros((1, *manifest["input_shape"]), np.float32)
+        coeffs = np.full(manifest["coefficients_shape"], 1.0 / manifest["coefficients_shape"][-1], np.float32)
+        pre = runner.latency_ms({"image": image}, signature="preview")["median_ms"]
+        spec = runner.latency_ms({"image": image, "coefficients": coeffs}, signature="specialist")["median_ms"]
+        print(f"LiteRT latency (1 thread, median): preview {pre:.3f} ms, specialist {spec:.3f} ms; with "
+              f"{picked['stopped']:.1%} stopping early the average is {pre + (1 - picked['stopped']) * spec:.3f} ms "
+              f"vs {pre + spec:.3f} ms always running both")
     print(json.dumps({"report": f"{args.out}/basisnet-eval.json"}))
     return 0
