@@ -197,8 +197,11 @@ def evaluate_saved(path, **kwargs):
     """`evaluate` a saved BasisNet (a `.keras` file or a run directory holding `model.keras`)."""
     from pathlib import Path
 
-    import keras_layers.models  # noqa: F401  (registers the custom layers)
     import tf_keras as keras
+
+    from keras_layers import models
+
+    models.names()  # import every model module so the custom layers of the saved model are registered
 
     p = Path(path).expanduser()
     if p.is_dir():

@@ -91,7 +91,9 @@ def random_drop_bases(alpha, rate, seed=None):
 
 def load_teacher(teacher):
     """A frozen teacher from a `keras.Model`, a `.keras` file, a run directory or `models:/NAME@alias`."""
-    import keras_layers.models  # noqa: F401  (registers the custom layers a saved model may use)
+    from keras_layers import models
+
+    models.names()  # import every model module so the custom layers a saved model uses are registered
 
     if isinstance(teacher, keras.Model):
         model = teacher
