@@ -11,8 +11,9 @@ prediction is the answer and the specialist is skipped. The average cost is
 ``preview + (1 - stopped) * (full - preview)`` MAdds per example, both from `count_madds`.
 
 `run_experiment` is the must-show comparison on a dataset (digits at 32x32 by default): BasisNet vs the
-static specialist of the same MAdds (`mobilenet_v3` widened to match), same epochs; then the
-threshold sweep and the disturbance table. CLI: ``python -m pipelines basisnet-eval --help``.
+static specialist of the same MAdds (`mobilenet_v3` at the width whose MAdds are closest; they move in
+steps because channels round to multiples of 8), same epochs and seeds; then the threshold sweep and the
+disturbance table. CLI: ``python -m pipelines basisnet-eval --help``.
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
     python -m pipelines basisnet-eval                                  # digits at 32x32, 10 epochs, 4 bases
     python -m pipelines basisnet-eval --epochs 15 --num-bases 8 --max-drop 0.5 --seeds 0 1 2
-    python -m pipelines basisnet-eval --run runs/basisnet-eval-basisnet --export out/   # evaluate a trained run
+    python -m pipelines basisnet-eval --run runs/basisnet-eval-basisnet-s0 --export out/   # evaluate a trained run
 
-Trains `basisnet_mobilenet_v3` and `mobilenet_v3` widened to the same MAdds (preview + specialist) for the
-same epochs, then on the validation split sweeps early-termination thresholds (accuracy, fraction stopped
+Trains `basisnet_mobilenet_v3` and `mobilenet_v3` widened to the closest MAdds (preview + specialist; the
+static net's MAdds move in steps as channels round to multiples of 8) for the same epochs and seeds, then on the validation split sweeps early-termination thresholds (accuracy, fraction stopped
 after the preview, average MAdds per example), picks the cheapest threshold within --max-drop points of
 the full BasisNet, checks it on the test split, and runs the disturbance analysis (predicted
 coefficients vs top-1, mean, uniform, shuffled). Prints the tables; writes <out>/basisnet-eval.json.
