@@ -110,7 +110,7 @@ def _stack(kind, cond, layers=2):
     return keras.Model(inputs, x)
 
 
-def tflite_latency(rounds=100):
+def tflite_latency(rounds=60):
     from keras_layers import models
     from pipelines import tflite
 
@@ -120,12 +120,14 @@ def tflite_latency(rounds=100):
     pairs["  ... CondConv blocks only (cond_head=False)"] = (
         pairs["mobilenet_v2 32x32x3"][0], models.build("condconv_mobilenet_v2", cond_head=False))
     pairs["  ... dynamic-range quantization (int8 bases), both"] = pairs["mobilenet_v2 32x32x3"]
-    rows = []
+    rows, blobs = [], {}
     for name, (static, cond) in pairs.items():
         runners = {}
         mode = "dynamic" if "dynamic-range" in name else "float32"
         for key, model in (("static", static), ("condconv", cond)):
-            runner = tflite.Runner(tflite.convert(model, mode), num_threads=1)
+            if (id(model), mode) not in blobs:  # conversion is the slow part: once per model and mode
+                blobs[id(model), mode] = tflite.convert(model, mode)
+            runner = tflite.Runner(blobs[id(model), mode], num_threads=1)
             example = np.random.RandomState(0).randn(1, *model.input_shape[1:]).astype("float32")
             runner.run_one(example)
             runners[key] = (lambda r=runner, e=example: r.run_one(e))

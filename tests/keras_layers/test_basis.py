@@ -265,3 +265,14 @@ def test_coefficient_shape_mismatch():
         layer(x)
     with pytest.raises(ValueError, match="input shape"):
         BasisDense(3, num_bases=2)(np.zeros((2, 3, 3), "float32"), np.zeros((2, 2), "float32"))
+
+
+def test_auto_choice_follows_the_measurements():
+    """1x1 -> einsum; batch 1 -> the XNNPACK-delegated paths; static batches unrolled; fit's unknown batch -> map_fn."""
+    choose = kernel_mixing.choose_conv_method
+    assert choose((1, 1), None) == choose((1, 1), 1) == "einsum"
+    assert choose((3, 3), 1) == "im2col"
+    assert choose((3, 3), 32) == "unrolled"
+    assert choose((3, 3), None) == choose((3, 3), kernel_mixing.MAX_UNROLLED_BATCH + 1) == "map_fn"
+    assert kernel_mixing.choose_depthwise_method(1) == "folded"
+    assert kernel_mixing.choose_depthwise_method(None) == "batch_channels"
