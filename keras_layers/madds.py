@@ -89,9 +89,14 @@ def _named_outputs(model):
 
 
 def _with_input_shape(model, input_shape):
-    current = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    shapes = model.input_shape
+    # Several inputs (e.g. [image, coefficients]): `input_shape` is the first one's, and it must match.
+    current = tuple((shapes[0] if isinstance(shapes, list) else shapes)[1:])
     if current == tuple(input_shape):
         return model
+    if isinstance(shapes, list):
+        raise ValueError(f"count_madds cannot rebuild multi-input model {model.name} for "
+                         f"input_shape={tuple(input_shape)}; build it at that shape")
     try:
         return keras.models.clone_model(model, input_tensors=keras.Input(shape=tuple(input_shape)))
     except Exception as err:  # pragma: no cover - depends on the architecture

@@ -1,0 +1,39 @@
+"""Search space of the BasisNet family: `basisnet_mobilenet_v3` with the `basisnet` recipe.
+
+    python -m pipelines tune --family basisnet --smoke-test
+    BASISNET_TEACHER=runs/mobilenet_v3-teacher python -m pipelines tune --family basisnet   # + distillation
+
+Searches the paper's recipe (Sec. 3.3): preview loss weight lambda, basis-model dropout, the length of
+the epsilon-mixing warm-up, knowledge distillation (weight and temperature, only with a teacher:
+a `.keras` file, run directory or `models:/NAME@alias` in $BASISNET_TEACHER), label smoothing, weight
+decay, augmentation; and the model's number of bases and coefficient activation.
+"""
+import os
+
+from ray import tune
+
+TEACHER = os.environ.get("BASISNET_TEACHER", "")
+
+SPACE = {
+    "model": "basisnet_mobilenet_v3",
+    "epochs": 10,
+    "learning_rate": tune.loguniform(1e-3, 1e-2),
+    "model_config": {
+        "num_bases": tune.choice([4, 8]),
+        "coefficient_activation": tune.choice(["softmax", "sigmoid"]),
+        "per_layer": tune.choice([True, False]),
+    },
+    "recipe": "basisnet",
+    "recipe_config": {
+        "preview_weight": tune.uniform(0.3, 1.5),
+        "basis_dropout": tune.uniform(0.0, 0.3),
+        "epsilon_fraction": tune.choice([0.0, 0.1, 0.2, 0.4]),
+        "teacher": TEACHER,
+        "kd_weight": tune.uniform(0.2, 0.8) if TEACHER else 0.0,
+        "kd_temperature": tune.choice([1.0, 2.0, 4.0]),
+        "label_smoothing": tune.uniform(0.0, 0.1),
+        "weight_decay": tune.loguniform(1e-6, 1e-3),
+        "augment": tune.choice([0.0, 0.3]),
+    },
+}
+SMOKE = {"trials": 2, "epochs": 1, "limit": 256}
