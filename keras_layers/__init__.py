@@ -11,6 +11,10 @@ from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
 from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
 from keras_layers.multi_exit import ExitHead, GradientEquilibrium
 
+# Register every architecture (and the serializable layers their modules define) so that a saved
+# `.keras` model loads in a fresh process after a plain `import keras_layers`.
+models._load_all()
+
 __all__ = ["count_madds", "layer_madds", "models",
            "BasisConv2D", "BasisDepthwiseConv2D", "BasisDense",
            "CondConv2D", "CondDepthwiseConv2D", "CondDense", "CondRouting",

@@ -25,8 +25,10 @@ def _import_tensorflow_quietly():
     sys.stderr.flush()
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow
         import tf_keras  # noqa: F401
+
+        tensorflow.config.list_physical_devices()  # device probing (cuInit on CPU-only hosts) logs here
     finally:
         os.dup2(saved, 2)
         os.close(saved)
