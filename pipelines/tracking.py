@@ -35,6 +35,7 @@ URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql://", "postgresql
 # MLflow's own warnings (pip inference, git info) are noise for a one-screen CLI.
 os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def resolve_tracking_uri(uri=None):
