@@ -25,16 +25,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_server(directory):
-    """Start a server whose database, artifacts, pid file and log live in `directory`; yield its URI."""
+def server_env(directory, port, **extra):
+    """Environment for `platform/mlflow/server.sh` with everything inside `directory`."""
     directory = Path(directory)
-    port = free_port()
     env = {**os.environ, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{directory / 'mlflow.db'}",
            "MLFLOW_ARTIFACTS_DESTINATION": str(directory / "artifacts"),
-           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable}
+           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable, **extra}
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+@contextmanager
+def running_server(directory, **extra_env):
+    """Start a server whose database, artifacts, pid file and log live in `directory`; yield its URI."""
+    directory = Path(directory)
+    port = free_port()
+    env = server_env(directory, port, **extra_env)
     res = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180)
     if res.returncode != 0:
         log = directory / "state" / "server.log"
