@@ -65,6 +65,10 @@ def run(args):
     from pipelines.train import train
 
     cfg = config_from_args(args).validate()
+    if not args.no_tracking:
+        from pipelines import tracking
+
+        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before any work
     # Fail on a bad dataset before building anything.
     data.load(cfg.data, "train", image_size=cfg.image_size, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
               limit=1)
@@ -72,9 +76,6 @@ def run(args):
         metrics, run_dir, _ = train(cfg)
         run_id = None
     else:
-        from pipelines import tracking
-
-        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before training
         metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
     print(json.dumps(metrics, indent=2))
     print(f"run saved to {run_dir}")
