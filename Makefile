@@ -31,5 +31,11 @@ test-integration: install
 bench: install
 	$(PY) -m benchmarks
 
+mlflow-up:
+	platform/mlflow/server.sh start
+
+mlflow-down:
+	platform/mlflow/server.sh stop
+
 clean:
 	rm -rf runs .pytest_cache
