@@ -198,18 +198,27 @@ def has_gpus():
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def ensure_ray(address=None, working_dir=None):
-    """Connect to Ray (address, $RAY_ADDRESS, or a new local instance) with the workers' env set."""
+ROOT = Path(__file__).resolve().parents[1]
+# What never travels to the cluster with the code (the repo is the job's / driver's working_dir).
+EXCLUDES = [".venv", ".git/", "runs/", "mlruns/", "mlartifacts/", "data/", "bundle/", "__pycache__/",
+            ".pytest_cache/", "*.keras", "*.tflite"]
+
+
+def ensure_ray(address=None):
+    """Connect to Ray: `address`, else $RAY_ADDRESS, else a new local instance.
+
+    Outside a submitted job the repo is shipped as the workers' `working_dir` (so `pipelines` imports
+    on every node) with `TF_USE_LEGACY_KERAS=1`; inside a job (`python -m pipelines submit`) the job's
+    runtime env already carries both.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    env = {"env_vars": dict(WORKER_ENV)}
-    if working_dir:
-        env["working_dir"] = str(working_dir)
-        env["excludes"] = ["runs/", "mlruns/", ".git/", "*.keras", "__pycache__/", ".pytest_cache/", "data/"]
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), runtime_env=env, log_to_driver=True,
-             logging_level="WARNING", configure_logging=True)
+    kwargs = {}
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
+    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
 
 
 def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),

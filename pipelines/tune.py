@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -245,7 +244,8 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
             status, msg = ("completed" if done >= epochs else "stopped early (ASHA)"), ""
         row = {"trial_id": trial_id, "status": status, "epochs_run": done,
                "val_accuracy": m.get("val_accuracy"), "madds": m.get("madds"), "params": m.get("params"),
-               "checkpoint_path": m.get("checkpoint_path"), "error": msg[:200]}
+               "resumed_from_epoch": m.get("resumed_from_epoch"), "checkpoint_path": m.get("checkpoint_path"),
+               "error": msg[:200]}
         row.update({k: flat.get(k) for k in searched})
         rows.append(row)
     rows.sort(key=lambda r: r["trial_id"])

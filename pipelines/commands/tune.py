@@ -38,23 +38,28 @@ def add_arguments(p):
     p.add_argument("--resume", default=None, metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")
 
 
+def options_from_args(args):
+    from pipelines import tune
+
+    if not args.family:
+        raise ValueError("tune needs --family (or --resume EXPERIMENT_DIR)")
+    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir), ("epochs", args.epochs),
+                                   ("limit", args.limit)) if v is not None}
+    return tune.TuneOptions(
+        family=args.family, smoke_test=args.smoke_test, trials=args.trials,
+        max_concurrent_trials=args.max_concurrent_trials, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker, cpus_per_trial=args.cpus_per_trial, use_gpu=args.use_gpu,
+        max_failures=args.max_failures, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+        seed=args.seed, out=args.out, name=args.name, overrides=overrides)
+
+
 def run(args):
     from pipelines import tune
 
     if args.resume:
         summary = tune.resume(args.resume)
     else:
-        if not args.family:
-            raise ValueError("tune needs --family (or --resume EXPERIMENT_DIR)")
-        overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir), ("epochs", args.epochs),
-                                       ("limit", args.limit)) if v is not None}
-        opts = tune.TuneOptions(
-            family=args.family, smoke_test=args.smoke_test, trials=args.trials,
-            max_concurrent_trials=args.max_concurrent_trials, workers_per_trial=args.workers_per_trial,
-            cpus_per_worker=args.cpus_per_worker, cpus_per_trial=args.cpus_per_trial, use_gpu=args.use_gpu,
-            max_failures=args.max_failures, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-            seed=args.seed, out=args.out, name=args.name, overrides=overrides)
-        summary = tune.run(opts)
+        summary = tune.run(options_from_args(args))
     if summary["interrupted"]:
         return 130
     return 0 if summary["completed"] + summary["stopped_early"] > 0 else 1
