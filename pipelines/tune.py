@@ -65,6 +65,10 @@ class TuneOptions:
             raise ValueError(f"reduction_factor must be >= 2; received reduction_factor={self.reduction_factor!r}")
         if not isinstance(self.cpus_per_trial, (int, float)) or not 0 <= self.cpus_per_trial <= 64:
             raise ValueError(f"cpus_per_trial must be in [0, 64]; received cpus_per_trial={self.cpus_per_trial!r}")
+        for f in ("epochs", "limit"):
+            v = self.overrides.get(f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{f} must be an int >= 1; received {f}={v!r}")
         self.scaling().validate()
         return self
 
