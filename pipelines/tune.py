@@ -12,10 +12,12 @@ last epoch checkpoint. `OptunaSearch` optimises two objectives (`val_accuracy` m
 `ASHAScheduler` stops weak trials early on `val_accuracy` (time unit: `epoch`). A trial whose loss
 becomes NaN/inf fails (`NonFiniteLossError`): it is listed as failed and kept out of the front.
 
-Writes `<out>/<name>/` (Tune's experiment dir): `results.csv` (one row per trial), `pareto.csv` and
-`pareto.png` (accuracy vs MAdds of trials that ran every epoch), `best/` (the best trial's last
-checkpoint: `model.keras`, weights + optimizer state) with `best.json`, `summary.json` (incl. the
-share of trial-epochs ASHA saved) and `tune_options.json` (what `--resume` needs).
+Writes `<out>/<name>/` (Tune's experiment dir; on a multi-node cluster `--out` must be a shared
+filesystem): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
+trials that ran every epoch), `best/` (the best trial's last checkpoint: `model.keras`, weights +
+optimizer state) with `best.json`, `trainer_runs/<trial_id>/train/` (each trial's Ray Train run and
+epoch checkpoints), `summary.json` (incl. the share of trial-epochs ASHA saved) and
+`tune_options.json` (what `--resume` needs).
 """
 from __future__ import annotations
 
@@ -101,8 +103,12 @@ class TuneOptions:
 
 # ----------------------------------------------------------------------------- the trial
 
-def trial(config, scaling=None, callbacks=()):
-    """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict)."""
+def trial(config, scaling=None, callbacks=(), runs_dir=None):
+    """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict).
+
+    The Trainer's run (its checkpoints) goes to `runs_dir/<trial_id>/train` in the experiment folder
+    (Tune's own trial dir is a per-session staging dir), so `Tuner.restore` finds it again.
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -110,10 +116,10 @@ def trial(config, scaling=None, callbacks=()):
     from pipelines.train import TrainConfig
 
     ctx = tune.get_context()
-    trial_dir = ctx.get_trial_dir()
-    cfg = TrainConfig.from_dict({**config, "out": trial_dir, "run_name": "train"}).validate()
-    # A fixed name inside the trial dir: a restored trial's Trainer finds its own checkpoints again.
-    trainer = make_trainer(cfg, scaling, name="train", storage_path=trial_dir, callbacks=callbacks,
+    storage = os.path.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
+    cfg = TrainConfig.from_dict({**config, "out": storage, "run_name": "train"}).validate()
+    # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint.
+    trainer = make_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
                            run_callbacks=[TuneReportCallback()],
                            extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
                                   "experiment": ctx.get_experiment_name()})
@@ -127,7 +133,8 @@ def trial(config, scaling=None, callbacks=()):
 def _trainable(opts: TuneOptions, callbacks=()):
     from ray import tune
 
-    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks))
+    runs_dir = str(Path(opts.out, opts.name, "trainer_runs").resolve())
+    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks), runs_dir=runs_dir)
     return tune.with_resources(fn, {"CPU": opts.cpus_per_trial})
 
 
@@ -159,6 +166,7 @@ def run(opts: TuneOptions, callbacks=(), points_to_evaluate=None, address=None):
     opts.validate()
     space = opts.space()  # an invalid space fails here, before Ray is touched
     opts.name = opts.name or f"{opts.family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    opts.out = os.path.abspath(opts.out)
     exp_dir = Path(opts.out, opts.name).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(opts), indent=2))

@@ -49,7 +49,7 @@ def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
     exp = tmp_path / "r"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if list(exp.glob("*/train/checkpoint_epoch_0001")):
+        if list(exp.glob("trainer_runs/*/train/checkpoint_epoch_0001")):
             proc.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves the experiment state and returns
             break
         time.sleep(0.2)
