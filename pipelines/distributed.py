@@ -218,7 +218,15 @@ def ensure_ray(address=None):
     kwargs = {}
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, logging_level="WARNING", **kwargs)
+    except ConnectionError as err:
+        # Ray 2.60 heads use token auth by default: retry once with the local token (~/.ray/auth_token).
+        if not address or "auth" not in repr(err.__cause__).lower() or os.environ.get("RAY_AUTH_MODE") == "token":
+            raise
+        os.environ["RAY_AUTH_MODE"] = "token"
+        ray.init(address=address, logging_level="WARNING", **kwargs)
 
 
 def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),
