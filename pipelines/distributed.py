@@ -167,7 +167,9 @@ def train_func(config: dict):
 
     with strategy.scope():
         model = build_training(cfg, info, steps)
-        state = EpochCheckpoint(model, tempfile.mkdtemp(prefix="unused-"))
+        # The (weights, optimizer, epoch) state of `pipelines.train`; its own manager directory is never
+        # written here: each epoch goes to a Ray checkpoint (`_report_callback`).
+        state = EpochCheckpoint(model, os.path.join(tempfile.gettempdir(), f"ray-train-state-{os.getpid()}"))
     initial_epoch = _restore(state, ray.train.get_checkpoint())
     if initial_epoch:
         print(f"[rank {rank}] resumed from checkpoint at epoch {initial_epoch}", flush=True)
