@@ -238,9 +238,7 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     from ray.train.tensorflow import TensorflowTrainer
 
     use_gpu = has_gpus() if scaling.use_gpu is None else scaling.use_gpu
-    resources = {"CPU": scaling.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
+    resources = {"CPU": scaling.cpus_per_worker}  # + 1 GPU per worker when use_gpu
     return TensorflowTrainer(
         train_func,
         train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {})},
