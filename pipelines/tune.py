@@ -229,8 +229,16 @@ def _domain_keys(space):
 
 
 def _trial_statuses(grid):
+    """Tune's status of each trial (TERMINATED, ERROR, RUNNING, PENDING...), by trial id and dir name."""
     analysis = getattr(grid, "_experiment_analysis", None)
-    return {t.trial_id: t.status for t in getattr(analysis, "trials", [])}
+    out = {}
+    for t in getattr(analysis, "trials", None) or []:
+        out[t.trial_id] = t.status
+        try:
+            out[Path(t.path).name] = t.status
+        except Exception:  # a trial that never got a directory
+            pass
+    return out
 
 
 def report(grid, opts: TuneOptions, exp_dir: Path, space):
@@ -244,14 +252,15 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
     for res in grid:
         m = res.metrics or {}
         trial_id = m.get("trial_id") or Path(res.path).name
+        status_now = statuses.get(trial_id) or statuses.get(Path(res.path).name)
         flat = _flat(res.config or {})
         done = int(m.get("epoch", 0) or 0)
         if res.error is not None:
             err = str(res.error).strip().splitlines()
             msg = next((l for l in err if "NonFiniteLossError" in l), err[-1] if err else "error")
             status = "failed: non-finite loss" if "NonFiniteLoss" in str(res.error) else "failed"
-        elif statuses.get(trial_id) not in (None, "TERMINATED"):
-            status, msg = statuses[trial_id].lower(), ""
+        elif status_now not in (None, "TERMINATED"):
+            status, msg = status_now.lower(), ""
         else:
             status, msg = ("completed" if done >= epochs else "stopped early (ASHA)"), ""
         row = {"trial_id": trial_id, "status": status, "epochs_run": done,
@@ -265,7 +274,7 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
     table.to_csv(exp_dir / "results.csv", index=False)
     interrupted = any(r["status"] in ("running", "pending", "paused") for r in rows) or len(rows) < opts.num_trials()
     ok = [r for r in rows if not r["status"].startswith("failed") and r["val_accuracy"] is not None
-          and not r["status"] in ("running", "pending", "paused")]
+          and r["status"] not in ("running", "pending", "paused")]
     complete = [r for r in ok if r["status"] == "completed"]
     front = pareto_front(complete or ok)
     pd.DataFrame(front, columns=table.columns if len(table) else None).to_csv(exp_dir / "pareto.csv", index=False)

@@ -64,20 +64,22 @@ def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
     assert not json.loads((exp / "summary.json").read_text())["interrupted"]
 
 
-def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path, monkeypatch):
-    import ray
+NAN_DRIVER = """
+import json, sys
+from pipelines import tune
+from tests.integration.ray_cluster import PoisonWeights
+opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=1, cpus_per_worker=0.5, out=sys.argv[1],
+                        name="nan", overrides={"epochs": 2, "limit": 192})
+print("SUMMARY " + json.dumps(tune.run(opts, callbacks=[PoisonWeights(epoch=1)]), default=str))
+"""
 
-    from pipelines import tune
 
-    for k, v in ray_head.env().items():
-        if k.startswith("RAY_") or k.startswith("TF_"):
-            monkeypatch.setenv(k, v)
-    opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=1, cpus_per_worker=0.5, out=str(tmp_path),
-                            name="nan", overrides={"epochs": 2, "limit": 192})
-    try:
-        summary = tune.run(opts, callbacks=[PoisonWeights(epoch=1)], address=ray_head.address)
-    finally:
-        ray.shutdown()
+def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path):
+    # A driver process with a callback that turns a kernel to NaN at the start of epoch 2.
+    res = subprocess.run([sys.executable, "-c", NAN_DRIVER, str(tmp_path)], cwd=ROOT, env=ray_head.env(),
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    summary = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("SUMMARY "))[8:])
     (trial,) = rows(tmp_path / "nan" / "results.csv")
     assert trial["status"] == "failed: non-finite loss", trial
     assert int(trial["epochs_run"]) == 1  # epoch 1 was reported; the NaN epoch 2 never was
