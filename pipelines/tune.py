@@ -327,7 +327,8 @@ def _plot(rows, front, path, family):
     ax.set_xlabel("MAdds (millions)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{family}: accuracy vs MAdds")
-    ax.legend(loc="lower right")
+    if rows or front:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
