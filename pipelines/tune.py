@@ -228,11 +228,18 @@ def _domain_keys(space):
     return [".".join(p) for p, _ in tune_spaces._domains(space)]
 
 
-def _trial_statuses(grid):
-    """Tune's status of each trial (TERMINATED, ERROR, RUNNING, PENDING...), by trial id and dir name."""
-    analysis = getattr(grid, "_experiment_analysis", None)
+def _trial_statuses(grid, exp_dir):
+    """Each trial's status (TERMINATED, ERROR, PENDING...) as saved in the experiment state on disk,
+    by trial id and dir name: after an interrupt (Ctrl+C) unfinished trials are saved as PENDING there,
+    which is what `Tuner.restore` resumes."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    except Exception:  # no saved state yet: what this process knows
+        trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
     out = {}
-    for t in getattr(analysis, "trials", None) or []:
+    for t in trials:
         out[t.trial_id] = t.status
         try:
             out[Path(t.path).name] = t.status
@@ -247,7 +254,7 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
 
     epochs = space.get("epochs", 10)
     searched = _domain_keys(space)
-    statuses = _trial_statuses(grid)
+    statuses = _trial_statuses(grid, exp_dir)
     rows = []
     for res in grid:
         m = res.metrics or {}
