@@ -148,7 +148,6 @@ def train_func(config: dict):
     import tf_keras as keras
 
     from keras_layers import count_madds
-    from pipelines.recipes import base as recipe_base  # noqa: F401  (registers recipes' Keras objects)
     from pipelines.train import EpochCheckpoint, build_training, load_data, steps_per_epoch
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
