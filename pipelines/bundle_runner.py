@@ -8,11 +8,14 @@
 The same code serves `python -m pipelines run-bundle` and the MLflow TFLite flavour
 (`pipelines.tflite_flavor`), so a model loaded from the registry predicts with the bytes that ship.
 
-model.json fields read here (`FORMAT` = 1; other fields are ignored):
+model.json fields read here (`format_version` = 1; other fields are ignored; a bundle without "kind"
+is a plain one, as `pipelines.export` writes for single-output models):
 
     "kind":      "plain" | "basisnet" | "multi_exit" | "ds_net"            (default "plain")
-    "input":     {"shape": [H, W, C], "mean": [...], "std": [...]}          preprocessing: pixels/255,
-                                                                             then (x - mean) / std
+    "input":     {"shape": [1, H, W, C], "normalization":                 preprocessing: pixel / 255
+                  {"input_range": [lo, hi], "mean": [...], "std": [...]}}  * (hi - lo) + lo, then
+                                                                             (x - mean[c]) / std[c]
+                                                                             (`pipelines.export` writes it)
     "labels":    "labels.txt"                                               one class name a line
     "stages":    {NAME: {"file": "model.tflite", "signature": SIG|null,     the TFLite pieces; a stage's
                          "logits": OUTPUT|null, "madds": N|null}}           inputs are fed by name from
@@ -88,8 +91,9 @@ def read_spec(directory):
         raise BundleError(f"{path}: not valid JSON ({err})") from None
     kind = spec.setdefault("kind", "plain")
     _need(kind in KINDS, f"model.json: unknown kind={kind!r}; valid: {', '.join(KINDS)}")
-    fmt = spec.get("format", FORMAT)
+    fmt = spec.get("format", spec.get("format_version", FORMAT))
     _need(fmt == FORMAT, f"model.json: format={fmt!r} is not supported (this runner reads format {FORMAT})")
+    spec["input"] = _input_spec(spec.get("input"))
     stages = spec.setdefault("stages", {"main": {"file": "model.tflite"}} if kind == "plain" else {})
     _need(isinstance(stages, dict) and stages, f"model.json: stages must be a non-empty object; received stages={stages!r}")
     for name, st in stages.items():
@@ -131,6 +135,23 @@ def read_spec(directory):
         for i, (_, st) in enumerate(widths):
             stage(f"widths[{i}]", st)
     return spec
+
+
+def _input_spec(inp):
+    """`input` as {"shape": [H, W, C], "input_range", "mean", "std"}; accepts the export's form
+    ({"shape": [1, H, W, C], "normalization": {"input_range", "mean", "std"}}) too."""
+    if not inp:
+        return {}
+    _need(isinstance(inp, dict), f"model.json: input must be an object; received input={inp!r}")
+    out = {k: inp[k] for k in ("input_range", "mean", "std") if k in inp}
+    out.update({k: v for k, v in (inp.get("normalization") or {}).items() if k in ("input_range", "mean", "std")})
+    shape = inp.get("shape")
+    if shape is not None:
+        shape = list(shape)[-3:] if len(shape) == 4 else list(shape)
+        _need(len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape),
+              f"model.json: input.shape must be [H, W, C] or [1, H, W, C]; received shape={inp.get('shape')!r}")
+        out["shape"] = shape
+    return out
 
 
 def read_labels(directory, spec):
@@ -265,7 +286,8 @@ class Bundle:
         except (OSError, ValueError) as err:
             raise BundleError(f"cannot read image {str(path)!r}: {err}") from None
         img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-        x = np.asarray(img, np.float32).reshape(h, w, c) / 255.0
+        lo, hi = inp.get("input_range", [0.0, 1.0])
+        x = np.asarray(img, np.float32).reshape(h, w, c) / 255.0 * (hi - lo) + lo
         mean = np.asarray(inp.get("mean", [0.0] * c), np.float32)
         std = np.asarray(inp.get("std", [1.0] * c), np.float32)
         return (x - mean) / std

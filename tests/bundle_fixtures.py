@@ -37,7 +37,9 @@ def write_bundle(directory, spec, files):
     for name, data in files.items():
         (directory / name).write_bytes(data)
     (directory / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    spec = {"format": 1, "input": {"shape": list(SHAPE), **NORM}, "labels": "labels.txt", **spec}
+    # the input block as `pipelines.export.model_json` writes it
+    spec = {"format_version": 1, "input": {"shape": [1, *SHAPE], "normalization": {"input_range": [0.0, 1.0], **NORM}},
+            "labels": "labels.txt", **spec}
     (directory / "model.json").write_text(json.dumps(spec, indent=1))
     return directory
 
