@@ -36,5 +36,11 @@ bench: install
 postgres:
 	bash platform/mlflow/postgres.sh install
 
+mlflow-up:
+	platform/mlflow/server.sh start
+
+mlflow-down:
+	platform/mlflow/server.sh stop
+
 clean:
 	rm -rf runs .pytest_cache

@@ -43,6 +43,10 @@ def add_arguments(p):
     p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
     p.add_argument("--run-name", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
 
 
 def config_from_args(args):
@@ -64,7 +68,16 @@ def run(args):
     # Fail on a bad dataset before building anything.
     data.load(cfg.data, "train", image_size=cfg.image_size, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
               limit=1)
-    metrics, run_dir, _ = train(cfg)
+    if args.no_tracking:
+        metrics, run_dir, _ = train(cfg)
+        run_id = None
+    else:
+        from pipelines import tracking
+
+        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before training
+        metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
     print(json.dumps(metrics, indent=2))
     print(f"run saved to {run_dir}")
+    if run_id:
+        print(f"MLflow run {run_id} ({uri}); register it with: python -m pipelines register --run {run_id} --name NAME")
     return 0

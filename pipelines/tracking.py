@@ -1,0 +1,346 @@
+"""MLflow tracking for every training run: where runs go, what is logged, and figure helpers.
+
+    from pipelines import tracking
+    metrics, run_dir, net, run_id = tracking.train_tracked(cfg)           # a tracked `train(cfg)`
+    tracking.log_heatmap("routing", matrix, xlabels=experts, ylabels=blocks)   # inside a run
+
+Where runs go (`resolve_tracking_uri`): `--tracking-uri` > `MLFLOW_TRACKING_URI` > a local SQLite
+store in the project, `sqlite:///<project>/mlruns.db`, with artifacts under `<project>/mlartifacts/`.
+Start a server with `make mlflow-up` (see `platform/mlflow/`) and pass `--tracking-uri http://127.0.0.1:5000`.
+
+What a tracked run logs: params (every `TrainConfig` field, `model_config.*` / `recipe_config.*` flattened,
+plus the recipe's resolved fields), per-epoch metrics (`epoch_metrics`, step = epoch), final metrics
+(best `val_accuracy`, `madds`, `params`, `train_seconds`), artifacts `run/` (model.keras, config.json,
+dataset.json, history.json, metrics.json — what `pipelines.registry.register` needs) and
+`plots/history.png`. Families log their own figures with the family-agnostic helpers `log_heatmap`,
+`log_curve` and `log_histogram`; each also writes the numbers as JSON beside the figure.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlruns.db'}"
+DEFAULT_ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
+DEFAULT_EXPERIMENT = "pipelines"
+URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+",
+               "file:", "databricks")
+
+# MLflow's own warnings (pip inference, git info) are noise for a one-screen CLI.
+os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def resolve_tracking_uri(uri=None):
+    """`uri` if given, else `MLFLOW_TRACKING_URI`, else the project's SQLite store; validated."""
+    source = "tracking_uri"
+    if not uri:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        source = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking_uri"
+    uri = str(uri)
+    if not uri.startswith(URI_SCHEMES):
+        raise ValueError(f"{source}={uri!r} is not a tracking URI; use http://HOST:PORT, sqlite:///PATH.db, "
+                         "postgresql://USER@HOST/DB or file:PATH")
+    return uri
+
+
+def _local_sqlite_path(uri):
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).expanduser()
+    return None
+
+
+def configure(uri=None):
+    """Point MLflow (tracking and registry) at `resolve_tracking_uri(uri)`; returns the URI."""
+    import mlflow
+
+    uri = resolve_tracking_uri(uri)
+    db = _local_sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client(uri=None):
+    from mlflow import MlflowClient
+
+    uri = configure(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name=DEFAULT_EXPERIMENT, uri=None):
+    """Experiment id of `name`, creating it if needed. With a local SQLite store its artifacts go to
+    `mlartifacts/<name>/` next to the database (MLflow's own default would be `./mlruns` of the cwd)."""
+    import mlflow
+
+    uri = configure(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise ValueError(f"experiment={name!r} is deleted in {uri}; restore it or pick another name")
+        return exp.experiment_id
+    db = _local_sqlite_path(uri)
+    location = (db.parent / "mlartifacts" / name).resolve().as_uri() if db is not None else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def flatten_params(d, prefix=""):
+    """`{"a": 1, "b": {"c": 2}}` -> `{"a": "1", "b.c": "2"}` (MLflow params are flat strings)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten_params(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
+    return out
+
+
+def config_params(cfg):
+    """Params of a `TrainConfig`: its fields plus the resolved recipe fields (`recipe_config.*`)."""
+    d = cfg.to_dict()
+    d["recipe_config"] = {**cfg.recipe_obj().to_dict(), **d.get("recipe_config", {})}
+    return flatten_params(d)
+
+
+# ---------------------------------------------------------------- Keras callback
+
+def _keras():
+    from keras_layers import _env  # noqa: F401
+    import tf_keras as keras
+
+    return keras
+
+
+def _current_client():
+    """A client on the URI already configured (by `configure` or `mlflow.set_tracking_uri`)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = mlflow.get_tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def epoch_metrics(run_id=None):
+    """A Keras callback that logs every epoch's logs (loss, accuracy, val_*, learning_rate) to `run_id`
+    (default: the active run) with step = epoch number."""
+    import mlflow
+
+    keras = _keras()
+    run_id = run_id or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
+    if run_id is None:
+        raise ValueError("epoch_metrics needs run_id=... or an active MLflow run")
+    mlclient = _current_client()
+
+    class _EpochMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            import math
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, epoch + 1) for k, v in (logs or {}).items()
+                       if isinstance(v, (int, float)) or hasattr(v, "__float__")]
+            metrics = [m for m in metrics if math.isfinite(m.value)]
+            lr = getattr(self.model.optimizer, "learning_rate", None) if self.model.optimizer else None
+            if lr is not None:
+                try:
+                    value = lr(self.model.optimizer.iterations) if callable(lr) else lr
+                    metrics.append(Metric("learning_rate", float(value), now, epoch + 1))
+                except (TypeError, ValueError):
+                    pass
+            if metrics:
+                mlclient.log_batch(run_id, metrics=metrics)
+
+    cb = _EpochMetrics()
+    cb.run_id = run_id
+    return cb
+
+
+# ---------------------------------------------------------------- figures (family-agnostic)
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _log_figure_and_data(fig, name, data, run_id):
+    import mlflow
+
+    plt = _pyplot()
+    stem = name if "/" in name else f"plots/{name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / f"{Path(stem).name}.png"
+        fig.savefig(png, dpi=110, bbox_inches="tight")
+        (Path(tmp) / f"{Path(stem).name}.json").write_text(json.dumps(data, indent=1, default=float))
+        plt.close(fig)
+        art_dir = str(Path(stem).parent)
+        if run_id is None:
+            mlflow.log_artifact(str(png), art_dir)
+            mlflow.log_artifact(str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
+        else:
+            c = _current_client()
+            c.log_artifact(run_id, str(png), art_dir)
+            c.log_artifact(run_id, str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
+    return f"{stem}.png"
+
+
+def history_figure(history):
+    """Loss and accuracy per epoch, train and validation, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    epochs = None
+    for ax, kind in zip(axes, ("loss", "accuracy")):
+        for k, vs in sorted(history.items()):
+            if k.endswith(kind):
+                epochs = range(1, len(vs) + 1)
+                ax.plot(epochs, vs, marker="o", ms=3, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_title(kind)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def log_history_plot(history, run_id=None):
+    return _log_figure_and_data(history_figure(history), "history", history, run_id)
+
+
+def log_heatmap(name, matrix, xlabels=None, ylabels=None, title=None, xlabel=None, ylabel=None, run_id=None,
+                cmap="viridis"):
+    """Log a heatmap of a 2-D array (e.g. mean routing weight per block x expert) as `plots/NAME.png`
+    (+ `.json` with the numbers) to `run_id` or the active run. Returns the artifact path."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"log_heatmap needs a non-empty 2-D matrix; received matrix with shape={m.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(min(12, 2 + 0.45 * m.shape[1]), min(10, 1.5 + 0.35 * m.shape[0])))
+    im = ax.imshow(m, aspect="auto", cmap=cmap)
+    fig.colorbar(im, ax=ax)
+    if xlabels is not None:
+        ax.set_xticks(range(m.shape[1]), [str(x) for x in xlabels], rotation=90 if m.shape[1] > 8 else 0)
+    if ylabels is not None:
+        ax.set_yticks(range(m.shape[0]), [str(y) for y in ylabels])
+    ax.set_xlabel(xlabel or "")
+    ax.set_ylabel(ylabel or "")
+    ax.set_title(title or name)
+    data = {"matrix": m.tolist(), "xlabels": list(map(str, xlabels)) if xlabels is not None else None,
+            "ylabels": list(map(str, ylabels)) if ylabels is not None else None}
+    return _log_figure_and_data(fig, name, data, run_id)
+
+
+def log_curve(name, x, ys, xlabel="x", ylabel="y", title=None, points=None, run_id=None):
+    """Log line plot(s): `ys` is one array or `{label: array}` over `x` (e.g. accuracy and MAdds
+    against an early-exit threshold). `points` marks chosen points: `{label: (x, y)}`."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    series = ys if isinstance(ys, dict) else {ylabel: ys}
+    for label, y in series.items():
+        if np.asarray(y).shape != x.shape:
+            raise ValueError(f"log_curve: series {label!r} has shape {np.asarray(y).shape}, x has {x.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, y in series.items():
+        ax.plot(x, np.asarray(y, dtype=float), marker="o", ms=3, label=str(label))
+    for label, (px, py) in (points or {}).items():
+        ax.scatter([px], [py], s=50, zorder=3, label=str(label))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    data = {"x": x.tolist(), "ys": {str(k): np.asarray(v, dtype=float).tolist() for k, v in series.items()},
+            "points": {str(k): list(map(float, v)) for k, v in (points or {}).items()}}
+    return _log_figure_and_data(fig, name, data, run_id)
+
+
+def log_histogram(name, counts, labels, xlabel="", title=None, run_id=None):
+    """Log a bar chart of `counts` per label (e.g. how often a DS-Net gate chose each width)."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=float)
+    if counts.shape != (len(labels),):
+        raise ValueError(f"log_histogram: {len(labels)} labels but counts has shape={counts.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.bar([str(l) for l in labels], counts)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title or name)
+    data = {"labels": [str(l) for l in labels], "counts": counts.tolist()}
+    return _log_figure_and_data(fig, name, data, run_id)
+
+
+# ---------------------------------------------------------------- a tracked training run
+
+def log_training_result(run_id, run_dir, metrics, history=None):
+    """Final metrics, the run folder (minus checkpoints) under `run/`, and the history plot."""
+    c = _current_client()
+    from mlflow.entities import Metric
+    import time
+
+    now = int(time.time() * 1000)
+    c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                 if isinstance(v, (int, float))])
+    run_dir = Path(run_dir)
+    for f in ("model.keras", "config.json", "dataset.json", "history.json", "metrics.json"):
+        if (run_dir / f).exists():
+            c.log_artifact(run_id, str(run_dir / f), "run")
+    if history is None and (run_dir / "history.json").exists():
+        history = json.loads((run_dir / "history.json").read_text())
+    if history:
+        log_history_plot(history, run_id=run_id)
+    c.set_tag(run_id, "run_dir", str(run_dir.resolve()))
+
+
+@contextlib.contextmanager
+def start_run(cfg, uri=None, experiment=None, parent_run_id=None, tags=None):
+    """Start (and end) an MLflow run for training `cfg`: params and tags logged up front."""
+    import mlflow
+
+    configure(uri)
+    exp_id = ensure_experiment(experiment or DEFAULT_EXPERIMENT, uri)
+    run_tags = {"model": cfg.model, "recipe": cfg.recipe_name(), "data": cfg.data, **(tags or {})}
+    with mlflow.start_run(experiment_id=exp_id, run_name=cfg.run_name or cfg.model, nested=parent_run_id is not None,
+                          parent_run_id=parent_run_id, tags=run_tags) as run:
+        mlflow.log_params(config_params(cfg))
+        yield run
+
+
+def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
+                  verbose="auto", after_train=None):
+    """`pipelines.train.train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`.
+
+    `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
+    heatmaps/curves there). The config is validated before MLflow is touched.
+    """
+    from pipelines.train import train
+
+    cfg.validate()
+    with start_run(cfg, tracking_uri, experiment, parent_run_id, tags) as run:
+        run_id = run.info.run_id
+        metrics, run_dir, net = train(cfg, callbacks=[epoch_metrics(run_id), *callbacks],
+                                      verbose=verbose)
+        log_training_result(run_id, run_dir, metrics)
+        if after_train is not None:
+            after_train(net, run_dir, run_id)
+    return metrics, run_dir, net, run_id

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Run the MLflow tracking server for this project: start | stop | status.
+#
+#   platform/mlflow/server.sh start          # = make mlflow-up   -> http://127.0.0.1:5000
+#   platform/mlflow/server.sh stop           # = make mlflow-down
+#
+# Settings (environment variables, defaults in brackets):
+#   MLFLOW_HOST                  [127.0.0.1]  interface to bind; keep 127.0.0.1 unless auth is on
+#   MLFLOW_PORT                  [5000]
+#   MLFLOW_BACKEND_STORE_URI     [sqlite:///<project>/mlruns.db]  or postgresql://USER:PASS@HOST:5432/DB
+#   MLFLOW_ARTIFACTS_DESTINATION [<project>/mlartifacts]  where the server stores artifacts (or s3://...)
+#   MLFLOW_WORKERS               [2]
+#   MLFLOW_AUTH                  [0]  1 = basic-auth app (users/permissions); needs MLFLOW_AUTH_ADMIN_PASSWORD
+#   MLFLOW_AUTH_DB               [sqlite:///<project>/mlflow_auth.db]  user store of the basic-auth app
+#   MLFLOW_STATE_DIR             [<project>/.mlflow]  pid file and server.log
+#   PYTHON                       [<project>/.venv/bin/python]
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+HOST="${MLFLOW_HOST:-127.0.0.1}"
+PORT="${MLFLOW_PORT:-5000}"
+BACKEND="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$ROOT/mlruns.db}"
+ARTIFACTS="${MLFLOW_ARTIFACTS_DESTINATION:-$ROOT/mlartifacts}"
+WORKERS="${MLFLOW_WORKERS:-2}"
+STATE="${MLFLOW_STATE_DIR:-$ROOT/.mlflow}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+PIDFILE="$STATE/server.pid"
+LOG="$STATE/server.log"
+
+running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+start() {
+  if running; then echo "mlflow server already running (pid $(cat "$PIDFILE")) on http://$HOST:$PORT"; return 0; fi
+  mkdir -p "$STATE"
+  case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac
+  local args=(server --host "$HOST" --port "$PORT" --workers "$WORKERS"
+              --backend-store-uri "$BACKEND" --artifacts-destination "$ARTIFACTS")
+  if [[ "${MLFLOW_AUTH:-0}" == "1" ]]; then
+    if [[ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]]; then
+      echo "error: MLFLOW_AUTH=1 needs MLFLOW_AUTH_ADMIN_PASSWORD (the admin password set on first start)" >&2
+      exit 2
+    fi
+    sed "s#^database_uri = .*#database_uri = ${MLFLOW_AUTH_DB:-sqlite:///$ROOT/mlflow_auth.db}#" \
+      "$HERE/basic_auth.ini" > "$STATE/basic_auth.ini"
+    export MLFLOW_AUTH_CONFIG_PATH="$STATE/basic_auth.ini"
+    export MLFLOW_FLASK_SERVER_SECRET_KEY="${MLFLOW_FLASK_SERVER_SECRET_KEY:-$("$PY" -c 'import secrets; print(secrets.token_hex(16))')}"
+    args+=(--app-name basic-auth)
+  fi
+  # Own session, so `stop` can end the server and its workers (one process group) and nothing else.
+  setsid "$PY" -m mlflow "${args[@]}" >"$LOG" 2>&1 < /dev/null &
+  echo $! > "$PIDFILE"
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1; then
+      echo "mlflow server up: http://$HOST:$PORT (backend ${BACKEND%%:*}, artifacts $ARTIFACTS, pid $(cat "$PIDFILE"))"
+      echo "use it: export MLFLOW_TRACKING_URI=http://$HOST:$PORT   (or --tracking-uri http://$HOST:$PORT)"
+      return 0
+    fi
+    if ! running; then echo "error: mlflow server exited; see $LOG" >&2; tail -n 20 "$LOG" >&2; rm -f "$PIDFILE"; exit 1; fi
+    sleep 0.5
+  done
+  echo "error: mlflow server did not answer on http://$HOST:$PORT/health within 60 s; see $LOG" >&2
+  exit 1
+}
+
+stop() {
+  if ! running; then echo "mlflow server not running"; rm -f "$PIDFILE"; return 0; fi
+  local pid; pid="$(cat "$PIDFILE")"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+  echo "mlflow server stopped (pid $pid)"
+}
+
+status() {
+  if running; then echo "mlflow server running (pid $(cat "$PIDFILE")) on http://$HOST:$PORT"; else echo "mlflow server not running"; return 1; fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status  (settings: see the header of this script)" >&2; exit 2 ;;
+esac
