@@ -3,6 +3,8 @@
     python -m pipelines train --model mobilenet_v2 --data digits --epochs 10
     python -m pipelines train --model condconv_mobilenet_v2 --data folder:~/photos --image-size 64
     python -m pipelines train --model mobilenet_v2 --data cifar10 --data-dir ~/tensorflow_datasets
+    python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.distributed)
+    RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 8 --use-gpu   # on a cluster, 1 GPU per worker
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
     --model-config width_multiplier=0.35 --recipe-config label_smoothing=0.1
@@ -47,6 +49,16 @@ def add_arguments(p):
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
+    g = p.add_argument_group("distributed (Ray Train)")
+    g.add_argument("--workers", type=int, default=0,
+                   help="Ray Train workers under MultiWorkerMirroredStrategy (0 = in-process, no Ray; default 0); "
+                        "connects to $RAY_ADDRESS or starts a local Ray")
+    g.add_argument("--use-gpu", action="store_true", default=None,
+                   help="one GPU per worker (default: on when the Ray cluster has GPUs)")
+    g.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="never use GPUs")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
+    g.add_argument("--max-failures", type=int, default=2,
+                   help="worker-group restarts from the last checkpoint before the run fails (default 2)")
 
 
 def config_from_args(args):
@@ -65,12 +77,20 @@ def run(args):
     from pipelines.train import train
 
     cfg = config_from_args(args).validate()
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0; received workers={args.workers}")
     # Fail on a bad dataset before building anything.
     data.load(cfg.data, "train", image_size=cfg.image_size, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
               limit=1)
-    if args.no_tracking:
+    run_id = None
+    if args.workers:
+        from pipelines.distributed import ScalingOptions, fit_distributed
+
+        scaling = ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
+                                 cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures).validate()
+        metrics, run_dir, _ = fit_distributed(cfg, scaling)
+    elif args.no_tracking:
         metrics, run_dir, _ = train(cfg)
-        run_id = None
     else:
         from pipelines import tracking
 

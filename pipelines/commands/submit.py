@@ -1,0 +1,65 @@
+"""Submit a pipelines command to a Ray cluster as a job (HTTP job API), stream its logs, report its status.
+
+    python -m pipelines submit --address http://HOST:8265 -- tune --family basisnet --smoke-test
+    python -m pipelines submit --address http://127.0.0.1:8265 -- train --model mobilenet_v2 --workers 2
+    python -m pipelines submit --no-wait -- tune --family ds_net        # print the job id and return
+
+The job's working dir is this repo; its runtime env sets TF_USE_LEGACY_KERAS=1. On a cluster on this
+machine (127.0.0.1/localhost) the job reuses this interpreter and its virtualenv (nothing installed);
+on a remote cluster the job installs the pinned requirements.txt (--no-pip when the cluster image already
+has them, e.g. the project's platform/docker image). The command is checked here before anything is sent.
+Exit status: 0 when the job SUCCEEDED, 1 when it FAILED or was STOPPED, 2 for bad input or an
+unreachable address. List or stop jobs with `python -m pipelines jobs`.
+"""
+import argparse
+import os
+
+NAME = "submit"
+HELP = "run a pipelines command as a job on a Ray cluster and stream its logs"
+
+
+def add_arguments(p):
+    from pipelines.jobs import DEFAULT_ADDRESS
+
+    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", DEFAULT_ADDRESS),
+                   help=f"job API URL of the cluster's head (default $RAY_API_SERVER_ADDRESS or {DEFAULT_ADDRESS})")
+    p.add_argument("--pip", dest="pip", action="store_true", default=None,
+                   help="install the pinned requirements in the job's env (default: only for a remote cluster)")
+    p.add_argument("--no-pip", dest="pip", action="store_false", help="never install requirements")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="submit and return without following logs")
+    p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                   help="the pipelines command to run, after `--` (e.g. -- tune --family basisnet --smoke-test)")
+
+
+def check_command(argv):
+    """Parse and validate the job's command here, so a bad value fails before the cluster is touched."""
+    from pipelines import cli
+
+    if not argv:
+        raise ValueError("submit needs a command after `--`, e.g. -- tune --family basisnet --smoke-test")
+    if argv[0] in ("submit", "jobs"):
+        raise ValueError(f"cannot submit command={argv[0]!r} as a job")
+    args = cli.parser().parse_args(argv)  # argparse reports unknown flags itself (exit 2)
+    if args.command == "tune" and not args.resume:
+        from pipelines.commands.tune import options_from_args
+
+        options_from_args(args).validate().space()
+    elif args.command == "train":
+        from pipelines.commands.train import config_from_args
+
+        config_from_args(args).validate()
+    return args
+
+
+def run(args):
+    from pipelines import jobs
+
+    argv = list(args.job)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    jobs.check_address(args.address)
+    check_command(argv)
+    _, status = jobs.submit(argv, address=args.address, pip=args.pip, wait=args.wait)
+    if not args.wait:
+        return 0
+    return 0 if status == "SUCCEEDED" else 1

@@ -1,0 +1,152 @@
+"""A real Ray head on 127.0.0.1 for the integration tests (`ray start --head`), shut down afterwards.
+
+Ray maps a loopback `--node-ip-address` to the machine's address for its internal services; the
+dashboard / job API listens on 127.0.0.1 only and every RPC needs this head's own auth token.
+
+Every port is picked free, the head has its own `--temp-dir`, and it is stopped by signalling the
+process group it was started in: never `ray stop`, which would stop every Ray on the machine.
+Test modules import the fixture: `from tests.integration.ray_cluster import ray_head  # noqa: F401`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@dataclasses.dataclass
+class RayHead:
+    address: str  # GCS address for ray.init / RAY_ADDRESS
+    dashboard: str  # http://127.0.0.1:PORT (job submission API)
+    temp_dir: str
+    proc: subprocess.Popen
+    token: str
+
+    def env(self, **extra):
+        """Environment for a child process that should use this head."""
+        env = dict(os.environ, RAY_ADDRESS=self.address, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        env.update(extra)
+        return env
+
+    def processes(self, name):
+        """psutil processes of this head (same process group) whose command line contains `name`."""
+        import psutil
+
+        pgid = os.getpgid(self.proc.pid)
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if os.getpgid(p.pid) == pgid and name in " ".join(p.info["cmdline"] or []):
+                    found.append(p)
+            except (ProcessLookupError, psutil.Error, OSError):
+                continue
+        return found
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_head(num_cpus=4, timeout=120) -> RayHead:
+    temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dash = free_port(), free_port()
+    low = random.randrange(20000, 60000, 500)
+    args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+            f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={temp_dir}",
+            f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--min-worker-port={low}", f"--max-worker-port={low + 400}",
+            "--object-store-memory=400000000", "--disable-usage-stats"]
+    token = secrets.token_hex(32)  # Ray 2.60 token auth, with a token of this head only (not ~/.ray/auth_token)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT),
+               RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    log = open(Path(temp_dir) / "head.log", "w")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir, proc, token)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited {proc.returncode}: {Path(temp_dir, 'head.log').read_text()[-2000:]}")
+        try:  # the job API answers (401 too: Ray 2.60 enables token auth; clients read ~/.ray/auth_token)
+            with urllib.request.urlopen(f"{head.dashboard}/api/version", timeout=2):
+                return head
+        except urllib.error.HTTPError:
+            return head
+        except Exception:
+            time.sleep(1)
+    stop_head(head)
+    raise RuntimeError(f"Ray head did not come up in {timeout}s")
+
+
+def stop_head(head: RayHead, timeout=10):
+    try:
+        pgid = os.getpgid(head.proc.pid)
+    except ProcessLookupError:
+        return
+    os.killpg(pgid, signal.SIGTERM)  # only the group this fixture started
+    try:
+        head.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    head = start_head()
+    try:
+        yield head
+    finally:
+        stop_head(head)
+
+
+def run_cli(head, *args, timeout=300, **popen):
+    """`python -m pipelines ARGS` against `head`; returns CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=ROOT, env=head.env(), capture_output=True,
+                          text=True, timeout=timeout, **popen)
+
+
+class PoisonWeights:
+    """Callback factory for `fit_distributed(callbacks=...)` / `pipelines.tune.run(callbacks=...)`: sets
+    one kernel to NaN at the start of epoch `epoch` (0-based), so that epoch's loss is NaN. Lives here
+    (not in a test module) so Ray workers can import it: the repo is their working_dir."""
+
+    def __init__(self, epoch=0):
+        self.epoch = epoch
+
+    def __call__(self, ctx):
+        from keras_layers import _env  # noqa: F401
+        import tf_keras as keras
+
+        target = self.epoch
+
+        class _Poison(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == target:
+                    w = self.model.net.trainable_weights[0]
+                    w.assign(w * float("nan"))
+
+        return _Poison()
