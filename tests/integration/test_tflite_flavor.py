@@ -24,9 +24,10 @@ def test_pyfunc_on_registered_tflite_matches_run_bundle(mlflow_backend, tmp_path
     name = f"flavor_{mlflow_backend.backend}"
     mv = register_tiny(name, epochs=2, tracking_uri=uri)
     bundle_dir = tmp_path / "bundle"
-    export.export_model(f"models:/{name}/{mv.version}", "float32", out=bundle_dir, parity_images=16,
-                        latency_runs=3, tracking_uri=uri, log=lambda *_: None)
-    tmv = tflite_flavor.register_bundle(bundle_dir, mv, client=client, log=lambda *_: None)
+    assert cli.main(["export", "--model", f"models:/{name}/{mv.version}", "--quantize", "float32",
+                     "--out", str(bundle_dir), "--parity-images", "16", "--latency-runs", "3",
+                     "--register-tflite", "--tracking-uri", uri]) == 0
+    tmv = tflite_flavor.linked_version(client, name, mv.version, mode="float32")
 
     # linked both ways
     assert tmv.name == f"{name}.tflite"
@@ -78,3 +79,23 @@ def test_pyfunc_follows_model_json_for_a_dynamic_bundle(mlflow_backend, tmp_path
     assert list(df["stages"]) == [">".join(s) for s in want]
     sure = np.array([(np.exp(r - r.max()) / np.exp(r - r.max()).sum()).max() >= 0.6 for r in ref["preview"]])
     assert list(df["stopped_at"]) == ["preview" if s else "specialist" for s in sure]
+
+
+def test_export_report_is_logged_to_the_versions_run(mlflow_backend, tmp_path, capsys):
+    uri = mlflow_backend.uri
+    client = tracking.client(uri)
+    name = f"report_{mlflow_backend.backend}"
+    mv = register_tiny(name, epochs=1, tracking_uri=uri)
+    export.export_model(f"models:/{name}/{mv.version}", "dynamic", out=tmp_path / "b", parity_images=8,
+                        latency_runs=2, tracking_uri=uri, log=lambda *_: None)
+    capsys.readouterr()
+    assert cli.main(["export-report", str(tmp_path / "b"), "--model", f"models:/{name}/{mv.version}",
+                     "--images", "8", "--runs", "2", "--tracking-uri", uri, "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "XNNPACK takes" in out and "parity on 8 images" in out and "1 thread(s) median" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["quantization"] == "dynamic" and report["parity"]["n"] == 8
+    logged = {f.path for f in client.list_artifacts(mv.run_id, "export_report")}
+    assert {"export_report/report.json", "export_report/summary.txt",
+            "export_report/model_tflite_xnnpack_share.png"} <= logged
+    assert client.get_run(mv.run_id).data.metrics["export.float_layers"] == 0
