@@ -135,6 +135,14 @@ def signature_for(net):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def pip_requirements():
+    """The model's runtime requirements, pinned to what is installed (MLflow would otherwise infer them by
+    loading the model in a subprocess, which costs a TensorFlow start-up per registration)."""
+    from importlib import metadata
+
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("tensorflow", "tf-keras", "numpy", "mlflow")]
+
+
 def register(run_id, name, tracking_uri=None, log=print):
     """Log run `run_id`'s Keras model with the mlflow.tensorflow flavour + signature and register it
     as a new version of `name`. Returns the ModelVersion."""
@@ -155,7 +163,8 @@ def register(run_id, name, tracking_uri=None, log=print):
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),
-                                           registered_model_name=name, await_registration_for=60)
+                                           registered_model_name=name, await_registration_for=60,
+                                           pip_requirements=pip_requirements())
     version = str(info.registered_model_version)
     tags = {"source_run": run_id, "model": config["model"], "recipe": config.get("recipe") or "",
             "data": config["data"], "image_size": str(config["image_size"]),

@@ -1,29 +1,118 @@
-"""The main job end to end on the embedded default dataset (digits at 32x32).
+"""The main job end to end on the embedded default dataset (digits at 32x32), in four steps:
 
-    make demo        # or: python -m pipelines demo
+    make demo        # or: python -m pipelines demo [--tracking-uri URI]
 
-Today: trains the `mobilenet_v2` baseline and prints validation accuracy and MAdds.
+1. find the best run   - train on digits with MLflow tracking (`find_best_run`)
+2. register            - its model becomes a new version of `demo_digits` in the MLflow registry
+3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion)
+4. export              - the champion becomes an Android bundle (model.tflite, labels.txt, model.json)
+
+then a one-screen summary (accuracy, MAdds, TFLite size and latency, where the files are, how to open
+the MLflow UI). The demo only adds: a new run, a new version, maybe a moved alias (through the same
+gates as `promote`); it never deletes runs, versions or registered models, so running it again, or
+against a store with other work in it, is safe.
 """
 import json
 import time
+from pathlib import Path
 
 NAME = "demo"
-HELP = "run the main job end to end on digits"
+HELP = "run the main job end to end on digits (train, register, promote, export)"
 
 
 def add_arguments(p):
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", default="runs")
+    p.add_argument("--model", default="mobilenet_v2", help="architecture to train (default mobilenet_v2)")
+    p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--name", default="demo_digits", help="registered model name (default demo_digits)")
+    p.add_argument("--experiment", default="demo", help="MLflow experiment (default demo)")
+    p.add_argument("--quantize", default="dynamic", help="export mode: float32|float16|dynamic|int8|qat (default dynamic)")
+    p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")
+    p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
+    p.add_argument("--bundle", default="bundle", help="Android bundle folder (default bundle/)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+
+
+def _say(msg):
+    print(msg, flush=True)
+
+
+def find_best_run(args, tracking_uri, log=_say):
+    """Step 1: the best run on digits, tracked in MLflow. Returns `{"run_id", "metrics", "run_dir"}`.
+
+    Today one in-process training run of `args.model`; the Ray Tune smoke search plugs in here
+    (its best trial's run id and metrics), nothing after this step changes.
+    """
+    from pipelines import tracking
+    from pipelines.commands.train import parse_kv
+    from pipelines.train import TrainConfig
+
+    cfg = TrainConfig(model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data="digits",
+                      epochs=args.epochs, out=args.out, run_name="demo", limit=args.limit).validate()
+    log(f"   training {cfg.model} on digits (32x32) for {cfg.epochs} epochs, tracked in experiment {args.experiment!r}")
+    metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=tracking_uri, experiment=args.experiment,
+                                                         verbose=2)
+    return {"run_id": run_id, "metrics": metrics, "run_dir": str(run_dir)}
+
+
+def ui_hint(uri):
+    from pipelines import tracking
+
+    if uri.startswith("http"):
+        return f"open {uri} in a browser"
+    db = tracking._local_sqlite_path(uri)
+    if db is not None and db == tracking.PROJECT_ROOT / "mlruns.db":
+        return "make mlflow-up, then open http://127.0.0.1:5000  (make mlflow-down to stop)"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000, then open http://127.0.0.1:5000"
 
 
 def run(args):
-    from pipelines.train import TrainConfig, train
+    from pipelines import export, registry, tracking
 
+    export.check_mode(args.quantize)
+    registry.check_name(args.name)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
     start = time.time()
-    print("== demo: train the mobilenet_v2 baseline on digits (32x32)")
-    cfg = TrainConfig(model="mobilenet_v2", data="digits", epochs=args.epochs, out=args.out, run_name="demo-baseline")
-    metrics, run_dir, _ = train(cfg, verbose=2)
-    print(json.dumps(metrics, indent=2))
-    print(f"== demo done in {time.time() - start:.0f} s: val_accuracy={metrics['val_accuracy']:.4f} "
-          f"MAdds={metrics['madds'] / 1e6:.2f}M params={metrics['params'] / 1e3:.0f}K run={run_dir}")
+
+    _say("== 1/4 find the best run")
+    best = find_best_run(args, uri)
+    _say(f"   best run {best['run_id']}: val_accuracy {best['metrics']['val_accuracy']:.4f}")
+
+    _say(f"== 2/4 register it as {args.name!r}")
+    mv = registry.register(best["run_id"], args.name, tracking_uri=uri, log=lambda m: _say("   " + m))
+
+    _say("== 3/4 promote through the gates")
+    promo = registry.promote(args.name, version=mv.version, tracking_uri=uri, log=lambda m: _say("   " + m))
+
+    _say(f"== 4/4 export models:/{args.name}@champion to an Android bundle ({args.quantize})")
+    exp = export.export_model(f"models:/{args.name}@champion", args.quantize, args.bundle, threads=args.threads,
+                              tracking_uri=uri, log=lambda m: _say("   " + m))
+
+    client = tracking.client(uri)
+    champ = client.get_model_version_by_alias(args.name, registry.CHAMPION)
+    champ_metrics = client.get_run(champ.run_id).data.metrics
+    bundle = Path(exp["bundle"])
+    lines = [
+        "",
+        "=" * 78,
+        f" demo done in {time.time() - start:.0f} s",
+        f" this run     {best['run_id']}  val_accuracy {best['metrics']['val_accuracy']:.4f}  -> {args.name} v{mv.version}",
+        f" promotion    {'PROMOTED' if promo.promoted else 'not promoted'}: {promo.reason}",
+        f" champion     {args.name} v{champ.version}  val_accuracy {champ_metrics.get('val_accuracy', float('nan')):.4f}"
+        f"  MAdds {champ_metrics.get('madds', float('nan')) / 1e6:.2f}M  params {champ_metrics.get('params', 0) / 1e3:.0f}K",
+        f" TFLite       {args.quantize}: {exp['size_bytes'] / 1024:.1f} KiB, latency {exp['latency']['median_ms']:.3f} ms "
+        f"(median, {args.threads} thread, XNNPACK), parity top-1 {exp['parity']['agreement']:.3f}, "
+        f"accuracy {exp['parity']['tflite_accuracy']:.3f} on {exp['parity']['images']} images",
+        f" bundle       {bundle}/  ({', '.join(export.BUNDLE_FILES)})",
+        f" run folder   {best['run_dir']}",
+        f" MLflow       {uri}  (bundle also at {exp['artifact_uri']})",
+        f" MLflow UI    {ui_hint(uri)}",
+        "=" * 78,
+    ]
+    _say("\n".join(lines))
+    (Path(best["run_dir"]) / "demo_summary.json").write_text(json.dumps({
+        "run_id": best["run_id"], "version": mv.version, "promoted": promo.promoted, "reason": promo.reason,
+        "champion": champ.version, "export": exp, "tracking_uri": uri}, indent=2, default=str))
     return 0

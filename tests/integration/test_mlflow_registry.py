@@ -1,0 +1,129 @@
+"""Registry and gated promotion against a real `mlflow server` (127.0.0.1, SQLite backend).
+
+Story: a barely-trained model becomes the first champion; a properly trained one beats it and takes
+the alias; the worse one is refused; a candidate whose int8 export misses the parity tolerance is
+refused; every refusal leaves the champion (alias, tags, weights) untouched; the champion loads back
+from `models:/NAME@champion` and its Android bundle is logged next to the version.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines import export, registry, tracking
+from pipelines.train import TrainConfig
+from tests.conftest import ROOT
+from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (fixture)
+
+NAME = "digits_it"
+TINY = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def runs(mlflow_server, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("runs")
+    good = TrainConfig(model="mobilenet_v2", model_config=TINY, epochs=3, batch_size=32, learning_rate=1e-2,
+                       out=str(out), run_name="good", limit=512)
+    weak = TrainConfig(model="mobilenet_v2", model_config=TINY, epochs=1, batch_size=32, learning_rate=1e-6,
+                       out=str(out), run_name="weak", limit=64)
+    g = tracking.train_tracked(good, tracking_uri=mlflow_server, experiment="it", verbose=0)
+    w = tracking.train_tracked(weak, tracking_uri=mlflow_server, experiment="it", verbose=0)
+    # Precondition of the story: the two runs are clearly ordered.
+    assert g[0]["val_accuracy"] > w[0]["val_accuracy"] + 0.2, (g[0], w[0])
+    return {"good": g, "weak": w}
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server, runs):  # noqa: F811
+    """weak -> v1 (first champion, via the CLI); good -> v2, promoted over v1."""
+    weak_id = runs["weak"][3]
+    res = subprocess.run([sys.executable, "-m", "pipelines", "register", "--run", weak_id, "--name", NAME,
+                          "--tracking-uri", mlflow_server], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and f"models:/{NAME}/1" in res.stdout, res.stdout + res.stderr
+    first = registry.promote(NAME, tracking_uri=mlflow_server, log=quiet)
+    assert first.promoted and first.previous_champion is None, first
+    mv = registry.register(runs["good"][3], NAME, tracking_uri=mlflow_server, log=quiet)
+    assert mv.version == "2"
+    second = registry.promote(NAME, tracking_uri=mlflow_server, log=quiet, reason="retrained")
+    return second
+
+
+def snapshot(uri, version):
+    c = tracking.client(uri)
+    return dict(c.get_model_version(NAME, version).tags)
+
+
+def test_better_candidate_is_promoted_with_tags(mlflow_server, champion, runs):  # noqa: F811
+    assert champion.promoted, champion.reason
+    assert champion.candidate == "2" and champion.previous_champion == "1"
+    assert champion.candidate_score > champion.champion_score
+    c = tracking.client(mlflow_server)
+    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
+    tags = snapshot(mlflow_server, "2")
+    assert tags["promotion.status"] == "promoted" and tags["promotion.previous_champion"] == "1"
+    assert "beats champion v1" in tags["promotion.reason"] and tags["promotion.note"] == "retrained"
+    assert "@" in tags["promotion.by"] and tags["promotion.at"]
+    assert tags["source_run"] == runs["good"][3] and tags["model"] == "mobilenet_v2"
+    # stages are never used
+    assert c.get_model_version(NAME, "2").current_stage in ("None", None)
+
+
+def test_signature_and_champion_loads_back(mlflow_server, champion, runs):  # noqa: F811
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{NAME}@champion")
+    spec = info.signature.inputs.inputs[0]
+    assert tuple(spec.shape) == (-1, 32, 32, 1) and spec.name == "image"
+    net = mlflow.tensorflow.load_model(f"models:/{NAME}@champion")
+    x = np.random.RandomState(0).standard_normal((4, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(net(x).numpy(), runs["good"][2](x).numpy(), atol=1e-5)
+
+
+def test_worse_candidate_is_refused_and_champion_untouched(mlflow_server, champion):  # noqa: F811
+    before = snapshot(mlflow_server, "2")
+    result = registry.promote(NAME, version="1", tracking_uri=mlflow_server, log=quiet)
+    assert not result.promoted and "does not beat champion v2" in result.reason, result
+    c = tracking.client(mlflow_server)
+    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
+    assert snapshot(mlflow_server, "2") == before
+    assert snapshot(mlflow_server, "1")["promotion.status"] == "refused"
+
+
+def test_candidate_failing_parity_is_refused(mlflow_server, champion, runs):  # noqa: F811
+    before = snapshot(mlflow_server, "2")
+    mv = registry.register(runs["good"][3], NAME, tracking_uri=mlflow_server, log=quiet)
+    result = registry.promote(NAME, version=mv.version, quantize="int8", max_error=1e-4,
+                              tracking_uri=mlflow_server, log=quiet)
+    assert not result.promoted and result.reason.startswith("TFLite parity failed"), result
+    assert result.parity["max_abs_error"] > 1e-4
+    c = tracking.client(mlflow_server)
+    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
+    assert c.get_model_version_by_alias(NAME, registry.CHALLENGER).version == mv.version
+    assert snapshot(mlflow_server, "2") == before
+
+
+def test_cli_refusal_exits_nonzero_and_says_why(mlflow_server, champion):  # noqa: F811
+    res = subprocess.run([sys.executable, "-m", "pipelines", "promote", "--model", NAME, "--version", "2",
+                          "--tracking-uri", mlflow_server], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "already the champion" in res.stdout, res.stdout + res.stderr
+
+
+def test_bundle_is_logged_next_to_the_champion(mlflow_server, champion, tmp_path):  # noqa: F811
+    s = export.export_model(f"models:/{NAME}@champion", "float32", tmp_path / "bundle", parity_images=16,
+                            latency_runs=5, tracking_uri=mlflow_server, log=quiet)
+    assert s["artifact_uri"].endswith("android/float32") and s["parity"]["agreement"] == 1.0
+    c = tracking.client(mlflow_server)
+    mv = c.get_model_version_by_alias(NAME, registry.CHAMPION)
+    files = {f.path.rsplit("/", 1)[-1] for f in c.list_artifacts(mv.run_id, "android/float32")}
+    assert files == set(export.BUNDLE_FILES)
+    assert mv.tags["android_bundle.float32"] == s["artifact_uri"]
+
+
+def test_unknown_model_is_a_clear_error(mlflow_server):  # noqa: F811
+    with pytest.raises(ValueError, match="name='nosuch'"):
+        registry.promote("nosuch", tracking_uri=mlflow_server, log=quiet)
