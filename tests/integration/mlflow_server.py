@@ -1,9 +1,10 @@
-"""A real `mlflow server` for integration tests: 127.0.0.1, a free port, SQLite backend, local artifacts.
+"""A real `mlflow server` for integration tests: 127.0.0.1, a free port, local artifacts, and each
+backend store in turn: SQLite, and PostgreSQL (a throwaway server from `postgres_server.py`).
 
 Started and stopped with the project's own `platform/mlflow/server.sh` (so the script is tested too).
 
     from tests.integration.mlflow_server import mlflow_server   # a module-scoped pytest fixture
-    def test_x(mlflow_server): ...                               # -> "http://127.0.0.1:PORT"
+    def test_x(mlflow_server): ...                               # -> "http://127.0.0.1:PORT", once per backend
 """
 import os
 import socket
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.postgres_server import postgres_server  # noqa: F401  (fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "platform" / "mlflow" / "server.sh"
+BACKENDS = ("sqlite", "postgresql")
 
 
 def free_port():
@@ -26,16 +30,17 @@ def free_port():
 
 
 @contextmanager
-def running_server(directory):
-    """Start a server whose database, artifacts, pid file and log live in `directory`; yield its URI."""
+def running_server(directory, backend_store_uri=None):
+    """Start a server whose artifacts, pid file and log (and SQLite database, unless `backend_store_uri`
+    names another store) live in `directory`; yield its URI."""
     directory = Path(directory)
     port = free_port()
     env = {**os.environ, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
-           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{directory / 'mlflow.db'}",
+           "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}",
            "MLFLOW_ARTIFACTS_DESTINATION": str(directory / "artifacts"),
-           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable}
+           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable, "MLFLOW_START_TIMEOUT": "240"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    res = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180)
+    res = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
         log = directory / "state" / "server.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
@@ -47,8 +52,16 @@ def running_server(directory):
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server():
+def backend_store(request, backend, directory):
+    """The store URI of `backend`: a SQLite file in `directory`, or a new database on the session's
+    PostgreSQL server."""
+    if backend == "sqlite":
+        return f"sqlite:///{Path(directory) / 'mlflow.db'}"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def mlflow_server(request):
     with tempfile.TemporaryDirectory(prefix="mlflow-it-") as tmp:
-        with running_server(tmp) as uri:
+        with running_server(tmp, backend_store(request, request.param, tmp)) as uri:
             yield uri
