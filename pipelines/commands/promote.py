@@ -43,6 +43,8 @@ def run(args):
 
     registry.check_name(args.model)
     if args.rollback:
+        if args.version is not None:
+            raise ValueError(f"--rollback restores the previous champion; it takes no --version (received version={args.version!r})")
         tracking.resolve_tracking_uri(args.tracking_uri)
         promotions.rollback(args.model, reason=args.reason, tracking_uri=args.tracking_uri)
         return 0
@@ -50,8 +52,8 @@ def run(args):
                                 args.latency_budget_ms, args.threads)
     tracking.resolve_tracking_uri(args.tracking_uri)
     result = promotions.promote(args.model, metric=args.metric, version=args.version, quantize=args.quantize,
-                              parity_images=args.parity_images, min_agreement=args.min_agreement,
-                              max_error=args.max_error, latency_budget_ms=args.latency_budget_ms,
-                              threads=args.threads, limit=args.limit, min_delta=args.min_delta,
-                              tracking_uri=args.tracking_uri, reason=args.reason)
+                                parity_images=args.parity_images, min_agreement=args.min_agreement,
+                                max_error=args.max_error, latency_budget_ms=args.latency_budget_ms,
+                                threads=args.threads, limit=args.limit, min_delta=args.min_delta,
+                                tracking_uri=args.tracking_uri, reason=args.reason)
     return 0 if result.promoted else 1
