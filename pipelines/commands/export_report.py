@@ -18,6 +18,8 @@ def add_arguments(p):
     p.add_argument("--model", default=None,
                    help="the Keras model it came from (models:/NAME/V, models:/NAME@ALIAS, run folder, .keras): "
                         "parity, validation images, and where to log")
+    p.add_argument("--data", default=None, help="dataset of a bare .keras --model (digits | TFDS_NAME | folder:PATH)")
+    p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--images", type=int, default=64, help="validation images for parity and MAdds (default 64)")
     p.add_argument("--threads", default="1,2", help="thread counts to time (default 1,2)")
     p.add_argument("--runs", type=int, default=30, help="timed invocations per setting (default 30)")
@@ -49,7 +51,7 @@ def run(args):
         from pipelines import data as data_mod
         from pipelines import export, registry
 
-        src = export.load_source(args.model, args.tracking_uri)
+        src = export.load_source(args.model, args.tracking_uri, args.data, args.image_size)
         net, main = src.net, export.main_output_name(src.config)
         if src.config:
             images, labels, _ = data_mod.as_numpy(split="validation", limit=args.images, **registry.data_kwargs(src.config))
