@@ -14,7 +14,8 @@ Per .tflite file of the bundle:
   its inputs gives the original nodes it replaced. `xnnpack_share` = delegated nodes / all nodes.
 * tensor dtypes: activations and weights (constant tensors) by dtype, and `float_layers`: in an
   `int8`/`qat` model every op other than (DE)QUANTIZE that computes in float32 (a layer that silently
-  stayed float), in a `dynamic` model every conv/fully-connected whose weights stayed float32; each
+  stayed float), in a `dynamic` model every conv/fully-connected whose weights stayed float32 (weights
+  of at least 1024 elements: smaller ones stay float by the converter's design); each
   named by its Keras layer (from the tensor names) - `flags` lists them.
 * size in bytes; latency median/p90 at 1 and 2 threads (batch 1, as on the phone).
 With a Keras model and images: Keras-vs-TFLite parity (top-1 agreement, max abs error, accuracy with
@@ -31,13 +32,21 @@ import numpy as np
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
 QUANT_OPS = ("QUANTIZE", "DEQUANTIZE")
+# Dynamic-range quantization leaves weight tensors below this many elements in float by design (the
+# converter's default minimum); only larger float weights are flagged in a `dynamic` model.
+DYNAMIC_MIN_ELEMENTS = 1024
 
 
-def _layer_name(tensor_name):
-    """'model/silently_float/Sin;...' -> 'silently_float' (the Keras layer the op came from)."""
-    first = tensor_name.split(";")[0]
-    parts = first.split("/")
-    return parts[1] if len(parts) > 2 else (parts[0] if len(parts) == 1 else parts[-2])
+def _layer_name(*tensor_names):
+    """'model/silently_float/Sin;...' -> 'silently_float' (the Keras layer the op came from): from the
+    first of `tensor_names` (output first, then inputs) that carries a layer path."""
+    for name in tensor_names:
+        parts = name.split(";")[0].split("/")
+        if len(parts) > 2:
+            return parts[1]
+        if len(parts) == 2:
+            return parts[0]
+    return tensor_names[0] if tensor_names else ""
 
 
 def analyze(tflite_bytes, mode=None):
@@ -77,7 +86,8 @@ def analyze(tflite_bytes, mode=None):
         ins = [int(t) for t in d["inputs"] if t >= 0]
         outs = [int(t) for t in d["outputs"] if t >= 0]
         name = tensors[outs[0]]["name"] if outs else ""
-        entry = {"index": i, "op": d["op_name"], "xnnpack": i in delegated, "layer": _layer_name(name),
+        entry = {"index": i, "op": d["op_name"], "xnnpack": i in delegated,
+                 "layer": _layer_name(name, *[tensors[t]["name"] for t in sorted(ins, key=lambda t: t not in constant)]),
                  "output_tensor": name, "activation_dtypes": sorted({dt(t) for t in ins + outs if t not in constant}),
                  "weight_dtypes": sorted({dt(t) for t in ins if t in constant})}
         ops.append(entry)
@@ -86,7 +96,9 @@ def analyze(tflite_bytes, mode=None):
         c["xnnpack"] += int(i in delegated)
         if mode in ("int8", "qat") and d["op_name"] not in QUANT_OPS and "float32" in entry["activation_dtypes"]:
             floats.append(entry)
-        elif mode == "dynamic" and d["op_name"] in WEIGHTED_OPS and "float32" in entry["weight_dtypes"]:
+        elif mode == "dynamic" and d["op_name"] in WEIGHTED_OPS and any(
+                t in constant and dt(t) == "float32" and int(np.prod(tensors[t]["shape"])) >= DYNAMIC_MIN_ELEMENTS
+                for t in ins):
             floats.append(entry)
     acts = Counter(dt(i) for i in tensors if i not in constant)
     weights = Counter(dt(i) for i in constant)
