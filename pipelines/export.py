@@ -171,7 +171,8 @@ def convert(net, mode="float32", data=None, calibration_images=200, qat_epochs=1
     if kept:
         what = ", ".join(f"{n} x{c}" for n, c in sorted(kept.items()))
         notes.append(f"kept float: {what}")
-        log(f"{mode}: ops kept in float (not quantizable here): {what}")
+        log(f"{mode}: ops that stay float (weights the converter leaves float, e.g. small or computed at "
+            f"run time): {what}")
     return Conversion(tflite=tfl, mode=mode, float_ops=kept, notes=notes, reference=reference)
 
 

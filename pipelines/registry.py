@@ -266,10 +266,12 @@ def promote(name, metric="val_accuracy", version=None, quantize="float32", parit
     client = tracking.client(tracking_uri)
     cand = get_version(client, name, version=version)
     champ = get_version(client, name, alias=CHAMPION)
-    prev = champ.version if champ is not None else None
+    # Versions are strings over REST and ints from a local SQL store: compare them as strings.
+    cand_v = str(cand.version)
+    prev = str(champ.version) if champ is not None else None
 
     def finish(promoted, why, **extra):
-        result = Promotion(name=name, candidate=cand.version, previous_champion=prev, promoted=promoted,
+        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=promoted,
                            reason=why, metric=metric, **extra)
         tags = {"promotion.status": "promoted" if promoted else "refused", "promotion.by": _who(),
                 "promotion.at": _now(), "promotion.reason": why, "promotion.previous_champion": prev or "none"}
@@ -285,25 +287,25 @@ def promote(name, metric="val_accuracy", version=None, quantize="float32", parit
             tags["promotion.latency_ms"] = f"{result.latency_ms:.3f}"
         if promoted:
             # The only write to `champion`, after every gate passed.
-            client.set_registered_model_alias(name, CHAMPION, cand.version)
+            client.set_registered_model_alias(name, CHAMPION, cand_v)
             try:
-                if client.get_model_version_by_alias(name, CHALLENGER).version == cand.version:
+                if str(client.get_model_version_by_alias(name, CHALLENGER).version) == cand_v:
                     client.delete_registered_model_alias(name, CHALLENGER)
             except Exception:
                 pass
         for k, v in tags.items():
-            client.set_model_version_tag(name, cand.version, k, v)
+            client.set_model_version_tag(name, cand_v, k, v)
         log(result.summary())
         return result
 
-    if prev == cand.version:  # nothing to do; the champion's tags are not touched
-        result = Promotion(name=name, candidate=cand.version, previous_champion=prev, promoted=False,
-                           reason=f"version {cand.version} is already the champion", metric=metric)
+    if prev == cand_v:  # nothing to do; the champion's tags are not touched
+        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=False,
+                           reason=f"version {cand_v} is already the champion", metric=metric)
         log(result.summary())
         return result
-    log(f"promote {name}: candidate v{cand.version}, champion {'v' + prev if prev else '(none)'}; "
+    log(f"promote {name}: candidate v{cand_v}, champion {'v' + prev if prev else '(none)'}; "
         f"gates: parity ({quantize}), {metric}" + (f", latency <= {latency_budget_ms} ms" if latency_budget_ms else ""))
-    client.set_registered_model_alias(name, CHALLENGER, cand.version)
+    client.set_registered_model_alias(name, CHALLENGER, cand_v)
 
     config, dataset = run_context(client, cand.run_id)
     kwargs = data_kwargs(config)
@@ -312,7 +314,7 @@ def promote(name, metric="val_accuracy", version=None, quantize="float32", parit
     net = load_version_model(client, cand)
 
     # Gate 1: the TFLite export agrees with the Keras model.
-    log(f"  gate 1/3 parity: converting v{cand.version} to TFLite ({quantize}) ...")
+    log(f"  gate 1/3 parity: converting v{cand_v} to TFLite ({quantize}) ...")
     try:
         conv = export.convert(net, quantize, data=kwargs, log=lambda m: log("    " + m))
     except ValueError as err:
@@ -330,7 +332,7 @@ def promote(name, metric="val_accuracy", version=None, quantize="float32", parit
 
     # Gate 2: beats the champion on the same validation data.
     score = evaluate(net, images, labels, metric, main_output)
-    log(f"  gate 2/3 {metric}: candidate v{cand.version} {score:.4f} on {len(labels)} validation images of "
+    log(f"  gate 2/3 {metric}: candidate v{cand_v} {score:.4f} on {len(labels)} validation images of "
         f"{config['data']}")
     champ_score = None
     if champ is not None:

@@ -79,6 +79,10 @@ def run(args):
     cfg = config_from_args(args).validate()
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0; received workers={args.workers}")
+    if not args.no_tracking:
+        from pipelines import tracking
+
+        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before any work
     # Fail on a bad dataset before building anything.
     data.load(cfg.data, "train", image_size=cfg.image_size, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
               limit=1)
@@ -92,9 +96,6 @@ def run(args):
     elif args.no_tracking:
         metrics, run_dir, _ = train(cfg)
     else:
-        from pipelines import tracking
-
-        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before training
         metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
     print(json.dumps(metrics, indent=2))
     print(f"run saved to {run_dir}")

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from tests.integration.mlflow_server import BACKENDS, backend_store, running_server
+from tests.integration.mlflow_server import BACKENDS, backend_env, running_server
 from tests.integration.postgres_server import postgres_server  # noqa: F401  (fixture)
 
 
@@ -28,5 +28,5 @@ class Server:
 @pytest.fixture(scope="session", params=BACKENDS)
 def mlflow_backend(request):
     with tempfile.TemporaryDirectory(prefix=f"mlflow-{request.param}-") as tmp:
-        with running_server(tmp, backend_store(request, request.param, tmp)) as uri:
+        with running_server(tmp, **backend_env(request, request.param)) as uri:
             yield Server(request.param, uri)

@@ -29,17 +29,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def server_env(directory, port, **extra):
+    """Environment for `platform/mlflow/server.sh` with everything inside `directory`."""
+    directory = Path(directory)
+    env = {**os.environ, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
+           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{directory / 'mlflow.db'}",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(directory / "artifacts"),
+           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable,
+           "MLFLOW_START_TIMEOUT": "240", **extra}  # a loaded CI machine can need minutes to start it
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
 @contextmanager
-def running_server(directory, backend_store_uri=None):
-    """Start a server whose artifacts, pid file and log (and SQLite database, unless `backend_store_uri`
-    names another store) live in `directory`; yield its URI."""
+def running_server(directory, **extra_env):
+    """Start a server whose database, artifacts, pid file and log live in `directory`; yield its URI."""
     directory = Path(directory)
     port = free_port()
-    env = {**os.environ, "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
-           "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}",
-           "MLFLOW_ARTIFACTS_DESTINATION": str(directory / "artifacts"),
-           "MLFLOW_STATE_DIR": str(directory / "state"), "PYTHON": sys.executable, "MLFLOW_START_TIMEOUT": "240"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = server_env(directory, port, **extra_env)
     res = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
         log = directory / "state" / "server.log"
@@ -52,16 +59,16 @@ def running_server(directory, backend_store_uri=None):
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
 
 
-def backend_store(request, backend, directory):
-    """The store URI of `backend`: a SQLite file in `directory`, or a new database on the session's
-    PostgreSQL server."""
+def backend_env(request, backend):
+    """`running_server` settings for `backend`: SQLite (the default, a file in the server's directory)
+    or a new database on the session's PostgreSQL server."""
     if backend == "sqlite":
-        return f"sqlite:///{Path(directory) / 'mlflow.db'}"
-    return request.getfixturevalue("postgres_server").new_database()
+        return {}
+    return {"MLFLOW_BACKEND_STORE_URI": request.getfixturevalue("postgres_server").new_database()}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def mlflow_server(request):
     with tempfile.TemporaryDirectory(prefix="mlflow-it-") as tmp:
-        with running_server(tmp, backend_store(request, request.param, tmp)) as uri:
+        with running_server(tmp, **backend_env(request, request.param)) as uri:
             yield uri

@@ -16,7 +16,7 @@ def test_demo_twice_adds_and_never_destroys(tmp_path, capsys):
     for f in ("model.tflite", "labels.txt", "model.json"):
         assert (tmp_path / "bundle" / f).exists()
     c = tracking.client(uri)
-    assert c.get_model_version_by_alias("demo_digits", registry.CHAMPION).version == "1"
+    assert str(c.get_model_version_by_alias("demo_digits", registry.CHAMPION).version) == "1"
     v1_tags = dict(c.get_model_version("demo_digits", "1").tags)
 
     assert cli.main(args) == 0
@@ -25,7 +25,7 @@ def test_demo_twice_adds_and_never_destroys(tmp_path, capsys):
     assert versions == [1, 2]
     runs = c.search_runs([c.get_experiment_by_name("demo").experiment_id])
     assert len(runs) == 2
-    champ = c.get_model_version_by_alias("demo_digits", registry.CHAMPION).version
+    champ = str(c.get_model_version_by_alias("demo_digits", registry.CHAMPION).version)
     v2_status = c.get_model_version("demo_digits", "2").tags["promotion.status"]
     assert (champ == "2") == (v2_status == "promoted")
     if champ == "1":  # refused: the old champion is exactly as it was

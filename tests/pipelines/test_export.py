@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,13 +65,11 @@ def test_quantized_models_are_smaller(exported):
 
 def test_int8_is_fully_integer_on_the_baseline(exported):
     assert exported["int8"]["float_ops"] == {}
-    data = (tflite_path := __import__("pathlib").Path(exported["int8"]["bundle"]) / "model.tflite").read_bytes()
-    assert "CONV_2D" in tflite.op_names(data) and tflite_path.stat().st_size == exported["int8"]["size_bytes"]
+    path = Path(exported["int8"]["bundle"]) / "model.tflite"
+    assert "CONV_2D" in tflite.op_names(path.read_bytes()) and path.stat().st_size == exported["int8"]["size_bytes"]
 
 
 def test_bundle_has_what_the_app_needs(exported, run_dir):
-    from pathlib import Path
-
     dataset = json.loads((Path(run_dir) / "dataset.json").read_text())
     bundle = Path(exported["dynamic"]["bundle"])
     assert sorted(p.name for p in bundle.iterdir()) == sorted(export.BUNDLE_FILES)
@@ -87,8 +86,6 @@ def test_bundle_has_what_the_app_needs(exported, run_dir):
 
 def test_bundle_runs_like_the_keras_model(exported, run_dir):
     """The app's path: read model.json, normalise, run model.tflite; same answer as Keras."""
-    from pathlib import Path
-
     from pipelines import data
 
     bundle = Path(exported["float32"]["bundle"])
@@ -129,8 +126,6 @@ def test_layer_protocol_allows_declared_modes():
 
 
 def test_exit_thresholds_go_into_model_json(exported):
-    from pathlib import Path
-
     doc = json.loads((Path(exported["float32"]["bundle"]) / "model.json").read_text())
     assert doc["early_exit"]["thresholds"] == {"exit_0": 0.8, "exit_1": 0.6}
 
