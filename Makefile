@@ -44,3 +44,10 @@ mlflow-down:
 
 clean:
 	rm -rf runs .pytest_cache
+
+# A local Ray head (dashboard / job API on http://127.0.0.1:8265); see platform/ray/start-head.sh.
+cluster-up: install
+	platform/ray/start-head.sh
+
+cluster-down:
+	platform/ray/stop-head.sh

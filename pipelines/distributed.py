@@ -167,7 +167,9 @@ def train_func(config: dict):
 
     with strategy.scope():
         model = build_training(cfg, info, steps)
-        state = EpochCheckpoint(model, tempfile.mkdtemp(prefix="unused-"))
+        # The (weights, optimizer, epoch) state of `pipelines.train`; its own manager directory is never
+        # written here: each epoch goes to a Ray checkpoint (`_report_callback`).
+        state = EpochCheckpoint(model, os.path.join(tempfile.gettempdir(), f"ray-train-state-{os.getpid()}"))
     initial_epoch = _restore(state, ray.train.get_checkpoint())
     if initial_epoch:
         print(f"[rank {rank}] resumed from checkpoint at epoch {initial_epoch}", flush=True)
@@ -218,7 +220,15 @@ def ensure_ray(address=None):
     kwargs = {}
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, logging_level="WARNING", **kwargs)
+    except ConnectionError as err:
+        # Ray 2.60 heads use token auth by default: retry once with the local token (~/.ray/auth_token).
+        if not address or "auth" not in repr(err.__cause__).lower() or os.environ.get("RAY_AUTH_MODE") == "token":
+            raise
+        os.environ["RAY_AUTH_MODE"] = "token"
+        ray.init(address=address, logging_level="WARNING", **kwargs)
 
 
 def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),
@@ -228,9 +238,7 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     from ray.train.tensorflow import TensorflowTrainer
 
     use_gpu = has_gpus() if scaling.use_gpu is None else scaling.use_gpu
-    resources = {"CPU": scaling.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
+    resources = {"CPU": scaling.cpus_per_worker}  # + 1 GPU per worker when use_gpu
     return TensorflowTrainer(
         train_func,
         train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {})},

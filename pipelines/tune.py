@@ -12,10 +12,12 @@ last epoch checkpoint. `OptunaSearch` optimises two objectives (`val_accuracy` m
 `ASHAScheduler` stops weak trials early on `val_accuracy` (time unit: `epoch`). A trial whose loss
 becomes NaN/inf fails (`NonFiniteLossError`): it is listed as failed and kept out of the front.
 
-Writes `<out>/<name>/` (Tune's experiment dir): `results.csv` (one row per trial), `pareto.csv` and
-`pareto.png` (accuracy vs MAdds of trials that ran every epoch), `best/` (the best trial's last
-checkpoint: `model.keras`, weights + optimizer state) with `best.json`, `summary.json` (incl. the
-share of trial-epochs ASHA saved) and `tune_options.json` (what `--resume` needs).
+Writes `<out>/<name>/` (Tune's experiment dir; on a multi-node cluster `--out` must be a shared
+filesystem): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
+trials that ran every epoch), `best/` (the best trial's last checkpoint: `model.keras`, weights +
+optimizer state) with `best.json`, `trainer_runs/<trial_id>/train/` (each trial's Ray Train run and
+epoch checkpoints), `summary.json` (incl. the share of trial-epochs ASHA saved) and
+`tune_options.json` (what `--resume` needs).
 """
 from __future__ import annotations
 
@@ -65,6 +67,10 @@ class TuneOptions:
             raise ValueError(f"reduction_factor must be >= 2; received reduction_factor={self.reduction_factor!r}")
         if not isinstance(self.cpus_per_trial, (int, float)) or not 0 <= self.cpus_per_trial <= 64:
             raise ValueError(f"cpus_per_trial must be in [0, 64]; received cpus_per_trial={self.cpus_per_trial!r}")
+        for f in ("epochs", "limit"):
+            v = self.overrides.get(f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{f} must be an int >= 1; received {f}={v!r}")
         self.scaling().validate()
         return self
 
@@ -97,8 +103,12 @@ class TuneOptions:
 
 # ----------------------------------------------------------------------------- the trial
 
-def trial(config, scaling=None, callbacks=()):
-    """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict)."""
+def trial(config, scaling=None, callbacks=(), runs_dir=None):
+    """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict).
+
+    The Trainer's run (its checkpoints) goes to `runs_dir/<trial_id>/train` in the experiment folder
+    (Tune's own trial dir is a per-session staging dir), so `Tuner.restore` finds it again.
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -106,10 +116,10 @@ def trial(config, scaling=None, callbacks=()):
     from pipelines.train import TrainConfig
 
     ctx = tune.get_context()
-    trial_dir = ctx.get_trial_dir()
-    cfg = TrainConfig.from_dict({**config, "out": trial_dir, "run_name": "train"}).validate()
-    # A fixed name inside the trial dir: a restored trial's Trainer finds its own checkpoints again.
-    trainer = make_trainer(cfg, scaling, name="train", storage_path=trial_dir, callbacks=callbacks,
+    storage = os.path.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
+    cfg = TrainConfig.from_dict({**config, "out": storage, "run_name": "train"}).validate()
+    # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint.
+    trainer = make_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
                            run_callbacks=[TuneReportCallback()],
                            extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
                                   "experiment": ctx.get_experiment_name()})
@@ -123,7 +133,8 @@ def trial(config, scaling=None, callbacks=()):
 def _trainable(opts: TuneOptions, callbacks=()):
     from ray import tune
 
-    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks))
+    runs_dir = str(Path(opts.out, opts.name, "trainer_runs").resolve())
+    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks), runs_dir=runs_dir)
     return tune.with_resources(fn, {"CPU": opts.cpus_per_trial})
 
 
@@ -155,6 +166,7 @@ def run(opts: TuneOptions, callbacks=(), points_to_evaluate=None, address=None):
     opts.validate()
     space = opts.space()  # an invalid space fails here, before Ray is touched
     opts.name = opts.name or f"{opts.family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    opts.out = os.path.abspath(opts.out)
     exp_dir = Path(opts.out, opts.name).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(opts), indent=2))
@@ -216,9 +228,24 @@ def _domain_keys(space):
     return [".".join(p) for p, _ in tune_spaces._domains(space)]
 
 
-def _trial_statuses(grid):
-    analysis = getattr(grid, "_experiment_analysis", None)
-    return {t.trial_id: t.status for t in getattr(analysis, "trials", [])}
+def _trial_statuses(grid, exp_dir):
+    """Each trial's status (TERMINATED, ERROR, PENDING...) as saved in the experiment state on disk,
+    by trial id and dir name: after an interrupt (Ctrl+C) unfinished trials are saved as PENDING there,
+    which is what `Tuner.restore` resumes."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    except Exception:  # no saved state yet: what this process knows
+        trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    out = {}
+    for t in trials:
+        out[t.trial_id] = t.status
+        try:
+            out[Path(t.path).name] = t.status
+        except Exception:  # a trial that never got a directory
+            pass
+    return out
 
 
 def report(grid, opts: TuneOptions, exp_dir: Path, space):
@@ -227,19 +254,20 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
 
     epochs = space.get("epochs", 10)
     searched = _domain_keys(space)
-    statuses = _trial_statuses(grid)
+    statuses = _trial_statuses(grid, exp_dir)
     rows = []
     for res in grid:
         m = res.metrics or {}
         trial_id = m.get("trial_id") or Path(res.path).name
+        status_now = statuses.get(trial_id) or statuses.get(Path(res.path).name)
         flat = _flat(res.config or {})
         done = int(m.get("epoch", 0) or 0)
         if res.error is not None:
             err = str(res.error).strip().splitlines()
             msg = next((l for l in err if "NonFiniteLossError" in l), err[-1] if err else "error")
             status = "failed: non-finite loss" if "NonFiniteLoss" in str(res.error) else "failed"
-        elif statuses.get(trial_id) not in (None, "TERMINATED"):
-            status, msg = statuses[trial_id].lower(), ""
+        elif status_now not in (None, "TERMINATED"):
+            status, msg = status_now.lower(), ""
         else:
             status, msg = ("completed" if done >= epochs else "stopped early (ASHA)"), ""
         row = {"trial_id": trial_id, "status": status, "epochs_run": done,
@@ -253,7 +281,7 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
     table.to_csv(exp_dir / "results.csv", index=False)
     interrupted = any(r["status"] in ("running", "pending", "paused") for r in rows) or len(rows) < opts.num_trials()
     ok = [r for r in rows if not r["status"].startswith("failed") and r["val_accuracy"] is not None
-          and not r["status"] in ("running", "pending", "paused")]
+          and r["status"] not in ("running", "pending", "paused")]
     complete = [r for r in ok if r["status"] == "completed"]
     front = pareto_front(complete or ok)
     pd.DataFrame(front, columns=table.columns if len(table) else None).to_csv(exp_dir / "pareto.csv", index=False)
@@ -306,7 +334,8 @@ def _plot(rows, front, path, family):
     ax.set_xlabel("MAdds (millions)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{family}: accuracy vs MAdds")
-    ax.legend(loc="lower right")
+    if rows or front:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

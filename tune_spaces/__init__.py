@@ -123,6 +123,15 @@ def check_space(space, where="space", smoke_settings=None):
 
     if not isinstance(space, dict) or not space:
         raise ValueError(f"{where}: SPACE must be a non-empty dict of TrainConfig fields; received {space!r}")
+    def grids(d, prefix=()):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                if "grid_search" in v:
+                    raise ValueError(f"{where}: {'.'.join(prefix + (k,))} uses a domain Optuna cannot search "
+                                     "(grid_search); use tune.choice / uniform / loguniform / randint")
+                grids(v, prefix + (k,))
+
+    grids(space)
     for path, dom in _domains(space):
         sampler = dom.get_sampler()
         if isinstance(sampler, s.Grid) or isinstance(dom, s.Function) or not isinstance(

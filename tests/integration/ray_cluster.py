@@ -45,16 +45,15 @@ class RayHead:
         return env
 
     def processes(self, name):
-        """psutil processes of this head (same process group) whose command line contains `name`."""
+        """psutil processes started by this head (its descendants) whose command line contains `name`."""
         import psutil
 
-        pgid = os.getpgid(self.proc.pid)
         found = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
+        for p in psutil.Process(self.proc.pid).children(recursive=True):
             try:
-                if os.getpgid(p.pid) == pgid and name in " ".join(p.info["cmdline"] or []):
+                if name in " ".join(p.cmdline()):
                     found.append(p)
-            except (ProcessLookupError, psutil.Error, OSError):
+            except psutil.Error:
                 continue
         return found
 

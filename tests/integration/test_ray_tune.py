@@ -1,0 +1,87 @@
+"""Ray Tune on a real local head: a smoke search submitted over HTTP, Tuner.restore after an interrupt, a NaN trial."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ray_cluster import ROOT, PoisonWeights, ray_head, run_cli  # noqa: F401
+
+pytestmark = pytest.mark.slow
+SMALL = ["--cpus-per-worker", "0.5", "--limit", "192"]
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
+    res = run_cli(ray_head, "submit", "--address", ray_head.dashboard, "--", "tune", "--family", "baseline",
+                  "--smoke-test", *SMALL, "--out", str(tmp_path), "--name", "smoke", timeout=600)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-2000:])
+    job_line = next(l for l in res.stdout.splitlines() if l.startswith("submitted job "))
+    job_id = job_line.split()[2]
+    assert f"job {job_id} SUCCEEDED" in res.stdout
+    exp = tmp_path / "smoke"
+    trials = rows(exp / "results.csv")
+    assert len(trials) == 2 and all(t["status"] in ("completed", "stopped early (ASHA)") for t in trials), trials
+    assert all(0 <= float(t["val_accuracy"]) <= 1 and int(t["madds"]) > 0 for t in trials)
+    front = rows(exp / "pareto.csv")
+    assert 1 <= len(front) <= 2 and (exp / "pareto.png").stat().st_size > 0
+    best = json.loads((exp / "best" / "best.json").read_text())
+    assert best["trial_id"] in {t["trial_id"] for t in trials} and (exp / "best" / "model.keras").exists()
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["failed"] == 0 and not summary["interrupted"]
+    listed = run_cli(ray_head, "jobs", "--address", ray_head.dashboard)
+    assert listed.returncode == 0 and any(job_id in l and "SUCCEEDED" in l for l in listed.stdout.splitlines())
+
+
+def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
+    args = ["tune", "--family", "baseline", "--smoke-test", "--trials", "1", "--epochs", "3", *SMALL,
+            "--out", str(tmp_path), "--name", "r"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=ROOT, env=ray_head.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    exp = tmp_path / "r"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(exp.glob("trainer_runs/*/train/checkpoint_epoch_0001")):
+            proc.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves the experiment state and returns
+            break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "continue with: python -m pipelines tune --resume" in out, out[-3000:]
+    res = run_cli(ray_head, "tune", "--resume", str(exp), timeout=400)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    (trial,) = rows(exp / "results.csv")
+    # The restored trial's Trainer found its own checkpoints: it went on from epoch >= 1 to the end.
+    assert trial["status"] == "completed" and int(trial["epochs_run"]) == 3, trial
+    assert 1 <= int(trial["resumed_from_epoch"]) < 3, trial
+    assert not json.loads((exp / "summary.json").read_text())["interrupted"]
+
+
+NAN_DRIVER = """
+import json, sys
+from pipelines import tune
+from tests.integration.ray_cluster import PoisonWeights
+opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=1, cpus_per_worker=0.5, out=sys.argv[1],
+                        name="nan", overrides={"epochs": 2, "limit": 192})
+print("SUMMARY " + json.dumps(tune.run(opts, callbacks=[PoisonWeights(epoch=1)]), default=str))
+"""
+
+
+def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path):
+    # A driver process with a callback that turns a kernel to NaN at the start of epoch 2.
+    res = subprocess.run([sys.executable, "-c", NAN_DRIVER, str(tmp_path)], cwd=ROOT, env=ray_head.env(),
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    summary = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("SUMMARY "))[8:])
+    (trial,) = rows(tmp_path / "nan" / "results.csv")
+    assert trial["status"] == "failed: non-finite loss", trial
+    assert int(trial["epochs_run"]) == 1  # epoch 1 was reported; the NaN epoch 2 never was
+    assert summary["failed"] == 1 and summary["best"] is None and summary["pareto"] == []
+    assert not (tmp_path / "nan" / "best").exists()

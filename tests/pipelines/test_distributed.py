@@ -1,0 +1,96 @@
+"""Distributed mode, tuning reports and job submission without a cluster (the cluster tests are in integration/)."""
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import jobs
+from pipelines.distributed import ScalingOptions, _finite
+from pipelines.tune import TuneOptions, pareto_front
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("field,value", [("num_workers", -1), ("cpus_per_worker", 0), ("max_failures", -2),
+                                         ("use_gpu", "yes")])
+def test_scaling_options_name_the_bad_field(field, value):
+    name = "workers" if field == "num_workers" else field
+    with pytest.raises(ValueError, match=f"{name}={value!r}"):
+        ScalingOptions(**{field: value}).validate()
+
+
+def test_tune_options_validate():
+    TuneOptions().validate()
+    with pytest.raises(ValueError, match="reduction_factor=1"):
+        TuneOptions(reduction_factor=1).validate()
+    with pytest.raises(ValueError, match="family='nosuch'"):
+        TuneOptions(family="nosuch").validate()
+    with pytest.raises(ValueError, match="limit=0"):
+        TuneOptions(overrides={"limit": 0}).validate()
+
+
+def test_nan_and_inf_losses_are_caught():
+    assert _finite({"loss": 1.0, "val_loss": 2.0, "accuracy": float("nan")})  # accuracy is not a loss
+    assert not _finite({"loss": float("nan")})
+    assert not _finite({"loss": 1.0, "val_loss": float("inf")})
+    assert not _finite({"ce": float("nan")})
+
+
+def test_pareto_front_keeps_only_non_dominated_trials():
+    rows = [{"trial_id": "a", "val_accuracy": 0.9, "madds": 100},
+            {"trial_id": "b", "val_accuracy": 0.8, "madds": 50},
+            {"trial_id": "c", "val_accuracy": 0.7, "madds": 80},   # dominated by b
+            {"trial_id": "d", "val_accuracy": 0.9, "madds": 120},  # dominated by a
+            {"trial_id": "e", "val_accuracy": 0.95, "madds": 300}]
+    assert [r["trial_id"] for r in pareto_front(rows)] == ["b", "a", "e"]
+    assert pareto_front([]) == []
+
+
+def test_runtime_env_for_local_and_remote_clusters():
+    local = jobs.runtime_env("http://127.0.0.1:8265")
+    remote = jobs.runtime_env("http://10.0.0.5:8265")
+    for env in (local, remote):
+        assert env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1" and env["working_dir"] == str(ROOT)
+        assert ".venv" in env["excludes"]
+    assert "pip" not in local  # the local head runs this interpreter, whose venv has the requirements
+    assert "tensorflow==2.21.0" in remote["pip"]["packages"] and "ray[default,tune,train]==2.60.0" in remote["pip"]["packages"]
+    assert "pip" not in jobs.runtime_env("http://10.0.0.5:8265", pip=False)
+    assert jobs.entrypoint(["tune", "--family", "x y"], "http://localhost:8265") == \
+        f"{sys.executable} -m pipelines tune --family 'x y'"
+    assert jobs.entrypoint(["tune"], "http://10.0.0.5:8265") == "python -m pipelines tune"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_error_line(res):
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+def test_submit_to_unreachable_address_is_one_line_naming_it():
+    line = one_error_line(run_cli("submit", "--address", "http://127.0.0.1:9", "--", "tune", "--family", "baseline",
+                                  "--smoke-test"))
+    assert "http://127.0.0.1:9" in line and "cannot reach" in line
+
+
+@pytest.mark.parametrize("args,bad", [
+    (("--", "tune", "--family", "nosuch"), "family='nosuch'"),  # checked before the (unreachable) cluster
+    ((), "needs a command"),
+    (("--", "submit"), "cannot submit command='submit'"),
+    (("--", "train", "--epochs", "0"), "epochs=0"),
+])
+def test_submit_validates_the_command_before_contacting_the_cluster(args, bad):
+    assert bad in one_error_line(run_cli("submit", "--address", "http://127.0.0.1:9", *args))
+
+
+def test_submit_rejects_a_non_url_address():
+    assert "address='127.0.0.1:8265'" in one_error_line(run_cli("submit", "--address", "127.0.0.1:8265", "--",
+                                                                "tune", "--family", "baseline"))
+
+
+def test_jobs_unreachable_and_train_bad_workers():
+    assert "http://127.0.0.1:9" in one_error_line(run_cli("jobs", "--address", "http://127.0.0.1:9"))
+    assert "workers=-1" in one_error_line(run_cli("train", "--workers", "-1"))

@@ -1,0 +1,117 @@
+"""Cluster manifests parse, carry the required fields, and agree with the Dockerfile and the CLI."""
+import re
+import shlex
+
+import pytest
+import yaml
+
+from pipelines import cli
+from tests.conftest import ROOT
+
+PLATFORM = ROOT / "platform"
+K8S = PLATFORM / "kubernetes"
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+def dockerfile():
+    text = (PLATFORM / "docker" / "Dockerfile").read_text()
+    workdir = re.search(r"^WORKDIR\s+(\S+)", text, re.M).group(1)
+    base = re.search(r"^ARG BASE=rayproject/ray:(\S+?)-", text, re.M).group(1)
+    return text, workdir, base
+
+
+def ray_version():
+    return next(l.split("==")[1] for l in (ROOT / "requirements.txt").read_text().splitlines()
+                if l.startswith("ray[") or l.startswith("ray=="))
+
+
+def cluster_specs():
+    rc = load(K8S / "raycluster.yaml")
+    job = load(K8S / "rayjob.yaml")
+    return [("raycluster", rc["spec"]), ("rayjob", job["spec"]["rayClusterSpec"])]
+
+
+def containers(spec):
+    yield "head", spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for g in spec["workerGroupSpecs"]:
+        yield g["groupName"], g["template"]["spec"]["containers"][0]
+
+
+def test_kinds_and_versions():
+    rc, job = load(K8S / "raycluster.yaml"), load(K8S / "rayjob.yaml")
+    assert (rc["apiVersion"], rc["kind"]) == ("ray.io/v1", "RayCluster")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    _, _, base = dockerfile()
+    for _, spec in cluster_specs():
+        assert spec["rayVersion"] == ray_version() == base
+
+
+@pytest.mark.parametrize("name,spec", cluster_specs())
+def test_cpu_and_gpu_worker_groups(name, spec):
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert {"cpu-workers", "gpu-workers"} <= set(groups)
+    for g in groups.values():
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+    gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == "1"
+    cpu = groups["cpu-workers"]["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in cpu["limits"]
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name,spec", cluster_specs())
+def test_every_container_runs_the_project_image(name, spec):
+    _, workdir, _ = dockerfile()
+    for group, c in containers(spec):
+        assert c["image"].startswith("dynnets/platform:"), (name, group)
+        assert c["image"].endswith("-gpu") == (group == "gpu-workers"), (name, group)
+        assert c["workingDir"] == workdir
+        assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in c["env"]
+
+
+def test_rayjob_entrypoint_is_a_valid_cli_command():
+    job = load(K8S / "rayjob.yaml")["spec"]
+    argv = shlex.split(job["entrypoint"])
+    assert argv[:3] == ["python", "-m", "pipelines"]
+    args = cli.parser().parse_args(argv[3:])  # exits (SystemExit) on a flag the CLI does not have
+    assert args.command == "tune" and args.family
+    from pipelines.commands.tune import options_from_args
+
+    options_from_args(args).validate()
+    env = yaml.safe_load(job["runtimeEnvYAML"])
+    _, workdir, _ = dockerfile()
+    assert env["working_dir"] == workdir and env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1"
+    assert job["shutdownAfterJobFinishes"] is True
+
+
+def test_dockerfile_installs_pinned_requirements_and_the_packages():
+    text, workdir, _ = dockerfile()
+    assert "pip install --no-cache-dir -r /app/requirements.txt" in text
+    for pkg in ("keras_layers", "pipelines", "tune_spaces"):
+        assert f"COPY {pkg} {workdir}/{pkg}" in text
+    assert "TF_USE_LEGACY_KERAS=1" in text
+
+
+def test_autoscaler_cluster_yaml():
+    cfg = load(PLATFORM / "ray" / "cluster.yaml")
+    for key in ("cluster_name", "max_workers", "provider", "available_node_types", "head_node_type",
+                "head_start_ray_commands", "worker_start_ray_commands"):
+        assert key in cfg, key
+    assert cfg["head_node_type"] in cfg["available_node_types"]
+    assert cfg["docker"]["image"] == "dynnets/platform:latest"
+    assert cfg["available_node_types"]["gpu_worker"]["docker"]["worker_image"] == "dynnets/platform:latest-gpu"
+    assert sum(t["max_workers"] for t in cfg["available_node_types"].values()) <= cfg["max_workers"]
+    assert any("--dashboard-port=8265" in c for c in cfg["head_start_ray_commands"])
+
+
+def test_local_head_scripts_and_make_targets():
+    start = (PLATFORM / "ray" / "start-head.sh").read_text()
+    assert "--dashboard-host=127.0.0.1" in start and 'DASH="${RAY_DASHBOARD_PORT:-8265}"' in start
+    assert "ray stop" not in (PLATFORM / "ray" / "stop-head.sh").read_text()
+    make = (ROOT / "Makefile").read_text()
+    assert "cluster-up: install\n\tplatform/ray/start-head.sh" in make
+    assert "cluster-down:\n\tplatform/ray/stop-head.sh" in make
+    assert not (PLATFORM / "__init__.py").exists()
