@@ -38,7 +38,8 @@ install() {
     # The package's own post-install would create and start a system cluster: we only want the binaries.
     mkdir -p /etc/postgresql-common
     [ -f /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
-    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef \
+        -o Dpkg::Options::=--force-confold postgresql >/dev/null
     pg_bindir >/dev/null || die "apt-get installed postgresql but initdb was not found"
     echo "postgresql installed: $(pg_bindir)"
 }
