@@ -3,7 +3,9 @@ share of trial-epochs ASHA saves in an 8-trial smoke search.
 
     python -m benchmarks ray_overhead          # or: make bench
 
-Starts a local Ray (2 CPUs are enough). Both training runs use the same tiny MobileNetV2 on digits;
+Uses $RAY_ADDRESS when set, else starts a local Ray (2 CPUs are enough; with other Ray instances on
+the same machine give RAY_ADDRESS of a head: Ray Train's placement-group cleaner auto-detects its
+cluster and fails when there are several). Both training runs use the same tiny MobileNetV2 on digits;
 "wall" includes building the model and, for Ray, starting the worker process and the strategy;
 "fit" is the sum of per-epoch seconds. Timings on a shared machine are noisy: compare the ratio.
 """

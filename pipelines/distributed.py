@@ -46,6 +46,20 @@ META_FILE = "meta.json"
 MODEL_FILE = "model.keras"
 
 
+def use_local_token_auth():
+    """Ray 2.60 heads (`ray start --head`) use token auth and write the token to ~/.ray/auth_token; its
+    clients only send it with RAY_AUTH_MODE=token, read when Ray is imported. Turn it on (before Ray is
+    imported) when a token is at hand and the user chose no mode; RAY_AUTH_MODE=disabled opts out."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+use_local_token_auth()
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is stopped and reported as failed."""
 
@@ -148,7 +162,6 @@ def train_func(config: dict):
     import tf_keras as keras
 
     from keras_layers import count_madds
-    from pipelines.recipes import base as recipe_base  # noqa: F401  (registers recipes' Keras objects)
     from pipelines.train import EpochCheckpoint, build_training, load_data, steps_per_epoch
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
@@ -220,15 +233,7 @@ def ensure_ray(address=None):
     kwargs = {}
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
-    address = address or os.environ.get("RAY_ADDRESS")
-    try:
-        ray.init(address=address, logging_level="WARNING", **kwargs)
-    except ConnectionError as err:
-        # Ray 2.60 heads use token auth by default: retry once with the local token (~/.ray/auth_token).
-        if not address or "auth" not in repr(err.__cause__).lower() or os.environ.get("RAY_AUTH_MODE") == "token":
-            raise
-        os.environ["RAY_AUTH_MODE"] = "token"
-        ray.init(address=address, logging_level="WARNING", **kwargs)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
 
 
 def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),

@@ -16,7 +16,7 @@ import sys
 import urllib.parse
 
 from pipelines import upload_check
-from pipelines.distributed import EXCLUDES, ROOT, WORKER_ENV
+from pipelines.distributed import EXCLUDES, ROOT, WORKER_ENV  # also selects Ray's token auth when a token exists
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
@@ -46,25 +46,11 @@ def client(address):
 
     address = check_address(address)
     logging.getLogger("ray").setLevel(logging.ERROR)
-    for attempt in range(2):
-        try:
-            return JobSubmissionClient(address)
-        except Exception as err:  # ConnectionError, timeouts, a non-Ray server
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if attempt == 0 and "authentication" in reason.lower() and use_token_auth():
-                continue  # Ray 2.60 heads use token auth by default: retry with the local token
-            raise ClusterUnreachable(f"cannot reach the Ray job API at address={address!r}: {reason[:160]}") from None
-
-
-def use_token_auth():
-    """Switch this process to Ray's token auth (token from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or
-    ~/.ray/auth_token, which `ray start --head` writes); False when it was already on."""
-    import os
-
-    if os.environ.get("RAY_AUTH_MODE") == "token":
-        return False
-    os.environ["RAY_AUTH_MODE"] = "token"
-    return True
+    try:
+        return JobSubmissionClient(address)
+    except Exception as err:  # ConnectionError, timeouts, a non-Ray server, a missing auth token
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterUnreachable(f"cannot reach the Ray job API at address={address!r}: {reason[:160]}") from None
 
 
 def pinned_requirements():

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 import pipelines  # noqa: F401
+from pipelines import distributed  # noqa: F401  (Ray auth settings before `tune_spaces` imports Ray)
 
 OBJECTIVES = (("val_accuracy", "max"), ("madds", "min"))
 OPTIONS_FILE = "tune_options.json"

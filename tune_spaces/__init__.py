@@ -57,11 +57,14 @@ def smoke(name):
     return dict(getattr(module(name), "SMOKE", {"trials": 2, "epochs": 1, "limit": 256}))
 
 
+_smoke_settings = smoke  # `get` and `validate` take a `smoke` flag that shadows the function
+
+
 def get(name, smoke=False):
     """The search space dict of family `name` (with its SMOKE constants merged in when `smoke`)."""
     space = copy.deepcopy(module(name).SPACE)
     if smoke:
-        space = merge(space, {k: v for k, v in globals()["smoke"](name).items() if k not in SMOKE_KEYS})
+        space = merge(space, {k: v for k, v in _smoke_settings(name).items() if k not in SMOKE_KEYS})
     return space
 
 
@@ -161,6 +164,6 @@ def check_space(space, where="space", smoke_settings=None):
 
 def validate(name, smoke=False):
     """Validate family `name`'s space (and its SMOKE settings); returns the space ready to search."""
-    settings = globals()["smoke"](name)
+    settings = _smoke_settings(name)
     space = get(name, smoke=smoke)
     return check_space(space, where=f"tune_spaces.{name}", smoke_settings=settings)

@@ -78,7 +78,10 @@ def start_head(num_cpus=4, timeout=120) -> RayHead:
             "--object-store-memory=400000000", "--disable-usage-stats"]
     token = secrets.token_hex(32)  # Ray 2.60 token auth, with a token of this head only (not ~/.ray/auth_token)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT),
-               RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+               RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
+               # Ray Train's PlacementGroupCleaner finds "its" cluster by auto-detection, which fails when
+               # other Ray instances run on the machine: name it for every process of this head.
+               RAY_ADDRESS=f"127.0.0.1:{port}")
     log = open(Path(temp_dir) / "head.log", "w")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir, proc, token)

@@ -15,14 +15,14 @@ pytestmark = pytest.mark.slow
 
 TINY = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
 COMMON = ["--model-config", "width_multiplier=0.25", "depth_multiplier=0.25", "--image-size", "16",
-          "--batch-size", "32", "--limit", "512", "--cpus-per-worker", "0.5"]
+          "--batch-size", "16", "--limit", "512", "--cpus-per-worker", "0.5"]
 
 
 def test_two_workers_match_in_process_accuracy(ray_head, tmp_path):
-    local, _, _ = train(TrainConfig(model_config=TINY, image_size=16, batch_size=32, limit=512, epochs=3,
+    local, _, _ = train(TrainConfig(model_config=TINY, image_size=16, batch_size=16, limit=512, epochs=3,
                                     out=str(tmp_path), run_name="local"), verbose=0)
     res = run_cli(ray_head, "train", *COMMON, "--epochs", "3", "--workers", "2", "--out", str(tmp_path),
-                  "--run-name", "dist")
+                  "--run-name", "dist", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = tmp_path / "dist"
     dist = json.loads((run_dir / "metrics.json").read_text())
