@@ -48,7 +48,7 @@ def asha_share(out):
     from pipelines import tune
 
     opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=TRIALS, cpus_per_worker=0.5, out=out,
-                            name="asha", overrides={"epochs": EPOCHS, "limit": 192})
+                            name="asha", overrides={"epochs": EPOCHS, "limit": 384, "batch_size": 16})
     t = time.time()
     summary = tune.run(opts)
     return {"trials": summary["trials"], "epochs_per_trial": EPOCHS, "trial_epochs_run": summary["trial_epochs_run"],
