@@ -6,7 +6,9 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down
+# `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
+# throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
+.PHONY: postgres install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down
 
 install: $(VENV)/.installed
 
@@ -19,17 +21,20 @@ $(VENV)/.installed: requirements.txt
 demo: install
 	$(PY) -m pipelines demo
 
-test: install
+test: install postgres
 	$(PY) -m pytest -q tests
 
 test-unit: install
 	$(PY) -m pytest -q tests --ignore=tests/integration
 
-test-integration: install
+test-integration: install postgres
 	$(PY) -m pytest -q tests/integration
 
 bench: install
 	$(PY) -m benchmarks
+
+postgres:
+	bash platform/mlflow/postgres.sh install
 
 mlflow-up:
 	platform/mlflow/server.sh start

@@ -15,6 +15,7 @@ import shlex
 import sys
 import urllib.parse
 
+from pipelines import upload_check
 from pipelines.distributed import EXCLUDES, ROOT, WORKER_ENV  # also selects Ray's token auth when a token exists
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -59,7 +60,7 @@ def pinned_requirements():
 
 def runtime_env(address, pip=None):
     """The job's runtime env (see module docstring); `pip=None` decides from the address."""
-    env = {"working_dir": str(ROOT), "excludes": list(EXCLUDES), "env_vars": dict(WORKER_ENV)}
+    env = {"working_dir": str(ROOT), "excludes": upload_check.default_excludes(EXCLUDES), "env_vars": dict(WORKER_ENV)}
     if pip is None:
         pip = not is_local(address)
     if pip:
@@ -72,10 +73,16 @@ def entrypoint(argv, address):
     return " ".join([shlex.quote(python), "-m", "pipelines", *map(shlex.quote, argv)])
 
 
-def submit(argv, address=DEFAULT_ADDRESS, pip=None, wait=True, out=print):
-    """Submit `python -m pipelines ARGV`; stream its logs when `wait`. Returns `(job_id, final status)`."""
+def submit(argv, address=DEFAULT_ADDRESS, pip=None, wait=True, out=print, max_upload_mb=upload_check.DEFAULT_MAX_MB):
+    """Submit `python -m pipelines ARGV`; stream its logs when `wait`. Returns `(job_id, final status)`.
+
+    The working dir is size-checked first (`pipelines.upload_check`): over `max_upload_mb` after the
+    excludes, `UploadTooLarge` names the largest paths before the cluster is contacted."""
+    env = runtime_env(address, pip)
+    size = upload_check.check_working_dir(env["working_dir"], env["excludes"], int(max_upload_mb * (1 << 20)))
     c = client(address)
-    job_id = c.submit_job(entrypoint=entrypoint(argv, address), runtime_env=runtime_env(address, pip),
+    out(f"uploading working dir {env['working_dir']} ({size / (1 << 20):.1f} MiB after excludes)")
+    job_id = c.submit_job(entrypoint=entrypoint(argv, address), runtime_env=env,
                           metadata={"command": " ".join(argv), "submitted_by": "pipelines submit"})
     out(f"submitted job {job_id} to {address}: python -m pipelines {' '.join(argv)}")
     if not wait:

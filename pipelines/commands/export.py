@@ -7,6 +7,9 @@
 --quantize: float32 | float16 | dynamic | int8 (calibrated on train images) | qat (tfmot fine-tune).
 Parity against the Keras model (top-1 agreement, max abs error) and LiteRT latency are measured and
 written into model.json; a registered model's bundle is also logged to MLflow next to its version.
+--register-tflite also registers the bundle as the MLflow model NAME.tflite (a pyfunc that runs the
+.tflite with LiteRT, see pipelines/tflite_flavor.py), linked to the Keras version by tags; its
+`champion` alias follows the Keras model's.
 """
 import json
 
@@ -28,6 +31,8 @@ def add_arguments(p):
     p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")
+    p.add_argument("--register-tflite", action="store_true",
+                   help="register the bundle as MLflow model NAME.tflite (pyfunc on LiteRT), linked to the Keras version")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
 
@@ -53,5 +58,16 @@ def run(args):
                                   tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow, data=args.data,
                                   image_size=args.image_size, calibration_images=args.calibration_images,
                                   qat_epochs=args.qat_epochs)
-    print(json.dumps({k: summary[k] for k in ("model", "quantize", "bundle", "size_bytes", "artifact_uri")}, indent=2))
+    if args.register_tflite:
+        from pipelines import registry, tflite_flavor
+
+        if not summary["model"].startswith("models:/") or args.no_mlflow:
+            raise ValueError("--register-tflite needs a registered --model (models:/...) and MLflow logging on")
+        client = tracking.client(args.tracking_uri)
+        name, _, version = registry.parse_model_uri(summary["model"])
+        tmv = tflite_flavor.register_bundle(args.out, client.get_model_version(name, version), client=client)
+        tflite_flavor.sync_alias(client, name, registry.CHAMPION)
+        summary["tflite_model"] = f"models:/{tmv.name}/{tmv.version}"
+    print(json.dumps({k: summary[k] for k in ("model", "quantize", "bundle", "size_bytes", "artifact_uri",
+                                              "tflite_model") if k in summary}, indent=2))
     return 0

@@ -8,6 +8,11 @@ Gates, in order: the candidate's TFLite export (--quantize) agrees with the Kera
 --parity-images validation images; it beats the champion on --metric on the same validation data;
 (optional) its measured TFLite latency is within --latency-budget-ms. A refusal leaves `champion`
 where it was, says why, and exits with status 1. Who/what/why are stored as version tags.
+
+Every move is recorded (`python -m pipelines history NAME`), promotions of one model run one at a
+time (a lock in the registry), and `--rollback` moves `champion` back to the previous champion
+(no gates: it was the champion before); see `pipelines/promotions.py`.
+    python -m pipelines promote --model digits_net --rollback --reason "crash on Android 12"
 """
 NAME = "promote"
 HELP = "promote a registered version to `champion` if it passes the gates"
@@ -26,21 +31,29 @@ def add_arguments(p):
     p.add_argument("--latency-budget-ms", type=float, default=None, help="optional TFLite latency budget (ms)")
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for the latency gate (default 1)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N validation images only")
-    p.add_argument("--reason", default=None, help="a note stored with the promotion tags")
+    p.add_argument("--reason", default=None, help="a note stored with the promotion tags and history")
+    p.add_argument("--rollback", action="store_true",
+                   help="move champion back to the previous champion (from the promotion history); no gates")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
 
 
 def run(args):
-    from pipelines import registry, tracking
+    from pipelines import promotions, registry, tracking
 
     registry.check_name(args.model)
+    if args.rollback:
+        if args.version is not None:
+            raise ValueError(f"--rollback restores the previous champion; it takes no --version (received version={args.version!r})")
+        tracking.resolve_tracking_uri(args.tracking_uri)
+        promotions.rollback(args.model, reason=args.reason, tracking_uri=args.tracking_uri)
+        return 0
     registry.check_promote_args(args.metric, args.quantize, args.parity_images, args.min_agreement, args.max_error,
                                 args.latency_budget_ms, args.threads)
     tracking.resolve_tracking_uri(args.tracking_uri)
-    result = registry.promote(args.model, metric=args.metric, version=args.version, quantize=args.quantize,
-                              parity_images=args.parity_images, min_agreement=args.min_agreement,
-                              max_error=args.max_error, latency_budget_ms=args.latency_budget_ms,
-                              threads=args.threads, limit=args.limit, min_delta=args.min_delta,
-                              tracking_uri=args.tracking_uri, reason=args.reason)
+    result = promotions.promote(args.model, metric=args.metric, version=args.version, quantize=args.quantize,
+                                parity_images=args.parity_images, min_agreement=args.min_agreement,
+                                max_error=args.max_error, latency_budget_ms=args.latency_budget_ms,
+                                threads=args.threads, limit=args.limit, min_delta=args.min_delta,
+                                tracking_uri=args.tracking_uri, reason=args.reason)
     return 0 if result.promoted else 1

@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--pip", dest="pip", action="store_true", default=None,
                    help="install the pinned requirements in the job's env (default: only for a remote cluster)")
     p.add_argument("--no-pip", dest="pip", action="store_false", help="never install requirements")
+    p.add_argument("--max-upload-mb", type=float, default=None,
+                   help="refuse to upload a working dir larger than this after excludes (default 100)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="submit and return without following logs")
     p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the pipelines command to run, after `--` (e.g. -- tune --family basisnet --smoke-test)")
@@ -59,7 +61,12 @@ def run(args):
         argv = argv[1:]
     jobs.check_address(args.address)
     check_command(argv)
-    _, status = jobs.submit(argv, address=args.address, pip=args.pip, wait=args.wait)
+    from pipelines import upload_check
+
+    max_mb = upload_check.DEFAULT_MAX_MB if args.max_upload_mb is None else args.max_upload_mb
+    if not max_mb > 0:
+        raise ValueError(f"--max-upload-mb must be > 0; received max_upload_mb={args.max_upload_mb}")
+    _, status = jobs.submit(argv, address=args.address, pip=args.pip, wait=args.wait, max_upload_mb=max_mb)
     if not args.wait:
         return 0
     return 0 if status == "SUCCEEDED" else 1

@@ -14,6 +14,7 @@
 #   MLFLOW_AUTH_DB               [sqlite:///<project>/mlflow_auth.db]  user store of the basic-auth app
 #   MLFLOW_STATE_DIR             [<project>/.mlflow]  pid file and server.log
 #   PYTHON                       [<project>/.venv/bin/python]
+#   MLFLOW_START_TIMEOUT         [60]  seconds to wait for /health (a loaded machine may need more)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -49,7 +50,8 @@ start() {
   # Own session, so `stop` can end the server and its workers (one process group) and nothing else.
   setsid "$PY" -m mlflow "${args[@]}" >"$LOG" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
-  for _ in $(seq 1 120); do
+  local timeout="${MLFLOW_START_TIMEOUT:-60}"
+  for _ in $(seq 1 $((timeout * 2))); do
     if curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1; then
       echo "mlflow server up: http://$HOST:$PORT (backend ${BACKEND%%:*}, artifacts $ARTIFACTS, pid $(cat "$PIDFILE"))"
       echo "use it: export MLFLOW_TRACKING_URI=http://$HOST:$PORT   (or --tracking-uri http://$HOST:$PORT)"
@@ -58,7 +60,7 @@ start() {
     if ! running; then echo "error: mlflow server exited; see $LOG" >&2; tail -n 20 "$LOG" >&2; rm -f "$PIDFILE"; exit 1; fi
     sleep 0.5
   done
-  echo "error: mlflow server did not answer on http://$HOST:$PORT/health within 60 s; see $LOG" >&2
+  echo "error: mlflow server did not answer on http://$HOST:$PORT/health within $timeout s; see $LOG" >&2
   exit 1
 }
 

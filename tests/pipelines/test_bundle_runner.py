@@ -1,0 +1,116 @@
+"""The bundle runner (`run-bundle`, and the MLflow TFLite flavour's predict) on hand-built bundles of
+every model.json kind, checked against the Keras pieces they were converted from."""
+import json
+
+import numpy as np
+import pytest
+
+from pipelines import bundle_runner, cli
+from pipelines.bundle_runner import Bundle, BundleError, softmax
+from tests import bundle_fixtures as bf
+
+
+@pytest.fixture(scope="module")
+def x():
+    return bf.images(8)
+
+
+def test_plain_bundle_matches_keras(tmp_path, x):
+    _, ref = bf.plain(tmp_path)
+    preds = Bundle.load(tmp_path).predict(x)
+    want = ref(x)["main"]
+    np.testing.assert_allclose(np.stack([p.logits for p in preds]), want, atol=1e-4)
+    assert [p.index for p in preds] == list(want.argmax(-1))
+    assert [p.label for p in preds] == [bf.LABELS[i] for i in want.argmax(-1)]
+    assert all(p.stopped_at == "main" and p.stages == ["main"] and p.madds == 1000 and p.time_ms > 0 for p in preds)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.55, 1.0])
+def test_basisnet_runs_specialist_only_when_preview_unsure(tmp_path, x, threshold):
+    ref = bf.basisnet(tmp_path, threshold)(x)
+    preds = Bundle.load(tmp_path).predict(x)
+    for i, p in enumerate(preds):
+        sure = softmax(ref["preview"][i]).max() >= threshold
+        assert p.stages == (["preview"] if sure else ["preview", "specialist"])
+        assert p.madds == (100 if sure else 1000)
+        # the specialist got the preview's coefficients: its logits equal the Keras two-step reference
+        np.testing.assert_allclose(p.logits, ref["preview" if sure else "specialist"][i], atol=1e-4)
+    if threshold == 0.0:
+        assert all(p.stopped_at == "preview" for p in preds)
+    if threshold == 1.0:
+        assert all(p.stopped_at == "specialist" for p in preds)
+
+
+def test_multi_exit_stops_at_first_confident_exit(tmp_path, x):
+    ref = bf.multi_exit(tmp_path, 0.5)(x)
+    threshold = float(np.median(softmax(ref["exit_0"]).max(-1)))  # about half stop early
+    spec = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**spec, "threshold": threshold}))
+    preds = Bundle.load(tmp_path).predict(x)
+    early = softmax(ref["exit_0"]).max(-1) >= threshold
+    assert 0 < early.sum() < len(x)
+    for i, p in enumerate(preds):
+        stop = "exit_0" if early[i] else "exit_1"
+        assert p.stopped_at == stop and p.stages == (["exit_0"] if early[i] else ["exit_0", "exit_1"])
+        np.testing.assert_allclose(p.logits, ref[stop][i], atol=1e-4)
+
+
+def test_ds_net_runs_gate_then_chosen_width(tmp_path):
+    x = bf.images(16, seed=3)
+    ref = bf.ds_net(tmp_path)(x)
+    preds = Bundle.load(tmp_path).predict(x)
+    chosen = ref["gate"].argmax(-1)
+    assert set(chosen) == {0, 1}, "fixture gate should pick both widths on these images"
+    for i, p in enumerate(preds):
+        stage = ["width_0.5", "width_1.0"][chosen[i]]
+        assert p.stages == ["gate", stage] and p.stopped_at == stage
+        assert p.madds == 10 + (200 if chosen[i] == 0 else 800)
+        np.testing.assert_allclose(p.logits, ref[stage][i], atol=1e-4)
+
+
+def test_run_bundle_command_reads_images_like_the_app(tmp_path, capsys):
+    from PIL import Image
+
+    _, ref = bf.plain(tmp_path / "bundle")
+    pixels = np.random.RandomState(5).randint(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    paths = []
+    for i, px in enumerate(pixels):
+        paths.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(px).save(paths[-1])
+    normed = (pixels / 255.0 - np.array(bf.NORM["mean"])) / np.array(bf.NORM["std"])
+    bundle = Bundle.load(tmp_path / "bundle")
+    np.testing.assert_allclose(bundle.preprocess(paths[0]), normed[0], atol=1e-5)
+    assert cli.main(["run-bundle", str(tmp_path / "bundle"), *paths, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = ref(normed.astype("float32"))["main"].argmax(-1)
+    assert [r["label"] for r in rows] == [bf.LABELS[i] for i in want]
+    assert all(r["stopped_at"] == "main" and r["time_ms"] > 0 for r in rows)
+    assert cli.main(["run-bundle", str(tmp_path / "bundle"), paths[0]]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at" in out and bf.LABELS[want[0]] in out and "ms per image" in out
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"kind": "tree"}, r"unknown kind='tree'"),
+    ({"kind": "basisnet", "threshold": 1.5}, r"stages.preview=None"),
+    ({"stages": {"main": {"file": "nope.tflite"}}}, r"stages.main.file='nope.tflite' not found"),
+    ({"stages": {"main": {"file": "model.tflite", "signature": "serve"}}}, r"signature='serve' not in model.tflite"),
+    ({"format": 7}, r"format=7"),
+])
+def test_bad_model_json_is_one_line_error(tmp_path, patch, match):
+    bf.plain(tmp_path)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    spec.update(patch)
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=match):
+        Bundle.load(tmp_path)
+
+
+def test_threshold_must_be_probability(tmp_path):
+    bf.basisnet(tmp_path, 0.5)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    spec["threshold"] = 1.5
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"threshold=1.5"):
+        bundle_runner.read_spec(tmp_path)
+    assert cli.main(["run-bundle", str(tmp_path), str(tmp_path / "model.json")]) == 2
