@@ -36,6 +36,10 @@ def add_arguments(p):
     p.add_argument("--out", default="runs/tune", help="experiments folder (default runs/tune)")
     p.add_argument("--name", default=None, help="experiment name (default FAMILY-TIMESTAMP)")
     p.add_argument("--resume", default=None, metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI for the parent run + one nested run per trial "
+                        "(default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the experiment to MLflow")
 
 
 def options_from_args(args):
@@ -54,12 +58,17 @@ def options_from_args(args):
 
 
 def run(args):
-    from pipelines import tune
+    from pipelines import tracking, tune
 
+    uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)  # fails before Ray starts
     if args.resume:
         summary = tune.resume(args.resume)
     else:
         summary = tune.run(options_from_args(args))
     if summary["interrupted"]:
         return 130
+    if uri is not None:
+        from pipelines.tune_tracking import log_experiment
+
+        log_experiment(summary, tracking_uri=uri)
     return 0 if summary["completed"] + summary["stopped_early"] > 0 else 1
