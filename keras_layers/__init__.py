@@ -7,5 +7,10 @@ analytic multiply-adds per example. No I/O, Ray or MLflow here.
 from keras_layers import _env  # noqa: F401  (must run before TensorFlow is imported)
 from keras_layers.madds import count_madds, layer_madds
 from keras_layers import models
+from keras_layers.slimmable import (SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,  # noqa: E402
+                                    SwitchableBatchNormalization)
+from keras_layers.ds_net import DynamicGate  # noqa: E402
 
 __all__ = ["count_madds", "layer_madds", "models"]
+__all__ += ["SlimmableConv2D", "SlimmableDepthwiseConv2D", "SlimmableDense", "SwitchableBatchNormalization",
+            "DynamicGate"]
