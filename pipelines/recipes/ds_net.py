@@ -36,12 +36,21 @@ from pipelines.recipes.slimmable import (check_float, check_int, logits_of, rand
                                          width_name)
 
 
-def ema_update(targets, sources, decay):
-    """``t = decay * t + (1 - decay) * s`` for paired variables; cross-replica safe (one merge_call)."""
+def ema_update(targets, sources, decay, step=None):
+    """``t = d * t + (1 - d) * s`` for paired variables; cross-replica safe (one merge_call).
+
+    With a `step` counter (a variable, incremented here) the decay warms up as in
+    `tf.train.ExponentialMovingAverage(num_updates=...)`: ``d = min(decay, (1 + step) / (10 + step))``,
+    so the teacher follows the network closely while it changes fast at the start of training."""
 
     def apply(_strategy=None):
+        d = tf.constant(decay, tf.float32)
+        if step is not None:
+            n = tf.cast(step, tf.float32)
+            d = tf.minimum(d, (1.0 + n) / (10.0 + n))
+            step.assign_add(1)
         for t, s in zip(targets, sources):
-            t.assign(decay * t + (1.0 - decay) * tf.cast(s, t.dtype))
+            t.assign(tf.cast(d, t.dtype) * t + tf.cast(1.0 - d, t.dtype) * tf.cast(s, t.dtype))
 
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
@@ -74,7 +83,7 @@ class DSNet(Recipe):
 
     stage1_fraction: float = 0.75  # share of the epochs for Stage I (1 = supernet only, 0 = gate only)
     num_random: int = 1  # IEB: random middle widths per step
-    ema_decay: float = 0.99  # IEB teacher momentum (alpha of Eq. 3)
+    ema_decay: float = 0.98  # IEB teacher momentum (alpha of Eq. 3), warmed up from 0.1
     temperature: float = 1.0  # gumbel-softmax temperature of the slimming head
     target_madds: float = 1.0  # T of Eq. 11 as a fraction of the widest path's MAdds (paper: 1.0)
     cls_weight: float = 1.0  # lambda_1
@@ -108,6 +117,8 @@ class DSNet(Recipe):
             teacher.set_weights(net.get_weights())
             teacher.trainable = False
             model.ema_teacher = teacher  # tracked by the TrainingModel (checkpoints)
+            model.ema_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_step",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         if self.stage1_fraction == 0:
             self.enter_stage2(model)
 
@@ -129,7 +140,7 @@ class DSNet(Recipe):
 
     def after_step(self, model):
         if self.stage == 1:
-            ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay)
+            ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step)
 
     def callbacks(self, model, steps_per_epoch, epochs):
         if not 0 < self.stage1_fraction < 1:
