@@ -1,7 +1,8 @@
 """DS-Net's two-stage training (Li et al., "Dynamic Slimmable Network", CVPR 2021, Sec. 3), one `Recipe`.
 
 Stage I - supernet with In-place Ensemble Bootstrapping (Eq. 3-5). An EMA copy of the network
-(``theta' = a * theta' + (1 - a) * theta`` after every step, `ema_decay`) is the teacher. Each step:
+(``theta' = a * theta' + (1 - a) * theta`` after every step, ``a = ema_decay``,
+warmed up as ``min(a, (1 + t) / (10 + t))`` so the teacher is useful in short runs) is the teacher. Each step:
 the widest width learns the labels; ``num_random`` widths drawn from the middle widths learn the
 teacher's widest soft predictions; the slimmest learns the average of the teacher's widest and
 random-width probabilities (the ensemble). The gate's attention head trains with the supernet, its
