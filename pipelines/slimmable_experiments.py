@@ -7,7 +7,7 @@
   (validation accuracy, average MAdds per example) - the accuracy/MAdds curve.
 
     python -m pipelines.slimmable_experiments widths --epochs 15
-    python -m pipelines.slimmable_experiments dsnet --epochs 15 --gate-epochs 4 --targets 1.0 0.5 0.3
+    python -m pipelines.slimmable_experiments dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
 
 Prints a Markdown table and writes JSON next to it (``--out``). Uses `TrainingModel` + the recipes
 (no training loop of its own).
@@ -137,28 +137,43 @@ def run_dsnet(args):
     keras.utils.set_random_seed(args.seed)
     net = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
                        base_width=args.base_width, depth_multiplier=args.depth_multiplier)
-    _, secs = _fit(net, recipes.get("ds_net", stage1_fraction=1.0), train_ds, val_ds, info, args, args.epochs)
-    for w in widths:
-        recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
+    secs = 0.0
+    if args.supernet and Path(args.supernet).exists():
+        net.load_weights(args.supernet)
+        print(f"loaded the Stage I supernet from {args.supernet}", flush=True)
+    else:
+        _, secs = _fit(net, recipes.get("ds_net", stage1_fraction=1.0), train_ds, val_ds, info, args, args.epochs)
+        for w in widths:
+            recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
+        if args.supernet:
+            net.save_weights(args.supernet)
     table = choice_madds(net, info.input_shape)
     static = {w: {"accuracy": _accuracy(net, val_ds, w), "madds": float(m)} for w, m in zip(widths, table)}
     for w in widths:
         print(f"supernet {w}: {static[w]}", flush=True)
     supernet_weights = net.get_weights()
+    gate_train_ds = train_ds
+    if args.gate_augment:
+        from pipelines import data
+
+        gate_train_ds, _ = data.load("digits", "train", image_size=args.image_size, batch_size=args.batch_size,
+                                     augment=args.gate_augment, limit=args.limit)
     gates = []
-    for target in args.targets:
+    for spec in args.gates:
+        target, cw, sw = (float(v) for v in spec.split(","))
         keras.utils.set_random_seed(args.seed)
         gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
                              base_width=args.base_width, depth_multiplier=args.depth_multiplier)
         gated.set_weights(supernet_weights)
-        recipe = recipes.get("ds_net", stage1_fraction=0.0, target_madds=target,
-                             complexity_weight=args.complexity_weight, sgs_weight=args.sgs_weight)
-        _fit(gated, recipe, train_ds, val_ds, info, args, args.gate_epochs, lr=args.gate_learning_rate)
+        recipe = recipes.get("ds_net", stage1_fraction=0.0, target_madds=target, complexity_weight=cw,
+                             sgs_weight=sw, train_shared_fc=args.train_shared_fc)
+        _fit(gated, recipe, gate_train_ds, val_ds, info, args, args.gate_epochs, lr=args.gate_learning_rate)
         madds, fractions = expected_madds(gated, (x for x, _ in val_ds))
         acc = _accuracy(gated, val_ds, "dynamic")
-        gates.append({"target_madds": target, "accuracy": acc, "madds": madds,
+        gates.append({"target_madds": target, "complexity_weight": cw, "sgs_weight": sw, "accuracy": acc,
+                      "madds": madds,
                       "choice_fractions": [round(float(f), 3) for f in fractions]})
-        print(f"gate target={target}: {gates[-1]}", flush=True)
+        print(f"gate {spec}: {gates[-1]}", flush=True)
     full = static[widths[-1]]
     lines = ["| model | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |", "|---|---|---|---|---|"]
     for w in widths:
@@ -166,9 +181,11 @@ def run_dsnet(args):
         lines.append(f"| supernet {w:g}x | {100 * s['accuracy']:.1f} | {s['madds']:,.0f} | "
                      f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |")
     for g in gates:
-        lines.append(f"| gate, target {g['target_madds']:g} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
+        lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
+                     f"{100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
                      f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
     result = {"experiment": "dsnet", "epochs": args.epochs, "gate_epochs": args.gate_epochs,
+              "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
     return result, "\n".join(lines)
 
@@ -179,10 +196,15 @@ def main(argv=None):
     p.add_argument("experiment", choices=("widths", "dsnet"))
     p.add_argument("--epochs", type=int, default=15, help="epochs per model (DS-Net: Stage I)")
     p.add_argument("--gate-epochs", type=int, default=4, help="DS-Net Stage II epochs per target")
-    p.add_argument("--targets", type=float, nargs="+", default=[1.0, 0.5, 0.3],
-                   help="DS-Net target MAdds (fraction of the widest) for each gate")
-    p.add_argument("--complexity-weight", type=float, default=0.5)
-    p.add_argument("--sgs-weight", type=float, default=1.0)
+    p.add_argument("--gates", nargs="+", default=["1.0,0.5,1.0", "1.0,0.5,0.0", "1.0,0.0,0.0"],
+                   metavar="TARGET,CPLX,SGS", help="Stage II runs: target MAdds (fraction of the widest), "
+                   "complexity loss weight, SGS loss weight (paper: 1.0,0.5,1.0); cls weight 1")
+    p.add_argument("--train-shared-fc", action="store_true", help="Stage II also trains the gate's first FC")
+    p.add_argument("--gate-augment", type=float, default=0.0,
+                   help="augmentation strength in [0, 1] of the Stage II training data (more non-easy examples "
+                   "for SGS when the supernet fits the training set)")
+    p.add_argument("--supernet", default=None, help="weights file: load the Stage I supernet if it exists, "
+                   "else train it and save it there")
     p.add_argument("--rule", default="sandwich", choices=("all", "sandwich"), help="slimmable training rule")
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--base-width", type=float, default=0.25)
