@@ -195,7 +195,8 @@ def test_export_slimmable_and_ds_net_tflite(tmp_path):
     assert json.loads((tmp_path / "slim" / "manifest.json").read_text()) == manifest
     runner = tflite.Runner((tmp_path / "slim" / manifest["widths"]["0.5"]["tflite"]).read_bytes())
     set_width(net, 0.5)
-    assert tflite.parity(net(x, training=False).numpy(), runner.run(x))["max_abs_error"] < 1e-4
+    result = tflite.parity(net(x, training=False).numpy(), runner.run(x))
+    assert result["max_abs_error"] < 1e-4 and result["top1_agreement"] == 1.0
 
     dsn = build("ds_mobilenet_v1", SHAPE, 10, width_multipliers=(0.5, 1.0), gate_after=3)
     gate = ds.gate_layer(dsn)
