@@ -33,7 +33,7 @@ from keras_layers.models.ds_mobilenet_v1 import choice_madds, gate_layer
 from keras_layers.slimmable import DYNAMIC, model_width_multipliers, set_width
 from pipelines.recipes import losses, register
 from pipelines.recipes.base import Recipe, StepOutput
-from pipelines.recipes.slimmable import (check_float, check_int, logits_of, random_width_calls, run_width,
+from pipelines.recipes.slimmable import (check_float, check_int, random_width_calls, run_width,
                                          width_name)
 
 
