@@ -10,6 +10,9 @@ from keras_layers import models
 from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
 from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
 from keras_layers.multi_exit import ExitHead, GradientEquilibrium
+from keras_layers.slimmable import (SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
+                                    SwitchableBatchNormalization)
+from keras_layers.ds_net import DynamicGate
 
 # Register every architecture (and the serializable layers their modules define) so that a saved
 # `.keras` model loads in a fresh process after a plain `import keras_layers`.
@@ -18,4 +21,6 @@ models._load_all()
 __all__ = ["count_madds", "layer_madds", "models",
            "BasisConv2D", "BasisDepthwiseConv2D", "BasisDense",
            "CondConv2D", "CondDepthwiseConv2D", "CondDense", "CondRouting",
-           "ExitHead", "GradientEquilibrium"]
+           "ExitHead", "GradientEquilibrium",
+           "SlimmableConv2D", "SlimmableDepthwiseConv2D", "SlimmableDense", "SwitchableBatchNormalization",
+           "DynamicGate"]

@@ -1,0 +1,589 @@
+"""Slimmable layers and switchable batch norm (Yu et al., "Slimmable Neural Networks", ICLR 2019;
+dynamic slicing as in Li et al., "Dynamic Slimmable Network", CVPR 2021).
+
+One weight tensor per layer, stored at full width; a narrower network uses the leading slice
+``kernel[..., :c_in, :c_out]`` (contiguous, no masks, no index gathers). Channel counts at width ``w``
+are ``min(C, make_divisible(C * w, 8))``, the same rule in every layer, so consecutive layers agree.
+`SwitchableBatchNormalization` keeps private statistics *and* affine parameters per width (S-BN);
+with ``universal=True`` the affine parameters are shared (sliced from the widest, as US-Nets do)
+and only the statistics are private, so widths can be recalibrated after training.
+
+How the width reaches the layers (design decision)
+--------------------------------------------------
+The width is always explicit, never module-level state:
+
+* every layer accepts it as a call argument, ``layer(x, width=0.5)``;
+* inside a functional model the graph is wired once with ``width=None``, which means "this layer's
+  *active width*": a plain attribute that `set_width(model, 0.5)` sets on every slimmable layer of
+  that one model (each model holds its own; two models never share it).
+
+The attribute is read while a call is *traced*, so channel counts are static Python ints and the
+graph contains real slices. A recipe that runs several widths in one training step simply calls
+``set_width(net, w); net(x)`` for each width inside the same ``tf.function``: each call is traced
+with its own shapes. This works in ``model.fit``, in eager calls, and under every tf.distribute
+strategy (each replica traces the same Python). The active width is part of each layer's config, so a
+saved model loads at the width it was saved with. Caveat: a function traced earlier keeps the width
+it was traced with. `set_width` therefore drops the model's cached ``predict``/``test``/``train``
+functions; a ``tf.function`` of your own must be re-traced after changing the width.
+
+DS-Net gating: ``set_width(model, "dynamic")`` makes layers that were wired with a per-example
+``choice`` tensor (one-hot over ``width_multipliers``, from `keras_layers.ds_net.DynamicGate`)
+use that choice. A batch with mixed widths cannot be sliced in one dense op, so inside Keras the
+dynamic path zeroes the channels beyond each example's width (exactly equal to slicing, and
+differentiable for the gate); the deployed network runs one sliced narrow model per choice
+(`keras_layers.models.ds_mobilenet_v1.export_choice`). Batch norm in the dynamic path always uses
+the stored statistics of each example's width (the supernet is frozen while the gate trains).
+"""
+from __future__ import annotations
+
+import math
+
+from keras_layers import _env  # noqa: F401
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_layers.models._common import make_divisible
+
+DYNAMIC = "dynamic"
+_TOL = 1e-6
+
+
+# ------------------------------------------------------------------ width helpers
+
+def check_width_multipliers(width_multipliers):
+    """Validate and normalise a width list: non-empty, each in (0, 1], sorted ascending, unique."""
+    if isinstance(width_multipliers, (int, float)) and not isinstance(width_multipliers, bool):
+        width_multipliers = (width_multipliers,)
+    if not isinstance(width_multipliers, (list, tuple)) or not width_multipliers:
+        raise ValueError(f"width_multipliers must be a non-empty list of widths in (0, 1]; "
+                         f"received width_multipliers={width_multipliers!r}")
+    for w in width_multipliers:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1:
+            raise ValueError(f"width_multipliers must hold widths in (0, 1]; "
+                             f"received width_multipliers={tuple(width_multipliers)!r}")
+    out = tuple(sorted({round(float(w), 6) for w in width_multipliers}))
+    if len(out) != len(width_multipliers):
+        raise ValueError(f"width_multipliers must be unique; received width_multipliers={tuple(width_multipliers)!r}")
+    return out
+
+
+def width_index(width, width_multipliers):
+    """Index of `width` in `width_multipliers` or None."""
+    for i, w in enumerate(width_multipliers):
+        if abs(w - width) < _TOL:
+            return i
+    return None
+
+
+def check_width(width, width_multipliers, universal=False, allow_dynamic=False):
+    """Validate a requested width; raise ValueError naming the value."""
+    if allow_dynamic and width == DYNAMIC:
+        return DYNAMIC
+    if isinstance(width, bool) or not isinstance(width, (int, float, np.floating, np.integer)):
+        raise ValueError(f"width must be a number in (0, 1]{' or ' + repr(DYNAMIC) if allow_dynamic else ''}; "
+                         f"received width={width!r}")
+    width = float(width)
+    if not 0 < width <= 1 + _TOL:
+        raise ValueError(f"width must be in (0, 1]; received width={width!r}")
+    if not universal and width_index(width, width_multipliers) is None:
+        raise ValueError(f"width={width!r} is not one of width_multipliers={tuple(width_multipliers)!r} "
+                         f"(only universal=True models run other widths)")
+    return min(width, 1.0)
+
+
+def slim_channels(full, width, divisor=8):
+    """Channels of a `full`-channel tensor at `width`: make_divisible(full * width, divisor), at most full."""
+    return int(min(full, make_divisible(full * width, divisor)))
+
+
+def _slimmable_layers(model):
+    return [l for l in model._flatten_layers(include_self=False, recursive=True) if hasattr(l, "_set_active_width")]
+
+
+def set_width(model, width):
+    """Set the active width of every slimmable layer of `model` (a float or "dynamic"); returns `model`.
+
+    Validates against each layer first (ValueError naming the width), then sets all, then drops the
+    model's cached predict/test/train functions so the next call re-traces at the new width.
+    """
+    layers = _slimmable_layers(model)
+    if not layers:
+        raise ValueError(f"set_width: model {model.name!r} has no slimmable layers")
+    if width == DYNAMIC and not any(getattr(l, "is_gate", False) for l in layers):
+        raise ValueError(f"width={width!r} needs a gated model (DS-Net); model {model.name!r} has no DynamicGate")
+    resolved = [l._check_active_width(width) for l in layers]
+    for layer, w in zip(layers, resolved):
+        layer._set_active_width(w)
+    for attr in ("predict_function", "test_function", "train_function"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+    return model
+
+
+def get_width(model):
+    """The active width of `model` (the widest active width over its slimmable layers)."""
+    widths = {l.width for l in _slimmable_layers(model)}
+    if DYNAMIC in widths:
+        return DYNAMIC
+    return max(w if w is not None else 1.0 for w in widths)
+
+
+def model_width_multipliers(model):
+    """The widths every slimmable layer of `model` supports (their intersection), sorted."""
+    sets = [set(l.width_multipliers) for l in _slimmable_layers(model)]
+    return tuple(sorted(set.intersection(*sets))) if sets else ()
+
+
+# ------------------------------------------------------------------ base mixin
+
+class _Slimmable:
+    """Shared width bookkeeping (mixed into keras layers)."""
+
+    def _init_slimmable(self, width_multipliers, universal, divisor, width):
+        self.width_multipliers = check_width_multipliers(width_multipliers)
+        if not isinstance(universal, bool):
+            raise ValueError(f"universal must be a bool; received universal={universal!r}")
+        self.universal = universal
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise ValueError(f"divisor must be an int >= 1; received divisor={divisor!r}")
+        self.divisor = divisor
+        self.width = None if width is None else self._check_active_width(width)
+
+    def _check_active_width(self, width):
+        return check_width(width, self.width_multipliers, self.universal, allow_dynamic=True)
+
+    def _set_active_width(self, width):
+        self.width = width
+
+    @property
+    def max_width(self):
+        return self.width_multipliers[-1]
+
+    def _resolve(self, width):
+        """Width for this call: explicit argument, else the active width, else the widest."""
+        if width is None:
+            width = self.width
+        if width is None:
+            return self.max_width
+        return check_width(width, self.width_multipliers, self.universal, allow_dynamic=True)
+
+    def _channels(self, full, width):
+        return slim_channels(full, width, self.divisor)
+
+    def _mask(self, full, choice, slim=True):
+        """(batch, full) 0/1 mask: the leading channels of each example's chosen width (differentiable in choice)."""
+        if not slim:
+            return None
+        rows = np.zeros((len(self.width_multipliers), full), np.float32)
+        for i, w in enumerate(self.width_multipliers):
+            rows[i, :self._channels(full, w)] = 1.0
+        return tf.matmul(tf.cast(choice, tf.float32), tf.constant(rows))
+
+    def _slim_config(self):
+        return {"width_multipliers": list(self.width_multipliers), "universal": self.universal,
+                "divisor": self.divisor, "width": self.width}
+
+    @staticmethod
+    def _state_width(layer, state):
+        w = state.get("width")
+        if w is None:
+            return layer.max_width
+        if w == DYNAMIC:
+            raise ValueError("count_madds needs a fixed width; received width='dynamic' "
+                             "(use expected_madds for a gated model)")
+        return check_width(w, layer.width_multipliers, layer.universal)
+
+
+def _check_int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; received {name}={value!r}")
+
+
+def _pair(name, value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    value = tuple(value) if isinstance(value, (list, tuple)) else value
+    if not isinstance(value, tuple) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(f"{name} must be a positive int or a pair of them; received {name}={value!r}")
+    return value
+
+
+def _check_padding(padding):
+    p = str(padding).lower()
+    if p not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid'; received padding={padding!r}")
+    return p
+
+
+# ------------------------------------------------------------------ convolutions and dense
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class SlimmableConv2D(_Slimmable, keras.layers.Layer):
+    """2-D convolution whose active width uses ``kernel[:, :, :c_in(w), :c_out(w)]``.
+
+    `slim_input=False` for a layer fed by a fixed-width tensor (the image, a gate's features);
+    `slim_output=False` for a layer whose output width is fixed.
+    """
+
+    def __init__(self, filters, kernel_size, width_multipliers=(0.25, 0.5, 0.75, 1.0), strides=1,
+                 padding="same", use_bias=True, slim_input=True, slim_output=True, universal=False, divisor=8,
+                 width=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        _check_int("filters", filters)
+        self.filters = filters
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        self.padding = _check_padding(padding)
+        self.use_bias = bool(use_bias)
+        self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_slimmable(width_multipliers, universal, divisor, width)
+
+    def build(self, input_shape):
+        self.in_channels = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", (*self.kernel_size, self.in_channels, self.filters),
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight("bias", (self.filters,), initializer=self.bias_initializer) if self.use_bias else None
+        self.built = True
+
+    def channels(self, width):
+        """(c_in, c_out) at `width`."""
+        c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
+        c_out = self._channels(self.filters, width) if self.slim_output else self.filters
+        return c_in, c_out
+
+    def _conv(self, x, kernel, bias):
+        y = tf.nn.conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper())
+        return tf.nn.bias_add(y, bias) if bias is not None else y
+
+    def call(self, inputs, width=None, choice=None):
+        width = self._resolve(width)
+        if width == DYNAMIC:
+            if choice is None:
+                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
+            y = self._conv(inputs, self.kernel, self.bias)
+            mask = self._mask(self.filters, choice, self.slim_output)
+            return y if mask is None else y * mask[:, None, None, :]
+        c_in, c_out = self.channels(width)
+        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
+            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")
+        return self._conv(inputs, self.kernel[:, :, :c_in, :c_out], self.bias[:c_out] if self.use_bias else None)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        w = self.width if self.width not in (None, DYNAMIC) else self.max_width
+        c_out = self._channels(self.filters, w) if self.slim_output else self.filters
+        if self.width == DYNAMIC:
+            c_out = self.filters
+        spatial = []
+        for d, k, s in zip(input_shape[1:3], self.kernel_size, self.strides):
+            if d is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(math.ceil(d / s))
+            else:
+                spatial.append(math.ceil((d - k + 1) / s))
+        return tf.TensorShape([input_shape[0], *spatial, c_out])
+
+    def madds(self, input_shape, output_shape, **state):
+        w = self._state_width(self, state)
+        c_in, c_out = self.channels(w)
+        oh, ow = int(output_shape[1]), int(output_shape[2])
+        return oh * ow * self.kernel_size[0] * self.kernel_size[1] * c_in * c_out
+
+    def export_plain(self, width):
+        """An ordinary `keras.layers.Conv2D` for `width` and its sliced weights."""
+        width = check_width(width, self.width_multipliers, self.universal)
+        c_in, c_out = self.channels(width)
+        layer = keras.layers.Conv2D(c_out, self.kernel_size, strides=self.strides, padding=self.padding,
+                                    use_bias=self.use_bias, name=self.name)
+        weights = [self.kernel.numpy()[:, :, :c_in, :c_out]]
+        if self.use_bias:
+            weights.append(self.bias.numpy()[:c_out])
+        return layer, weights
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding, "use_bias": self.use_bias,
+                "slim_input": self.slim_input, "slim_output": self.slim_output,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class SlimmableDepthwiseConv2D(_Slimmable, keras.layers.Layer):
+    """Depthwise convolution (depth multiplier 1) over the leading ``c(w)`` channels: ``kernel[:, :, :c(w), :]``."""
+
+    def __init__(self, kernel_size, width_multipliers=(0.25, 0.5, 0.75, 1.0), strides=1, padding="same",
+                 use_bias=True, universal=False, divisor=8, width=None, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"strides must be equal in both dims; received strides={self.strides!r}")
+        self.padding = _check_padding(padding)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_slimmable(width_multipliers, universal, divisor, width)
+
+    def build(self, input_shape):
+        self.in_channels = int(input_shape[-1])
+        self.depthwise_kernel = self.add_weight("depthwise_kernel", (*self.kernel_size, self.in_channels, 1),
+                                                initializer=self.depthwise_initializer)
+        self.bias = (self.add_weight("bias", (self.in_channels,), initializer=self.bias_initializer)
+                     if self.use_bias else None)
+        self.built = True
+
+    def channels(self, width):
+        c = self._channels(self.in_channels, width)
+        return c, c
+
+    def _dw(self, x, kernel, bias):
+        y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper())
+        return tf.nn.bias_add(y, bias) if bias is not None else y
+
+    def call(self, inputs, width=None, choice=None):
+        width = self._resolve(width)
+        if width == DYNAMIC:
+            if choice is None:
+                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
+            y = self._dw(inputs, self.depthwise_kernel, self.bias)
+            return y * self._mask(self.in_channels, choice)[:, None, None, :]
+        c, _ = self.channels(width)
+        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c:
+            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c}")
+        return self._dw(inputs, self.depthwise_kernel[:, :, :c, :], self.bias[:c] if self.use_bias else None)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        spatial = []
+        for d, k, s in zip(input_shape[1:3], self.kernel_size, self.strides):
+            spatial.append(None if d is None else (math.ceil(d / s) if self.padding == "same"
+                                                   else math.ceil((d - k + 1) / s)))
+        return tf.TensorShape([input_shape[0], *spatial, input_shape[-1]])
+
+    def madds(self, input_shape, output_shape, **state):
+        c, _ = self.channels(self._state_width(self, state))
+        return int(output_shape[1]) * int(output_shape[2]) * self.kernel_size[0] * self.kernel_size[1] * c
+
+    def export_plain(self, width):
+        width = check_width(width, self.width_multipliers, self.universal)
+        c, _ = self.channels(width)
+        layer = keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding=self.padding,
+                                             use_bias=self.use_bias, name=self.name)
+        weights = [self.depthwise_kernel.numpy()[:, :, :c, :]]
+        if self.use_bias:
+            weights.append(self.bias.numpy()[:c])
+        return layer, weights
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "use_bias": self.use_bias,
+                "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class SlimmableDense(_Slimmable, keras.layers.Layer):
+    """Dense layer using ``kernel[:c_in(w), :c_out(w)]``; a classifier keeps `slim_output=False`."""
+
+    def __init__(self, units, width_multipliers=(0.25, 0.5, 0.75, 1.0), use_bias=True, slim_input=True,
+                 slim_output=True, universal=False, divisor=8, width=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        _check_int("units", units)
+        self.units = units
+        self.use_bias = bool(use_bias)
+        self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_slimmable(width_multipliers, universal, divisor, width)
+
+    def build(self, input_shape):
+        self.in_channels = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", (self.in_channels, self.units), initializer=self.kernel_initializer)
+        self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer) if self.use_bias else None
+        self.built = True
+
+    def channels(self, width):
+        c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
+        c_out = self._channels(self.units, width) if self.slim_output else self.units
+        return c_in, c_out
+
+    def call(self, inputs, width=None, choice=None):
+        width = self._resolve(width)
+        if width == DYNAMIC:
+            if choice is None:
+                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
+            y = tf.matmul(inputs, self.kernel)
+            if self.use_bias:
+                y = y + self.bias
+            mask = self._mask(self.units, choice, self.slim_output)
+            return y if mask is None else y * mask
+        c_in, c_out = self.channels(width)
+        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
+            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")
+        y = tf.matmul(inputs, self.kernel[:c_in, :c_out])
+        return y + self.bias[:c_out] if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        w = self.width if self.width not in (None, DYNAMIC) else self.max_width
+        c_out = self.units if (not self.slim_output or self.width == DYNAMIC) else self._channels(self.units, w)
+        return input_shape[:-1].concatenate([c_out])
+
+    def madds(self, input_shape, output_shape, **state):
+        c_in, c_out = self.channels(self._state_width(self, state))
+        lead = math.prod(int(d) for d in tuple(input_shape)[1:-1])
+        return lead * c_in * c_out
+
+    def export_plain(self, width):
+        width = check_width(width, self.width_multipliers, self.universal)
+        c_in, c_out = self.channels(width)
+        layer = keras.layers.Dense(c_out, use_bias=self.use_bias, name=self.name)
+        weights = [self.kernel.numpy()[:c_in, :c_out]]
+        if self.use_bias:
+            weights.append(self.bias.numpy()[:c_out])
+        return layer, weights
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
+                "slim_input": self.slim_input, "slim_output": self.slim_output,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+
+
+# ------------------------------------------------------------------ switchable batch norm
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class SwitchableBatchNormalization(_Slimmable, keras.layers.Layer):
+    """Batch norm with private statistics and affine parameters per width (S-BN).
+
+    Width ``w_i`` owns ``gamma_i, beta_i, moving_mean_i, moving_variance_i`` of size ``c(w_i)``. With
+    ``universal=True`` gamma/beta are shared (one full-size pair, sliced) and only the statistics are
+    per width; any width in (0, 1] then trains on batch statistics, and inference needs a width of the
+    list (whose statistics `pipelines.bn_recalibration.recalibrate_bn` can recompute).
+    Normalises the last axis; ``trainable=False`` runs in inference mode, as Keras' BatchNormalization.
+    """
+
+    def __init__(self, width_multipliers=(0.25, 0.5, 0.75, 1.0), momentum=0.9, epsilon=1e-3, universal=False,
+                 divisor=8, width=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1); received momentum={momentum!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0; received epsilon={epsilon!r}")
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.momentum_override = None  # set by BN recalibration (cumulative averages); not config
+        self._init_slimmable(width_multipliers, universal, divisor, width)
+
+    def build(self, input_shape):
+        self.channels_full = int(input_shape[-1])
+        self.gammas, self.betas, self.moving_means, self.moving_variances = [], [], [], []
+        stat = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.MEAN)
+        if self.universal:
+            self.gammas = [self.add_weight("gamma", (self.channels_full,), initializer="ones")]
+            self.betas = [self.add_weight("beta", (self.channels_full,), initializer="zeros")]
+        for i, w in enumerate(self.width_multipliers):
+            c = self._channels(self.channels_full, w)
+            if not self.universal:
+                self.gammas.append(self.add_weight(f"gamma_{i}", (c,), initializer="ones"))
+                self.betas.append(self.add_weight(f"beta_{i}", (c,), initializer="zeros"))
+            self.moving_means.append(self.add_weight(f"moving_mean_{i}", (c,), initializer="zeros", **stat))
+            self.moving_variances.append(self.add_weight(f"moving_variance_{i}", (c,), initializer="ones", **stat))
+        self.built = True
+
+    def _affine(self, index, c):
+        if self.universal:
+            return self.gammas[0][:c], self.betas[0][:c]
+        return self.gammas[index], self.betas[index]
+
+    def slot_variables(self, width):
+        """The variables private to `width` (statistics, and affine parameters unless universal)."""
+        i = width_index(width, self.width_multipliers)
+        if i is None:
+            raise ValueError(f"width={width!r} has no statistics in {self.name}; "
+                             f"width_multipliers={self.width_multipliers!r}")
+        own = [self.moving_means[i], self.moving_variances[i]]
+        return own if self.universal else [self.gammas[i], self.betas[i], *own]
+
+    def _normalize(self, x, mean, var, gamma, beta):
+        return (x - mean) * tf.math.rsqrt(var + self.epsilon) * gamma + beta
+
+    def call(self, inputs, width=None, choice=None, training=None):
+        if self.momentum_override is not None:  # BN recalibration: always accumulate batch statistics
+            training = True
+        elif not self.trainable:
+            training = False
+        training = bool(training) if not tf.is_tensor(training) else training
+        width = self._resolve(width)
+        x = tf.cast(inputs, tf.float32)
+        if width == DYNAMIC:
+            if choice is None:
+                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
+            choice = tf.cast(choice, tf.float32)
+            out = 0.0
+            for i, w in enumerate(self.width_multipliers):
+                c = self._channels(self.channels_full, w)
+                gamma, beta = self._affine(i, c)
+                y = self._normalize(x[..., :c], self.moving_means[i], self.moving_variances[i], gamma, beta)
+                y = tf.pad(y, [[0, 0]] * (len(x.shape) - 1) + [[0, self.channels_full - c]])
+                out += tf.reshape(choice[:, i], [-1] + [1] * (len(x.shape) - 1)) * y
+            return out
+        c = self._channels(self.channels_full, width)
+        if x.shape[-1] is not None and int(x.shape[-1]) != c:
+            raise ValueError(f"{self.name}: input has {x.shape[-1]} channels but width={width} needs {c}")
+        i = width_index(width, self.width_multipliers)
+        if i is None:  # universal width outside the list: batch statistics only
+            if training is False:
+                raise ValueError(f"width={width!r} has no batch-norm statistics in {self.name} "
+                                 f"(inference needs one of width_multipliers={self.width_multipliers!r}; "
+                                 f"add it there and recalibrate)")
+            gamma, beta = self.gammas[0][:c], self.betas[0][:c]
+            mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
+            return self._normalize(x, mean, var, gamma, beta)
+        gamma, beta = self._affine(i, c)
+        if training is False:
+            return self._normalize(x, self.moving_means[i], self.moving_variances[i], gamma, beta)
+
+        def train_branch():
+            mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
+            m = self.momentum if self.momentum_override is None else self.momentum_override
+            self.moving_means[i].assign(m * self.moving_means[i] + (1 - m) * mean)
+            self.moving_variances[i].assign(m * self.moving_variances[i] + (1 - m) * var)
+            return self._normalize(x, mean, var, gamma, beta)
+
+        if training is True:
+            return train_branch()
+        return tf.cond(tf.cast(training, tf.bool), train_branch,
+                       lambda: self._normalize(x, self.moving_means[i], self.moving_variances[i], gamma, beta))
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if self.width in (None, DYNAMIC):
+            return input_shape
+        return input_shape[:-1].concatenate([self._channels(self.channels_full, self.width)])
+
+    def madds(self, input_shape, output_shape, **state):
+        return 0
+
+    def export_plain(self, width):
+        """An ordinary `keras.layers.BatchNormalization` holding this width's parameters and statistics."""
+        width = check_width(width, self.width_multipliers, False)
+        i = width_index(width, self.width_multipliers)
+        c = self._channels(self.channels_full, width)
+        gamma, beta = self._affine(i, c)
+        layer = keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon, name=self.name)
+        weights = [tf.convert_to_tensor(gamma).numpy(), tf.convert_to_tensor(beta).numpy(),
+                   self.moving_means[i].numpy(), self.moving_variances[i].numpy()]
+        return layer, weights
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon, **self._slim_config()}
