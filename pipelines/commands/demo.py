@@ -2,7 +2,9 @@
 
     make demo        # or: python -m pipelines demo [--tracking-uri URI]
 
-1. find the best run   - train on digits with MLflow tracking (`find_best_run`)
+1. find the best run   - a smoke Ray Tune search of one dynamic family (default BasisNet) on a local
+                         Ray instance, trials logged to MLflow as nested runs (`--search train`:
+                         one in-process training run instead)
 2. register            - its model becomes a new version of `demo_digits` in the MLflow registry
 3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion)
 4. export              - the champion becomes an Android bundle (model.tflite, labels.txt, model.json)
@@ -21,7 +23,11 @@ HELP = "run the main job end to end on digits (train, register, promote, export)
 
 
 def add_arguments(p):
-    p.add_argument("--model", default="mobilenet_v2", help="architecture to train (default mobilenet_v2)")
+    p.add_argument("--search", default="tune", choices=("tune", "train"),
+                   help="step 1: a Ray Tune smoke search of --family (default) or one in-process run of --model")
+    p.add_argument("--family", default="basisnet", help="tune space for --search tune (default basisnet)")
+    p.add_argument("--trials", type=int, default=2, help="trials of the smoke search (default 2)")
+    p.add_argument("--model", default="mobilenet_v2", help="architecture for --search train (default mobilenet_v2)")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
@@ -40,11 +46,9 @@ def _say(msg):
 
 
 def find_best_run(args, tracking_uri, log=_say):
-    """Step 1: the best run on digits, tracked in MLflow. Returns `{"run_id", "metrics", "run_dir"}`.
-
-    Today one in-process training run of `args.model`; the Ray Tune smoke search plugs in here
-    (its best trial's run id and metrics), nothing after this step changes.
-    """
+    """Step 1: the best run on digits, tracked in MLflow. Returns `{"run_id", "metrics", "run_dir"}`."""
+    if args.search == "tune":
+        return best_tuned_run(args, tracking_uri, log)
     from pipelines import tracking
     from pipelines.commands.train import parse_kv
     from pipelines.train import TrainConfig
@@ -55,6 +59,27 @@ def find_best_run(args, tracking_uri, log=_say):
     metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=tracking_uri, experiment=args.experiment,
                                                          verbose=2)
     return {"run_id": run_id, "metrics": metrics, "run_dir": str(run_dir)}
+
+
+def best_tuned_run(args, tracking_uri, log=_say):
+    """A smoke Tune search of `args.family` on a local Ray instance; its best trial's MLflow run."""
+    from pipelines import tune
+    from pipelines.tune_tracking import log_experiment
+
+    overrides = {"data": "digits", "epochs": args.epochs}
+    if args.limit:
+        overrides["limit"] = args.limit
+    opts = tune.TuneOptions(family=args.family, smoke_test=True, trials=args.trials, out=f"{args.out}/tune",
+                            overrides=overrides).validate()
+    log(f"   Ray Tune: {opts.num_trials()} trial(s) of {args.family} on digits, {args.epochs} epoch(s) each, "
+        "one at a time on a local Ray instance")
+    summary = tune.run(opts)
+    _, run_id = log_experiment(summary, tracking_uri=tracking_uri, log=lambda m: log("   " + m))
+    if run_id is None:
+        raise RuntimeError(f"no tune trial finished; see {summary['experiment']}/results.csv")
+    best = summary["best"]
+    metrics = {"val_accuracy": float(best["val_accuracy"]), "madds": best["madds"], "params": best["params"]}
+    return {"run_id": run_id, "metrics": metrics, "run_dir": summary["experiment"]}
 
 
 def ui_hint(uri):
@@ -72,6 +97,10 @@ def run(args):
     from pipelines import export, registry, tracking
 
     export.check_mode(args.quantize)
+    if args.search == "tune":
+        import tune_spaces
+
+        tune_spaces.module(args.family)
     registry.check_name(args.name)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     start = time.time()

@@ -8,7 +8,7 @@ TINY = ["--model-config", "width_multiplier=0.25", "depth_multiplier=0.25"]
 
 def test_demo_twice_adds_and_never_destroys(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    args = ["demo", "--epochs", "1", "--limit", "128", "--quantize", "float32", "--tracking-uri", uri,
+    args = ["demo", "--search", "train", "--epochs", "1", "--limit", "128", "--quantize", "float32", "--tracking-uri", uri,
             "--out", str(tmp_path / "runs"), "--bundle", str(tmp_path / "bundle"), *TINY]
     assert cli.main(args) == 0
     first = capsys.readouterr().out
