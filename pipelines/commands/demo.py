@@ -66,9 +66,9 @@ def best_tuned_run(args, tracking_uri, log=_say):
     from pipelines import tune
     from pipelines.tune_tracking import log_experiment
 
-    overrides = {"data": "digits", "epochs": args.epochs}
-    if args.limit:
-        overrides["limit"] = args.limit
+    # The whole digits train split (SMOKE's `limit` is for seconds-long CI searches): a few hundred
+    # steps are what BatchNorm's moving statistics need to be usable at inference.
+    overrides = {"data": "digits", "epochs": args.epochs, "limit": args.limit}
     opts = tune.TuneOptions(family=args.family, smoke_test=True, trials=args.trials, out=f"{args.out}/tune",
                             overrides=overrides).validate()
     log(f"   Ray Tune: {opts.num_trials()} trial(s) of {args.family} on digits, {args.epochs} epoch(s) each, "

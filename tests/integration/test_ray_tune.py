@@ -22,7 +22,8 @@ def rows(path):
 
 def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     res = run_cli(ray_head, "submit", "--address", ray_head.dashboard, "--", "tune", "--family", "baseline",
-                  "--smoke-test", *SMALL, "--out", str(tmp_path), "--name", "smoke", timeout=600)
+                  "--smoke-test", *SMALL, "--out", str(tmp_path), "--name", "smoke",
+                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=600)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-2000:])
     job_line = next(l for l in res.stdout.splitlines() if l.startswith("submitted job "))
     job_id = job_line.split()[2]
@@ -37,13 +38,26 @@ def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     assert best["trial_id"] in {t["trial_id"] for t in trials} and (exp / "best" / "model.keras").exists()
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["failed"] == 0 and not summary["interrupted"]
+    # MLflow: one parent run, one nested run per trial; the best trial's run can be registered.
+    from pipelines import tracking
+
+    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tune").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "tune"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and parent.data.metrics["trials"] == 2
+    assert all("val_accuracy" in r.data.metrics and "learning_rate" in r.data.params for r in children)
+    assert any(client.get_metric_history(r.info.run_id, "val_accuracy") for r in children)
+    (best_run,) = [r for r in children if r.data.tags.get("best_trial") == "true"]
+    assert {"model.keras", "config.json", "dataset.json"} <= {
+        Path(a.path).name for a in client.list_artifacts(best_run.info.run_id, "run")}
     listed = run_cli(ray_head, "jobs", "--address", ray_head.dashboard)
     assert listed.returncode == 0 and any(job_id in l and "SUCCEEDED" in l for l in listed.stdout.splitlines())
 
 
 def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
     args = ["tune", "--family", "baseline", "--smoke-test", "--trials", "1", "--epochs", "3", *SMALL,
-            "--out", str(tmp_path), "--name", "r"]
+            "--out", str(tmp_path), "--name", "r", "--no-tracking"]
     proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=ROOT, env=ray_head.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp = tmp_path / "r"
@@ -55,7 +69,7 @@ def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
         time.sleep(0.2)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130 and "continue with: python -m pipelines tune --resume" in out, out[-3000:]
-    res = run_cli(ray_head, "tune", "--resume", str(exp), timeout=400)
+    res = run_cli(ray_head, "tune", "--resume", str(exp), "--no-tracking", timeout=400)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     (trial,) = rows(exp / "results.csv")
     # The restored trial's Trainer found its own checkpoints: it went on from epoch >= 1 to the end.
