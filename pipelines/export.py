@@ -467,21 +467,30 @@ def check_family_mode(net, kind, mode):
                                      f"it supports: {', '.join(FAMILY_MODES)}")
 
 
+def pick_basisnet_threshold(net, validation, madds=None, log=print):
+    """`basisnet_eval.pick_threshold` on `validation=(images, labels)`: the cheapest preview threshold
+    within its default accuracy drop of the full BasisNet; returns its row (threshold, accuracy, ...)."""
+    from pipelines import basisnet_eval
+
+    x, y = validation
+    madds = madds or basisnet_eval.stage_madds(net, tuple(net.input_shape[1:]))
+    picked = basisnet_eval.pick_threshold(basisnet_eval.early_termination(basisnet_eval.predict(net, x), y, madds))
+    log(f"basisnet threshold {picked['threshold']:.2f} picked on {len(x)} validation images (preview answers "
+        f"{picked['stopped']:.0%}, accuracy {picked['accuracy']:.4f})")
+    return picked
+
+
 def _basisnet_pieces(net, mode, threshold, validation, log):
     from pipelines import basisnet_eval
     from pipelines.exporters import basisnet
 
-    data = basisnet.convert(net, mode, outputs="logits")
     madds = basisnet_eval.stage_madds(net, tuple(net.input_shape[1:]))
     picked = None
     if threshold is None:
-        x, y = validation
-        picked = basisnet_eval.pick_threshold(
-            basisnet_eval.early_termination(basisnet_eval.predict(net, x), y, madds))
+        picked = pick_basisnet_threshold(net, validation, madds, log)
         threshold = picked["threshold"]
-        log(f"basisnet threshold {threshold:.2f} picked on {len(x)} validation images (preview answers "
-            f"{picked['stopped']:.0%}, accuracy {picked['accuracy']:.4f})")
     threshold = basisnet_eval.check_threshold(threshold)
+    data = basisnet.convert(net, mode, outputs="logits")
     spec = {"kind": "basisnet", "threshold": threshold, "stages": {
         "preview": {"file": "model.tflite", "signature": "preview", "logits": "preview_logits",
                     "madds": int(madds["preview"])},
