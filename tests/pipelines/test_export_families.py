@@ -158,13 +158,14 @@ def test_ds_net_bundle_runs_the_gate_and_agrees_with_keras(images, tmp_path):
     x, _ = images
     keras.utils.set_random_seed(0)
     net = models.build("ds_mobilenet_v1", SHAPE, 10, width_multipliers=(0.5, 1.0), gate_hidden=8)
-    rng = np.random.default_rng(0)
-    for v in net.weights:  # spread the gate's scores so both widths get chosen
-        if "gate" in v.name:
-            v.assign(rng.normal(0, 2.0, v.shape).astype("float32"))
     warm_bn(net, x)
+    gate = ds.gate_layer(net)  # shift the gate's bias so that its choice splits these images
+    scores = net.predict(x, verbose=0)["gate_scores"]
+    d = np.sort(scores[:, 0] - scores[:, 1])
+    i = 3 + int(np.argmax(np.diff(d)[3:-3]))  # the widest gap between the middle images' score margins
+    gate.b2.assign(gate.b2.numpy() - np.array([(d[i] + d[i + 1]) / 2, 0.0], np.float32))
     path = save(net, tmp_path, "ds")
-    s = run_export(path, tmp_path / "d", quantize="dynamic")
+    s = run_export(path, tmp_path / "d")
     doc = json.loads((tmp_path / "d" / "model.json").read_text())
     assert s["kind"] == doc["kind"] == "ds_net" and doc["gate"] == "front" and doc["gate_output"] == "gate_scores"
     assert [w for w, _ in doc["widths"]] == [0.5, 1.0]
@@ -176,4 +177,4 @@ def test_ds_net_bundle_runs_the_gate_and_agrees_with_keras(images, tmp_path):
     table = ds.choice_madds(net, SHAPE)
     assert sorted({p.madds for p in preds}) == pytest.approx(sorted({table[c] for c in out["gate_scores"].argmax(-1)}))
     agree = np.mean(np.argmax([p.logits for p in preds], -1) == out["logits"].argmax(-1))
-    assert agree >= 0.75 and s["parity"]["agreement"] == agree
+    assert agree == s["parity"]["agreement"] == 1.0
