@@ -508,8 +508,6 @@ def _multi_exit_pieces(net, mode, thresholds, budget, validation, log):
 
     names = exit_names(net)
     costs = [int(c) for c in exit_madds(net, tuple(net.input_shape[1:]))]
-    data = tflite.convert_signatures(multi_exit.segment_functions(net, previous_logits="logits"), net, mode)
-    tflite.assert_builtin_only(data)
     chosen = None
     if thresholds is None:
         chosen = multi_exit.choose_thresholds(net, budget * costs[-1], validation)
@@ -520,6 +518,8 @@ def _multi_exit_pieces(net, mode, thresholds, budget, validation, log):
         raise ValueError(f"exit_thresholds needs one value per exit but the last ({len(names) - 1}); "
                          f"received {list(thresholds)!r}")
     ths = [min(max(float(t), 0.0), 1.0) for t in list(thresholds)[:len(names) - 1]]  # inf: never stop -> 1.0
+    data = tflite.convert_signatures(multi_exit.segment_functions(net, previous_logits="logits"), net, mode)
+    tflite.assert_builtin_only(data)
     spec = {"kind": "multi_exit", "exits": names, "threshold": ths,
             "stages": {n: {"file": "model.tflite", "signature": n, "logits": "logits",
                            "madds": costs[k] - (costs[k - 1] if k else 0)} for k, n in enumerate(names)}}
@@ -630,6 +630,10 @@ def export_family(src, kind, quantize, out, images, labels, threads=1, latency_r
     elif kind == "multi_exit":
         given = None
         if exit_thresholds:
+            if isinstance(exit_thresholds, dict) and not all(str(k).startswith("exit_") and str(k)[5:].isdigit()
+                                                             for k in exit_thresholds):
+                raise ValueError(f"exit_thresholds keys must be exit_0, exit_1, ...; received "
+                                 f"exit_thresholds={exit_thresholds!r}")
             given = ([exit_thresholds[k] for k in sorted(exit_thresholds, key=lambda n: int(str(n).split("_")[-1]))]
                      if isinstance(exit_thresholds, dict) else list(exit_thresholds))
         main, extra, spec = _multi_exit_pieces(src.net, quantize, given, budget, validation, log)

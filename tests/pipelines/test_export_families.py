@@ -178,3 +178,10 @@ def test_ds_net_bundle_runs_the_gate_and_agrees_with_keras(images, tmp_path):
     assert sorted({p.madds for p in preds}) == pytest.approx(sorted({table[c] for c in out["gate_scores"].argmax(-1)}))
     agree = np.mean(np.argmax([p.logits for p in preds], -1) == out["logits"].argmax(-1))
     assert agree == s["parity"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("given,match", [({"first": 0.5}, "keys must be exit_0"), ({"exit_0": 0.5}, "one value per exit")])
+def test_bad_exit_thresholds_name_the_field(multi_exit, given, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        run_export(multi_exit[0], tmp_path / "m", exit_thresholds=given)
+    assert not (tmp_path / "m").exists()
