@@ -547,6 +547,7 @@ def _ds_net_pieces(net, mode, log):
         stage = file[:-len(".tflite")]
         stages[stage] = {"file": file, "logits": None, "madds": int(path_madds) - front_madds}
         widths.append([float(w), stage])
+    log(f"ds_net bundle: front + gate ({front_madds:,} MAdds), widths {[w for w, _ in widths]}")
     spec = {"kind": "ds_net", "gate": "front", "gate_output": "gate_scores", "widths": widths, "stages": stages}
     return front, {f: b for f, (_, b, _) in backs.items()}, spec
 
