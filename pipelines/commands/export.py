@@ -10,6 +10,12 @@ written into model.json; a registered model's bundle is also logged to MLflow ne
 --register-tflite also registers the bundle as the MLflow model NAME.tflite (a pyfunc that runs the
 .tflite with LiteRT, see pipelines/tflite_flavor.py), linked to the Keras version by tags; its
 `champion` alias follows the Keras model's.
+
+Dynamic families (read off the model: BasisNet, multi-exit, DS-Net) get the staged bundle that
+`run-bundle` runs with its early exit or gate (model.json "kind", "stages", ...): --threshold sets a
+BasisNet's preview threshold (default: picked on the validation images); --budget (multi-exit) is the
+target average MAdds as a fraction of the last exit's, thresholds chosen on the validation images
+(or give --exit-thresholds). They convert in float32, float16 or dynamic.
 """
 import json
 
@@ -28,6 +34,11 @@ def add_arguments(p):
     p.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tune epochs (default 1)")
     p.add_argument("--exit-thresholds", default=None, metavar="JSON",
                    help='early-exit thresholds for model.json, e.g. \'{"exit_0": 0.8, "exit_1": 0.7}\'')
+    p.add_argument("--threshold", type=float, default=None,
+                   help="BasisNet: preview confidence threshold in [0, 1] (default: picked on the validation images)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="multi-exit: average MAdds budget as a fraction of the last exit's (default 0.6); "
+                        "thresholds are chosen on the validation images")
     p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")
@@ -57,7 +68,8 @@ def run(args):
                                   threads=args.threads, latency_runs=args.latency_runs, exit_thresholds=thresholds,
                                   tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow, data=args.data,
                                   image_size=args.image_size, calibration_images=args.calibration_images,
-                                  qat_epochs=args.qat_epochs)
+                                  qat_epochs=args.qat_epochs, threshold=args.threshold,
+                                  budget=export.DEFAULT_BUDGET if args.budget is None else args.budget)
     if args.register_tflite:
         from pipelines import registry, tflite_flavor
 
@@ -68,6 +80,6 @@ def run(args):
         tmv = tflite_flavor.register_bundle(args.out, client.get_model_version(name, version), client=client)
         tflite_flavor.sync_alias(client, name, registry.CHAMPION)
         summary["tflite_model"] = f"models:/{tmv.name}/{tmv.version}"
-    print(json.dumps({k: summary[k] for k in ("model", "quantize", "bundle", "size_bytes", "artifact_uri",
+    print(json.dumps({k: summary[k] for k in ("model", "quantize", "kind", "bundle", "size_bytes", "artifact_uri",
                                               "tflite_model") if k in summary}, indent=2))
     return 0

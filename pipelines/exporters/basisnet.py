@@ -27,8 +27,16 @@ from pipelines.basisnet_eval import check_threshold, stage_madds
 SIGNATURES = ("preview", "specialist")
 
 
-def signature_functions(net):
-    """The two batch-1 `tf.function`s, {"preview": ..., "specialist": ...} (probabilities, not logits)."""
+def signature_functions(net, outputs="probabilities"):
+    """The two batch-1 `tf.function`s, {"preview": ..., "specialist": ...}.
+
+    `outputs="probabilities"` (this exporter's layout): preview -> {"probabilities", "coefficients"},
+    specialist -> {"probabilities"}. `outputs="logits"` (the Android bundle of `pipelines.export`, whose
+    runner takes the softmax itself): preview -> {"preview_logits", "coefficients"}, specialist -> {"logits"}.
+    """
+    if outputs not in ("probabilities", "logits"):
+        raise ValueError(f"outputs must be 'probabilities' or 'logits'; received outputs={outputs!r}")
+    as_logits = outputs == "logits"
     preview, specialist = stages(net)
     shape = tuple(net.input_shape[1:])
     coeff_shape = tuple(specialist.inputs[1].shape[1:])
@@ -37,18 +45,21 @@ def signature_functions(net):
     @tf.function(input_signature=[image_spec])
     def preview_fn(image):
         out = preview(image, training=False)
+        if as_logits:
+            return {"preview_logits": out["preview_logits"], "coefficients": out["coefficients"]}
         return {"probabilities": tf.nn.softmax(out["preview_logits"]), "coefficients": out["coefficients"]}
 
     @tf.function(input_signature=[image_spec, tf.TensorSpec((1, *coeff_shape), tf.float32, name="coefficients")])
     def specialist_fn(image, coefficients):
-        return {"probabilities": tf.nn.softmax(specialist([image, coefficients], training=False))}
+        logits = specialist([image, coefficients], training=False)
+        return {"logits": logits} if as_logits else {"probabilities": tf.nn.softmax(logits)}
 
     return {"preview": preview_fn, "specialist": specialist_fn}
 
 
-def convert(net, quantize="float32"):
+def convert(net, quantize="float32", outputs="probabilities"):
     """TFLite bytes of `net` with the `preview` and `specialist` signatures (builtin ops only)."""
-    data = tflite.convert_signatures(signature_functions(net), net, quantize)
+    data = tflite.convert_signatures(signature_functions(net, outputs), net, quantize)
     tflite.assert_builtin_only(data)
     return data
 

@@ -77,8 +77,12 @@ def _replay(feeds, targets):
     return [value(t) for t in targets]
 
 
-def segment_functions(net):
-    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc)."""
+def segment_functions(net, previous_logits="previous_logits"):
+    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc).
+
+    `previous_logits`: the name of exit k-1's logits as an input of exit k (Inline Subnetwork
+    Collaboration); the Android bundle of `pipelines.export` names it "logits", the output it comes from.
+    """
     import tensorflow as tf
     from keras_layers.models.multi_exit_net import exit_names, stage_outputs
 
@@ -89,7 +93,7 @@ def segment_functions(net):
         head = net.get_layer(name)
         fed = [(net.inputs[0], "image")] if k == 0 else [(stages[k - 1], "features")]
         if k > 0 and head.inline_collaboration:
-            fed.append((logits[k - 1], "previous_logits"))
+            fed.append((logits[k - 1], previous_logits))
         targets = [("logits", logits[k])] + ([("features", stages[k])] if k < len(names) - 1 else [])
         specs = [tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=n) for t, n in fed]
 

@@ -117,6 +117,25 @@ def test_layer_protocol_refuses_unsupported_modes_naming_the_layer(mode):
         export.convert(protocol_model(), mode, data={"name": "digits", "image_size": 8, "data_dir": None}, log=quiet)
 
 
+@pytest.mark.parametrize("mode", ["int8", "qat"])
+def test_dynamic_model_export_refuses_integer_modes_naming_the_layer(mode, tmp_path):
+    """A CondConv model (a plain bundle: one output) exported with int8/qat fails at export, naming the
+    dynamic layer, before calibration or fine-tuning starts."""
+    from keras_layers import models
+
+    net = models.build("condconv_mobilenet_v2", input_shape=(16, 16, 1), num_classes=10, width_multiplier=0.25,
+                       depth_multiplier=0.25, num_experts=2, last_channels=32)
+    net.save(tmp_path / "cc.keras")
+    assert export.family(net) == "plain"
+    with pytest.raises(tflite.ConversionError, match=rf"quantize='{mode}' is not supported by layer '[^']+' "
+                                                     r"\(\w+\); it supports: float32, float16, dynamic") as err:
+        export.export_model(tmp_path / "cc.keras", mode, tmp_path / "b", data="digits", image_size=16,
+                            log_to_mlflow=False, log=quiet)
+    named = net.get_layer(str(err.value).split("'")[3])
+    assert mode not in named.quantization_modes
+    assert not (tmp_path / "b").exists()
+
+
 def test_layer_protocol_allows_declared_modes():
     model = protocol_model()
     conv = export.convert(model, "dynamic", log=quiet)
