@@ -70,12 +70,17 @@ def promotion_lock(client, name, timeout_s=600.0, stale_after_s=1800.0, poll_s=0
                                                        "if no promotion is running")
             break
         except MlflowException as err:
-            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code) and "already exists" not in str(err):
+            # Under contention a store can also answer RESOURCE_DOES_NOT_EXIST (the model it collided
+            # with was deleted meanwhile): both mean "someone else was there", so look and retry.
+            if not any(code in f"{err.error_code} {err}" for code in
+                       ("RESOURCE_ALREADY_EXISTS", "already exists", "RESOURCE_DOES_NOT_EXIST")):
                 raise
         try:
             held = client.get_registered_model(lock).tags
         except MlflowException:
             continue  # released between our create and this read: try again at once
+        if held.get("owner") == owner:
+            break  # our create went through although the call reported an error
         since = float(held.get("acquired_at", "0") or 0)
         if time.time() - since > stale_after_s:
             log(f"breaking a stale promotion lock of {name} held by {held.get('owner')}")
