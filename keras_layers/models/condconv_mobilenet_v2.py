@@ -21,9 +21,8 @@ import tf_keras as keras
 from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D
 from keras_layers.condconv import ROUTING_ACTIVATIONS, CondConv2D, CondDense, CondRouting
 from keras_layers.models import register
-from keras_layers.models._common import (BN_MOMENTUM, check_fraction, check_positive, conv_bn, make_divisible,
-                                         stem_stride)
-from keras_layers.models.mobilenet_v2 import SPEC, inverted_residual, stage_plan
+from keras_layers.models._common import BN_MOMENTUM, check_positive, conv_bn, make_divisible
+from keras_layers.models.mobilenet_v2 import SPEC, check_config, inverted_residual, stage_plan, stem
 
 L = keras.layers
 
@@ -68,13 +67,10 @@ def build_condconv_mobilenet_v2(input_shape, num_classes, *, num_experts=8, cond
     if routing_activation not in ROUTING_ACTIVATIONS:
         raise ValueError(f"routing_activation must be one of {', '.join(ROUTING_ACTIVATIONS)}; "
                          f"received routing_activation={routing_activation!r}")
-    check_positive("width_multiplier", width_multiplier)
-    check_positive("depth_multiplier", depth_multiplier)
-    check_fraction("dropout", dropout, 0.0, 0.99)
-    check_positive("last_channels", last_channels, allow_float=False)
+    check_config(width_multiplier, depth_multiplier, dropout, last_channels)
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(input_shape), name="stem")
+    x = stem(inputs, width_multiplier)
     plan = list(stage_plan(input_shape, width_multiplier, depth_multiplier))
     first_cond = len(plan) - num_cond_blocks(depth_multiplier, cond_stages)
     for index, t, filters, s in plan:

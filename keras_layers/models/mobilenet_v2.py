@@ -56,15 +56,26 @@ def stage_plan(input_shape, width_multiplier, depth_multiplier, spec=SPEC):
             index += 1
 
 
-@register("mobilenet_v2")
-def build_mobilenet_v2(input_shape, num_classes, *, width_multiplier=0.5, depth_multiplier=0.5,
-                       dropout=0.2, last_channels=1280):
+def check_config(width_multiplier, depth_multiplier, dropout, last_channels):
+    """Validate the fields every MobileNetV2-based builder shares (ValueError naming the field)."""
     check_positive("width_multiplier", width_multiplier)
     check_positive("depth_multiplier", depth_multiplier)
     check_fraction("dropout", dropout, 0.0, 0.99)
     check_positive("last_channels", last_channels, allow_float=False)
+
+
+def stem(inputs, width_multiplier):
+    """The 3x3 stem conv (stride 1 for inputs under 64 pixels)."""
+    return conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(inputs.shape[1:]),
+                   name="stem")
+
+
+@register("mobilenet_v2")
+def build_mobilenet_v2(input_shape, num_classes, *, width_multiplier=0.5, depth_multiplier=0.5,
+                       dropout=0.2, last_channels=1280):
+    check_config(width_multiplier, depth_multiplier, dropout, last_channels)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(input_shape), name="stem")
+    x = stem(inputs, width_multiplier)
     for index, t, filters, s in stage_plan(input_shape, width_multiplier, depth_multiplier):
         x = inverted_residual(x, t, filters, s, name=f"block{index}")
     last = make_divisible(last_channels * max(1.0, width_multiplier))
