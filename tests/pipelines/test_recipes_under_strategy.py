@@ -1,5 +1,8 @@
 """Every family's recipe (custom train step) trains under a multi-replica strategy.
 
+(CondConv uses the `standard` recipe, whose train step the Ray Train integration tests already run
+under MultiWorkerMirroredStrategy.)
+
 Ray Train runs `pipelines.train.build_training` inside `MultiWorkerMirroredStrategy`; the cross-replica
 code paths of a recipe's `train_step` (loss scaling, gradient all-reduce, EMA / schedule hooks in
 replica context) are the same under `MirroredStrategy` over two logical CPU devices, which one process
@@ -37,8 +40,6 @@ print("RESULT " + json.dumps(out))
 """
 
 CASES = {
-    "condconv": ("condconv_mobilenet_v2", {"width_multiplier": 0.25, "depth_multiplier": 0.25, "num_experts": 3,
-                                           "last_channels": 64}, 1),
     "basisnet": ("basisnet_mobilenet_v3", {"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64,
                                            "preview_channels": 32, "preview_blocks": 2}, 1),
     "slimmable": ("slimmable_mobilenet_v1", {}, 1),
@@ -58,6 +59,6 @@ def test_every_family_recipe_trains_under_a_two_replica_strategy():
     assert set(out) == set(CASES)
     for name, r in out.items():
         assert r["replicas"] == 2, name
-        assert r["recipe"] != "standard" or name == "condconv", (name, r)
+        assert r["recipe"] != "standard", (name, r)
         assert r["loss"] == r["loss"] and r["loss"] < 1e6, (name, r)  # finite
         assert 0.0 <= r["val_accuracy"] <= 1.0, (name, r)
