@@ -18,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+from pipelines.commands import add_tracking_uri
+
 NAME = "demo"
 HELP = "run the main job end to end on digits (train, register, promote, export)"
 
@@ -37,8 +39,7 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")
     p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
     p.add_argument("--bundle", default="bundle", help="Android bundle folder (default bundle/)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def _say(msg):

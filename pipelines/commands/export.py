@@ -19,6 +19,8 @@ target average MAdds as a fraction of the last exit's, thresholds chosen on the 
 """
 import json
 
+from pipelines.commands import add_tracking_uri
+
 NAME = "export"
 HELP = "export to TFLite + Android bundle (quantization, parity, latency)"
 
@@ -44,8 +46,7 @@ def add_arguments(p):
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")
     p.add_argument("--register-tflite", action="store_true",
                    help="register the bundle as MLflow model NAME.tflite (pyfunc on LiteRT), linked to the Keras version")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def run(args):

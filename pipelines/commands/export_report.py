@@ -9,6 +9,8 @@ validation images, and for dynamic bundles the per-example MAdds distribution.
 With a registered --model the report (report.json, summary.txt, plots) is logged to that version's
 MLflow run under export_report/ (--no-log to skip). Exit status 1 when a layer was flagged.
 """
+from pipelines.commands import add_tracking_uri
+
 NAME = "export-report"
 HELP = "report on a bundle: XNNPACK share, dtypes/float layers, latency, parity, MAdds distribution"
 
@@ -25,8 +27,7 @@ def add_arguments(p):
     p.add_argument("--runs", type=int, default=30, help="timed invocations per setting (default 30)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the report to this JSON file")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def run(args):

@@ -4,6 +4,8 @@ which version was champion when (recorded by `promote`, including rollbacks).
     python -m pipelines history digits_net
     python -m pipelines history digits_net --json
 """
+from pipelines.commands import add_tracking_uri
+
 NAME = "history"
 HELP = "show which version was champion when (promotions and rollbacks)"
 
@@ -11,8 +13,7 @@ HELP = "show which version was champion when (promotions and rollbacks)"
 def add_arguments(p):
     p.add_argument("model", metavar="NAME", help="registered model name")
     p.add_argument("--json", action="store_true", help="print the moves as a JSON list")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def run(args):

@@ -14,6 +14,8 @@ time (a lock in the registry), and `--rollback` moves `champion` back to the pre
 (no gates: it was the champion before); see `pipelines/promotions.py`.
     python -m pipelines promote --model digits_net --rollback --reason "crash on Android 12"
 """
+from pipelines.commands import add_tracking_uri
+
 NAME = "promote"
 HELP = "promote a registered version to `champion` if it passes the gates"
 
@@ -34,8 +36,7 @@ def add_arguments(p):
     p.add_argument("--reason", default=None, help="a note stored with the promotion tags and history")
     p.add_argument("--rollback", action="store_true",
                    help="move champion back to the previous champion (from the promotion history); no gates")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def run(args):

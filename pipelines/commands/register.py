@@ -7,6 +7,8 @@ The run must come from `python -m pipelines train` with tracking on (it logs `ru
 model is logged with the mlflow.tensorflow flavour and a tensor signature; promote it with
 `python -m pipelines promote --model NAME`.
 """
+from pipelines.commands import add_tracking_uri
+
 NAME = "register"
 HELP = "register a tracked run's model in the MLflow registry"
 
@@ -14,8 +16,7 @@ HELP = "register a tracked run's model in the MLflow registry"
 def add_arguments(p):
     p.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run id printed by `train`")
     p.add_argument("--name", required=True, help="registered model name (letters, digits, _ . -)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
 
 
 def run(args):

@@ -11,6 +11,8 @@ Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they 
 """
 import json
 
+from pipelines.commands import add_tracking_uri
+
 NAME = "train"
 HELP = "train a model (in-process or on Ray Train workers)"
 
@@ -45,8 +47,7 @@ def add_arguments(p):
     p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
     p.add_argument("--run-name", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
+    add_tracking_uri(p)
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
     g = p.add_argument_group("distributed (Ray Train)")
