@@ -358,19 +358,20 @@ def load_source(model, tracking_uri=None, data=None, image_size=32):
 def export_model(model, quantize="float32", out="bundle", parity_images=64, threads=1, latency_runs=50,
                  exit_thresholds=None, tracking_uri=None, log_to_mlflow=True, data=None, image_size=32,
                  calibration_images=200, qat_epochs=1, qat_limit=512, threshold=None, budget=DEFAULT_BUDGET,
-                 log=print):
+                 selection_images=1000, log=print):
     """Convert, check and bundle `model` (see `load_source`); returns a summary dict.
 
     A dynamic-family model (see `family`) gets its staged bundle: `threshold` (basisnet; default: picked
-    on the validation images), `exit_thresholds` or `budget` (multi_exit: fraction of the last exit's
-    MAdds, thresholds chosen on the validation images)."""
+    on up to `selection_images` validation images), `exit_thresholds` or `budget` (multi_exit: fraction of
+    the last exit's MAdds, thresholds chosen on the same images). Parity and latency are checked on the
+    first `parity_images` of them."""
     from pipelines import data as data_mod
     from pipelines import registry
 
     check_mode(quantize)
     for name, value, low in (("parity_images", parity_images, 1), ("threads", threads, 1),
                              ("latency_runs", latency_runs, 1), ("calibration_images", calibration_images, 1),
-                             ("qat_epochs", qat_epochs, 1)):
+                             ("qat_epochs", qat_epochs, 1), ("selection_images", selection_images, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}; received {name}={value!r}")
     if threshold is not None:
@@ -386,10 +387,14 @@ def export_model(model, quantize="float32", out="bundle", parity_images=64, thre
     log(f"export {src.uri} -> {out} ({quantize}, {kind} bundle)")
     if kind != "plain":
         check_family_mode(src.net, kind, quantize)  # before reading any data
-        images, labels, _ = data_mod.as_numpy(split="validation", limit=parity_images, **kwargs)
-        bundle, conv, par, lat, size = export_family(src, kind, quantize, out, images, labels, threads=threads,
+        images, labels, _ = data_mod.as_numpy(split="validation", limit=max(parity_images, selection_images),
+                                              **kwargs)
+        bundle, conv, par, lat, size = export_family(src, kind, quantize, out, images[:parity_images],
+                                                     labels[:parity_images], threads=threads,
                                                      latency_runs=latency_runs, threshold=threshold,
-                                                     exit_thresholds=exit_thresholds, budget=budget, log=log)
+                                                     exit_thresholds=exit_thresholds, budget=budget,
+                                                     selection=(images[:selection_images],
+                                                                labels[:selection_images]), log=log)
         return _finish(src, kind, quantize, bundle, conv, par, lat, size, log_to_mlflow, log)
     conv = convert(src.net, quantize, data=kwargs, calibration_images=calibration_images, qat_epochs=qat_epochs,
                    qat_limit=qat_limit, main_output=main, log=log)
@@ -621,11 +626,14 @@ def bundle_latency(bundle_dir, images, threads=1, runs=50):
 
 
 def export_family(src, kind, quantize, out, images, labels, threads=1, latency_runs=50, threshold=None,
-                  exit_thresholds=None, budget=DEFAULT_BUDGET, log=print):
+                  exit_thresholds=None, budget=DEFAULT_BUDGET, selection=None, log=print):
     """Convert a dynamic-family model with its exporter, write the staged bundle, check it; returns
-    (bundle path, Conversion of model.tflite, parity, latency, size in bytes of all .tflite files)."""
+    (bundle path, Conversion of model.tflite, parity, latency, size in bytes of all .tflite files).
+
+    Thresholds not given are chosen on `selection=(images, labels)` (default: the parity images);
+    parity and latency are measured on `images`."""
     check_family_mode(src.net, kind, quantize)
-    validation = (images, labels)
+    validation = selection if selection is not None else (images, labels)
     if kind == "basisnet":
         main, extra, spec = _basisnet_pieces(src.net, quantize, threshold, validation, log)
     elif kind == "multi_exit":

@@ -13,7 +13,7 @@ written into model.json; a registered model's bundle is also logged to MLflow ne
 
 Dynamic families (read off the model: BasisNet, multi-exit, DS-Net) get the staged bundle that
 `run-bundle` runs with its early exit or gate (model.json "kind", "stages", ...): --threshold sets a
-BasisNet's preview threshold (default: picked on the validation images); --budget (multi-exit) is the
+BasisNet's preview threshold (default: picked on up to --selection-images validation images); --budget (multi-exit) is the
 target average MAdds as a fraction of the last exit's, thresholds chosen on the validation images
 (or give --exit-thresholds). They convert in float32, float16 or dynamic.
 """
@@ -30,6 +30,8 @@ def add_arguments(p):
     p.add_argument("--quantize", default="float32", help="float32 | float16 | dynamic | int8 | qat (default float32)")
     p.add_argument("--out", default="bundle", help="bundle folder (default bundle/)")
     p.add_argument("--parity-images", type=int, default=64, help="validation images for the parity check")
+    p.add_argument("--selection-images", type=int, default=1000,
+                   help="validation images the BasisNet threshold / multi-exit thresholds are chosen on (default 1000)")
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")
     p.add_argument("--latency-runs", type=int, default=50)
     p.add_argument("--calibration-images", type=int, default=200, help="train images for int8 calibration")
@@ -70,6 +72,7 @@ def run(args):
                                   tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow, data=args.data,
                                   image_size=args.image_size, calibration_images=args.calibration_images,
                                   qat_epochs=args.qat_epochs, threshold=args.threshold,
+                                  selection_images=args.selection_images,
                                   budget=export.DEFAULT_BUDGET if args.budget is None else args.budget)
     if args.register_tflite:
         from pipelines import registry, tflite_flavor

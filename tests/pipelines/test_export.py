@@ -153,6 +153,7 @@ def test_exit_thresholds_go_into_model_json(exported):
     ({"quantize": "int4"}, "quantize='int4'"),
     ({"parity_images": 0}, "parity_images=0"),
     ({"threads": 0}, "threads=0"),
+    ({"selection_images": 0}, "selection_images=0"),
 ])
 def test_bad_arguments_name_the_field(kwargs, match, run_dir):
     args = {"model": run_dir, **kwargs}

@@ -106,6 +106,20 @@ def test_basisnet_threshold_picked_on_validation(basisnet, images):
     assert picked["accuracy"] >= table["reference_accuracy"] - 0.005 - 1e-9
 
 
+def test_basisnet_threshold_is_chosen_on_more_images_than_parity(basisnet, tmp_path):
+    """The threshold is chosen on `selection_images` validation images (default: the whole split of
+    digits), not only on the few parity images: on a handful, 'everything stops at the preview' ties
+    with the full model too easily."""
+    from pipelines import basisnet_eval
+
+    s = run_export(basisnet[0], tmp_path / "b", selection_images=4 * N)
+    doc = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert doc["threshold_selection"]["images"] == 4 * N and s["parity"]["images"] == N
+    x, y, _ = data_mod.as_numpy(split="validation", limit=4 * N, **DATA)
+    want = export.pick_basisnet_threshold(basisnet[1], (x, y), basisnet_eval.stage_madds(basisnet[1], SHAPE), log=quiet)
+    assert doc["threshold"] == pytest.approx(want["threshold"])
+
+
 def test_multi_exit_bundle_early_exits_and_agrees_with_keras(multi_exit, images, tmp_path):
     x, y = images
     multi_exit, net = multi_exit
@@ -130,7 +144,7 @@ def test_multi_exit_thresholds_from_budget(multi_exit, tmp_path):
     from keras_layers.models.multi_exit_net import exit_madds
 
     costs = exit_madds(multi_exit[1], SHAPE)
-    s = run_export(multi_exit[0], tmp_path / "m", budget=0.6)
+    s = run_export(multi_exit[0], tmp_path / "m", budget=0.6, selection_images=N)
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     sel = doc["threshold_selection"]
     assert sel["budget_madds"] == pytest.approx(0.6 * costs[-1]) and sel["avg_madds"] <= sel["budget_madds"] + 1
