@@ -42,8 +42,9 @@ print("RESULT " + json.dumps(out))
 CASES = {
     "basisnet": ("basisnet_mobilenet_v3", {"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64,
                                            "preview_channels": 32, "preview_blocks": 2}, 1),
-    "slimmable": ("slimmable_mobilenet_v1", {}, 1),
-    "ds_net": ("ds_mobilenet_v1", {"gate_after": 3}, 2),
+    # two widths: the sandwich's smallest + largest passes are all the cross-replica paths there are
+    "slimmable": ("slimmable_mobilenet_v1", {"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1}, 1),
+    "ds_net": ("ds_mobilenet_v1", {"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1, "gate_after": 3}, 2),
     "multi_exit": ("multi_exit_net", {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25,
                                       "last_channels": 32}, 2),
 }
