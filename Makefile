@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
+# pytest-xdist workers for `make test` (a module, or a group of modules sharing servers, stays on one
+# worker: see tests/conftest.py); TEST_WORKERS=0 runs the suite in this process, one test at a time.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
@@ -22,13 +26,13 @@ demo: install
 	$(PY) -m pipelines demo
 
 test: install postgres
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_PAR) tests
 
 test-unit: install
-	$(PY) -m pytest -q tests --ignore=tests/integration
+	$(PY) -m pytest -q $(PYTEST_PAR) tests --ignore=tests/integration
 
 test-integration: install postgres
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q $(PYTEST_PAR) tests/integration
 
 bench: install
 	$(PY) -m benchmarks
