@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # pytest-xdist workers for `make test` (a module, or a group of modules sharing servers, stays on one
 # worker: see tests/conftest.py); TEST_WORKERS=0 runs the suite in this process, one test at a time.
 TEST_WORKERS ?= 2
-PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -9,24 +11,46 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-# `make test` runs the suite on 2 pytest-xdist workers with `--dist loadgroup`: a group runs whole on
-# one worker, so a module's fixtures (trained models, servers) are built once. Every module is its own
-# group, except the ones below, which share what they start: the Ray modules each start a Ray head
-# (two heads at once on 2 cores only slow each other down), and the MLflow modules share the
-# session's PostgreSQL server and `mlflow_backend` servers.
+# `make test` runs the suite on 2 pytest-xdist workers (`-n 2 --dist loadscope`) with the scheduler
+# below: a group of tests runs whole on one worker, so a module's fixtures (trained models, servers)
+# are built once. Every module is its own group, except the ones in SHARED_GROUPS, which share what
+# they start: the Ray modules each start a Ray head (two heads at once on 2 cores only slow each other
+# down), the MLflow modules share the session's PostgreSQL server and `mlflow_backend` servers.
+# (xdist's own `--dist loadgroup` marks do not take with pytest 9.2, which no longer reads `_nodeid`.)
 SHARED_GROUPS = {
     "ray": ("tests/integration/test_ray_train.py", "tests/integration/test_ray_tune.py"),
     "mlflow": ("tests/integration/test_mlflow_registry.py", "tests/integration/test_promotions.py",
                "tests/integration/test_tflite_flavor.py"),
 }
+# The longest groups are handed out first (minutes each), so that neither worker is left with one at the end.
+LONGEST_FIRST = ("ray", "mlflow", "tests/pipelines/test_recipes_under_strategy.py", "tests/pipelines/test_export.py",
+                 "tests/pipelines/test_slimmable_recipes.py", "tests/pipelines/test_export_families.py",
+                 "tests/pipelines/test_demo.py")
 _GROUP_OF = {path: group for group, paths in SHARED_GROUPS.items() for path in paths}
 
 
-def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    import pytest
+def group_of(nodeid):
+    path = nodeid.split("::", 1)[0]
+    return _GROUP_OF.get(path, path)
 
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(_GROUP_OF.get(path, path)))
+
+def _rank(group):
+    return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the order the scheduler hands groups out in
+        items.sort(key=lambda item: _rank(group_of(item.nodeid)))  # stable: a module keeps its order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return group_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST, not "most tests first"
+    return GroupScheduling(config, log)

@@ -58,23 +58,54 @@ class RayHead:
         return found
 
 
-def free_port():
+def free_ports(n):
+    """`n` distinct free ports from the kernel's ephemeral range (all held open while picking)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_free(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def worker_port_range(size=400):
+    """A free (low, high) range for Ray's worker ports outside the kernel's ephemeral range, where
+    `free_ports` picks the head's other ports, so that the two can never overlap."""
+    try:
+        eph_low, eph_high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        eph_low, eph_high = 32768, 60999
+    starts = [p for p in range(10000, 65535 - size, 100) if p + size < eph_low or p > eph_high]
+    for low in random.sample(starts, min(len(starts), 50)):
+        if all(_port_free(p) for p in range(low, low + size + 1)):
+            return low, low + size
+    raise RuntimeError(f"no free range of {size} ports outside the ephemeral range {eph_low}-{eph_high}")
 
 
 def start_head(num_cpus=4, timeout=120) -> RayHead:
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dash = free_port(), free_port()
-    low = random.randrange(20000, 60000, 500)
+    port, dash, client, node, objects, agent, agent_grpc, metrics, runtime_env = free_ports(9)
+    low, high = worker_port_range()
     args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
             f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={temp_dir}",
-            f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--min-worker-port={low}", f"--max-worker-port={low + 400}",
+            f"--ray-client-server-port={client}", f"--node-manager-port={node}",
+            f"--object-manager-port={objects}", f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}", f"--min-worker-port={low}", f"--max-worker-port={high}",
             "--object-store-memory=400000000", "--disable-usage-stats"]
     token = secrets.token_hex(32)  # Ray 2.60 token auth, with a token of this head only (not ~/.ray/auth_token)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT),
