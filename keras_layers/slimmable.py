@@ -217,10 +217,57 @@ def _check_padding(padding):
     return p
 
 
+def _conv_spatial(input_shape, kernel_size, strides, padding):
+    """Output (height, width) of a convolution; None where the input's is unknown."""
+    out = []
+    for d, k, st in zip(tuple(input_shape)[1:3], kernel_size, strides):
+        if d is None:
+            out.append(None)
+        else:
+            out.append(math.ceil(d / st) if padding == "same" else math.ceil((d - k + 1) / st))
+    return out
+
+
+class _SlicedWeights(_Slimmable):
+    """The weight layers (conv, depthwise, dense) in one mechanism: at a fixed width the layer's op runs
+    on the leading ``c_in(w)`` input / ``c_out(w)`` output channels of its weights; at width='dynamic'
+    it runs on all of them and the output is masked per example by the gate's choice (DS-Net).
+
+    A subclass gives `_sliced(c_in, c_out)` -> (kernel, bias or None), `_op(x, kernel, bias)`, `_full_out`
+    (output channels at full width), `slim_input` and `_slims_out` (whether its input / output is sliced)."""
+
+    def channels(self, width):
+        """(c_in, c_out) at `width`."""
+        c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
+        c_out = self._channels(self._full_out, width) if self._slims_out else self._full_out
+        return c_in, c_out
+
+    def call(self, inputs, width=None, choice=None):
+        width = self._resolve(width)
+        if width == DYNAMIC:
+            if choice is None:
+                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
+            y = self._op(inputs, *self._sliced(self.in_channels, self._full_out))
+            mask = self._mask(self._full_out, choice, self._slims_out)
+            if mask is None:
+                return y
+            return y * tf.reshape(mask, [-1] + [1] * (y.shape.rank - 2) + [self._full_out])
+        c_in, c_out = self.channels(width)
+        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
+            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")
+        return self._op(inputs, *self._sliced(c_in, c_out))
+
+    def _plain_weights(self, width):
+        """`width` checked, and the sliced weights of the plain layer that `export_plain` builds."""
+        width = check_width(width, self.width_multipliers, self.universal)
+        kernel, bias = self._sliced(*self.channels(width))
+        return width, [kernel.numpy()] + ([] if bias is None else [bias.numpy()])
+
+
 # ------------------------------------------------------------------ convolutions and dense
 
 @keras.saving.register_keras_serializable(package="keras_layers")
-class SlimmableConv2D(_Slimmable, keras.layers.Layer):
+class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
     """2-D convolution whose active width uses ``kernel[:, :, :c_in(w), :c_out(w)]``.
 
     `slim_input=False` for a layer fed by a fixed-width tensor (the image, a gate's features);
@@ -249,28 +296,15 @@ class SlimmableConv2D(_Slimmable, keras.layers.Layer):
         self.bias = self.add_weight("bias", (self.filters,), initializer=self.bias_initializer) if self.use_bias else None
         self.built = True
 
-    def channels(self, width):
-        """(c_in, c_out) at `width`."""
-        c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
-        c_out = self._channels(self.filters, width) if self.slim_output else self.filters
-        return c_in, c_out
+    _full_out = property(lambda self: self.filters)
+    _slims_out = property(lambda self: self.slim_output)
 
-    def _conv(self, x, kernel, bias):
+    def _sliced(self, c_in, c_out):
+        return self.kernel[:, :, :c_in, :c_out], (self.bias[:c_out] if self.use_bias else None)
+
+    def _op(self, x, kernel, bias):
         y = tf.nn.conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper())
         return tf.nn.bias_add(y, bias) if bias is not None else y
-
-    def call(self, inputs, width=None, choice=None):
-        width = self._resolve(width)
-        if width == DYNAMIC:
-            if choice is None:
-                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
-            y = self._conv(inputs, self.kernel, self.bias)
-            mask = self._mask(self.filters, choice, self.slim_output)
-            return y if mask is None else y * mask[:, None, None, :]
-        c_in, c_out = self.channels(width)
-        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
-            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")
-        return self._conv(inputs, self.kernel[:, :, :c_in, :c_out], self.bias[:c_out] if self.use_bias else None)
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -278,14 +312,7 @@ class SlimmableConv2D(_Slimmable, keras.layers.Layer):
         c_out = self._channels(self.filters, w) if self.slim_output else self.filters
         if self.width == DYNAMIC:
             c_out = self.filters
-        spatial = []
-        for d, k, s in zip(input_shape[1:3], self.kernel_size, self.strides):
-            if d is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(math.ceil(d / s))
-            else:
-                spatial.append(math.ceil((d - k + 1) / s))
+        spatial = _conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
         return tf.TensorShape([input_shape[0], *spatial, c_out])
 
     def madds(self, input_shape, output_shape, **state):
@@ -296,13 +323,9 @@ class SlimmableConv2D(_Slimmable, keras.layers.Layer):
 
     def export_plain(self, width):
         """An ordinary `keras.layers.Conv2D` for `width` and its sliced weights."""
-        width = check_width(width, self.width_multipliers, self.universal)
-        c_in, c_out = self.channels(width)
-        layer = keras.layers.Conv2D(c_out, self.kernel_size, strides=self.strides, padding=self.padding,
-                                    use_bias=self.use_bias, name=self.name)
-        weights = [self.kernel.numpy()[:, :, :c_in, :c_out]]
-        if self.use_bias:
-            weights.append(self.bias.numpy()[:c_out])
+        width, weights = self._plain_weights(width)
+        layer = keras.layers.Conv2D(self.channels(width)[1], self.kernel_size, strides=self.strides,
+                                    padding=self.padding, use_bias=self.use_bias, name=self.name)
         return layer, weights
 
     def get_config(self):
@@ -314,7 +337,7 @@ class SlimmableConv2D(_Slimmable, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
-class SlimmableDepthwiseConv2D(_Slimmable, keras.layers.Layer):
+class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
     """Depthwise convolution (depth multiplier 1) over the leading ``c(w)`` channels: ``kernel[:, :, :c(w), :]``."""
 
     def __init__(self, kernel_size, width_multipliers=(0.25, 0.5, 0.75, 1.0), strides=1, padding="same",
@@ -339,32 +362,19 @@ class SlimmableDepthwiseConv2D(_Slimmable, keras.layers.Layer):
                      if self.use_bias else None)
         self.built = True
 
-    def channels(self, width):
-        c = self._channels(self.in_channels, width)
-        return c, c
+    _full_out = property(lambda self: self.in_channels)
+    slim_input = _slims_out = True  # channel c in, channel c out
 
-    def _dw(self, x, kernel, bias):
+    def _sliced(self, c_in, c_out):
+        return self.depthwise_kernel[:, :, :c_in, :], (self.bias[:c_in] if self.use_bias else None)
+
+    def _op(self, x, kernel, bias):
         y = tf.nn.depthwise_conv2d(x, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper())
         return tf.nn.bias_add(y, bias) if bias is not None else y
 
-    def call(self, inputs, width=None, choice=None):
-        width = self._resolve(width)
-        if width == DYNAMIC:
-            if choice is None:
-                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
-            y = self._dw(inputs, self.depthwise_kernel, self.bias)
-            return y * self._mask(self.in_channels, choice)[:, None, None, :]
-        c, _ = self.channels(width)
-        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c:
-            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c}")
-        return self._dw(inputs, self.depthwise_kernel[:, :, :c, :], self.bias[:c] if self.use_bias else None)
-
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
-        spatial = []
-        for d, k, s in zip(input_shape[1:3], self.kernel_size, self.strides):
-            spatial.append(None if d is None else (math.ceil(d / s) if self.padding == "same"
-                                                   else math.ceil((d - k + 1) / s)))
+        spatial = _conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
         return tf.TensorShape([input_shape[0], *spatial, input_shape[-1]])
 
     def madds(self, input_shape, output_shape, **state):
@@ -372,13 +382,9 @@ class SlimmableDepthwiseConv2D(_Slimmable, keras.layers.Layer):
         return int(output_shape[1]) * int(output_shape[2]) * self.kernel_size[0] * self.kernel_size[1] * c
 
     def export_plain(self, width):
-        width = check_width(width, self.width_multipliers, self.universal)
-        c, _ = self.channels(width)
+        _, weights = self._plain_weights(width)
         layer = keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding=self.padding,
                                              use_bias=self.use_bias, name=self.name)
-        weights = [self.depthwise_kernel.numpy()[:, :, :c, :]]
-        if self.use_bias:
-            weights.append(self.bias.numpy()[:c])
         return layer, weights
 
     def get_config(self):
@@ -389,7 +395,7 @@ class SlimmableDepthwiseConv2D(_Slimmable, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
-class SlimmableDense(_Slimmable, keras.layers.Layer):
+class SlimmableDense(_SlicedWeights, keras.layers.Layer):
     """Dense layer using ``kernel[:c_in(w), :c_out(w)]``; a classifier keeps `slim_output=False`."""
 
     def __init__(self, units, width_multipliers=(0.25, 0.5, 0.75, 1.0), use_bias=True, slim_input=True,
@@ -410,26 +416,15 @@ class SlimmableDense(_Slimmable, keras.layers.Layer):
         self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer) if self.use_bias else None
         self.built = True
 
-    def channels(self, width):
-        c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
-        c_out = self._channels(self.units, width) if self.slim_output else self.units
-        return c_in, c_out
+    _full_out = property(lambda self: self.units)
+    _slims_out = property(lambda self: self.slim_output)
 
-    def call(self, inputs, width=None, choice=None):
-        width = self._resolve(width)
-        if width == DYNAMIC:
-            if choice is None:
-                raise ValueError(f"{self.name}: width='dynamic' needs the gate's choice tensor")
-            y = tf.matmul(inputs, self.kernel)
-            if self.use_bias:
-                y = y + self.bias
-            mask = self._mask(self.units, choice, self.slim_output)
-            return y if mask is None else y * mask
-        c_in, c_out = self.channels(width)
-        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
-            raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")
-        y = tf.matmul(inputs, self.kernel[:c_in, :c_out])
-        return y + self.bias[:c_out] if self.use_bias else y
+    def _sliced(self, c_in, c_out):
+        return self.kernel[:c_in, :c_out], (self.bias[:c_out] if self.use_bias else None)
+
+    def _op(self, x, kernel, bias):
+        y = tf.matmul(x, kernel)
+        return y + bias if bias is not None else y
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -443,13 +438,8 @@ class SlimmableDense(_Slimmable, keras.layers.Layer):
         return lead * c_in * c_out
 
     def export_plain(self, width):
-        width = check_width(width, self.width_multipliers, self.universal)
-        c_in, c_out = self.channels(width)
-        layer = keras.layers.Dense(c_out, use_bias=self.use_bias, name=self.name)
-        weights = [self.kernel.numpy()[:c_in, :c_out]]
-        if self.use_bias:
-            weights.append(self.bias.numpy()[:c_out])
-        return layer, weights
+        width, weights = self._plain_weights(width)
+        return keras.layers.Dense(self.channels(width)[1], use_bias=self.use_bias, name=self.name), weights
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,

@@ -6,9 +6,9 @@ automatically, so adding a family means adding one file. Builders validate their
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
+
+from keras_layers._discovery import import_submodules
 
 _BUILDERS: dict = {}
 _LOADED = False
@@ -30,9 +30,7 @@ def _load_all():
     global _LOADED
     if _LOADED:
         return
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
     _LOADED = True
 
 

@@ -25,10 +25,10 @@ from keras_layers.ds_net import DynamicGate
 from keras_layers.madds import count_madds
 from keras_layers.models import register
 from keras_layers.models._common import BN_MOMENTUM, check_positive
-from keras_layers.models.slimmable_mobilenet_v1 import check_config, export_chain, plan
+from keras_layers.models.slimmable_mobilenet_v1 import check_config, export_chain, plain_blocks, plan
 from keras_layers.slimmable import (DYNAMIC, SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                                     SwitchableBatchNormalization, check_width, check_width_multipliers,
-                                    slim_channels, set_width)
+                                    set_width)
 
 L = keras.layers
 
@@ -46,17 +46,7 @@ def build_ds_mobilenet_v1(input_shape, num_classes, *, width_multipliers=(0.25, 
         raise ValueError(f"gate_after must be an int in [1, {len(blocks) - 1}]; received gate_after={gate_after!r}")
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = L.Conv2D(slim_channels(stem, front_width), 3, strides=stride, padding="same", use_bias=False,
-                 name="stem_conv")(inputs)
-    x = L.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = L.Activation("relu6", name="stem_act")(x)
-    for i, (filters, s) in enumerate(blocks[:gate_after]):
-        x = L.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False, name=f"block{i}_dw")(x)
-        x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_dwbn")(x)
-        x = L.Activation("relu6", name=f"block{i}_dwact")(x)
-        x = L.Conv2D(slim_channels(filters, front_width), 1, use_bias=False, name=f"block{i}_pw")(x)
-        x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_pwbn")(x)
-        x = L.Activation("relu6", name=f"block{i}_pwact")(x)
+    x = plain_blocks(inputs, stem, stride, blocks[:gate_after], front_width)  # the static front
 
     x, choice, scores = DynamicGate(widths, hidden_units=gate_hidden, temperature=temperature, name="gate")(x)
     kw = dict(width_multipliers=widths)

@@ -79,13 +79,9 @@ def build_slimmable_mobilenet_v1(input_shape, num_classes, *, width_multipliers=
     return keras.Model(inputs, logits, name="slimmable_mobilenet_v1")
 
 
-def build_mobilenet_v1(input_shape, num_classes, *, width=1.0, base_width=0.25, depth_multiplier=0.2, dropout=0.0):
-    """An independently built plain MobileNetV1 with the channel counts of the slimmable one at `width`
-    (the "same-width model trained alone" baseline, and the reference of the export benchmark)."""
-    check_width(width, (width,), False)
-    check_config(base_width, depth_multiplier, dropout)
-    stem, stride, blocks = plan(input_shape, base_width, depth_multiplier)
-    inputs = keras.Input(shape=input_shape, name="image")
+def plain_blocks(inputs, stem, stride, blocks, width):
+    """Plain MobileNetV1 layers at `width`: the stem, then the depthwise-separable `blocks` (from
+    `plan`), named as in the slimmable model (``stem_conv``, ``block{i}_dw``, ...)."""
     x = L.Conv2D(slim_channels(stem, width), 3, strides=stride, padding="same", use_bias=False,
                  name="stem_conv")(inputs)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
@@ -97,6 +93,17 @@ def build_mobilenet_v1(input_shape, num_classes, *, width=1.0, base_width=0.25, 
         x = L.Conv2D(slim_channels(filters, width), 1, use_bias=False, name=f"block{i}_pw")(x)
         x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_pwbn")(x)
         x = L.Activation("relu6", name=f"block{i}_pwact")(x)
+    return x
+
+
+def build_mobilenet_v1(input_shape, num_classes, *, width=1.0, base_width=0.25, depth_multiplier=0.2, dropout=0.0):
+    """An independently built plain MobileNetV1 with the channel counts of the slimmable one at `width`
+    (the "same-width model trained alone" baseline, and the reference of the export benchmark)."""
+    check_width(width, (width,), False)
+    check_config(base_width, depth_multiplier, dropout)
+    stem, stride, blocks = plan(input_shape, base_width, depth_multiplier)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = plain_blocks(inputs, stem, stride, blocks, width)
     x = L.GlobalAveragePooling2D(name="head_pool")(x)
     if dropout:
         x = L.Dropout(dropout, name="head_dropout")(x)
@@ -157,4 +164,4 @@ def _universal(net):
 
 
 __all__ = ["build_slimmable_mobilenet_v1", "build_mobilenet_v1", "export_width", "export_chain", "plan",
-           "set_width"]
+           "plain_blocks", "set_width"]

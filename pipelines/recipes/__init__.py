@@ -11,8 +11,8 @@ Modules of this package register recipes with `@register`; they are discovered a
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
+
+from keras_layers._discovery import import_submodules
 
 _RECIPES: dict = {}
 _LOADED = False
@@ -29,8 +29,7 @@ def register(cls):
 def _load_all():
     global _LOADED
     if not _LOADED:
-        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-            importlib.import_module(f"{__name__}.{info.name}")
+        import_submodules(__name__, __path__)
         _LOADED = True
 
 

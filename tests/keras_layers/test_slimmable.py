@@ -133,6 +133,31 @@ def test_dynamic_choice_equals_per_example_slicing():
         assert np.all(y[b, ..., c:] == 0)
 
 
+def test_dynamic_depthwise_and_dense_mask_each_example_to_its_width():
+    """The one sliced-weights mechanism at width='dynamic' for the other two weight layers: each
+    example's leading c(w) channels equal the layer at that fixed width, the rest are zero (rank 4 and 2)."""
+    order = [2, 0, 3, 1]
+    choice = np.eye(4, dtype="float32")[order]
+    dw = SlimmableDepthwiseConv2D(3, width_multipliers=WIDTHS)
+    dense = SlimmableDense(24, width_multipliers=WIDTHS, slim_input=False)
+    x = rng.normal(size=(4, 5, 5, 32)).astype("float32")
+    h = rng.normal(size=(4, 12)).astype("float32")
+    dw.build(x.shape)
+    dense.build(h.shape)
+    randomize(dw)
+    randomize(dense)
+    y_dw = dw(x, width="dynamic", choice=choice).numpy()
+    y_dense = dense(h, width="dynamic", choice=choice).numpy()
+    for b, k in enumerate(order):
+        w = WIDTHS[k]
+        c, u = make_divisible(32 * w), make_divisible(24 * w)
+        np.testing.assert_allclose(y_dw[b, ..., :c], dw(x[b:b + 1, ..., :c], width=w).numpy()[0], atol=1e-5)
+        np.testing.assert_allclose(y_dense[b, :u], dense(h[b:b + 1], width=w).numpy()[0], atol=1e-5)
+        assert np.all(y_dw[b, ..., c:] == 0) and np.all(y_dense[b, u:] == 0)
+    with pytest.raises(ValueError, match="needs the gate's choice"):
+        dense(h, width="dynamic")
+
+
 @pytest.mark.parametrize("width,match", [(0, "width=0"), (1.5, "width=1.5"), (0.6, "width=0.6"),
                                          ("big", "width='big'"), (-0.25, "width=-0.25")])
 def test_bad_width_names_the_value(width, match):
