@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: _rank(group_of(item.nodeid)))  # stable: a module keeps its order
 
 
+@pytest.hookimpl(optionalhook=True)  # the suite also runs without xdist (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadscope":
         return None
