@@ -7,7 +7,6 @@ Started and stopped with the project's own `platform/mlflow/server.sh` (so the s
     def test_x(mlflow_server): ...                               # -> "http://127.0.0.1:PORT", once per backend
 """
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,17 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.ports import free_port
 from tests.integration.postgres_server import postgres_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "platform" / "mlflow" / "server.sh"
 BACKENDS = ("sqlite", "postgresql")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_env(directory, port, **extra):

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.ports import free_ports, worker_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -56,43 +56,6 @@ class RayHead:
             except psutil.Error:
                 continue
         return found
-
-
-def free_ports(n):
-    """`n` distinct free ports from the kernel's ephemeral range (all held open while picking)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def worker_port_range(size=400):
-    """A free (low, high) range for Ray's worker ports outside the kernel's ephemeral range, where
-    `free_ports` picks the head's other ports, so that the two can never overlap."""
-    try:
-        eph_low, eph_high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        eph_low, eph_high = 32768, 60999
-    starts = [p for p in range(10000, 65535 - size, 100) if p + size < eph_low or p > eph_high]
-    for low in random.sample(starts, min(len(starts), 50)):
-        if all(_port_free(p) for p in range(low, low + size + 1)):
-            return low, low + size
-    raise RuntimeError(f"no free range of {size} ports outside the ephemeral range {eph_low}-{eph_high}")
 
 
 def start_head(num_cpus=4, timeout=120) -> RayHead:
