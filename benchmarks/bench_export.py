@@ -18,7 +18,8 @@ EPOCHS = 5
 
 def main():
     from pipelines import data, export
-    from pipelines.train import TrainConfig, train
+    from pipelines.mlops import release
+    from pipelines.training.train import TrainConfig, train
 
     run = os.environ.get("BENCH_EXPORT_RUN")
     if run:
@@ -31,7 +32,7 @@ def main():
     rows = []
     for mode in export.MODES:
         start = time.time()
-        s = export.export_model(run_dir, mode, Path("runs") / "bench-export-bundles" / mode, parity_images=len(x),
+        s = release.export_model(run_dir, mode, Path("runs") / "bench-export-bundles" / mode, parity_images=len(x),
                                 latency_runs=200, log_to_mlflow=False, log=lambda *_: None)
         lat2 = export.latency((Path(s["bundle"]) / "model.tflite").read_bytes(), threads=2, runs=200, example=x[:1])
         p = s["parity"]

@@ -112,7 +112,7 @@ def _stack(kind, cond, layers=2):
 
 def tflite_latency(rounds=60):
     from keras_layers import models
-    from pipelines import tflite
+    from pipelines.export import tflite
 
     print("TFLite batch 1 (LiteRT + XNNPACK, 1 thread), best-of-rounds ms, ratio to static", flush=True)
     pairs = {f"2 x {k} at {H}x{H}x{C}": (_stack(k, False), _stack(k, True)) for k in ("3x3", "1x1", "depthwise")}

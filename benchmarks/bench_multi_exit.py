@@ -12,7 +12,7 @@ def main(image_size=32, channels=1, num_exits=4, runs=50):
 
     from keras_layers import models
     from keras_layers.models.multi_exit_net import exit_madds, exit_prefix
-    from pipelines import tflite
+    from pipelines.export import tflite
 
     shape = (image_size, image_size, channels)
     net = models.build("multi_exit_net", input_shape=shape, num_classes=10, num_exits=num_exits)

@@ -19,15 +19,15 @@ TRIALS = 8
 
 
 def _cfg(out):
-    from pipelines.train import TrainConfig
+    from pipelines.training.train import TrainConfig
 
     return TrainConfig(model_config={"width_multiplier": 0.25, "depth_multiplier": 0.25}, image_size=16,
                        batch_size=32, limit=512, epochs=EPOCHS, out=out)
 
 
 def overhead(out):
-    from pipelines.distributed import ScalingOptions, ensure_ray, fit_distributed
-    from pipelines.train import train
+    from pipelines.training.distributed import ScalingOptions, ensure_ray, fit_distributed
+    from pipelines.training.train import train
 
     t = time.time()
     local, _, _ = train(_cfg(out), verbose=0)
@@ -45,7 +45,7 @@ def overhead(out):
 
 
 def asha_share(out):
-    from pipelines import tune
+    from pipelines.tuning import tune
 
     opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=TRIALS, cpus_per_worker=0.5, out=out,
                             name="asha", overrides={"epochs": EPOCHS, "limit": 384, "batch_size": 16})

@@ -38,7 +38,7 @@ def tflite_export_vs_independent():
     from keras_layers import count_madds
     from keras_layers.models import build
     from keras_layers.models.slimmable_mobilenet_v1 import build_mobilenet_v1, export_width
-    from pipelines import tflite
+    from pipelines.export import tflite
 
     slim = build("slimmable_mobilenet_v1", SHAPE, 10, **ARCH)
     exported = export_width(slim, 0.5)

@@ -34,7 +34,7 @@ tests/keras_layers/test_condconv_tflite.py). ``quantization_modes`` is ``("float
   scale per kernel element; activations and the mixed kernel stay float. Relative error ~1%. The
   file shrinks only for E >= 8 (a scale and zero point per E values).
 * int8 (full integer) converts but fails at run time on LiteRT (its conv kernels reject a run-time
-  int8 filter: zero-point check in conv.cc), so `pipelines.tflite` refuses it at conversion, naming
+  int8 filter: zero-point check in conv.cc), so `pipelines.export.tflite` refuses it at conversion, naming
   the layer. Quantize the rest of a model selectively and keep these layers float.
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ Training, forward+backward, B=32, E=8, 32x32x64 -> 64, traced with an unknown ba
   gradient on CPU), ``im2col`` 7.1x (memory: kh*kw copies of the input), ``experts`` 17x.
   Static batch: ``unrolled`` 1.21x. Auto: ``unrolled`` for static batches up to 64, else ``map_fn``.
 
-Batch 1 (the phone; `pipelines.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
+Batch 1 (the phone; `pipelines.export.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
 XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run
 time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``.
 

@@ -457,7 +457,7 @@ class SwitchableBatchNormalization(_Slimmable, keras.layers.Layer):
     Width ``w_i`` owns ``gamma_i, beta_i, moving_mean_i, moving_variance_i`` of size ``c(w_i)``. With
     ``universal=True`` gamma/beta are shared (one full-size pair, sliced) and only the statistics are
     per width; any width in (0, 1] then trains on batch statistics, and inference needs a width of the
-    list (whose statistics `pipelines.bn_recalibration.recalibrate_bn` can recompute).
+    list (whose statistics `pipelines.training.bn_recalibration.recalibrate_bn` can recompute).
     Normalises the last axis; ``trainable=False`` runs in inference mode, as Keras' BatchNormalization.
     """
 

@@ -1,7 +1,6 @@
 """MLflow tracking for every training run: where runs go, what is logged, and figure helpers.
 
     from pipelines import tracking
-    metrics, run_dir, net, run_id = tracking.train_tracked(cfg)           # a tracked `train(cfg)`
     tracking.log_heatmap("routing", matrix, xlabels=experts, ylabels=blocks)   # inside a run
 
 Where runs go (`resolve_tracking_uri`): `--tracking-uri` > `MLFLOW_TRACKING_URI` > a local SQLite
@@ -11,7 +10,7 @@ Start a server with `make mlflow-up` (see `platform/mlflow/`) and pass `--tracki
 What a tracked run logs: params (every `TrainConfig` field, `model_config.*` / `recipe_config.*` flattened,
 plus the recipe's resolved fields), per-epoch metrics (`epoch_metrics`, step = epoch), final metrics
 (best `val_accuracy`, `madds`, `params`, `train_seconds`), artifacts `run/` (model.keras, config.json,
-dataset.json, history.json, metrics.json — what `pipelines.registry.register` needs) and
+dataset.json, history.json, metrics.json — what `pipelines.mlops.registry.register` needs) and
 `plots/history.png`. Families log their own figures with the family-agnostic helpers `log_heatmap`,
 `log_curve` and `log_histogram`; each also writes the numbers as JSON beside the figure.
 """
@@ -324,23 +323,3 @@ def start_run(cfg, uri=None, experiment=None, parent_run_id=None, tags=None):
                           parent_run_id=parent_run_id, tags=run_tags) as run:
         mlflow.log_params(config_params(cfg))
         yield run
-
-
-def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
-                  verbose="auto", after_train=None):
-    """`pipelines.train.train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`.
-
-    `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
-    heatmaps/curves there). The config is validated before MLflow is touched.
-    """
-    from pipelines.train import train
-
-    cfg.validate()
-    with start_run(cfg, tracking_uri, experiment, parent_run_id, tags) as run:
-        run_id = run.info.run_id
-        metrics, run_dir, net = train(cfg, callbacks=[epoch_metrics(run_id), *callbacks],
-                                      verbose=verbose)
-        log_training_result(run_id, run_dir, metrics)
-        if after_train is not None:
-            after_train(net, run_dir, run_id)
-    return metrics, run_dir, net, run_id

@@ -11,7 +11,7 @@ from keras_layers import _env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines import tflite
+from pipelines.export import tflite
 
 L = keras.layers
 SHAPE = (8, 8, 3)

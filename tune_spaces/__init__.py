@@ -4,7 +4,7 @@ over the family's *recipe* fields (and `SMOKE`, the size of a `--smoke-test` sea
 Format of a family module (`tune_spaces/<family>.py`)::
 
     from ray import tune
-    SPACE = {                       # keys are `pipelines.train.TrainConfig` fields
+    SPACE = {                       # keys are `TrainConfig` fields (pipelines.training.config)
         "model": "condconv_mobilenet_v2",
         "epochs": 8,
         "learning_rate": tune.loguniform(1e-3, 1e-2),
@@ -16,11 +16,10 @@ Format of a family module (`tune_spaces/<family>.py`)::
     from tune_spaces import get
     space = get("basisnet")           # dict of ray.tune domains / constants
     space = get("basisnet", smoke=True)   # SMOKE's constants merged in (nested dicts merged key by key)
-    validate("basisnet")              # every choice and both ends of every range pass TrainConfig.validate()
 
 Domains must be ones Optuna can search: `tune.choice`, `tune.uniform`, `tune.loguniform`,
 `tune.randint`, `tune.quniform` (no `grid_search` or `sample_from`). `SMOKE` keys are `trials` plus
-`TrainConfig` fields (constants or smaller domains). `validate` runs before any trial starts (`pipelines.tune` calls it).
+`TrainConfig` fields (constants or smaller domains). `pipelines.tuning.spaces.validate` checks a space against `TrainConfig` before any trial starts.
 """
 from __future__ import annotations
 
@@ -76,15 +75,15 @@ def _is_domain(v):
     return isinstance(v, Domain)
 
 
-def _domains(space, prefix=()):
+def domains(space, prefix=()):
     for k, v in space.items():
         if isinstance(v, dict):
-            yield from _domains(v, prefix + (k,))
+            yield from domains(v, prefix + (k,))
         elif _is_domain(v):
             yield prefix + (k,), v
 
 
-def _set(cfg, path, value):
+def set_path(cfg, path, value):
     for k in path[:-1]:
         cfg = cfg[k]
     cfg[path[-1]] = value
@@ -96,74 +95,7 @@ def sample(space, seed=0):
 
     rng = np.random.default_rng(seed)
     out = copy.deepcopy(space)
-    for path, dom in _domains(space):
+    for path, dom in domains(space):
         value = dom.sample(random_state=rng)
-        _set(out, path, value.item() if hasattr(value, "item") else value)
+        set_path(out, path, value.item() if hasattr(value, "item") else value)
     return out
-
-
-def _candidates(dom):
-    """The values of a domain worth validating: every category, both ends of a range."""
-    from ray.tune.search import sample as s
-
-    if isinstance(dom, s.Categorical):
-        return list(dom.categories)
-    if isinstance(dom, s.Integer):
-        return [dom.lower, dom.upper - 1]
-    if isinstance(dom, s.Float):
-        return [dom.lower, dom.upper]
-    return []
-
-
-def check_space(space, where="space", smoke_settings=None):
-    """Raise ValueError naming the field and value if `space` cannot run; returns `space`.
-
-    Checks: a dict of TrainConfig fields; every domain searchable by Optuna; one sample and every
-    choice / both range ends pass `TrainConfig.validate()` (model, model_config, recipe, recipe_config).
-    """
-    from ray.tune.search import sample as s
-    from pipelines.train import TrainConfig
-
-    if not isinstance(space, dict) or not space:
-        raise ValueError(f"{where}: SPACE must be a non-empty dict of TrainConfig fields; received {space!r}")
-    def grids(d, prefix=()):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                if "grid_search" in v:
-                    raise ValueError(f"{where}: {'.'.join(prefix + (k,))} uses a domain Optuna cannot search "
-                                     "(grid_search); use tune.choice / uniform / loguniform / randint")
-                grids(v, prefix + (k,))
-
-    grids(space)
-    for path, dom in _domains(space):
-        sampler = dom.get_sampler()
-        if isinstance(sampler, s.Grid) or isinstance(dom, s.Function) or not isinstance(
-                dom, (s.Categorical, s.Integer, s.Float)):
-            raise ValueError(f"{where}: {'.'.join(path)} uses a domain Optuna cannot search "
-                             f"({type(dom).__name__}); use tune.choice / uniform / loguniform / randint")
-    for k, v in (smoke_settings or {}).items():
-        if k == "trials":
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{where}: SMOKE trials must be an int >= 1; received trials={v!r}")
-
-    def check(cfg, what):
-        try:
-            TrainConfig.from_dict(cfg).validate()
-        except ValueError as err:
-            raise ValueError(f"{where}: {what}: {err}") from None
-
-    base = sample(space)
-    check(base, "a sampled config")
-    for path, dom in _domains(space):
-        for value in _candidates(dom):
-            cfg = copy.deepcopy(base)
-            _set(cfg, path, value)
-            check(cfg, f"{'.'.join(path)}={value!r}")
-    return space
-
-
-def validate(name, smoke=False):
-    """Validate family `name`'s space (and its SMOKE settings); returns the space ready to search."""
-    settings = _smoke_settings(name)
-    space = get(name, smoke=smoke)
-    return check_space(space, where=f"tune_spaces.{name}", smoke_settings=settings)

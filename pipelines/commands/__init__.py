@@ -1,5 +1,9 @@
 """One module per command of `python -m pipelines`; each defines `NAME`, `HELP`, `add_arguments(parser)`
-and `run(args) -> int`. Modules are discovered automatically, so a new command is a new file."""
+and `run(args) -> int`. Modules are discovered automatically, so a new command is a new file;
+`parser()` builds the whole command line (`pipelines.cli` runs it, `submit` checks a job's command with it)."""
+import argparse
+import importlib
+import pkgutil
 
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)"
@@ -8,3 +12,29 @@ TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sq
 def add_tracking_uri(parser, help=TRACKING_URI_HELP):
     """The `--tracking-uri` option every MLflow-facing command shares."""
     parser.add_argument("--tracking-uri", default=None, help=help)
+
+
+def _commands():
+    mods = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        mods[mod.NAME] = mod
+    return mods
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description="Train, tune, register, promote and export dynamic neural networks for phones.",
+        epilog="Run `python -m pipelines COMMAND --help` for the options of a command. "
+               "MLFLOW_TRACKING_URI is honoured everywhere; --tracking-uri overrides it.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    mods = _commands()
+    for name, mod in mods.items():
+        sp = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(sp)
+        sp.set_defaults(_run=mod.run)
+    return p

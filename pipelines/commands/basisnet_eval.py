@@ -38,7 +38,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines import basisnet_eval as ev
+    from pipelines.experiments import basisnet as ev
     from pipelines.commands.train import parse_kv
 
     if not 0 <= args.max_drop <= 100:
@@ -57,13 +57,13 @@ def run(args):
                                         limit=args.limit)
     print(ev.format_report(report))
     if args.export:
-        from pipelines.exporters.basisnet import export
+        from pipelines.export.families.basisnet import export
 
         from pathlib import Path
 
         import numpy as np
 
-        from pipelines import tflite
+        from pipelines.export import tflite
 
         picked = report["early_termination"]["picked"]
         manifest = export(net, args.export, threshold=picked["threshold"])

@@ -52,20 +52,20 @@ def find_best_run(args, tracking_uri, log=_say):
         return best_tuned_run(args, tracking_uri, log)
     from pipelines import tracking
     from pipelines.commands.train import parse_kv
-    from pipelines.train import TrainConfig
+    from pipelines.training.train import TrainConfig, train_tracked
 
     cfg = TrainConfig(model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data="digits",
                       epochs=args.epochs, out=args.out, run_name="demo", limit=args.limit).validate()
     log(f"   training {cfg.model} on digits (32x32) for {cfg.epochs} epochs, tracked in experiment {args.experiment!r}")
-    metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=tracking_uri, experiment=args.experiment,
+    metrics, run_dir, _, run_id = train_tracked(cfg, tracking_uri=tracking_uri, experiment=args.experiment,
                                                          verbose=2)
     return {"run_id": run_id, "metrics": metrics, "run_dir": str(run_dir)}
 
 
 def best_tuned_run(args, tracking_uri, log=_say):
     """A smoke Tune search of `args.family` on a local Ray instance; its best trial's MLflow run."""
-    from pipelines import tune
-    from pipelines.tune_tracking import log_experiment
+    from pipelines.tuning import tune
+    from pipelines.tuning.tracking import log_experiment
 
     # The whole digits train split (SMOKE's `limit` is for seconds-long CI searches): a few hundred
     # steps are what BatchNorm's moving statistics need to be usable at inference.
@@ -95,7 +95,9 @@ def ui_hint(uri):
 
 
 def run(args):
-    from pipelines import export, registry, tracking
+    from pipelines import export
+    from pipelines.mlops import registry, release
+    from pipelines import tracking
 
     export.check_mode(args.quantize)
     if args.search == "tune":
@@ -117,7 +119,7 @@ def run(args):
     promo = registry.promote(args.name, version=mv.version, tracking_uri=uri, log=lambda m: _say("   " + m))
 
     _say(f"== 4/4 export models:/{args.name}@champion to an Android bundle ({args.quantize})")
-    exp = export.export_model(f"models:/{args.name}@champion", args.quantize, args.bundle, threads=args.threads,
+    exp = release.export_model(f"models:/{args.name}@champion", args.quantize, args.bundle, threads=args.threads,
                               tracking_uri=uri, log=lambda m: _say("   " + m))
 
     client = tracking.client(uri)

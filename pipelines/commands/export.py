@@ -52,7 +52,10 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines import export, tracking
+    from pipelines import export
+    from pipelines.mlops import release
+    from pipelines.export import families
+    from pipelines import tracking
 
     export.check_mode(args.quantize)
     thresholds = None
@@ -67,15 +70,15 @@ def run(args):
                              f"received exit_thresholds={args.exit_thresholds!r}")
     if str(args.model).startswith("models:/"):
         tracking.resolve_tracking_uri(args.tracking_uri)
-    summary = export.export_model(args.model, args.quantize, args.out, parity_images=args.parity_images,
+    summary = release.export_model(args.model, args.quantize, args.out, parity_images=args.parity_images,
                                   threads=args.threads, latency_runs=args.latency_runs, exit_thresholds=thresholds,
                                   tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow, data=args.data,
                                   image_size=args.image_size, calibration_images=args.calibration_images,
                                   qat_epochs=args.qat_epochs, threshold=args.threshold,
                                   selection_images=args.selection_images,
-                                  budget=export.DEFAULT_BUDGET if args.budget is None else args.budget)
+                                  budget=families.DEFAULT_BUDGET if args.budget is None else args.budget)
     if args.register_tflite:
-        from pipelines import registry, tflite_flavor
+        from pipelines.mlops import registry, tflite_flavor
 
         if not summary["model"].startswith("models:/") or args.no_mlflow:
             raise ValueError("--register-tflite needs a registered --model (models:/...) and MLflow logging on")

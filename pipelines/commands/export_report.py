@@ -33,8 +33,8 @@ def add_arguments(p):
 def run(args):
     import json
 
-    from pipelines import export_report
-    from pipelines.bundle_runner import read_spec
+    from pipelines.export import report as export_report
+    from pipelines.export.bundle import read_spec
 
     try:
         threads = tuple(int(t) for t in str(args.threads).split(","))
@@ -50,9 +50,10 @@ def run(args):
     main = "logits"
     if args.model:
         from pipelines import data as data_mod
-        from pipelines import export, registry
+        from pipelines import export
+        from pipelines.mlops import registry, release
 
-        src = export.load_source(args.model, args.tracking_uri, args.data, args.image_size)
+        src = release.load_source(args.model, args.tracking_uri, args.data, args.image_size)
         net, main = src.net, export.main_output_name(src.config)
         if src.config:
             images, labels, _ = data_mod.as_numpy(split="validation", limit=args.images, **registry.data_kwargs(src.config))

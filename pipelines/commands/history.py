@@ -19,7 +19,8 @@ def add_arguments(p):
 def run(args):
     import json
 
-    from pipelines import promotions, registry, tracking
+    from pipelines.mlops import promotions, registry
+    from pipelines import tracking
 
     registry.check_name(args.model)
     client = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))

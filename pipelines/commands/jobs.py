@@ -11,7 +11,7 @@ HELP = "list, show logs of or stop jobs on a Ray cluster"
 
 
 def add_arguments(p):
-    from pipelines.jobs import DEFAULT_ADDRESS
+    from pipelines.cluster.jobs import DEFAULT_ADDRESS
 
     p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", DEFAULT_ADDRESS),
                    help=f"job API URL of the cluster's head (default $RAY_API_SERVER_ADDRESS or {DEFAULT_ADDRESS})")
@@ -20,7 +20,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines import jobs
+    from pipelines.cluster import jobs
 
     jobs.check_address(args.address)
     if args.action == "list":

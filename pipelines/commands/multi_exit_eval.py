@@ -33,7 +33,7 @@ def add_arguments(p):
 def run(args):
     from pathlib import Path
 
-    from pipelines import multi_exit_experiment as exp
+    from pipelines.experiments import multi_exit as exp
     from pipelines.commands.train import parse_kv
 
     if args.epochs < 1:

@@ -40,7 +40,8 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines import promotions, registry, tracking
+    from pipelines.mlops import promotions, registry
+    from pipelines import tracking
 
     registry.check_name(args.model)
     if args.rollback:

@@ -20,7 +20,8 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines import registry, tracking
+    from pipelines.mlops import registry
+    from pipelines import tracking
 
     registry.check_name(args.name)
     tracking.resolve_tracking_uri(args.tracking_uri)

@@ -24,7 +24,7 @@ def run(args):
     import json
     from pathlib import Path
 
-    from pipelines.bundle_runner import Bundle
+    from pipelines.export.bundle import Bundle
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1; received threads={args.threads}")

@@ -19,7 +19,7 @@ HELP = "run a pipelines command as a job on a Ray cluster and stream its logs"
 
 
 def add_arguments(p):
-    from pipelines.jobs import DEFAULT_ADDRESS
+    from pipelines.cluster.jobs import DEFAULT_ADDRESS
 
     p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", DEFAULT_ADDRESS),
                    help=f"job API URL of the cluster's head (default $RAY_API_SERVER_ADDRESS or {DEFAULT_ADDRESS})")
@@ -35,13 +35,13 @@ def add_arguments(p):
 
 def check_command(argv):
     """Parse and validate the job's command here, so a bad value fails before the cluster is touched."""
-    from pipelines import cli
+    from pipelines.commands import parser
 
     if not argv:
         raise ValueError("submit needs a command after `--`, e.g. -- tune --family basisnet --smoke-test")
     if argv[0] in ("submit", "jobs"):
         raise ValueError(f"cannot submit command={argv[0]!r} as a job")
-    args = cli.parser().parse_args(argv)  # argparse reports unknown flags itself (exit 2)
+    args = parser().parse_args(argv)  # argparse reports unknown flags itself (exit 2)
     if args.command == "tune" and not args.resume:
         from pipelines.commands.tune import options_from_args
 
@@ -54,14 +54,14 @@ def check_command(argv):
 
 
 def run(args):
-    from pipelines import jobs
+    from pipelines.cluster import jobs
 
     argv = list(args.job)
     if argv and argv[0] == "--":
         argv = argv[1:]
     jobs.check_address(args.address)
     check_command(argv)
-    from pipelines import upload_check
+    from pipelines.cluster import upload_check
 
     max_mb = upload_check.DEFAULT_MAX_MB if args.max_upload_mb is None else args.max_upload_mb
     if not max_mb > 0:

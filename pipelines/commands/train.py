@@ -3,7 +3,7 @@
     python -m pipelines train --model mobilenet_v2 --data digits --epochs 10
     python -m pipelines train --model condconv_mobilenet_v2 --data folder:~/photos --image-size 64
     python -m pipelines train --model mobilenet_v2 --data cifar10 --data-dir ~/tensorflow_datasets
-    python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.distributed)
+    python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.training.distributed)
     RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 8 --use-gpu   # on a cluster, 1 GPU per worker
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
@@ -63,7 +63,7 @@ def add_arguments(p):
 
 
 def config_from_args(args):
-    from pipelines.train import TrainConfig
+    from pipelines.training.train import TrainConfig
 
     return TrainConfig(
         model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data=args.data,
@@ -75,7 +75,7 @@ def config_from_args(args):
 
 def run(args):
     from pipelines import data
-    from pipelines.train import train
+    from pipelines.training.train import train, train_tracked
 
     cfg = config_from_args(args).validate()
     if args.workers < 0:
@@ -89,7 +89,7 @@ def run(args):
               limit=1)
     run_id = None
     if args.workers:
-        from pipelines.distributed import ScalingOptions, fit_distributed
+        from pipelines.training.distributed import ScalingOptions, fit_distributed
 
         scaling = ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
                                  cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures).validate()
@@ -97,7 +97,7 @@ def run(args):
     elif args.no_tracking:
         metrics, run_dir, _ = train(cfg)
     else:
-        metrics, run_dir, _, run_id = tracking.train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
+        metrics, run_dir, _, run_id = train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
     print(json.dumps(metrics, indent=2))
     print(f"run saved to {run_dir}")
     if run_id:

@@ -43,7 +43,7 @@ def add_arguments(p):
 
 
 def options_from_args(args):
-    from pipelines import tune
+    from pipelines.tuning import tune
 
     if not args.family:
         raise ValueError("tune needs --family (or --resume EXPERIMENT_DIR)")
@@ -58,7 +58,8 @@ def options_from_args(args):
 
 
 def run(args):
-    from pipelines import tracking, tune
+    from pipelines import tracking
+    from pipelines.tuning import tune
 
     uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)  # fails before Ray starts
     if args.resume:
@@ -68,7 +69,7 @@ def run(args):
     if summary["interrupted"]:
         return 130
     if uri is not None:
-        from pipelines.tune_tracking import log_experiment
+        from pipelines.tuning.tracking import log_experiment
 
         log_experiment(summary, tracking_uri=uri)
     return 0 if summary["completed"] + summary["stopped_early"] > 0 else 1

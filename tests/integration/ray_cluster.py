@@ -126,7 +126,7 @@ def run_cli(head, *args, timeout=300, **popen):
 
 
 class PoisonWeights:
-    """Callback factory for `fit_distributed(callbacks=...)` / `pipelines.tune.run(callbacks=...)`: sets
+    """Callback factory for `fit_distributed(callbacks=...)` / `pipelines.tuning.tune.run(callbacks=...)`: sets
     one kernel to NaN at the start of epoch `epoch` (0-based), so that epoch's loss is NaN. Lives here
     (not in a test module) so Ray workers can import it: the repo is their working_dir."""
 

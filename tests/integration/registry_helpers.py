@@ -1,6 +1,6 @@
 """Registered versions of a tiny digits classifier (8x8, seconds to train), made the way `train` makes
 them: a tracked run with `run/model.keras`, `run/config.json`, `run/dataset.json`, then
-`pipelines.registry.register`. `epochs` sets how good a version is (0 = untrained)."""
+`pipelines.mlops.registry.register`. `epochs` sets how good a version is (0 = untrained)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,9 @@ from pathlib import Path
 from keras_layers import _env  # noqa: F401
 import tf_keras as keras
 
-from pipelines import data, registry, tracking
+from pipelines import data
+from pipelines.mlops import registry
+from pipelines import tracking
 
 IMAGE_SIZE = 8
 

@@ -11,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import export, registry, tracking
-from pipelines.train import TrainConfig
+from pipelines import export
+from pipelines.mlops import registry, release
+from pipelines import tracking
+from pipelines.training.train import TrainConfig, train_tracked
 from tests.conftest import ROOT
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
@@ -32,8 +34,8 @@ def runs(mlflow_server, tmp_path_factory):  # noqa: F811
                        out=str(out), run_name="good", limit=512, image_size=SIZE)
     weak = TrainConfig(model="mobilenet_v2", model_config=TINY, epochs=1, batch_size=32, learning_rate=1e-6,
                        out=str(out), run_name="weak", limit=64, image_size=SIZE)
-    g = tracking.train_tracked(good, tracking_uri=mlflow_server, experiment="it", verbose=0)
-    w = tracking.train_tracked(weak, tracking_uri=mlflow_server, experiment="it", verbose=0)
+    g = train_tracked(good, tracking_uri=mlflow_server, experiment="it", verbose=0)
+    w = train_tracked(weak, tracking_uri=mlflow_server, experiment="it", verbose=0)
     # Precondition of the story: the two runs are clearly ordered.
     assert g[0]["val_accuracy"] > w[0]["val_accuracy"] + 0.2, (g[0], w[0])
     return {"good": g, "weak": w}
@@ -115,7 +117,7 @@ def test_cli_refusal_exits_nonzero_and_says_why(mlflow_server, champion):  # noq
 
 
 def test_bundle_is_logged_next_to_the_champion(mlflow_server, champion, tmp_path):  # noqa: F811
-    s = export.export_model(f"models:/{NAME}@champion", "float32", tmp_path / "bundle", parity_images=16,
+    s = release.export_model(f"models:/{NAME}@champion", "float32", tmp_path / "bundle", parity_images=16,
                             latency_runs=5, tracking_uri=mlflow_server, log=quiet)
     assert s["artifact_uri"].endswith("android/float32") and s["parity"]["agreement"] == 1.0
     c = tracking.client(mlflow_server)

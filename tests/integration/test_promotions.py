@@ -5,7 +5,9 @@ import time
 
 import pytest
 
-from pipelines import cli, promotions, tracking
+from pipelines import cli
+from pipelines.mlops import promotions
+from pipelines import tracking
 from tests.integration.mlflow_backends import mlflow_backend, postgres_server  # noqa: F401
 from tests.integration.registry_helpers import register_tiny
 

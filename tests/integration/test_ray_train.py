@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.train import TrainConfig, train
+from pipelines.training.train import TrainConfig, train
 from tests.integration.ray_cluster import ROOT, ray_head, run_cli  # noqa: F401
 
 pytestmark = pytest.mark.slow

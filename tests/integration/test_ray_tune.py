@@ -80,7 +80,7 @@ def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
 
 NAN_DRIVER = """
 import json, sys
-from pipelines import tune
+from pipelines.tuning import tune
 from tests.integration.ray_cluster import PoisonWeights
 opts = tune.TuneOptions(family="baseline", smoke_test=True, trials=1, cpus_per_worker=0.5, out=sys.argv[1],
                         name="nan", overrides={"epochs": 2, "limit": 192})

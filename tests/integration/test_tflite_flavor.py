@@ -9,8 +9,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipelines import cli, export, tflite_flavor, tracking
-from pipelines.bundle_runner import Bundle
+from pipelines import cli, export
+from pipelines.mlops import release, tflite_flavor
+from pipelines import tracking
+from pipelines.export.bundle import Bundle
 from tests import bundle_fixtures as bf
 from tests.integration.mlflow_backends import mlflow_backend, postgres_server  # noqa: F401
 from tests.integration.registry_helpers import digits, register_tiny
@@ -86,7 +88,7 @@ def test_export_report_is_logged_to_the_versions_run(mlflow_backend, tmp_path, c
     client = tracking.client(uri)
     name = f"report_{mlflow_backend.backend}"
     mv = register_tiny(name, epochs=1, tracking_uri=uri)
-    export.export_model(f"models:/{name}/{mv.version}", "dynamic", out=tmp_path / "b", parity_images=8,
+    release.export_model(f"models:/{name}/{mv.version}", "dynamic", out=tmp_path / "b", parity_images=8,
                         latency_runs=2, tracking_uri=uri, log=lambda *_: None)
     capsys.readouterr()
     assert cli.main(["export-report", str(tmp_path / "b"), "--model", f"models:/{name}/{mv.version}",

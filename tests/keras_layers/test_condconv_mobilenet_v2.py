@@ -70,8 +70,8 @@ def test_save_and_load(tmp_path):
 
 
 def test_trains_one_tiny_epoch_with_the_pipeline(tmp_path):
-    from pipelines import recipes
-    from pipelines.train import TrainConfig, train
+    from pipelines.training import recipes
+    from pipelines.training.train import TrainConfig, train
 
     assert recipes.for_model("condconv_mobilenet_v2") == "condconv"
     cfg = TrainConfig(model="condconv_mobilenet_v2", model_config=SMALL, epochs=1, batch_size=32,

@@ -8,7 +8,7 @@ import tf_keras as keras
 from keras_layers import models
 from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D
 from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
-from pipelines import tflite
+from pipelines.export import tflite
 
 L = keras.layers
 

@@ -8,8 +8,8 @@ import tf_keras as keras
 
 from keras_layers import models
 from keras_layers.models.basisnet_mobilenet_v3 import stages
-from pipelines import tflite
-from pipelines.exporters import basisnet as exporter
+from pipelines.export import tflite
+from pipelines.export.families import basisnet as exporter
 
 SHAPE = (16, 16, 1)
 

@@ -6,10 +6,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers.models.basisnet_mobilenet_v3 import BasisCoefficients
-from pipelines import basisnet_eval as ev
-from pipelines import recipes
-from pipelines.recipes.base import TrainingModel
-from pipelines.recipes.basisnet import (EpsilonMixing, EpsilonSchedule, drop_bases, load_teacher, mix_uniform,
+from pipelines.experiments import basisnet as ev
+from pipelines.training import recipes
+from pipelines.training.recipes.base import TrainingModel
+from pipelines.training.recipes.basisnet import (EpsilonMixing, EpsilonSchedule, drop_bases, load_teacher, mix_uniform,
                                         random_drop_bases)
 
 L = keras.layers
@@ -262,7 +262,7 @@ def test_disturbance_and_predict_on_a_net(batch):
 def test_train_end_to_end_logs_both_accuracies(tmp_path):
     import json
 
-    from pipelines.train import TrainConfig, train
+    from pipelines.training.train import TrainConfig, train
 
     cfg = TrainConfig(model="basisnet_mobilenet_v3", epochs=2, batch_size=32, limit=64, out=str(tmp_path),
                       run_name="b", model_config={"num_bases": 2, "width_multiplier": 0.25, "head_channels": 64,
@@ -273,7 +273,7 @@ def test_train_end_to_end_logs_both_accuracies(tmp_path):
     assert {"accuracy", "preview_logits_accuracy", "val_preview_logits_accuracy", "epsilon"} <= set(history)
     # eps decays over half of the planned steps (train plans its schedules on the full split's length)
     from pipelines import data
-    from pipelines.train import steps_per_epoch
+    from pipelines.training.train import steps_per_epoch
 
     planned = steps_per_epoch(data.load("digits", "train", batch_size=32, limit=64)[1], 32)
 

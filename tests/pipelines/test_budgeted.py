@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines import budgeted
+from pipelines.export import budgeted
 
 
 def constructed():

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import bundle_runner, cli
-from pipelines.bundle_runner import Bundle, BundleError, softmax
+from pipelines.export import bundle as bundle_runner
+from pipelines import cli
+from pipelines.export.bundle import Bundle, BundleError, softmax
 from tests import bundle_fixtures as bf
 
 

@@ -1,7 +1,9 @@
 """The demo end to end (tiny settings) on a fresh SQLite store, twice: the second run adds, never destroys."""
 import json
 
-from pipelines import cli, registry, tracking
+from pipelines import cli
+from pipelines.mlops import registry
+from pipelines import tracking
 
 TINY = ["--model-config", "width_multiplier=0.25", "depth_multiplier=0.25"]
 

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from pipelines import jobs
-from pipelines.distributed import ScalingOptions, _finite
-from pipelines.tune import TuneOptions, pareto_front
+from pipelines.cluster import jobs
+from pipelines.training.distributed import ScalingOptions, _finite
+from pipelines.tuning.tune import TuneOptions, pareto_front
 from tests.conftest import ROOT
 
 

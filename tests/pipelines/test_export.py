@@ -10,8 +10,10 @@ import pytest
 from keras_layers import _env  # noqa: F401
 import tf_keras as keras
 
-from pipelines import export, tflite
-from pipelines.train import TrainConfig, train
+from pipelines import export
+from pipelines.mlops import release
+from pipelines.export import families, tflite
+from pipelines.training.train import TrainConfig, train
 from tests.conftest import ROOT
 
 L = keras.layers
@@ -35,7 +37,7 @@ def run_dir(tmp_path_factory):
 def exported(run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
     thresholds = {"float32": {"exit_0": 0.8, "exit_1": 0.6}}  # early-exit thresholds given to one export
-    return {m: export.export_model(run_dir, m, out / m, parity_images=48, latency_runs=3, log_to_mlflow=False,
+    return {m: release.export_model(run_dir, m, out / m, parity_images=48, latency_runs=3, log_to_mlflow=False,
                                    calibration_images=64, qat_limit=256, exit_thresholds=thresholds.get(m), log=quiet)
             for m in export.MODES}
 
@@ -126,10 +128,10 @@ def test_dynamic_model_export_refuses_integer_modes_naming_the_layer(mode, tmp_p
     net = models.build("condconv_mobilenet_v2", input_shape=(16, 16, 1), num_classes=10, width_multiplier=0.25,
                        depth_multiplier=0.25, num_experts=2, last_channels=32)
     net.save(tmp_path / "cc.keras")
-    assert export.family(net) == "plain"
+    assert families.family(net) == "plain"
     with pytest.raises(tflite.ConversionError, match=rf"quantize='{mode}' is not supported by layer '[^']+' "
                                                      r"\(\w+\); it supports: float32, float16, dynamic") as err:
-        export.export_model(tmp_path / "cc.keras", mode, tmp_path / "b", data="digits", image_size=16,
+        release.export_model(tmp_path / "cc.keras", mode, tmp_path / "b", data="digits", image_size=16,
                             log_to_mlflow=False, log=quiet)
     named = net.get_layer(str(err.value).split("'")[3])
     assert mode not in named.quantization_modes
@@ -158,12 +160,12 @@ def test_exit_thresholds_go_into_model_json(exported):
 def test_bad_arguments_name_the_field(kwargs, match, run_dir):
     args = {"model": run_dir, **kwargs}
     with pytest.raises(ValueError, match=match):
-        export.export_model(**args, log=quiet)
+        release.export_model(**args, log=quiet)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="model="):
-        export.export_model(tmp_path / "nothing.keras", log=quiet)
+        release.export_model(tmp_path / "nothing.keras", log=quiet)
 
 
 def test_cli_bad_quantize_is_one_line():

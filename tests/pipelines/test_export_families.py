@@ -9,8 +9,11 @@ from keras_layers import _env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers import models
-from pipelines import budgeted, export, tflite
-from pipelines.bundle_runner import Bundle, softmax
+from pipelines.export import budgeted, tflite
+from pipelines import export
+from pipelines.mlops import release
+from pipelines.export import families
+from pipelines.export.bundle import Bundle, softmax
 from pipelines import data as data_mod
 
 SHAPE = (16, 16, 1)
@@ -61,15 +64,15 @@ def multi_exit(images, tmp_path_factory):
 
 
 def run_export(path, out, **kwargs):
-    return export.export_model(path, kwargs.pop("quantize", "float32"), out, parity_images=N, latency_runs=3,
+    return release.export_model(path, kwargs.pop("quantize", "float32"), out, parity_images=N, latency_runs=3,
                                log_to_mlflow=False, data="digits", image_size=16, log=quiet, **kwargs)
 
 
 def test_family_is_read_off_the_model(basisnet, multi_exit):
-    assert export.family(basisnet[1]) == "basisnet"
-    assert export.family(multi_exit[1]) == "multi_exit"
-    assert export.family(models.build("ds_mobilenet_v1", SHAPE, 10, gate_hidden=8)) == "ds_net"
-    assert export.family(models.build("mobilenet_v2", SHAPE, 10, width_multiplier=0.25, depth_multiplier=0.25)) == "plain"
+    assert families.family(basisnet[1]) == "basisnet"
+    assert families.family(multi_exit[1]) == "multi_exit"
+    assert families.family(models.build("ds_mobilenet_v1", SHAPE, 10, gate_hidden=8)) == "ds_net"
+    assert families.family(models.build("mobilenet_v2", SHAPE, 10, width_multiplier=0.25, depth_multiplier=0.25)) == "plain"
 
 
 def test_basisnet_bundle_early_exits_and_agrees_with_keras(basisnet, images, tmp_path):
@@ -96,10 +99,10 @@ def test_basisnet_bundle_early_exits_and_agrees_with_keras(basisnet, images, tmp
 def test_basisnet_threshold_picked_on_validation(basisnet, images):
     """Without a threshold the export picks one with basisnet_eval on the validation images (the same
     function `_basisnet_pieces` calls before converting; a full export is tested above)."""
-    from pipelines import basisnet_eval
+    from pipelines.export.families import basisnet as basisnet_eval
 
     net = basisnet[1]
-    picked = export.pick_basisnet_threshold(net, images, log=quiet)
+    picked = families.pick_basisnet_threshold(net, images, log=quiet)
     madds = basisnet_eval.stage_madds(net, SHAPE)
     table = basisnet_eval.early_termination(basisnet_eval.predict(net, images[0]), images[1], madds)
     assert picked == basisnet_eval.pick_threshold(table)
@@ -110,13 +113,13 @@ def test_basisnet_threshold_is_chosen_on_more_images_than_parity(basisnet, tmp_p
     """The threshold is chosen on `selection_images` validation images (default: the whole split of
     digits), not only on the few parity images: on a handful, 'everything stops at the preview' ties
     with the full model too easily."""
-    from pipelines import basisnet_eval
+    from pipelines.export.families import basisnet as basisnet_eval
 
     s = run_export(basisnet[0], tmp_path / "b", selection_images=4 * N)
     doc = json.loads((tmp_path / "b" / "model.json").read_text())
     assert doc["threshold_selection"]["images"] == 4 * N and s["parity"]["images"] == N
     x, y, _ = data_mod.as_numpy(split="validation", limit=4 * N, **DATA)
-    want = export.pick_basisnet_threshold(basisnet[1], (x, y), basisnet_eval.stage_madds(basisnet[1], SHAPE), log=quiet)
+    want = families.pick_basisnet_threshold(basisnet[1], (x, y), basisnet_eval.stage_madds(basisnet[1], SHAPE), log=quiet)
     assert doc["threshold"] == pytest.approx(want["threshold"])
 
 

@@ -9,7 +9,8 @@ from keras_layers import _env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines import export, export_report, tflite
+from pipelines import export
+from pipelines.export import report as export_report, tflite
 from tests import bundle_fixtures as bf
 
 L = keras.layers

@@ -4,7 +4,7 @@ import pytest
 from keras_layers import _env  # noqa: F401
 import tensorflow as tf
 
-from pipelines.recipes import losses
+from pipelines.training.recipes import losses
 
 
 def np_softmax(z):

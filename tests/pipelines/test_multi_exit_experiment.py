@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipelines import multi_exit_experiment as exp
+from pipelines.experiments import multi_exit as exp
 from tests.conftest import ROOT
 
 TINY = {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 32}

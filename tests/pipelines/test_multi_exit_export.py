@@ -8,8 +8,8 @@ import tf_keras as keras
 
 from keras_layers.models import build
 from keras_layers.models.multi_exit_net import exit_madds
-from pipelines import budgeted, tflite
-from pipelines.exporters import multi_exit
+from pipelines.export import budgeted, tflite
+from pipelines.export.families import multi_exit
 
 SHAPE = (16, 16, 1)
 

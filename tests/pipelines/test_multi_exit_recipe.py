@@ -4,10 +4,10 @@ import pytest
 from keras_layers import _env  # noqa: F401
 import tensorflow as tf
 
-from pipelines import recipes
-from pipelines.recipes import losses
-from pipelines.recipes.multi_exit import MultiExit
-from pipelines.train import TrainConfig, train
+from pipelines.training import recipes
+from pipelines.training.recipes import losses
+from pipelines.training.recipes.multi_exit import MultiExit
+from pipelines.training.train import TrainConfig, train
 
 TINY = {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 32}
 
@@ -65,7 +65,7 @@ def test_bad_recipe_config_names_field(field, value):
 
 def test_exit_weights_must_match_the_number_of_exits():
     cfg = TrainConfig(model="multi_exit_net", model_config=TINY, recipe_config={"exit_weights": [1, 1]}, limit=32)
-    from pipelines.train import build_training, load_data
+    from pipelines.training.train import build_training, load_data
 
     _, info = load_data(cfg, "train")
     with pytest.raises(ValueError, match=r"exit_weights=\[1.0, 1.0\]"):

@@ -3,7 +3,7 @@
 (CondConv uses the `standard` recipe, whose train step the Ray Train integration tests already run
 under MultiWorkerMirroredStrategy.)
 
-Ray Train runs `pipelines.train.build_training` inside `MultiWorkerMirroredStrategy`; the cross-replica
+Ray Train runs `pipelines.training.train.build_training` inside `MultiWorkerMirroredStrategy`; the cross-replica
 code paths of a recipe's `train_step` (loss scaling, gradient all-reduce, EMA / schedule hooks in
 replica context) are the same under `MirroredStrategy` over two logical CPU devices, which one process
 can host. Runs in a subprocess: logical devices must be set before TensorFlow initialises its runtime.
@@ -22,7 +22,7 @@ from keras_layers import _env
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from pipelines.train import TrainConfig, build_training, load_data, steps_per_epoch
+from pipelines.training.train import TrainConfig, build_training, load_data, steps_per_epoch
 cases = json.loads(sys.argv[1])
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = {}

@@ -11,10 +11,10 @@ import tf_keras as keras
 from keras_layers.models import build
 from keras_layers.models import ds_mobilenet_v1 as ds
 from keras_layers.slimmable import SwitchableBatchNormalization, set_width
-from pipelines import recipes
-from pipelines.bn_recalibration import recalibrate_bn
-from pipelines.recipes.base import TrainingModel
-from pipelines.recipes.ds_net import complexity_loss, sgs_loss
+from pipelines.training import recipes
+from pipelines.training.bn_recalibration import recalibrate_bn
+from pipelines.training.recipes.base import TrainingModel
+from pipelines.training.recipes.ds_net import complexity_loss, sgs_loss
 from tests.keras_layers.test_slimmable_models import randomize
 
 SHAPE = (8, 8, 1)
@@ -186,12 +186,12 @@ def test_bn_recalibration_of_a_ds_net_leaves_the_front_alone():
 
 
 def test_export_slimmable_and_ds_net_tflite(tmp_path):
-    from pipelines import tflite
-    from pipelines.exporters.slimmable import export
+    from pipelines.export import tflite
+    from pipelines.export.families.ds_net import export
 
     x = rng.normal(size=(3, *SHAPE)).astype("float32")
     net = randomize(build("slimmable_mobilenet_v1", SHAPE, 10))
-    from pipelines.exporters.slimmable import export_slimmable
+    from pipelines.export.families.ds_net import export_slimmable
     manifest = export_slimmable(net, tmp_path / "slim", widths=[0.5])
     assert json.loads((tmp_path / "slim" / "manifest.json").read_text()) == manifest
     runner = tflite.Runner((tmp_path / "slim" / manifest["widths"]["0.5"]["tflite"]).read_bytes())
@@ -216,7 +216,7 @@ def test_export_slimmable_and_ds_net_tflite(tmp_path):
 
 
 def test_ds_net_trains_both_stages_in_one_fit(tmp_path):
-    from pipelines.train import TrainConfig, train
+    from pipelines.training.train import TrainConfig, train
 
     cfg = TrainConfig(model="ds_mobilenet_v1", image_size=8, epochs=2,
                       model_config={"gate_after": 3, "width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipelines import tracking
-from pipelines.train import TrainConfig
+from pipelines.training.train import TrainConfig, train_tracked
 
 
 def test_uri_precedence(monkeypatch):
@@ -48,7 +48,7 @@ def tracked(tmp_path_factory):
                                            points={"chosen": (0.7, 0.85)})
         seen["hist"] = tracking.log_histogram("width_choice", [3, 5], ["0.5", "1.0"], xlabel="width")
 
-    metrics, run_dir, net, run_id = tracking.train_tracked(cfg, tracking_uri=uri, experiment="t", verbose=0,
+    metrics, run_dir, net, run_id = train_tracked(cfg, tracking_uri=uri, experiment="t", verbose=0,
                                                            after_train=after_train)
     return uri, metrics, run_dir, run_id, seen, tmp
 
@@ -92,7 +92,7 @@ def test_helpers_reject_bad_shapes():
 def test_bad_config_fails_before_mlflow(tmp_path):
     uri = f"sqlite:///{tmp_path / 'never.db'}"
     with pytest.raises(ValueError, match="epochs=0"):
-        tracking.train_tracked(TrainConfig(epochs=0), tracking_uri=uri)
+        train_tracked(TrainConfig(epochs=0), tracking_uri=uri)
     assert not (tmp_path / "never.db").exists()
 
 

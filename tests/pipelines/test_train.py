@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipelines import recipes
-from pipelines.train import TrainConfig, train
+from pipelines.training import recipes
+from pipelines.training.train import TrainConfig, train
 from tests.conftest import ROOT
 
 

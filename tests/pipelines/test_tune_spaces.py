@@ -6,14 +6,15 @@ import pytest
 from ray import tune
 
 import tune_spaces
-from pipelines.train import TrainConfig
+from pipelines.tuning import spaces
+from pipelines.training.train import TrainConfig
 from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("family", tune_spaces.names())
 def test_every_family_space_is_valid(family):
     for smoke in (False, True):
-        space = tune_spaces.validate(family, smoke=smoke)
+        space = spaces.validate(family, smoke=smoke)
         TrainConfig.from_dict(tune_spaces.sample(space, seed=3)).validate()
     assert tune_spaces.smoke(family)["trials"] >= 1
 
@@ -46,7 +47,7 @@ def test_sample_is_concrete_and_in_range():
 def test_invalid_space_names_field_and_value(space, match):
     base = {"model": "mobilenet_v2", "learning_rate": tune.loguniform(1e-3, 1e-2)}
     with pytest.raises(ValueError, match=match):
-        tune_spaces.check_space(tune_spaces.merge(base, space), where="test")
+        spaces.check_space(tune_spaces.merge(base, space), where="test")
 
 
 def test_unknown_family():

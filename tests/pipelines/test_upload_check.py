@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from pipelines import cli, jobs, upload_check
-from pipelines.upload_check import UploadTooLarge
+from pipelines import cli
+from pipelines.cluster import jobs, upload_check
+from pipelines.cluster.upload_check import UploadTooLarge
 
 MIB = 1 << 20
 

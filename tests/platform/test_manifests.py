@@ -5,7 +5,7 @@ import shlex
 import pytest
 import yaml
 
-from pipelines import cli
+from pipelines.commands import parser
 from tests.conftest import ROOT
 
 PLATFORM = ROOT / "platform"
@@ -76,7 +76,7 @@ def test_rayjob_entrypoint_is_a_valid_cli_command():
     job = load(K8S / "rayjob.yaml")["spec"]
     argv = shlex.split(job["entrypoint"])
     assert argv[:3] == ["python", "-m", "pipelines"]
-    args = cli.parser().parse_args(argv[3:])  # exits (SystemExit) on a flag the CLI does not have
+    args = parser().parse_args(argv[3:])  # exits (SystemExit) on a flag the CLI does not have
     assert args.command == "tune" and args.family
     from pipelines.commands.tune import options_from_args
 

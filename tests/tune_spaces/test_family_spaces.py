@@ -7,8 +7,8 @@ import pytest
 
 import tune_spaces
 from keras_layers import models
-from pipelines import recipes
-from pipelines.train import TrainConfig
+from pipelines.training import recipes
+from pipelines.training.train import TrainConfig
 
 # family -> (model_config keys, recipe_config keys) its space must search
 SEARCHED = {

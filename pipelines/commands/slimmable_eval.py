@@ -1,0 +1,53 @@
+"""Slimmable Networks / DS-Net experiments on digits at 32x32 (see `pipelines.experiments.slimmable`).
+
+    python -m pipelines slimmable-eval widths --epochs 15
+    python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
+
+``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
+``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
+Markdown table and writes JSON + Markdown into --out.
+"""
+NAME = "slimmable-eval"
+HELP = "slimmable widths vs networks trained alone; DS-Net gates against the static widths"
+
+
+def add_arguments(p):
+    p.add_argument("experiment", choices=("widths", "dsnet"))
+    p.add_argument("--epochs", type=int, default=15, help="epochs per model (DS-Net: Stage I)")
+    p.add_argument("--gate-epochs", type=int, default=4, help="DS-Net Stage II epochs per target")
+    p.add_argument("--gates", nargs="+", default=["1.0,0.5,1.0", "1.0,0.5,0.0", "1.0,0.0,0.0"],
+                   metavar="TARGET,CPLX,SGS", help="Stage II runs: target MAdds (fraction of the widest), "
+                   "complexity loss weight, SGS loss weight (paper: 1.0,0.5,1.0); cls weight 1")
+    p.add_argument("--train-shared-fc", action="store_true", help="Stage II also trains the gate's first FC")
+    p.add_argument("--gate-augment", type=float, default=0.0,
+                   help="augmentation strength in [0, 1] of the Stage II training data (more non-easy examples "
+                   "for SGS when the supernet fits the training set)")
+    p.add_argument("--supernet", default=None, help="weights file: load the Stage I supernet if it exists, "
+                   "else train it and save it there")
+    p.add_argument("--rule", default="sandwich", choices=("all", "sandwich"), help="slimmable training rule")
+    p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--base-width", type=float, default=0.25)
+    p.add_argument("--depth-multiplier", type=float, default=0.2)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--gate-learning-rate", type=float, default=1e-2)
+    p.add_argument("--recal-batches", type=int, default=20)
+    p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/slimmable-eval", help="folder for the JSON result")
+
+
+def run(args):
+    import json
+    from pathlib import Path
+
+    from pipelines.experiments import slimmable
+
+    result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.experiment}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{args.experiment}.md").write_text(table + "\n")
+    print(table)
+    return 0

@@ -1,0 +1,269 @@
+"""BasisNet evaluations (Zhang et al., Sec. 4.6 and 4.9): early termination and coefficient disturbance.
+
+    out = predict(net, images)                                     # both stages, one pass
+    cost = stage_madds(net, images.shape[1:])                      # {"preview": ..., "full": ...}
+    table = early_termination(out, labels, cost)                   # per threshold: accuracy, stopped, MAdds
+    best = pick_threshold(table, max_drop=0.005)                   # cheapest within 0.5 points
+    disturbance(net, images, labels)                               # predicted vs top-1/mean/uniform/shuffled
+
+Early termination: when the preview's max softmax probability is *above* the threshold, its initial
+prediction is the answer and the specialist is skipped. The average cost is
+``preview + (1 - stopped) * (full - preview)`` MAdds per example, both from `count_madds`.
+
+`run_experiment` is the must-show comparison on a dataset (digits at 32x32 by default): BasisNet vs the
+static specialist of the same MAdds (`mobilenet_v3` at the width whose MAdds are closest; they move in
+steps because channels round to multiples of 8), same epochs and seeds; then the threshold sweep and the
+disturbance table. CLI: ``python -m pipelines basisnet-eval --help``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import pipelines  # noqa: F401
+
+from pipelines.export.families.basisnet import (DEFAULT_THRESHOLDS, apply_threshold, check_threshold,  # noqa: F401
+                                              early_termination, pick_threshold, predict, row, stage_madds)
+
+
+
+DISTURBANCES = ("predicted", "top1", "mean", "uniform", "shuffled")
+
+
+def disturbed_coefficients(alpha, kind, seed=0):
+    """The paper's disturbances of coefficients (examples, groups, bases)."""
+    alpha = np.asarray(alpha, np.float32)
+    n = alpha.shape[-1]
+    if kind == "predicted":
+        return alpha
+    if kind == "top1":
+        return np.eye(n, dtype=np.float32)[alpha.argmax(axis=-1)]
+    if kind == "mean":
+        return np.broadcast_to(alpha.mean(axis=0, keepdims=True), alpha.shape).copy()
+    if kind == "uniform":
+        return np.full_like(alpha, 1.0 / n)
+    if kind == "shuffled":
+        return alpha[np.random.RandomState(seed).permutation(len(alpha))]
+    raise ValueError(f"unknown disturbance={kind!r}; valid choices: {', '.join(DISTURBANCES)}")
+
+
+def disturbance(net, images, labels, kinds=DISTURBANCES, seed=0, batch_size=256):
+    """Specialist accuracy with the predicted coefficients and with each disturbance of them."""
+    from keras_layers.models.basisnet_mobilenet_v3 import stages
+
+    preview, specialist = stages(net)
+    labels = np.asarray(labels).reshape(-1)
+    alpha = np.concatenate([np.asarray(preview(images[i:i + batch_size], training=False)["coefficients"])
+                            for i in range(0, len(images), batch_size)])
+    result = {}
+    for kind in kinds:
+        c = disturbed_coefficients(alpha, kind, seed)
+        preds = np.concatenate([
+            np.asarray(specialist([images[i:i + batch_size], c[i:i + batch_size]], training=False)).argmax(-1)
+            for i in range(0, len(images), batch_size)])
+        result[kind] = float((preds == labels).mean())
+    return result
+
+
+# -- the must-show experiment ------------------------------------------------------------------------
+def matched_static_width(target_madds, input_shape, num_classes, base_config, low=0.1, high=3.0, steps=9):
+    """Width multiplier of `mobilenet_v3` whose MAdds are closest to `target_madds` (bisection, ~0.005 wide)."""
+    from keras_layers import count_madds, models
+
+    seen = {}
+
+    def cost(w):
+        if w not in seen:
+            seen[w] = count_madds(models.build("mobilenet_v3", input_shape=input_shape, num_classes=num_classes,
+                                               width_multiplier=w, **base_config), input_shape)
+        return seen[w]
+
+    for _ in range(steps):
+        mid = round((low + high) / 2, 4)
+        if cost(mid) < target_madds:
+            low = mid
+        else:
+            high = mid
+    best = min(seen, key=lambda w: abs(seen[w] - target_madds))
+    return best, seen[best]
+
+
+def evaluate(net, data="digits", image_size=32, max_drop=0.005, seed=0, limit=None):
+    """Threshold sweep + pick on validation, the pick checked on test, disturbance on both splits."""
+    from pipelines import data as datasets
+
+    check_threshold(max_drop, "max_drop")
+    shape = tuple(net.input_shape[1:])
+    madds = stage_madds(net, shape)
+    splits = {}
+    for split in ("validation", "test"):
+        images, labels, _ = datasets.as_numpy(data, split, image_size=image_size, limit=limit)
+        splits[split] = (images, labels, predict(net, images))
+    table = early_termination(splits["validation"][2], splits["validation"][1], madds)
+    best = pick_threshold(table, max_drop)
+    return {
+        "data": data, "image_size": image_size,
+        "madds": {"preview": madds["preview"], "specialist": madds["full"] - madds["preview"], "full": madds["full"]},
+        "val_accuracy": table["reference_accuracy"], "preview_val_accuracy": table["preview_accuracy"],
+        "early_termination": {"table": [row(table, i) for i in range(len(table["threshold"]))],
+                              "reference_accuracy": table["reference_accuracy"], "max_drop": max_drop,
+                              "picked": best,
+                              "test_at_picked": apply_threshold(splits["test"][2], splits["test"][1], madds,
+                                                                best["threshold"])},
+        "disturbance": {split: disturbance(net, images, labels, seed=seed)
+                        for split, (images, labels, _) in splits.items()},
+    }
+
+
+def evaluate_saved(path, **kwargs):
+    """`evaluate` a saved BasisNet (a `.keras` file or a run directory holding `model.keras`)."""
+    from pathlib import Path
+
+    import tf_keras as keras
+
+    from keras_layers import models
+
+    models.names()  # import every model module so the custom layers of the saved model are registered
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "model.keras"
+    if not p.exists():
+        raise FileNotFoundError(f"no saved model at run={str(path)!r} (expected a .keras file or a run directory)")
+    net = keras.models.load_model(p, compile=False)
+    return evaluate(net, **kwargs), net
+
+
+def test_accuracy(net, data, image_size, limit=None, output="logits"):
+    from pipelines import data as datasets
+
+    images, labels, _ = datasets.as_numpy(data, "test", image_size=image_size, limit=limit)
+    preds = []
+    for i in range(0, len(images), 256):
+        out = net(images[i:i + 256], training=False)
+        preds.append(np.asarray(out[output] if isinstance(out, dict) else out).argmax(-1))
+    return float((np.concatenate(preds) == labels.reshape(-1)).mean())
+
+
+def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(0,), max_drop=0.005,
+                   model_config=None, recipe_config=None, out="runs", limit=None, log=None):
+    """For each seed: train BasisNet and the MAdds-matched static specialist (same epochs, same seed), then
+    `evaluate` the BasisNet. Returns `(report, net of the first seed)`; the report (first seed's tables,
+    every seed's summary) is also written to `<out>/basisnet-eval.json`.
+    """
+    from pathlib import Path
+
+    from keras_layers import count_madds
+    from pipelines.training.train import TrainConfig, train
+
+    log = log or (lambda message: print(message, flush=True))
+    seeds = [int(s) for s in seeds] or [0]
+    model_config = {"num_bases": num_bases, **(model_config or {})}
+    recipe_config = dict(recipe_config or {})
+    check_threshold(max_drop, "max_drop")
+    common = dict(data=data, image_size=image_size, epochs=epochs, out=out, limit=limit)
+    TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
+                **common).validate()
+    static_recipe = {k: v for k, v in recipe_config.items() if k in ("label_smoothing", "weight_decay", "augment")}
+
+    report, first_net, rows = None, None, []
+    for seed in seeds:
+        log(f"== seed {seed}: BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at "
+            f"{image_size}x{image_size}")
+        cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
+                          seed=seed, run_name=f"basisnet-eval-basisnet-s{seed}", **common)
+        basis_metrics, basis_dir, net = train(cfg, verbose=2)
+        shape = tuple(net.input_shape[1:])
+        full = count_madds(net, shape)
+        static_base = {k: v for k, v in model_config.items()
+                       if k in ("spec", "dropout", "last_channels", "head_channels")}
+        width, static_madds = matched_static_width(full, shape, int(net.output["logits"].shape[-1]), static_base)
+        log(f"== seed {seed}: static specialist mobilenet_v3 x{width} ({static_madds / 1e6:.2f}M MAdds vs "
+            f"BasisNet {full / 1e6:.2f}M), {epochs} epochs")
+        static_cfg = TrainConfig(model="mobilenet_v3", model_config={**static_base, "width_multiplier": width},
+                                 recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static-s{seed}",
+                                 **common)
+        static_metrics, static_dir, static_net = train(static_cfg, verbose=2)
+        log(f"== seed {seed}: early termination and disturbance")
+        ev = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
+        rows.append({
+            "seed": seed,
+            "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
+                         "test_accuracy": test_accuracy(net, data, image_size, limit), "madds": full,
+                         "params": basis_metrics["params"], "run": str(basis_dir)},
+            "static": {"model": "mobilenet_v3", "width_multiplier": width,
+                       "val_accuracy": static_metrics["val_accuracy"], "best_epoch": static_metrics["best_epoch"],
+                       "test_accuracy": test_accuracy(static_net, data, image_size, limit),
+                       "madds": static_metrics["madds"], "params": static_metrics["params"], "run": str(static_dir)},
+            "picked": ev["early_termination"]["picked"], "test_at_picked": ev["early_termination"]["test_at_picked"],
+            "disturbance_validation": ev["disturbance"]["validation"],
+        })
+        if report is None:
+            report, first_net = ev, net
+    report.update({"epochs": epochs, "num_bases": num_bases, "model_config": model_config,
+                   "recipe_config": recipe_config, "seeds": rows})
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2))
+    return report, first_net
+
+
+def format_report(report):
+    """The report as plain-text tables."""
+    m, et = report["madds"], report["early_termination"]
+    lines = []
+    if "seeds" in report:
+        rows = report["seeds"]
+        lines += [
+            f"BasisNet vs static specialist of the same MAdds ({report['data']} {report['image_size']}x"
+            f"{report['image_size']}, {report['epochs']} epochs each; val = best epoch, test = final weights)",
+            f"  {'seed':<5}{'model':<40}{'MAdds':>9}{'params':>9}{'val acc':>9}{'test acc':>9}",
+        ]
+        for r in rows:
+            b, st = r["basisnet"], r["static"]
+            lines += [
+                f"  {r['seed']:<5}{'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview+specialist)':<40}"
+                f"{b['madds'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}{b['test_accuracy']:>9.4f}",
+                f"  {r['seed']:<5}{'static mobilenet_v3 x' + str(st['width_multiplier']):<40}"
+                f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}{st['test_accuracy']:>9.4f}",
+            ]
+        for name in ("basisnet", "static"):
+            val = np.mean([r[name]["val_accuracy"] for r in rows])
+            test = np.mean([r[name]["test_accuracy"] for r in rows])
+            lines.append(f"  {'mean':<5}{name:<40}{'':>18}{val:>9.4f}{test:>9.4f}")
+        lines += ["", "Per seed: picked threshold on validation -> its MAdds saving and accuracy drop (val / test); "
+                      "disturbance (val)"]
+        for r in rows:
+            p, t, d = r["picked"], r["test_at_picked"], r["disturbance_validation"]
+            lines.append(f"  seed {r['seed']}: t={p['threshold']:.2f} saving {p['madds_saving']:.1%} / "
+                         f"{t['madds_saving']:.1%}, drop {p['accuracy_drop'] * 100:.2f} / "
+                         f"{t['accuracy_drop'] * 100:.2f} points; " +
+                         ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES))
+        lines += ["", f"Tables below: seed {rows[0]['seed']}", ""]
+    lines += [
+        f"Final BasisNet on validation: specialist {report['val_accuracy']:.4f}, preview alone "
+        f"{report['preview_val_accuracy']:.4f}; MAdds preview {m['preview'] / 1e6:.3f}M, "
+        f"specialist {m['specialist'] / 1e6:.3f}M, full {m['full'] / 1e6:.3f}M",
+        "",
+        f"Early termination on validation (stop after the preview when max softmax > threshold)",
+        f"  {'threshold':>9}{'accuracy':>10}{'stopped':>9}{'avg MAdds':>11}{'saving':>8}",
+    ]
+    for r in et["table"]:
+        lines.append(f"  {r['threshold']:>9.2f}{r['accuracy']:>10.4f}{r['stopped']:>9.3f}"
+                     f"{r['madds'] / 1e6:>10.3f}M{r['madds_saving']:>8.1%}")
+    p, t = et["picked"], et["test_at_picked"]
+    lines += [
+        f"  picked threshold {p['threshold']:.2f} (allowed drop {et['max_drop'] * 100:.2f} points): accuracy "
+        f"{p['accuracy']:.4f} vs {et['reference_accuracy']:.4f} (drop {p['accuracy_drop'] * 100:.2f} points), "
+        f"{p['stopped']:.1%} stopped, average MAdds -{p['madds_saving']:.1%}",
+        f"  same threshold on test: accuracy {t['accuracy']:.4f} vs {t['reference_accuracy']:.4f} without "
+        f"(drop {t['accuracy_drop'] * 100:.2f} points), {t['stopped']:.1%} stopped, average MAdds "
+        f"-{t['madds_saving']:.1%}",
+        "",
+        "Disturbance of the coefficients (specialist accuracy)",
+        f"  {'coefficients':<12}{'validation':>11}{'test':>9}",
+    ]
+    for kind in DISTURBANCES:
+        lines.append(f"  {kind:<12}{report['disturbance']['validation'][kind]:>11.4f}"
+                     f"{report['disturbance']['test'][kind]:>9.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""IMTA on a multi-exit MobileNetV2: GE + ISC + OFA vs plain summed losses, and budgeted inference.
+
+    python -m pipelines multi-exit-eval --epochs 15 --seeds 0 1 2      # digits at 32x32, CPU, minutes
+
+Trains `multi_exit_net` once per variant and seed with the same epochs, data and optimizer:
+* ``plain``: no Gradient Equilibrium, no Inline Subnetwork Collaboration, summed CE of the exits;
+* ``imta``: GE + ISC + One-for-All distillation in phase 2 (the second half of the epochs);
+* ablations ``ge``, ``isc``, ``ofa``: one technique on top of ``plain`` (``--variants``);
+then reports each exit's test accuracy (anytime prediction, mean over seeds) and, for the ``imta``
+nets (or the last variant), budgeted batch classification: thresholds chosen on the validation split for a range of
+average-MAdds budgets, test accuracy and average MAdds at each.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+import numpy as np
+
+_OFF = {"gradient_equilibrium": False, "inline_collaboration": False}
+_OFA = {"distill": True}  # alpha, temperature, phase1_fraction: the recipe's defaults or --recipe-config
+VARIANTS = {  # name -> the switches each variant sets over the user's config (the paper's Table 2 rows)
+    "plain": {"model_config": _OFF, "recipe_config": {"distill": False}},
+    "ge": {"model_config": {**_OFF, "gradient_equilibrium": True}, "recipe_config": {"distill": False}},
+    "isc": {"model_config": {**_OFF, "inline_collaboration": True}, "recipe_config": {"distill": False}},
+    "ofa": {"model_config": _OFF, "recipe_config": _OFA},
+    "imta": {"model_config": {"gradient_equilibrium": True, "inline_collaboration": True}, "recipe_config": _OFA},
+}
+DEFAULT_VARIANTS = ("plain", "imta")
+BUDGET_FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
+                   learning_rate):
+    from pipelines.training.train import TrainConfig, train
+
+    spec = VARIANTS[name]
+    cfg = TrainConfig(model="multi_exit_net", data=data, image_size=image_size, epochs=epochs, seed=seed,
+                      optimizer=optimizer, learning_rate=learning_rate,
+                      model_config={**model_config, **spec["model_config"]},
+                      recipe_config={**recipe_config, **spec["recipe_config"]},
+                      out=out, run_name=f"{name}-seed{seed}", limit=limit)
+    _, run_dir, net = train(cfg, verbose=0)
+    return net, run_dir
+
+
+def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
+        optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
+        limit=None, log=print):
+    """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
+    from keras_layers.models.multi_exit_net import exit_madds
+    from pipelines.export import budgeted
+    from pipelines import data as data_mod
+
+    model_config = dict(model_config or {})
+    recipe_config = dict(recipe_config or {})
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
+    budget_variant = "imta" if "imta" in variants else variants[-1]
+    if not seeds:
+        raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
+    out = out or tempfile.mkdtemp(prefix="multi_exit_eval-")
+    x_val, y_val, info = data_mod.as_numpy(data, "validation", image_size=image_size, limit=limit)
+    x_test, y_test, _ = data_mod.as_numpy(data, "test", image_size=image_size, limit=limit)
+    anytime, curves, costs = {v: [] for v in variants}, [], None
+    for seed in seeds:
+        for variant in variants:
+            start = time.time()
+            net, run_dir = _train_variant(variant, seed, epochs, data, image_size, model_config, recipe_config,
+                                          out, limit, optimizer, learning_rate)
+            test_probs = budgeted.exit_probabilities(net, x_test)
+            acc = budgeted.anytime_accuracy(test_probs, y_test)
+            anytime[variant].append(acc)
+            log(f"[seed {seed}] {variant:5s} {time.time() - start:5.0f} s  test accuracy per exit: "
+                + " ".join(f"{a:.4f}" for a in acc) + f"  ({run_dir})")
+            if variant == budget_variant:
+                costs = exit_madds(net, info.input_shape)
+                val_probs = budgeted.exit_probabilities(net, x_val)
+                budgets = [f * costs[-1] for f in budget_fractions if f * costs[-1] >= costs[0]]
+                curves.append(budgeted.budget_curve(val_probs, y_val, test_probs, y_test, costs, budgets))
+    table = {v: np.mean(a, axis=0).tolist() for v, a in anytime.items()}
+    curve = []
+    for i, budget in enumerate(curves[0]):
+        rows = [c[i] for c in curves]
+        curve.append({"budget_fraction": budget["budget"] / costs[-1],
+                      "test_accuracy": float(np.mean([r["test_accuracy"] for r in rows])),
+                      "test_avg_madds": float(np.mean([r["test_avg_madds"] for r in rows])),
+                      "exit_share": np.mean([r["exit_share"] for r in rows], axis=0).tolist()})
+    last_acc = table[budget_variant][-1]
+    reached = [r for r in curve if r["test_accuracy"] >= last_acc - 0.005]
+    best = min(reached, key=lambda r: r["test_avg_madds"]) if reached else None
+    return {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate, "data": data, "image_size": image_size,
+            "exit_madds": costs, "per_exit_test_accuracy": table,
+            "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
+            "budgeted_variant": budget_variant, "budgeted": curve, "last_exit_accuracy": last_acc,
+            "cheapest_within_half_point": best, "out": out}
+
+
+def format_report(result):
+    """Markdown tables of a `run` result."""
+    k = len(result["exit_madds"])
+    lines = [f"{result['data']} {result['image_size']}x{result['image_size']}, {result['epochs']} epochs, "
+             f"{result['optimizer']} lr {result['learning_rate']}, "
+             f"seeds {result['seeds']} (test accuracy, mean over seeds)", "",
+             "| variant | " + " | ".join(f"exit {i}" for i in range(k)) + " |",
+             "|---" * (k + 1) + "|",
+             "| cumulative MAdds (M) | " + " | ".join(f"{c / 1e6:.2f}" for c in result["exit_madds"]) + " |"]
+    for v, accs in result["per_exit_test_accuracy"].items():
+        lines.append(f"| {v} | " + " | ".join(f"{100 * a:.2f}" for a in accs) + " |")
+    table = result["per_exit_test_accuracy"]
+    if "plain" in table:
+        for v in table:
+            if v != "plain":
+                diff = np.subtract(table[v], table["plain"])
+                lines.append(f"| {v} - plain | " + " | ".join(f"{100 * d:+.2f}" for d in diff) + " |")
+    lines += ["", f"Budgeted batch classification ({result['budgeted_variant']}; thresholds from the validation "
+              "split):", "",
+              "| budget (x last exit) | test avg MAdds (M) | saving vs last exit | test accuracy | exit shares |",
+              "|---|---|---|---|---|"]
+    last = result["exit_madds"][-1]
+    for r in result["budgeted"]:
+        lines.append(f"| {r['budget_fraction']:.2f} | {r['test_avg_madds'] / 1e6:.2f} | "
+                     f"{100 * (1 - r['test_avg_madds'] / last):.1f}% | {100 * r['test_accuracy']:.2f} | "
+                     + " ".join(f"{s:.2f}" for s in r["exit_share"]) + " |")
+    best = result["cheapest_within_half_point"]
+    lines.append("")
+    lines.append(f"last exit alone: {100 * result['last_exit_accuracy']:.2f}% at {last / 1e6:.2f} M MAdds")
+    if best:
+        lines.append(f"cheapest budget within 0.5 points of it: {100 * best['test_accuracy']:.2f}% at "
+                     f"{best['test_avg_madds'] / 1e6:.2f} M MAdds ({100 * (1 - best['test_avg_madds'] / last):.1f}% fewer)")
+    else:
+        lines.append("no budget reached the last exit's accuracy within 0.5 points")
+    return "\n".join(lines)
+
+
+def to_json(result):
+    return json.dumps(result, indent=2, default=float)

@@ -1,0 +1,188 @@
+"""The numbers issue 6 asks for, on digits at 32x32 (small, CPU):
+
+* ``widths`` - each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone
+  (`build_mobilenet_v1`), same data, epochs, optimizer and schedule;
+* ``dsnet`` - DS-Net: Stage I (IEB supernet) once, BN recalibration of every width, then Stage II
+  gate training for several target MAdds; reports each static width and each gate as
+  (validation accuracy, average MAdds per example) - the accuracy/MAdds curve.
+
+    python -m pipelines slimmable-eval widths --epochs 15
+    python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
+
+Prints a Markdown table and writes JSON next to it (``--out``). Uses `TrainingModel` + the recipes
+(no training loop of its own).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pipelines  # noqa: F401
+
+
+def _data(args):
+    from pipelines import data
+
+    train_ds, info = data.load("digits", "train", image_size=args.image_size, batch_size=args.batch_size,
+                               augment=False, limit=args.limit)
+    val_ds, _ = data.load("digits", "validation", image_size=args.image_size, batch_size=256, shuffle=False,
+                          limit=args.limit)
+    return train_ds, val_ds, info
+
+
+def _fit(net, recipe, train_ds, val_ds, info, args, epochs, lr=None):
+    import tf_keras as keras
+
+    from pipelines.training.recipes.base import TrainingModel
+    from pipelines.training.train import TrainConfig, make_optimizer, steps_per_epoch
+
+    cfg = TrainConfig(epochs=epochs, learning_rate=lr or args.learning_rate, batch_size=args.batch_size)
+    steps = steps_per_epoch(info, args.batch_size) if not args.limit else max(1, args.limit // args.batch_size)
+    model = TrainingModel(net, recipe)
+    model.compile(optimizer=make_optimizer(cfg, steps))
+    start = time.time()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+              callbacks=[*recipe.callbacks(model, steps, epochs), _Progress(net.name)])
+    return model, time.time() - start
+
+
+def _progress_class():
+    import tf_keras as keras
+
+    class Progress(keras.callbacks.Callback):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_epoch_end(self, epoch, logs=None):
+            acc = {k: round(float(v), 3) for k, v in (logs or {}).items() if k.startswith("val_") and "acc" in k}
+            print(f"  [{self.name}] epoch {epoch + 1}: {acc}", flush=True)
+
+    return Progress
+
+
+def _Progress(name):
+    return _progress_class()(name)
+
+
+def _accuracy(net, val_ds, width=None):
+    import numpy as np
+
+    from keras_layers.slimmable import set_width
+
+    if width is not None:
+        set_width(net, width)
+    correct = total = 0
+    for x, y in val_ds:
+        out = net(x, training=False)
+        logits = out["logits"] if isinstance(out, dict) else out
+        correct += int(np.sum(np.argmax(logits.numpy(), -1) == y.numpy().reshape(-1)))
+        total += int(y.shape[0])
+    return correct / total
+
+
+def run_widths(args):
+    """Each width of a slimmable MobileNetV1 vs the same width trained alone."""
+    from keras_layers import count_madds, models
+    from keras_layers.models.slimmable_mobilenet_v1 import build_mobilenet_v1
+    import tf_keras as keras
+
+    from pipelines.training import recipes
+    from pipelines.training.bn_recalibration import recalibrate_bn
+
+    train_ds, val_ds, info = _data(args)
+    widths = tuple(args.widths)
+    arch = dict(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+    rows = {}
+    for w in widths:
+        keras.utils.set_random_seed(args.seed)
+        net = build_mobilenet_v1(info.input_shape, info.num_classes, width=w, **arch)
+        _, secs = _fit(net, recipes.get("standard"), train_ds, val_ds, info, args, args.epochs)
+        rows[w] = {"alone": _accuracy(net, val_ds), "madds": count_madds(net, info.input_shape),
+                   "alone_seconds": round(secs, 1)}
+        print(f"alone {w}: {rows[w]}", flush=True)
+    keras.utils.set_random_seed(args.seed)
+    net = models.build("slimmable_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths, **arch)
+    recipe = recipes.get("slimmable", rule=args.rule)
+    _, secs = _fit(net, recipe, train_ds, val_ds, info, args, args.epochs)
+    for w in widths:
+        rows[w]["slimmable"] = _accuracy(net, val_ds, w)
+        rows[w]["slimmable_madds"] = count_madds(net, info.input_shape, width=w)
+    for w in widths:
+        recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
+        rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
+    result = {"experiment": "widths", "rule": args.rule, "epochs": args.epochs, "slimmable_seconds": round(secs, 1),
+              "rows": {str(k): v for k, v in rows.items()}}
+    lines = ["| width | MAdds | alone | slimmable | slimmable (BN recal.) | delta |", "|---|---|---|---|---|---|"]
+    for w in widths:
+        r = rows[w]
+        lines.append(f"| {w:g}x | {r['madds']:,} | {100 * r['alone']:.1f} | {100 * r['slimmable']:.1f} | "
+                     f"{100 * r['slimmable_recalibrated']:.1f} | {100 * (r['slimmable'] - r['alone']):+.1f} |")
+    return result, "\n".join(lines)
+
+
+def run_dsnet(args):
+    """Stage I once, BN recalibration, then Stage II for each target: accuracy vs average MAdds."""
+    import tf_keras as keras
+
+    from keras_layers import models
+    from keras_layers.models.ds_mobilenet_v1 import choice_madds, expected_madds
+    from pipelines.training import recipes
+    from pipelines.training.bn_recalibration import recalibrate_bn
+
+    train_ds, val_ds, info = _data(args)
+    widths = tuple(args.widths)
+    keras.utils.set_random_seed(args.seed)
+    net = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
+                       base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+    secs = 0.0
+    if args.supernet and Path(args.supernet).exists():
+        net.load_weights(args.supernet)
+        print(f"loaded the Stage I supernet from {args.supernet}", flush=True)
+    else:
+        _, secs = _fit(net, recipes.get("ds_net", stage1_fraction=1.0), train_ds, val_ds, info, args, args.epochs)
+        for w in widths:
+            recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
+        if args.supernet:
+            net.save_weights(args.supernet)
+    table = choice_madds(net, info.input_shape)
+    static = {w: {"accuracy": _accuracy(net, val_ds, w), "madds": float(m)} for w, m in zip(widths, table)}
+    for w in widths:
+        print(f"supernet {w}: {static[w]}", flush=True)
+    supernet_weights = net.get_weights()
+    gate_train_ds = train_ds
+    if args.gate_augment:
+        from pipelines import data
+
+        gate_train_ds, _ = data.load("digits", "train", image_size=args.image_size, batch_size=args.batch_size,
+                                     augment=args.gate_augment, limit=args.limit)
+    gates = []
+    for spec in args.gates:
+        target, cw, sw = (float(v) for v in spec.split(","))
+        keras.utils.set_random_seed(args.seed)
+        gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
+                             base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+        gated.set_weights(supernet_weights)
+        recipe = recipes.get("ds_net", stage1_fraction=0.0, target_madds=target, complexity_weight=cw,
+                             sgs_weight=sw, train_shared_fc=args.train_shared_fc)
+        _fit(gated, recipe, gate_train_ds, val_ds, info, args, args.gate_epochs, lr=args.gate_learning_rate)
+        madds, fractions = expected_madds(gated, (x for x, _ in val_ds))
+        acc = _accuracy(gated, val_ds, "dynamic")
+        gates.append({"target_madds": target, "complexity_weight": cw, "sgs_weight": sw, "accuracy": acc,
+                      "madds": madds,
+                      "choice_fractions": [round(float(f), 3) for f in fractions]})
+        print(f"gate {spec}: {gates[-1]}", flush=True)
+    full = static[widths[-1]]
+    lines = ["| model | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |", "|---|---|---|---|---|"]
+    for w in widths:
+        s = static[w]
+        lines.append(f"| supernet {w:g}x | {100 * s['accuracy']:.1f} | {s['madds']:,.0f} | "
+                     f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |")
+    for g in gates:
+        lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
+                     f"{100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
+                     f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
+    result = {"experiment": "dsnet", "epochs": args.epochs, "gate_epochs": args.gate_epochs,
+              "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
+              "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
+    return result, "\n".join(lines)

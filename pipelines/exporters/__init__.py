@@ -1,1 +1,0 @@
-"""Exporters: turn a trained model of one family into the files an app ships (Keras + TFLite)."""

@@ -1,0 +1,315 @@
+"""Distributed training on Ray Train workers (Ray 2.60, Train V2): `TensorflowTrainer` + `train_func`.
+
+    python -m pipelines train --model mobilenet_v2 --workers 2              # local Ray, 2 CPU workers
+    python -m pipelines train --model mobilenet_v2 --workers 4 --use-gpu    # 1 GPU per worker
+    RAY_ADDRESS=127.0.0.1:6379 python -m pipelines train --workers 2        # an existing cluster
+
+`train_func(config)` runs on every worker: it builds the registered model and its recipe with
+`pipelines.training.train.build_training` inside a `MultiWorkerMirroredStrategy` scope (Ray's TF backend sets
+`TF_CONFIG`), feeds a `tf.data` input that the strategy shards per worker (`AutoShardPolicy.DATA`;
+the global batch is `TrainConfig.batch_size`, the same as in-process, so results are comparable),
+and fits with one callback that, after every epoch, writes weights + optimizer + epoch (the
+`pipelines.training.train.EpochCheckpoint` state) and the plain net (`model.keras`) and calls
+`ray.train.report(metrics, checkpoint)`. A restarted worker group (a killed worker, with
+`FailureConfig(max_failures)`) or a re-run with the same `name`/`storage_path` (Tune's
+`Tuner.restore`) resumes from `ray.train.get_checkpoint()`: no finished epoch is trained twice.
+
+A loss that becomes NaN/inf stops every worker at the end of that epoch *without reporting it*;
+`fit_distributed` then raises `NonFiniteLossError` (a Tune trial fails; nothing is retried).
+
+Extension hook (MLflow, custom logging): `fit_distributed(cfg, callbacks=[factory, ...])` where each
+`factory(ctx: WorkerContext) -> keras.callbacks.Callback | None` runs on every worker after the
+model is built; `ctx` carries the `TrainConfig`, world rank/size and the initial epoch, so a tracker
+can log the trial config once (rank 0) and per-epoch metrics in `on_epoch_end`.
+
+The same `train_func` runs without a cluster with `num_workers=0` (Ray Train's local mode, in this
+process) for debugging; plain in-process training without Ray is `pipelines.training.train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
+from pipelines.training.train import TrainConfig
+
+# Environment every Ray worker needs (Keras 2 API; see DESIGN.md "Keras version").
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+STATE_FILE = "state"  # tf.train.Checkpoint prefix inside a Ray checkpoint directory
+META_FILE = "meta.json"
+MODEL_FILE = "model.keras"
+
+
+def use_local_token_auth():
+    """Ray 2.60 heads (`ray start --head`) use token auth and write the token to ~/.ray/auth_token; its
+    clients only send it with RAY_AUTH_MODE=token, read when Ray is imported. Turn it on (before Ray is
+    imported) when a token is at hand and the user chose no mode; RAY_AUTH_MODE=disabled opts out."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+use_local_token_auth()
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run is stopped and reported as failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerContext:
+    """What a callback factory knows on a worker (see the module docstring)."""
+
+    config: TrainConfig
+    world_rank: int
+    world_size: int
+    initial_epoch: int
+    extra: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingOptions:
+    """Workers and resources of one Trainer run; validated before Ray is touched."""
+
+    num_workers: int = 2
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has any
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+
+    def validate(self):
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"workers must be an int >= 0; received workers={self.num_workers!r}")
+        if not isinstance(self.cpus_per_worker, (int, float)) or not 0 < self.cpus_per_worker <= 256:
+            raise ValueError(f"cpus_per_worker must be in (0, 256]; received cpus_per_worker={self.cpus_per_worker!r}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < -1:
+            raise ValueError(f"max_failures must be an int >= -1 (-1 = forever); received max_failures={self.max_failures!r}")
+        if self.use_gpu not in (None, True, False):
+            raise ValueError(f"use_gpu must be True, False or None (auto); received use_gpu={self.use_gpu!r}")
+        return self
+
+
+# ----------------------------------------------------------------------------- on each worker
+
+def _finite(logs):
+    return all(math.isfinite(float(v)) for k, v in logs.items() if "loss" in k or k in ("ce",))
+
+
+def _restore(state, checkpoint):
+    """Load a Ray checkpoint written by `_report_callback` into `state`; returns epochs already done."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        state.ckpt.read(os.path.join(d, STATE_FILE)).expect_partial()
+        meta = json.loads(Path(d, META_FILE).read_text())
+    done = int(state.epoch.numpy())
+    if done != meta["epoch"]:
+        raise RuntimeError(f"checkpoint epoch mismatch: state says {done}, {META_FILE} says {meta['epoch']}")
+    return done
+
+
+def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
+    import ray.train
+    import tf_keras as keras
+    from ray.train import Checkpoint
+
+    class _ReportEpoch(keras.callbacks.Callback):
+        """After every epoch: checkpoint on all workers (collectives), report (rank 0's checkpoint kept)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if not _finite(logs):
+                # Same aggregated logs on every worker: all stop here together, nothing is reported.
+                outcome["nonfinite_epoch"] = epoch + 1
+                outcome["logs"] = {k: float(v) for k, v in logs.items()}
+                self.model.stop_training = True
+                return
+            state.epoch.assign(epoch + 1)
+            tmp = tempfile.mkdtemp(prefix=f"ckpt-e{epoch + 1}-r{rank}-")
+            try:
+                state.ckpt.write(os.path.join(tmp, STATE_FILE))
+                # Every worker saves (BN statistics are all-reduced on read). "keras_v3": tf_keras falls back
+                # to HDF5 for `.keras` paths after the first save in a non-main thread (Ray's worker thread).
+                keras.saving.save_model(net, os.path.join(tmp, MODEL_FILE), save_format="keras_v3")
+                Path(tmp, META_FILE).write_text(json.dumps({"epoch": epoch + 1, "dataset": info.to_dict()}))
+                metrics = {k: float(v) for k, v in logs.items()}
+                metrics.update(epoch=epoch + 1, madds=madds, params=int(net.count_params()),
+                               resumed_from_epoch=initial_epoch, epoch_seconds=round(time.time() - self._start, 3))
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None,
+                                 checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:04d}")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    return _ReportEpoch()
+
+
+def train_func(config: dict):
+    """The per-worker training loop (see the module docstring). `config`: {"train": TrainConfig dict,
+    "callbacks": [factory, ...], "extra": {...}}. Returns `{"nonfinite_epoch": k, ...}` or `{}`."""
+    from keras_layers import _env  # noqa: F401
+    import ray.train
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from keras_layers import count_madds
+    from pipelines.training.train import EpochCheckpoint, build_training, load_data, steps_per_epoch
+
+    cfg = TrainConfig.from_dict(config["train"]).validate()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tf.get_logger().setLevel("ERROR")  # the strategy logs every collective at INFO
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras.utils.set_random_seed(cfg.seed)
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds, info = load_data(cfg, "train")  # global batch; the strategy splits it per worker
+    val_ds, _ = load_data(cfg, "validation", shuffle=False)
+    train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    steps = steps_per_epoch(info, cfg.batch_size)  # as in-process: the same learning-rate schedule
+
+    with strategy.scope():
+        model = build_training(cfg, info, steps)
+        # The (weights, optimizer, epoch) state of `pipelines.training.train`; its own manager directory is never
+        # written here: each epoch goes to a Ray checkpoint (`_report_callback`).
+        state = EpochCheckpoint(model, os.path.join(tempfile.gettempdir(), f"ray-train-state-{os.getpid()}"))
+    initial_epoch = _restore(state, ray.train.get_checkpoint())
+    if initial_epoch:
+        print(f"[rank {rank}] resumed from checkpoint at epoch {initial_epoch}", flush=True)
+    outcome = {}
+    if initial_epoch >= cfg.epochs:
+        return outcome
+    madds = int(count_madds(model.net, info.input_shape))
+
+    wctx = WorkerContext(cfg, rank, world, initial_epoch, dict(config.get("extra") or {}))
+    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs)]
+    if cfg.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
+    cbs.append(_report_callback(state, model.net, info, rank, initial_epoch, madds, outcome))
+    for factory in config.get("callbacks") or ():
+        cb = factory(wctx)
+        if cb is not None:
+            cbs.append(cb)
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=cbs,
+              verbose=2 if rank == 0 else 0)
+    return outcome
+
+
+# ----------------------------------------------------------------------------- on the driver
+
+def has_gpus():
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# What never travels to the cluster with the code (the repo is the job's / driver's working_dir).
+EXCLUDES = [".venv", ".git/", "runs/", "mlruns/", "mlartifacts/", "data/", "bundle/", "__pycache__/",
+            ".pytest_cache/", "*.keras", "*.tflite"]
+
+
+def ensure_ray(address=None):
+    """Connect to Ray: `address`, else $RAY_ADDRESS, else a new local instance.
+
+    Outside a submitted job the repo is shipped as the workers' `working_dir` (so `pipelines` imports
+    on every node) with `TF_USE_LEGACY_KERAS=1`; inside a job (`python -m pipelines submit`) the job's
+    runtime env already carries both.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = {}
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
+    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
+
+
+def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),
+                 run_callbacks=(), extra=None):
+    """The `TensorflowTrainer` of one run (no Ray work until `.fit()`)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    use_gpu = has_gpus() if scaling.use_gpu is None else scaling.use_gpu
+    resources = {"CPU": scaling.cpus_per_worker}  # + 1 GPU per worker when use_gpu
+    return TensorflowTrainer(
+        train_func,
+        train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {})},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=None),
+                             callbacks=list(run_callbacks), worker_runtime_env={"env_vars": dict(WORKER_ENV)}),
+    )
+
+
+def result_summary(result):
+    """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`)."""
+    reports = [m for _, m in (result.best_checkpoints or [])]
+    reports.sort(key=lambda m: m["epoch"])
+    if not reports:
+        raise RuntimeError("the run reported no epoch")
+    best = max(reports, key=lambda m: m.get("val_accuracy", -1))
+    return {
+        "val_accuracy": best["val_accuracy"], "val_loss": best.get("val_loss", math.nan),
+        "accuracy": best.get("accuracy", math.nan), "best_epoch": best["epoch"], "epochs_run": len(reports),
+        "madds": best["madds"], "params": best["params"],
+        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in reports), 2),
+        "resumed_from_epoch": reports[-1].get("resumed_from_epoch", 0),
+    }
+
+
+def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions(), callbacks=(), name=None,
+                    storage_path=None, address=None, run_callbacks=(), extra=None, verbose=True):
+    """Train `cfg` on Ray Train workers; returns `(metrics, run_dir, result)`.
+
+    Writes `<cfg.out>/<name>/` like `pipelines.training.train` (`model.keras` of the best epoch,
+    `history.json`, `metrics.json`, `config.json`) with Ray's run (checkpoints) under
+    `<storage_path or cfg.out/ray>/<name>`. Re-running with the same `name` resumes that run.
+    """
+    import datetime as _dt
+
+    cfg.validate()
+    scaling.validate()
+    storage_path = os.path.abspath(storage_path or os.path.join(cfg.out, "ray"))
+    name = name or cfg.run_name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    ensure_ray(address)
+    trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
+    if verbose:
+        print(f"Ray Train: {scaling.num_workers} worker(s), run {name!r} under {storage_path}", flush=True)
+    result = trainer.fit()
+    outcome = result.return_value or {}
+    if outcome.get("nonfinite_epoch"):
+        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
+                                 f"(learning_rate={cfg.learning_rate!r}); logs: {outcome.get('logs')}")
+    metrics = result_summary(result)
+    run_dir = Path(cfg.out) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history = {}
+    for _, m in sorted(result.best_checkpoints, key=lambda cm: cm[1]["epoch"]):
+        for k, v in m.items():
+            if isinstance(v, (int, float)):
+                history.setdefault(k, []).append(v)
+    best_ckpt = next(c for c, m in result.best_checkpoints if m["epoch"] == metrics["best_epoch"])
+    with best_ckpt.as_directory() as d:
+        shutil.copy(os.path.join(d, MODEL_FILE), run_dir / MODEL_FILE)
+        meta = json.loads(Path(d, META_FILE).read_text())
+    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "workers": scaling.num_workers}, indent=2,
+                                                    default=str))
+    (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "dataset.json").write_text(json.dumps(meta["dataset"], indent=2))
+    return metrics, run_dir, result

@@ -1,0 +1,138 @@
+"""The one training-step mechanism: `TrainingModel` runs any `Recipe`'s losses in `train_step`.
+
+A recipe says *what* to minimise (`compute` returns the total loss, named scalars to log, and named
+logits to score); `TrainingModel` does the rest the same way for every family: gradient tape,
+L2, loss scaling for distribution strategies, one optimizer step, metrics, and the recipe's
+`after_step` hook (EMA teachers, schedules). Only `net` (the plain model) is saved or exported.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from keras_layers import _env  # noqa: F401
+import tensorflow as tf
+import tf_keras as keras
+
+from pipelines.training.recipes import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutput:
+    loss: tf.Tensor
+    logs: dict = dataclasses.field(default_factory=dict)  # name -> scalar tensor (averaged per epoch)
+    predictions: dict = dataclasses.field(default_factory=dict)  # name -> logits (accuracy metrics)
+
+
+def _check_range(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]; received {name}={value!r}")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Base recipe: cross-entropy on the model's logits, label smoothing, L2 weight decay, augmentation.
+
+    Subclasses add fields (validated in `validate`) and override `compute`; `main_output` names the
+    output that is "the prediction" of the model (its accuracy is logged as `accuracy`).
+    """
+
+    name: ClassVar[str] = "base"
+    models: ClassVar[tuple] = ()
+    main_output: ClassVar[str] = "logits"
+
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    augment: float = 0.0  # augmentation strength in [0, 1] (random crop + brightness), 0 = off
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_range("weight_decay", self.weight_decay, 0.0, 0.1)
+        _check_range("augment", self.augment, 0.0, 1.0)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    # -- hooks -----------------------------------------------------------------
+    def setup(self, model: "TrainingModel"):
+        """Create extra state (teachers, EMA copies, step counters) once the net is built."""
+
+    def compute(self, model: "TrainingModel", x, y, training: bool) -> StepOutput:
+        outputs = model.net(x, training=training)
+        logits = outputs[self.main_output] if isinstance(outputs, dict) else outputs
+        loss = losses.cross_entropy(y, logits, self.label_smoothing if training else 0.0)
+        return StepOutput(loss=loss, logs={"ce": loss}, predictions={"logits": logits})
+
+    def log_names(self, net):
+        """Names of the scalars `compute` returns in `logs` (metrics are created up front)."""
+        return ["ce"]
+
+    def prediction_names(self, net):
+        return ["logits"]
+
+    def trainable_variables(self, model: "TrainingModel"):
+        return model.net.trainable_variables
+
+    def after_step(self, model: "TrainingModel"):
+        """Runs after each optimizer step inside the compiled train step."""
+
+    def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int):
+        """Keras callbacks the recipe needs (schedules), given the length of training."""
+        return []
+
+
+class TrainingModel(keras.Model):
+    """Wraps the plain `net` and runs `recipe.compute` in `train_step` / `test_step`."""
+
+    def __init__(self, net: keras.Model, recipe: Recipe, **kwargs):
+        super().__init__(name=f"train_{net.name}", **kwargs)
+        self.net = net
+        self.recipe = recipe
+        self._log_metrics = {n: keras.metrics.Mean(name=n) for n in recipe.log_names(net)}
+        self._loss_metric = keras.metrics.Mean(name="loss")
+        self._acc_metrics = {}
+        for n in recipe.prediction_names(net):
+            metric_name = "accuracy" if n == recipe.main_output or n == "logits" else f"{n}_accuracy"
+            self._acc_metrics[n] = keras.metrics.SparseCategoricalAccuracy(name=metric_name)
+        recipe.setup(self)
+
+    def call(self, inputs, training=False):
+        return self.net(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self._loss_metric, *self._log_metrics.values(), *self._acc_metrics.values()]
+
+    def _update(self, y, out: StepOutput, total):
+        self._loss_metric.update_state(total)
+        for n, v in out.logs.items():
+            if n in self._log_metrics:
+                self._log_metrics[n].update_state(v)
+        for n, logits in out.predictions.items():
+            if n in self._acc_metrics:
+                self._acc_metrics[n].update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        variables = self.recipe.trainable_variables(self)
+        with tf.GradientTape() as tape:
+            out = self.recipe.compute(self, x, y, training=True)
+            total = out.loss + losses.l2(variables, self.recipe.weight_decay)
+            if self.net.losses:
+                total += tf.add_n(self.net.losses)
+            # Gradients are summed across replicas by the optimizer: scale so the step matches one device.
+            scaled = total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        self.recipe.after_step(self)
+        return self._update(y, out, total)
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        out = self.recipe.compute(self, x, y, training=False)
+        return self._update(y, out, out.loss)

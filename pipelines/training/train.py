@@ -1,0 +1,180 @@
+"""Train any registered model on any dataset with its recipe, in-process (`model.fit`).
+
+    python -m pipelines train --model mobilenet_v2 --data digits --epochs 10
+
+Writes `runs/<name>/`: `model.keras` (the plain net, best validation epoch), `checkpoints/` (weights +
+optimizer + epoch, one per epoch, to resume), `history.json`, `metrics.json`, `config.json`.
+The same `build_training` / `fit_epochs` functions run inside Ray Train workers (`pipelines.training.distributed`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import time
+from pathlib import Path
+
+import pipelines  # noqa: F401
+
+from pipelines.training.config import DEFAULT_OUT, TrainConfig  # noqa: F401  (re-exported)
+
+
+def load_data(cfg: TrainConfig, split, batch_size=None, shuffle=None):
+    from pipelines import data
+
+    recipe = cfg.recipe_obj()
+    return data.load(cfg.data, split, image_size=cfg.image_size, batch_size=batch_size or cfg.batch_size,
+                     augment=recipe.augment if split == "train" else False, data_dir=cfg.data_dir,
+                     shuffle=shuffle, limit=cfg.limit)
+
+
+def steps_per_epoch(info, batch_size, num_workers=1):
+    """Batches per epoch of the train split (100 when the size is unknown)."""
+    n = info.num_examples.get("train")
+    return max(1, math.ceil(n / (batch_size * num_workers))) if n else 100
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch):
+    import tf_keras as keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.01)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule)
+    return keras.optimizers.Adam(schedule)
+
+
+def build_training(cfg: TrainConfig, info, steps_per_epoch):
+    """Build net + recipe + compiled `TrainingModel` (call inside a strategy scope when distributed)."""
+    from keras_layers import models
+    from pipelines.training.recipes.base import TrainingModel
+
+    net = models.build(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, **cfg.model_config)
+    recipe = cfg.recipe_obj()
+    model = TrainingModel(net, recipe)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
+    return model
+
+
+def _unique_dir(root: Path, name: str) -> Path:
+    path = root / name
+    i = 1
+    while path.exists():
+        path = root / f"{name}-{i}"
+        i += 1
+    path.mkdir(parents=True)
+    return path
+
+
+class EpochCheckpoint:
+    """Saves weights + optimizer + epoch after every epoch under `directory` (keeps the last 2)."""
+
+    def __init__(self, model, directory):
+        import tensorflow as tf
+
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(directory), max_to_keep=2)
+
+    def restore(self):
+        """Restore the latest checkpoint; returns the number of epochs already done (0 if none)."""
+        if self.manager.latest_checkpoint:
+            self.ckpt.restore(self.manager.latest_checkpoint)
+            return int(self.epoch.numpy())
+        return 0
+
+    def callback(self):
+        import tf_keras as keras
+
+        outer = self
+
+        class _Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                outer.epoch.assign(epoch + 1)
+                outer.manager.save(checkpoint_number=epoch + 1)
+
+        return _Save()
+
+
+def summarize(net, info, history: dict, seconds: float, state=None):
+    """Final metrics: best validation accuracy, MAdds, params, time."""
+    from keras_layers import count_madds
+
+    val = history.get("val_accuracy") or [float("nan")]
+    best = int(max(range(len(val)), key=lambda i: val[i])) if val else 0
+    out = {
+        "val_accuracy": float(val[best]),
+        "val_loss": float(history.get("val_loss", [math.nan] * (best + 1))[best]),
+        "accuracy": float(history.get("accuracy", [math.nan] * (best + 1))[best]),
+        "best_epoch": best + 1,
+        "epochs_run": len(val),
+        "madds": count_madds(net, info.input_shape, **(state or {})),
+        "params": int(net.count_params()),
+        "train_seconds": round(seconds, 2),
+    }
+    return out
+
+
+def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
+    """Train in-process; returns `(metrics dict, run_dir, net)`. Validates the config before any work."""
+    import sys
+
+    cfg.validate()
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    train_ds, info = load_data(cfg, "train")
+    val_ds, _ = load_data(cfg, "validation", shuffle=False)
+    steps = steps_per_epoch(info, cfg.batch_size)
+    model = build_training(cfg, info, steps)
+
+    if resume_dir:
+        run_dir = Path(resume_dir)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = _unique_dir(Path(cfg.out), cfg.run_name or f"{cfg.model}-{stamp}")
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    ckpt = EpochCheckpoint(model, run_dir / "checkpoints")
+    initial_epoch = ckpt.restore()
+
+    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs), *callbacks]
+    if cfg.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max",
+                                                 restore_best_weights=True))
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    start = time.time()
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                     callbacks=cbs, verbose=verbose)
+    seconds = time.time() - start
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    net = model.net
+    net.save(run_dir / "model.keras")
+    metrics = summarize(net, info, history, seconds)
+    (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "dataset.json").write_text(json.dumps(info.to_dict(), indent=2))
+    return metrics, run_dir, net
+
+
+def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
+                  verbose="auto", after_train=None):
+    """`pipelines.training.train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`.
+
+    `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
+    heatmaps/curves there). The config is validated before MLflow is touched.
+    """
+    from pipelines import tracking
+
+    cfg.validate()
+    with tracking.start_run(cfg, tracking_uri, experiment, parent_run_id, tags) as run:
+        run_id = run.info.run_id
+        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks],
+                                      verbose=verbose)
+        tracking.log_training_result(run_id, run_dir, metrics)
+        if after_train is not None:
+            after_train(net, run_dir, run_id)
+    return metrics, run_dir, net, run_id

@@ -1,0 +1,344 @@
+"""Tune a family's recipe (regularisation, gate losses) with Ray Tune: Optuna (accuracy up, MAdds down) + ASHA.
+
+    python -m pipelines tune --family baseline --smoke-test                 # seconds-to-minutes, local Ray
+    python -m pipelines tune --family basisnet --trials 32 --workers-per-trial 2 --max-concurrent-trials 4
+    python -m pipelines tune --resume runs/tune/basisnet-20260101-120000   # continue an interrupted search
+
+Each trial is a Tune *function* trainable (`trial`) that builds a Ray Train `TensorflowTrainer`
+(`pipelines.training.distributed`) and fits it; the Trainer's per-epoch reports reach Tune through
+`TuneReportCallback` (Ray 2.60, Train V2: `Tuner(trainer)` is not supported). The Trainer's run lives
+in the trial's directory under a fixed name, so a trial restarted by `Tuner.restore` resumes from its
+last epoch checkpoint. `OptunaSearch` optimises two objectives (`val_accuracy` max, `madds` min) and
+`ASHAScheduler` stops weak trials early on `val_accuracy` (time unit: `epoch`). A trial whose loss
+becomes NaN/inf fails (`NonFiniteLossError`): it is listed as failed and kept out of the front.
+
+Writes `<out>/<name>/` (Tune's experiment dir; on a multi-node cluster `--out` must be a shared
+filesystem): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
+trials that ran every epoch), `best/` (the best trial's last checkpoint: `model.keras`, weights +
+optimizer state) with `best.json`, `trainer_runs/<trial_id>/train/` (each trial's Ray Train run and
+epoch checkpoints), `summary.json` (incl. the share of trial-epochs ASHA saved) and
+`tune_options.json` (what `--resume` needs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pipelines  # noqa: F401
+from pipelines.training import distributed  # noqa: F401  (Ray auth settings before `tune_spaces` imports Ray)
+
+OBJECTIVES = (("val_accuracy", "max"), ("madds", "min"))
+OPTIONS_FILE = "tune_options.json"
+
+
+@dataclasses.dataclass
+class TuneOptions:
+    family: str = "baseline"
+    smoke_test: bool = False
+    trials: int | None = None  # None: SMOKE's trials with --smoke-test, else 16
+    max_concurrent_trials: int = 1
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    cpus_per_trial: float = 0.1  # the trial's own process (it only drives the Trainer)
+    use_gpu: bool | None = None  # None: GPUs when the cluster has any
+    max_failures: int = 0  # worker-group restarts per trial (a failed trial is a result too)
+    grace_period: int = 1
+    reduction_factor: int = 2
+    seed: int = 0
+    out: str = "runs/tune"
+    name: str | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)  # constant TrainConfig fields (data, data_dir)
+
+    def validate(self):
+        import tune_spaces
+
+        tune_spaces.module(self.family)
+        for f in ("max_concurrent_trials", "workers_per_trial", "grace_period", "reduction_factor"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{f} must be an int >= 1; received {f}={v!r}")
+        if self.trials is not None and (isinstance(self.trials, bool) or not isinstance(self.trials, int)
+                                        or self.trials < 1):
+            raise ValueError(f"trials must be an int >= 1; received trials={self.trials!r}")
+        if self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor must be >= 2; received reduction_factor={self.reduction_factor!r}")
+        if not isinstance(self.cpus_per_trial, (int, float)) or not 0 <= self.cpus_per_trial <= 64:
+            raise ValueError(f"cpus_per_trial must be in [0, 64]; received cpus_per_trial={self.cpus_per_trial!r}")
+        for f in ("epochs", "limit"):
+            v = self.overrides.get(f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{f} must be an int >= 1; received {f}={v!r}")
+        self.scaling().validate()
+        return self
+
+    def scaling(self):
+        from pipelines.training.distributed import ScalingOptions
+
+        return ScalingOptions(num_workers=self.workers_per_trial, use_gpu=self.use_gpu,
+                              cpus_per_worker=self.cpus_per_worker, max_failures=self.max_failures)
+
+    def space(self):
+        """The validated search space (SMOKE and `overrides` merged in); fails before any trial."""
+        import tune_spaces
+
+        from pipelines.tuning import spaces
+
+        space = tune_spaces.get(self.family, smoke=self.smoke_test)
+        space = tune_spaces.merge(space, self.overrides)
+        spaces.check_space(space, where=f"tune_spaces.{self.family}",
+                           smoke_settings=tune_spaces.smoke(self.family))
+        if not isinstance(space.get("epochs", 10), int):
+            raise ValueError(f"tune_spaces.{self.family}: epochs must be a constant int (ASHA's max_t); "
+                             f"received epochs={space['epochs']!r}")
+        return space
+
+    def num_trials(self):
+        import tune_spaces
+
+        if self.trials:
+            return self.trials
+        return tune_spaces.smoke(self.family).get("trials", 2) if self.smoke_test else 16
+
+
+# ----------------------------------------------------------------------------- the trial
+
+def trial(config, scaling=None, callbacks=(), runs_dir=None):
+    """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict).
+
+    The Trainer's run (its checkpoints) goes to `runs_dir/<trial_id>/train` in the experiment folder
+    (Tune's own trial dir is a per-session staging dir), so `Tuner.restore` finds it again.
+    """
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipelines.training.distributed import NonFiniteLossError, make_trainer
+    from pipelines.training.train import TrainConfig
+
+    ctx = tune.get_context()
+    storage = os.path.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
+    cfg = TrainConfig.from_dict({**config, "out": storage, "run_name": "train"}).validate()
+    # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint.
+    trainer = make_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
+                           run_callbacks=[TuneReportCallback()],
+                           extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
+                                  "experiment": ctx.get_experiment_name()})
+    result = trainer.fit()
+    outcome = result.return_value or {}
+    if outcome.get("nonfinite_epoch"):
+        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
+                                 f"(learning_rate={cfg.learning_rate!r})")
+
+
+def _trainable(opts: TuneOptions, callbacks=()):
+    from ray import tune
+
+    runs_dir = str(Path(opts.out, opts.name, "trainer_runs").resolve())
+    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks), runs_dir=runs_dir)
+    return tune.with_resources(fn, {"CPU": opts.cpus_per_trial})
+
+
+# ----------------------------------------------------------------------------- the search
+
+def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    epochs = space.get("epochs", 10)
+    search = OptunaSearch(metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
+                          points_to_evaluate=points_to_evaluate, seed=opts.seed)
+    scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
+                              grace_period=min(opts.grace_period, epochs), reduction_factor=opts.reduction_factor)
+    return tune.Tuner(
+        _trainable(opts, callbacks),
+        param_space=space,
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=opts.num_trials(),
+                                    max_concurrent_trials=opts.max_concurrent_trials),
+        run_config=tune.RunConfig(name=opts.name, storage_path=os.path.abspath(opts.out),
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                                  verbose=1),
+    )
+
+
+def run(opts: TuneOptions, callbacks=(), points_to_evaluate=None, address=None):
+    """Validate, search, write the reports; returns the summary dict (see module docstring)."""
+    opts.validate()
+    space = opts.space()  # an invalid space fails here, before Ray is touched
+    opts.name = opts.name or f"{opts.family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    opts.out = os.path.abspath(opts.out)
+    exp_dir = Path(opts.out, opts.name).resolve()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(opts), indent=2))
+    from pipelines.training.distributed import ensure_ray
+
+    ensure_ray(address)
+    print(f"tune {opts.family}: {opts.num_trials()} trial(s), {opts.max_concurrent_trials} at a time, "
+          f"{opts.workers_per_trial} worker(s) each -> {exp_dir}", flush=True)
+    grid = _tuner(opts, space, callbacks, points_to_evaluate).fit()
+    return report(grid, opts, exp_dir, space)
+
+
+def resume(path, callbacks=(), address=None):
+    """Continue an interrupted experiment with `Tuner.restore` (unfinished trials resume from checkpoints)."""
+    from ray import tune
+
+    exp_dir = Path(path).resolve()
+    if not (exp_dir / OPTIONS_FILE).exists():
+        raise ValueError(f"resume={str(path)!r} is not a tune experiment folder (no {OPTIONS_FILE})")
+    opts = TuneOptions(**json.loads((exp_dir / OPTIONS_FILE).read_text()))
+    space = opts.space()
+    from pipelines.training.distributed import ensure_ray
+
+    ensure_ray(address)
+    if not tune.Tuner.can_restore(str(exp_dir)):
+        raise ValueError(f"resume={str(path)!r}: Tune has no saved experiment state there")
+    print(f"resuming tune experiment {exp_dir}", flush=True)
+    tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(opts, callbacks), resume_unfinished=True,
+                               resume_errored=False)
+    return report(tuner.fit(), opts, exp_dir, space)
+
+
+# ----------------------------------------------------------------------------- reports
+
+def pareto_front(rows):
+    """Rows not dominated on (val_accuracy max, madds min), sorted by MAdds."""
+    front = []
+    for r in rows:
+        dominated = any(o["val_accuracy"] >= r["val_accuracy"] and o["madds"] <= r["madds"]
+                        and (o["val_accuracy"] > r["val_accuracy"] or o["madds"] < r["madds"]) for o in rows)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: (r["madds"], -r["val_accuracy"]))
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _domain_keys(space):
+    import tune_spaces
+
+    return [".".join(p) for p, _ in tune_spaces._domains(space)]
+
+
+def _trial_statuses(grid, exp_dir):
+    """Each trial's status (TERMINATED, ERROR, PENDING...) as saved in the experiment state on disk,
+    by trial id and dir name: after an interrupt (Ctrl+C) unfinished trials are saved as PENDING there,
+    which is what `Tuner.restore` resumes."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(exp_dir)).trials
+    except Exception:  # no saved state yet: what this process knows
+        trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    out = {}
+    for t in trials:
+        out[t.trial_id] = t.status
+        try:
+            out[Path(t.path).name] = t.status
+        except Exception:  # a trial that never got a directory
+            pass
+    return out
+
+
+def report(grid, opts: TuneOptions, exp_dir: Path, space):
+    """Results table, Pareto CSV + plot, best checkpoint, summary; returns the summary dict."""
+    import pandas as pd
+
+    epochs = space.get("epochs", 10)
+    searched = _domain_keys(space)
+    statuses = _trial_statuses(grid, exp_dir)
+    rows = []
+    for res in grid:
+        m = res.metrics or {}
+        trial_id = m.get("trial_id") or Path(res.path).name
+        status_now = statuses.get(trial_id) or statuses.get(Path(res.path).name)
+        flat = _flat(res.config or {})
+        done = int(m.get("epoch", 0) or 0)
+        if res.error is not None:
+            err = str(res.error).strip().splitlines()
+            msg = next((l for l in err if "NonFiniteLossError" in l), err[-1] if err else "error")
+            status = "failed: non-finite loss" if "NonFiniteLoss" in str(res.error) else "failed"
+        elif status_now not in (None, "TERMINATED"):
+            status, msg = status_now.lower(), ""
+        else:
+            status, msg = ("completed" if done >= epochs else "stopped early (ASHA)"), ""
+        row = {"trial_id": trial_id, "status": status, "epochs_run": done,
+               "val_accuracy": m.get("val_accuracy"), "madds": m.get("madds"), "params": m.get("params"),
+               "resumed_from_epoch": m.get("resumed_from_epoch"), "checkpoint_path": m.get("checkpoint_path"),
+               "error": msg[:200]}
+        row.update({k: flat.get(k) for k in searched})
+        rows.append(row)
+    rows.sort(key=lambda r: r["trial_id"])
+    table = pd.DataFrame(rows)
+    table.to_csv(exp_dir / "results.csv", index=False)
+    interrupted = any(r["status"] in ("running", "pending", "paused") for r in rows) or len(rows) < opts.num_trials()
+    ok = [r for r in rows if not r["status"].startswith("failed") and r["val_accuracy"] is not None
+          and r["status"] not in ("running", "pending", "paused")]
+    complete = [r for r in ok if r["status"] == "completed"]
+    front = pareto_front(complete or ok)
+    pd.DataFrame(front, columns=table.columns if len(table) else None).to_csv(exp_dir / "pareto.csv", index=False)
+    _plot(ok, front, exp_dir / "pareto.png", opts.family)
+
+    best = max(complete or ok, key=lambda r: (r["val_accuracy"], -r["madds"]), default=None)
+    if best and best["checkpoint_path"] and os.path.isdir(best["checkpoint_path"]):
+        shutil.rmtree(exp_dir / "best", ignore_errors=True)
+        shutil.copytree(best["checkpoint_path"], exp_dir / "best")
+        (exp_dir / "best" / "best.json").write_text(json.dumps(best, indent=2, default=str))
+    ran = sum(r["epochs_run"] for r in rows if not r["status"].startswith("failed"))
+    budget = epochs * sum(1 for r in rows if not r["status"].startswith("failed"))
+    summary = {
+        "experiment": str(exp_dir), "family": opts.family, "trials": len(rows),
+        "completed": sum(r["status"] == "completed" for r in rows),
+        "stopped_early": sum(r["status"].startswith("stopped early") for r in rows),
+        "failed": sum(r["status"].startswith("failed") for r in rows),
+        "interrupted": interrupted,
+        "trial_epochs_run": ran, "trial_epochs_budget": budget,
+        "asha_saved_share": round(1 - ran / budget, 4) if budget else 0.0,
+        "best": best, "pareto": front,
+    }
+    (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    with pd.option_context("display.max_columns", 50, "display.width", 200):
+        shown = table.drop(columns=["checkpoint_path", "error"], errors="ignore")
+        print(shown.to_string(index=False) if len(shown) else "(no trials)")
+    print(f"{summary['completed']} completed, {summary['stopped_early']} stopped early by ASHA "
+          f"({summary['asha_saved_share']:.0%} of trial-epochs saved), {summary['failed']} failed")
+    if best:
+        print(f"best: {best['trial_id']} val_accuracy={best['val_accuracy']:.4f} madds={best['madds']} "
+              f"-> {exp_dir / 'best'}")
+    print(f"results: {exp_dir / 'results.csv'}  pareto: {exp_dir / 'pareto.csv'}, {exp_dir / 'pareto.png'}")
+    if interrupted:
+        print(f"interrupted; continue with: python -m pipelines tune --resume {exp_dir}")
+    return summary
+
+
+def _plot(rows, front, path, family):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if rows:
+        ax.scatter([r["madds"] / 1e6 for r in rows], [r["val_accuracy"] for r in rows], c="0.6", label="trials")
+    if front:
+        ax.plot([r["madds"] / 1e6 for r in front], [r["val_accuracy"] for r in front], "o-", c="C3",
+                label="Pareto front")
+    ax.set_xlabel("MAdds (millions)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{family}: accuracy vs MAdds")
+    if rows or front:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
