@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.export.policy import stops
+
 
 def exit_probabilities(net, images, batch_size=256):
     """Softmax probabilities of every exit: array (K, N, C), exits in order."""
@@ -66,7 +68,7 @@ def exit_points(confidence, thresholds):
     thresholds = np.asarray(thresholds, np.float64)
     single = thresholds.ndim == 1
     t = thresholds[None] if single else thresholds
-    accept = confidence[None] >= t[:, :, None]  # (Q, K, N)
+    accept = stops(confidence[None], t[:, :, None])  # (Q, K, N)
     accept[:, -1] = True
     exits = accept.argmax(axis=1)  # first accepting exit
     return exits[0] if single else exits
@@ -102,7 +104,7 @@ def geometric_thresholds(confidence, q):
             continue
         leave = min(leave, conf.size)
         thresholds[i] = np.sort(conf)[::-1][leave - 1]
-        running &= confidence[i] < thresholds[i]
+        running &= ~stops(confidence[i], thresholds[i])
     return thresholds
 
 

@@ -43,12 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.export.policy import BundleError, softmax, stops  # noqa: F401  (the runner's names)
+from pipelines.export.policy import need as _need
+
 FORMAT = 1
 KINDS = ("plain", "basisnet", "multi_exit", "ds_net")
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be run, with a one-line message naming the field and value."""
 
 
 @dataclasses.dataclass
@@ -66,17 +65,6 @@ class Prediction:
         d = dataclasses.asdict(self)
         d["logits"] = [float(v) for v in self.logits]
         return d
-
-
-def softmax(z):
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _need(cond, msg):
-    if not cond:
-        raise BundleError(msg)
 
 
 def read_spec(directory):
@@ -236,12 +224,12 @@ class Bundle:
             logits = run(name)
         elif self.kind == "basisnet":
             name, logits = "preview", run("preview")
-            if softmax(logits).max() < s["threshold"]:
+            if not stops(softmax(logits).max(), s["threshold"]):
                 name, logits = "specialist", run("specialist")
         elif self.kind == "multi_exit":
             for k, name in enumerate(s["exits"]):
                 logits = run(name)
-                if k == len(s["exits"]) - 1 or softmax(logits).max() >= s["thresholds"][k]:
+                if k == len(s["exits"]) - 1 or stops(softmax(logits).max(), s["thresholds"][k]):
                     break
         else:  # ds_net
             stages.append(s["gate"])

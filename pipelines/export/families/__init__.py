@@ -133,12 +133,12 @@ def keras_policy(net, spec, images):
     """The Keras model's answer under the bundle's policy: (stage answering each image, its logits)."""
     import numpy as np
 
-    from pipelines.export.bundle import softmax
+    from pipelines.export.policy import softmax, stops
 
     out = net.predict(images, batch_size=256, verbose=0)
     kind = spec["kind"]
     if kind == "basisnet":
-        stop = softmax(out["preview_logits"]).max(-1) >= spec["threshold"]
+        stop = stops(softmax(out["preview_logits"]).max(-1), spec["threshold"])
         return (np.where(stop, "preview", "specialist"),
                 np.where(stop[:, None], out["preview_logits"], out["logits"]))
     if kind == "multi_exit":

@@ -3,7 +3,7 @@
 * ``preview``: ``image`` (1, H, W, C) -> ``probabilities`` (1, classes), ``coefficients`` (1, groups, bases)
 * ``specialist``: ``image``, ``coefficients`` -> ``probabilities`` (1, classes)
 
-On the phone: run ``preview``; if ``max(probabilities) > threshold`` answer with it (early termination),
+On the phone: run ``preview``; if ``max(probabilities) >= threshold`` answer with it (early termination),
 else run ``specialist`` with the coefficients it returned. ``basisnet.json`` beside the model holds the
 threshold, the signatures and the MAdds of each stage. Builtin ops only (checked); the Basis layers
 use their batch-1 paths (folded / im2col / matmul kernels). Quantization: the modes every layer
@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_layers.models.basisnet_mobilenet_v3 import stages
 from pipelines.export import tflite
+from pipelines.export.policy import stops
 
 SIGNATURES = ("preview", "specialist")
 
@@ -72,7 +73,7 @@ def early_termination(outputs, labels, madds, thresholds=DEFAULT_THRESHOLDS):
     conf = outputs["preview_probs"].max(axis=-1)
     preview_ok = outputs["preview_probs"].argmax(axis=-1) == labels
     final_ok = outputs["probs"].argmax(axis=-1) == labels
-    stop = conf[None, :] > t[:, None]  # (thresholds, examples)
+    stop = stops(conf[None, :], t[:, None])  # (thresholds, examples)
     correct = np.where(stop, preview_ok[None, :], final_ok[None, :])
     stopped = stop.mean(axis=1)
     return {
@@ -166,7 +167,7 @@ def export(net, out_dir, quantize="float32", threshold=0.7, name="basisnet"):
     manifest = {
         "family": "basisnet", "model": net.name, "tflite": f"{name}.tflite", "tflite_bytes": len(data),
         "quantize": quantize, "input_shape": list(shape), "threshold": threshold,
-        "rule": "answer with preview if max(preview.probabilities) > threshold, else run specialist",
+        "rule": "answer with preview if max(preview.probabilities) >= threshold, else run specialist",
         "signatures": {
             "preview": {"inputs": ["image"], "outputs": ["probabilities", "coefficients"]},
             "specialist": {"inputs": ["image", "coefficients"], "outputs": ["probabilities"]},
