@@ -128,7 +128,7 @@ def test_dynamic_model_export_refuses_integer_modes_naming_the_layer(mode, tmp_p
     net = models.build("condconv_mobilenet_v2", input_shape=(16, 16, 1), num_classes=10, width_multiplier=0.25,
                        depth_multiplier=0.25, num_experts=2, last_channels=32)
     net.save(tmp_path / "cc.keras")
-    assert families.family(net) == "plain"
+    assert families.family_of(net).kind == "plain"
     with pytest.raises(tflite.ConversionError, match=rf"quantize='{mode}' is not supported by layer '[^']+' "
                                                      r"\(\w+\); it supports: float32, float16, dynamic") as err:
         release.export_model(tmp_path / "cc.keras", mode, tmp_path / "b", data="digits", image_size=16,
