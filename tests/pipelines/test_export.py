@@ -163,6 +163,22 @@ def test_bad_arguments_name_the_field(kwargs, match, run_dir):
         release.export_model(**args, log=quiet)
 
 
+@pytest.mark.parametrize("fields,match", [
+    ({"budget": 0}, r"budget must be a fraction in \(0, 1\]; received budget=0$"),
+    ({"threshold": 1.5}, r"threshold must be in \[0, 1\]; received threshold=1.5$"),
+    ({"exit_thresholds": {"exit_0": 2}}, r"exit_thresholds must be probabilities .*received exit_thresholds=\{'exit_0': 2\}$"),
+    ({"exit_thresholds": {"first": 0.5}}, r"exit_thresholds keys must be exit_0, exit_1, ...; received"),
+    ({"qat_limit": 0}, r"qat_limit must be an int >= 1; received qat_limit=0$"),
+    ({"parity_imgs": 3}, r"unknown export option parity_imgs=3; valid: "),
+])
+def test_export_options_are_checked_before_the_model_is_loaded(fields, match, tmp_path):
+    with pytest.raises(ValueError, match=match):  # the model does not exist: options fail first
+        release.export_model(tmp_path / "nothing.keras", "float32", tmp_path / "b", log=quiet, **fields)
+    with pytest.raises(ValueError, match=match):
+        export.ExportOptions.build(**fields).validate()
+    assert not (tmp_path / "b").exists()
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="model="):
         release.export_model(tmp_path / "nothing.keras", log=quiet)
