@@ -8,7 +8,7 @@
 Parity against the Keras model (top-1 agreement, max abs error) and LiteRT latency are measured and
 written into model.json; a registered model's bundle is also logged to MLflow next to its version.
 --register-tflite also registers the bundle as the MLflow model NAME.tflite (a pyfunc that runs the
-.tflite with LiteRT, see pipelines/tflite_flavor.py), linked to the Keras version by tags; its
+.tflite with LiteRT, see pipelines/mlops/tflite_flavor.py), linked to the Keras version by tags; its
 `champion` alias follows the Keras model's.
 
 Dynamic families (read off the model: BasisNet, multi-exit, DS-Net) get the staged bundle that
@@ -51,32 +51,34 @@ def add_arguments(p):
     add_tracking_uri(p)
 
 
-def run(args):
-    from pipelines import export
-    from pipelines.mlops import release
-    from pipelines.export import families
-    from pipelines import tracking
+def options_from(args):
+    """The `ExportOptions` of the command line, validated (a bad value fails before anything is loaded)."""
+    from pipelines.export import ExportOptions
 
-    export.check_mode(args.quantize)
     thresholds = None
     if args.exit_thresholds:
         try:
             thresholds = json.loads(args.exit_thresholds)
         except json.JSONDecodeError:
-            thresholds = None
-        if not isinstance(thresholds, dict) or not all(isinstance(v, (int, float)) and 0 <= v <= 1
-                                                       for v in thresholds.values()):
             raise ValueError(f"--exit-thresholds must be a JSON object of probabilities in [0, 1]; "
-                             f"received exit_thresholds={args.exit_thresholds!r}")
+                             f"received exit_thresholds={args.exit_thresholds!r}") from None
+    fields = dict(quantize=args.quantize, parity_images=args.parity_images, selection_images=args.selection_images,
+                  threads=args.threads, latency_runs=args.latency_runs, calibration_images=args.calibration_images,
+                  qat_epochs=args.qat_epochs, threshold=args.threshold, exit_thresholds=thresholds)
+    if args.budget is not None:
+        fields["budget"] = args.budget
+    return ExportOptions(**fields).validate()
+
+
+def run(args):
+    from pipelines.mlops import release
+    from pipelines import tracking
+
+    options = options_from(args)
     if str(args.model).startswith("models:/"):
         tracking.resolve_tracking_uri(args.tracking_uri)
-    summary = release.export_model(args.model, args.quantize, args.out, parity_images=args.parity_images,
-                                  threads=args.threads, latency_runs=args.latency_runs, exit_thresholds=thresholds,
-                                  tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow, data=args.data,
-                                  image_size=args.image_size, calibration_images=args.calibration_images,
-                                  qat_epochs=args.qat_epochs, threshold=args.threshold,
-                                  selection_images=args.selection_images,
-                                  budget=families.DEFAULT_BUDGET if args.budget is None else args.budget)
+    summary = release.export_model(args.model, options=options, out=args.out, tracking_uri=args.tracking_uri,
+                                   log_to_mlflow=not args.no_mlflow, data=args.data, image_size=args.image_size)
     if args.register_tflite:
         from pipelines.mlops import registry, tflite_flavor
 

@@ -4,7 +4,8 @@
     python -m pipelines run-bundle bundle/ photos/*.png --threads 2 --json
 
 The bundle is the folder `export` writes: model.tflite (and any other .tflite it names), labels.txt,
-model.json. Dynamic bundles follow model.json's `kind` (see `pipelines/bundle_runner.py`):
+model.json. Dynamic bundles follow model.json's `kind` (`pipelines/export/bundle.py` runs the policy of
+that family's plugin in `pipelines/export/families/`):
 BasisNet runs `preview`, then `specialist` only when the preview is not confident enough; multi-exit
 runs stage by stage until an exit is confident; DS-Net runs the gate, then the width it chose.
 Prints, per image: the label, its probability, where it stopped and the time spent.

@@ -6,9 +6,10 @@
     best = pick_threshold(table, max_drop=0.005)                   # cheapest within 0.5 points
     disturbance(net, images, labels)                               # predicted vs top-1/mean/uniform/shuffled
 
-Early termination: when the preview's max softmax probability is *above* the threshold, its initial
-prediction is the answer and the specialist is skipped. The average cost is
-``preview + (1 - stopped) * (full - preview)`` MAdds per example, both from `count_madds`.
+Early termination: when the preview's max softmax probability is at or above the threshold
+(`pipelines.export.policy.stops`, the rule the bundle runner applies), its initial prediction is the
+answer and the specialist is skipped. The average cost is ``preview + (1 - stopped) * (full - preview)``
+MAdds per example, both from `count_madds`.
 
 `run_experiment` is the must-show comparison on a dataset (digits at 32x32 by default): BasisNet vs the
 static specialist of the same MAdds (`mobilenet_v3` at the width whose MAdds are closest; they move in
@@ -245,7 +246,7 @@ def format_report(report):
         f"{report['preview_val_accuracy']:.4f}; MAdds preview {m['preview'] / 1e6:.3f}M, "
         f"specialist {m['specialist'] / 1e6:.3f}M, full {m['full'] / 1e6:.3f}M",
         "",
-        f"Early termination on validation (stop after the preview when max softmax > threshold)",
+        f"Early termination on validation (stop after the preview when max softmax >= threshold)",
         f"  {'threshold':>9}{'accuracy':>10}{'stopped':>9}{'avg MAdds':>11}{'saving':>8}",
     ]
     for r in et["table"]:

@@ -50,7 +50,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
         limit=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
     from keras_layers.models.multi_exit_net import exit_madds
-    from pipelines.export import budgeted
+    from pipelines.export.families import multi_exit as budgeted
     from pipelines import data as data_mod
 
     model_config = dict(model_config or {})

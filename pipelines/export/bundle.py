@@ -9,7 +9,8 @@ The same code serves `python -m pipelines run-bundle` and the MLflow TFLite flav
 (`pipelines.mlops.tflite_flavor`), so a model loaded from the registry predicts with the bytes that ship.
 
 model.json fields read here (`format_version` = 1; other fields are ignored; a bundle without "kind"
-is a plain one, as `pipelines.export` writes for single-output models):
+is a plain one). Each kind is a family plugin (`pipelines.export.families`): its `validate_spec` checks
+the fields of the kind, its `run_policy` is what `predict_one` runs. The kinds of today:
 
     "kind":      "plain" | "basisnet" | "multi_exit" | "ds_net"            (default "plain")
     "input":     {"shape": [1, H, W, C], "normalization":                 preprocessing: pixel / 255
@@ -43,12 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.export import families
+from pipelines.export.policy import BundleError, softmax, stops  # noqa: F401  (the runner's names)
+from pipelines.export.policy import need as _need
+
 FORMAT = 1
-KINDS = ("plain", "basisnet", "multi_exit", "ds_net")
 
 
-class BundleError(ValueError):
-    """A bundle that cannot be run, with a one-line message naming the field and value."""
+def __getattr__(name):
+    if name == "KINDS":  # the registered family kinds, read when asked (a family registered later is in it)
+        return families.kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
@@ -68,17 +74,6 @@ class Prediction:
         return d
 
 
-def softmax(z):
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _need(cond, msg):
-    if not cond:
-        raise BundleError(msg)
-
-
 def read_spec(directory):
     """Parse and validate DIR/model.json (one-line BundleError naming the field on a bad value)."""
     directory = Path(directory)
@@ -90,50 +85,18 @@ def read_spec(directory):
     except json.JSONDecodeError as err:
         raise BundleError(f"{path}: not valid JSON ({err})") from None
     kind = spec.setdefault("kind", "plain")
-    _need(kind in KINDS, f"model.json: unknown kind={kind!r}; valid: {', '.join(KINDS)}")
+    _need(kind in families.kinds(), f"model.json: unknown kind={kind!r}; valid: {', '.join(families.kinds())}")
     fmt = spec.get("format", spec.get("format_version", FORMAT))
     _need(fmt == FORMAT, f"model.json: format={fmt!r} is not supported (this runner reads format {FORMAT})")
     spec["input"] = _input_spec(spec.get("input"))
-    stages = spec.setdefault("stages", {"main": {"file": "model.tflite"}} if kind == "plain" else {})
+    family = families.get(kind)
+    stages = spec.setdefault("stages", family.default_stages())
     _need(isinstance(stages, dict) and stages, f"model.json: stages must be a non-empty object; received stages={stages!r}")
     for name, st in stages.items():
         _need(isinstance(st, dict) and isinstance(st.get("file"), str),
               f"model.json: stages.{name} needs a \"file\"; received {st!r}")
         _need((directory / st["file"]).is_file(), f"model.json: stages.{name}.file={st['file']!r} not found in the bundle")
-
-    def stage(field, value):
-        _need(value in stages, f"model.json: {field}={value!r} is not one of the stages {sorted(stages)}")
-
-    def prob(field, value):
-        _need(isinstance(value, (int, float)) and 0 <= value <= 1,
-              f"model.json: {field} must be a probability in [0, 1]; received {field}={value!r}")
-
-    if kind == "plain":
-        _need(len(stages) == 1, f"model.json: a plain bundle has one stage; received stages={sorted(stages)}")
-    elif kind == "basisnet":
-        stage("stages.preview", "preview" if "preview" in stages else None)
-        stage("stages.specialist", "specialist" if "specialist" in stages else None)
-        prob("threshold", spec.get("threshold"))
-    elif kind == "multi_exit":
-        exits = spec.get("exits")
-        _need(isinstance(exits, list) and exits, f"model.json: exits must be a non-empty list; received exits={exits!r}")
-        for i, e in enumerate(exits):
-            stage(f"exits[{i}]", e)
-        th = spec.get("threshold")
-        ths = th if isinstance(th, list) else [th] * (len(exits) - 1)
-        _need(len(ths) == len(exits) - 1,
-              f"model.json: threshold needs one value per exit but the last ({len(exits) - 1}); received threshold={th!r}")
-        for i, t in enumerate(ths):
-            prob(f"threshold[{i}]", t)
-        spec["thresholds"] = [float(t) for t in ths]
-    elif kind == "ds_net":
-        stage("gate", spec.get("gate"))
-        _need(isinstance(spec.get("gate_output"), str), f"model.json: ds_net needs gate_output; received gate_output={spec.get('gate_output')!r}")
-        widths = spec.get("widths")
-        _need(isinstance(widths, list) and widths and all(isinstance(w, list) and len(w) == 2 for w in widths),
-              f"model.json: widths must be [[WIDTH, STAGE], ...]; received widths={widths!r}")
-        for i, (_, st) in enumerate(widths):
-            stage(f"widths[{i}]", st)
+    family.validate_spec(spec, stages)
     return spec
 
 
@@ -168,8 +131,10 @@ class Bundle:
         from pipelines.export import tflite
 
         self.dir = Path(directory)
+        self.num_threads = num_threads
         self.spec = spec
         self.kind = spec["kind"]
+        self.family = families.get(self.kind)
         self.labels = read_labels(directory, spec)
         self._interpreters = {}
         for st in spec["stages"].values():
@@ -217,44 +182,23 @@ class Bundle:
         _need(want in out, f"stage {name!r} has no output {want!r} (outputs: {sorted(out)}); set stages.{name}.logits")
         return out[want][0]
 
+    def logits(self, name, image, state):
+        """Run stage `name` (see `run_stage`) and return its logits (1-D)."""
+        return self.logits_of(name, self.run_stage(name, image, state))
+
     # ------------------------------------------------------------ the policy
 
     def predict_one(self, image):
-        """Run one normalised image (H, W, C) or (1, H, W, C) through the bundle's policy."""
+        """Run one normalised image (H, W, C) or (1, H, W, C) through the policy of the bundle's family."""
         image = np.asarray(image, np.float32)
         if image.ndim == 3:
             image = image[None]
-        stages, state, s = [], {}, self.spec
         start = time.perf_counter()
-
-        def run(name):
-            stages.append(name)
-            return self.logits_of(name, self.run_stage(name, image, state))
-
-        if self.kind == "plain":
-            name = next(iter(s["stages"]))
-            logits = run(name)
-        elif self.kind == "basisnet":
-            name, logits = "preview", run("preview")
-            if softmax(logits).max() < s["threshold"]:
-                name, logits = "specialist", run("specialist")
-        elif self.kind == "multi_exit":
-            for k, name in enumerate(s["exits"]):
-                logits = run(name)
-                if k == len(s["exits"]) - 1 or softmax(logits).max() >= s["thresholds"][k]:
-                    break
-        else:  # ds_net
-            stages.append(s["gate"])
-            gate = self.run_stage(s["gate"], image, state)
-            _need(s["gate_output"] in gate, f"gate stage has no output gate_output={s['gate_output']!r} (outputs: {sorted(gate)})")
-            choice = int(np.argmax(gate[s["gate_output"]][0]))
-            _need(choice < len(s["widths"]), f"gate chose index {choice} but widths has {len(s['widths'])} entries")
-            name = s["widths"][choice][1]
-            logits = run(name)
+        name, logits, stages = self.family.run_policy(self, image)
         elapsed = (time.perf_counter() - start) * 1e3
         probs = softmax(logits)
         index = int(probs.argmax())
-        madds = [s["stages"][n].get("madds") for n in stages]
+        madds = [self.spec["stages"][n].get("madds") for n in stages]
         return Prediction(index=index, label=self.labels[index] if self.labels and index < len(self.labels) else str(index),
                           confidence=float(probs.max()), stopped_at=name, stages=stages, time_ms=elapsed,
                           madds=None if any(m is None for m in madds) else float(sum(madds)),
@@ -301,8 +245,7 @@ class Bundle:
 BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json")
 
 
-def model_json(net, tflite_bytes, dataset, mode, source, checks=None, exit_thresholds=None, notes=(),
-               float_ops_=None):
+def model_json(net, tflite_bytes, dataset, mode, source, checks=None, notes=(), float_ops_=None):
     """The `model.json` an Android app reads next to `model.tflite`."""
     from pipelines.export import tflite
 
@@ -329,20 +272,17 @@ def model_json(net, tflite_bytes, dataset, mode, source, checks=None, exit_thres
         "dataset": dataset.get("name"),
         "size_bytes": len(tflite_bytes),
     }
-    if exit_thresholds:
-        doc["early_exit"] = {"thresholds": {str(k): float(v) for k, v in dict(exit_thresholds).items()},
-                             "rule": "stop at the first exit whose max softmax probability >= its threshold"}
     if checks:
         doc["checks"] = checks
     return doc
 
 
-def write_bundle(out_dir, net, conversion, dataset, source, checks=None, exit_thresholds=None, spec=None,
-                 extra_files=None):
-    """Write `model.tflite`, `labels.txt`, `model.json` into `out_dir` (created; files replaced).
+def write_bundle(out_dir, net, conversion, dataset, source, checks=None, spec=None, extra_files=None):
+    """Write `model.tflite`, `labels.txt`, `model.json` into `out_dir` (created; files replaced): the one
+    bundle format, whatever the family.
 
-    `spec`: the `bundle_runner` fields of a dynamic family (kind, stages, threshold, ...), merged into
-    model.json; `extra_files`: {file name: bytes} of its other .tflite files."""
+    `spec`: the runner's fields of the model's family (kind, stages, threshold, ...; its plugin's
+    `stages`), merged into model.json; `extra_files`: {file name: bytes} of its other .tflite files."""
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(conversion.tflite)
@@ -350,12 +290,11 @@ def write_bundle(out_dir, net, conversion, dataset, source, checks=None, exit_th
         (out / name).write_bytes(data)
     names = dataset.get("class_names") or [str(i) for i in range(int(dataset["num_classes"]))]
     (out / "labels.txt").write_text("\n".join(map(str, names)) + "\n")
-    doc = model_json(net, conversion.tflite, dataset, conversion.mode, source, checks, exit_thresholds,
-                     conversion.notes, conversion.float_ops)
+    doc = model_json(net, conversion.tflite, dataset, conversion.mode, source, checks, conversion.notes,
+                     conversion.float_ops)
     doc.update(spec or {})
     (out / "model.json").write_text(json.dumps(doc, indent=2))
     return out
-
 
 
 def bundle_files(bundle):

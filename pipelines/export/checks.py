@@ -2,8 +2,8 @@
 
 Parity: top-1 agreement of the main output and max abs error over every output on N validation images
 (and the accuracy of both with labels); latency: median and p90 ms of batch-1 invocations with
-`ai_edge_litert` (XNNPACK). Staged bundles are checked as the phone runs them in
-`pipelines.export.families` (`bundle_parity`, `bundle_latency`).
+`ai_edge_litert` (XNNPACK). A staged bundle is checked as the phone runs it (`bundle_parity`,
+`bundle_latency`): the whole policy of its family, against the family's Keras reference policy.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ def main_logits(outputs, main_output="logits"):
     if main_output in outputs:
         return outputs[main_output]
     return outputs[sorted(outputs)[-1]]
-
 
 
 def _tflite_outputs_by_name(net, tfl_out):
@@ -81,3 +80,43 @@ def latency(tflite_bytes, threads=1, runs=50, warmup=5, example=None):
     stats = runner.latency_ms(example, runs=runs, warmup=warmup)
     stats.update(threads=threads, runs=runs)
     return stats
+
+
+def bundle_parity(net, bundle, images, labels=None):
+    """Run a loaded bundle (`bundle.Bundle.predict`) against the Keras model under the same policy (its
+    family's `keras_policy`): top-1 agreement of the final answers, how often the same stage answered,
+    max abs logit error where it did (per stage), accuracy of both, the stages' share and the average
+    MAdds per image."""
+    import numpy as np
+
+    preds = bundle.predict(images)
+    k_stage, k_logits = bundle.family.keras_policy(net, bundle.spec, images)
+    t_logits = np.stack([p.logits for p in preds])
+    t_stage = np.asarray([p.stopped_at for p in preds])
+    same = t_stage == k_stage
+    errors = {}
+    for stage in sorted(set(t_stage[same])):
+        sel = same & (t_stage == stage)
+        errors[stage] = float(np.max(np.abs(t_logits[sel] - k_logits[sel])))
+    result = {"images": int(len(images)), "policy": bundle.kind,
+              "agreement": float(np.mean(np.argmax(k_logits, -1) == np.argmax(t_logits, -1))),
+              "stage_agreement": float(np.mean(same)),
+              "max_abs_error": float(max(errors.values())) if errors else float("nan"),
+              "max_abs_error_per_output": errors,
+              "stopped_at": {s: int(np.sum(t_stage == s)) for s in bundle.spec["stages"] if np.any(t_stage == s)},
+              "avg_madds": (float(np.mean([p.madds for p in preds])) if all(p.madds is not None for p in preds)
+                            else None)}
+    if labels is not None:
+        result["keras_accuracy"] = float(np.mean(np.argmax(k_logits, -1) == labels))
+        result["tflite_accuracy"] = float(np.mean(np.argmax(t_logits, -1) == labels))
+    return result
+
+
+def bundle_latency(bundle, images, runs=50):
+    """Median and p90 ms of a loaded bundle's whole per-image policy (`Bundle.predict_one`), cycling `images`."""
+    import numpy as np
+
+    bundle.predict_one(images[0])  # warm-up
+    times = [bundle.predict_one(images[i % len(images)]).time_ms for i in range(runs)]
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "threads": bundle.num_threads, "runs": runs, "what": "whole policy per image (all stages run), bundle runner"}

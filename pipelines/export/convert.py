@@ -28,7 +28,6 @@ def check_mode(mode):
     return mode
 
 
-
 # ---------------------------------------------------------------- conversion
 
 @dataclasses.dataclass
@@ -38,6 +37,13 @@ class Conversion:
     float_ops: dict  # op name -> count of ops that compute in float in a quantized model
     notes: list
     reference: object = None  # the Keras model the TFLite model was converted from (QAT: the fine-tuned one)
+
+    @classmethod
+    def of(cls, tflite_bytes, mode, notes=()):
+        """The Conversion of bytes converted elsewhere (a family's staged pieces): the mode's semantics
+        as its first note, the ops that stay float (`float_ops`)."""
+        return cls(tflite=tflite_bytes, mode=mode, float_ops=float_ops(tflite_bytes, mode),
+                   notes=[QUANTIZE_SEMANTICS[mode], *notes])
 
 
 def _train_images(data, limit, log):

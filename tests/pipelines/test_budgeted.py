@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.export import budgeted
+from pipelines.export.families import multi_exit as budgeted
 
 
 def constructed():

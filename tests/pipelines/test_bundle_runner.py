@@ -115,3 +115,24 @@ def test_threshold_must_be_probability(tmp_path):
     with pytest.raises(BundleError, match=r"threshold=1.5"):
         bundle_runner.read_spec(tmp_path)
     assert cli.main(["run-bundle", str(tmp_path), str(tmp_path / "model.json")]) == 2
+
+
+def test_confidence_equal_to_the_threshold_stops_in_selection_and_in_the_runner(tmp_path, x):
+    """One early-exit rule: a preview confidence exactly at the threshold stops in the threshold
+    selection (`early_termination`) as it does in the runner (it did not in selection, which used `>`)."""
+    from pipelines.export.families import basisnet
+
+    bf.basisnet(tmp_path, 0.5)
+    bundle = Bundle.load(tmp_path)
+    probs = np.stack([softmax(bundle.logits_of("preview", bundle.run_stage("preview", x[i:i + 1], {})))
+                      for i in range(len(x))])
+    conf = probs.max(-1)
+    threshold = float(np.sort(conf)[len(conf) // 2])  # exactly one image's confidence
+    spec = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**spec, "threshold": threshold}))
+    ran = np.array([p.stopped_at == "preview" for p in Bundle.load(tmp_path).predict(x)])
+    assert ran[conf == threshold].all() and 0 < ran.sum() < len(x)
+    labels = probs.argmax(-1)
+    table = basisnet.early_termination({"preview_probs": probs, "probs": probs}, labels,
+                                       {"preview": 100.0, "full": 1000.0}, thresholds=[threshold])
+    assert table["stopped"][0] == ran.mean()

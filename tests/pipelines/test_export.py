@@ -128,7 +128,7 @@ def test_dynamic_model_export_refuses_integer_modes_naming_the_layer(mode, tmp_p
     net = models.build("condconv_mobilenet_v2", input_shape=(16, 16, 1), num_classes=10, width_multiplier=0.25,
                        depth_multiplier=0.25, num_experts=2, last_channels=32)
     net.save(tmp_path / "cc.keras")
-    assert families.family(net) == "plain"
+    assert families.family_of(net).kind == "plain"
     with pytest.raises(tflite.ConversionError, match=rf"quantize='{mode}' is not supported by layer '[^']+' "
                                                      r"\(\w+\); it supports: float32, float16, dynamic") as err:
         release.export_model(tmp_path / "cc.keras", mode, tmp_path / "b", data="digits", image_size=16,
@@ -161,6 +161,22 @@ def test_bad_arguments_name_the_field(kwargs, match, run_dir):
     args = {"model": run_dir, **kwargs}
     with pytest.raises(ValueError, match=match):
         release.export_model(**args, log=quiet)
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"budget": 0}, r"budget must be a fraction in \(0, 1\]; received budget=0$"),
+    ({"threshold": 1.5}, r"threshold must be in \[0, 1\]; received threshold=1.5$"),
+    ({"exit_thresholds": {"exit_0": 2}}, r"exit_thresholds must be probabilities .*received exit_thresholds=\{'exit_0': 2\}$"),
+    ({"exit_thresholds": {"first": 0.5}}, r"exit_thresholds keys must be exit_0, exit_1, ...; received"),
+    ({"qat_limit": 0}, r"qat_limit must be an int >= 1; received qat_limit=0$"),
+    ({"parity_imgs": 3}, r"unknown export option parity_imgs=3; valid: "),
+])
+def test_export_options_are_checked_before_the_model_is_loaded(fields, match, tmp_path):
+    with pytest.raises(ValueError, match=match):  # the model does not exist: options fail first
+        release.export_model(tmp_path / "nothing.keras", "float32", tmp_path / "b", log=quiet, **fields)
+    with pytest.raises(ValueError, match=match):
+        export.ExportOptions.build(**fields).validate()
+    assert not (tmp_path / "b").exists()
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

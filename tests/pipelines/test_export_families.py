@@ -9,10 +9,12 @@ from keras_layers import _env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers import models
-from pipelines.export import budgeted, tflite
+from pipelines.export import tflite
 from pipelines import export
 from pipelines.mlops import release
 from pipelines.export import families
+from pipelines.export.families import basisnet as basisnet_plugin
+from pipelines.export.families import multi_exit as budgeted
 from pipelines.export.bundle import Bundle, softmax
 from pipelines import data as data_mod
 
@@ -69,10 +71,10 @@ def run_export(path, out, **kwargs):
 
 
 def test_family_is_read_off_the_model(basisnet, multi_exit):
-    assert families.family(basisnet[1]) == "basisnet"
-    assert families.family(multi_exit[1]) == "multi_exit"
-    assert families.family(models.build("ds_mobilenet_v1", SHAPE, 10, gate_hidden=8)) == "ds_net"
-    assert families.family(models.build("mobilenet_v2", SHAPE, 10, width_multiplier=0.25, depth_multiplier=0.25)) == "plain"
+    assert families.family_of(basisnet[1]).kind == "basisnet"
+    assert families.family_of(multi_exit[1]).kind == "multi_exit"
+    assert families.family_of(models.build("ds_mobilenet_v1", SHAPE, 10, gate_hidden=8)).kind == "ds_net"
+    assert families.family_of(models.build("mobilenet_v2", SHAPE, 10, width_multiplier=0.25, depth_multiplier=0.25)).kind == "plain"
 
 
 def test_basisnet_bundle_early_exits_and_agrees_with_keras(basisnet, images, tmp_path):
@@ -97,15 +99,13 @@ def test_basisnet_bundle_early_exits_and_agrees_with_keras(basisnet, images, tmp
 
 
 def test_basisnet_threshold_picked_on_validation(basisnet, images):
-    """Without a threshold the export picks one with basisnet_eval on the validation images (the same
-    function `_basisnet_pieces` calls before converting; a full export is tested above)."""
-    from pipelines.export.families import basisnet as basisnet_eval
-
+    """Without a threshold the export picks one with the experiment's sweep on the validation images (the
+    same function the plugin's `stages` calls before converting; a full export is tested above)."""
     net = basisnet[1]
-    picked = families.pick_basisnet_threshold(net, images, log=quiet)
-    madds = basisnet_eval.stage_madds(net, SHAPE)
-    table = basisnet_eval.early_termination(basisnet_eval.predict(net, images[0]), images[1], madds)
-    assert picked == basisnet_eval.pick_threshold(table)
+    picked = basisnet_plugin.select_threshold(net, images, log=quiet)
+    madds = basisnet_plugin.stage_madds(net, SHAPE)
+    table = basisnet_plugin.early_termination(basisnet_plugin.predict(net, images[0]), images[1], madds)
+    assert picked == basisnet_plugin.pick_threshold(table)
     assert picked["accuracy"] >= table["reference_accuracy"] - 0.005 - 1e-9
 
 
@@ -113,13 +113,11 @@ def test_basisnet_threshold_is_chosen_on_more_images_than_parity(basisnet, tmp_p
     """The threshold is chosen on `selection_images` validation images (default: the whole split of
     digits), not only on the few parity images: on a handful, 'everything stops at the preview' ties
     with the full model too easily."""
-    from pipelines.export.families import basisnet as basisnet_eval
-
     s = run_export(basisnet[0], tmp_path / "b", selection_images=4 * N)
     doc = json.loads((tmp_path / "b" / "model.json").read_text())
     assert doc["threshold_selection"]["images"] == 4 * N and s["parity"]["images"] == N
     x, y, _ = data_mod.as_numpy(split="validation", limit=4 * N, **DATA)
-    want = families.pick_basisnet_threshold(basisnet[1], (x, y), basisnet_eval.stage_madds(basisnet[1], SHAPE), log=quiet)
+    want = basisnet_plugin.select_threshold(basisnet[1], (x, y), basisnet_plugin.stage_madds(basisnet[1], SHAPE), log=quiet)
     assert doc["threshold"] == pytest.approx(want["threshold"])
 
 

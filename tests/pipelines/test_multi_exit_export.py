@@ -1,3 +1,6 @@
+"""The multi-exit bundle (one model.tflite, a signature per exit segment) against the Keras model:
+each segment's parity, the thresholds and MAdds in model.json, and the runner's early exit against the
+budgeted-inference reference (`exit_points`)."""
 import json
 
 import numpy as np
@@ -8,79 +11,81 @@ import tf_keras as keras
 
 from keras_layers.models import build
 from keras_layers.models.multi_exit_net import exit_madds
-from pipelines.export import budgeted, tflite
+from pipelines import export
+from pipelines.export import tflite
+from pipelines.export.bundle import Bundle
 from pipelines.export.families import multi_exit
 
 SHAPE = (16, 16, 1)
+DATASET = {"name": "noise", "input_shape": list(SHAPE), "num_classes": 4}
 
 
-@pytest.fixture(scope="module", params=["prefixes", "segments"])
-def exported(request, tmp_path_factory):
+def quiet(*_):
+    pass
+
+
+def export_options(**fields):
+    return export.ExportOptions(parity_images=12, selection_images=12, latency_runs=2, **fields)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
     keras.utils.set_random_seed(0)
     net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
                 depth_multiplier=0.25, last_channels=32)
-    out = tmp_path_factory.mktemp("export")
+    out = tmp_path_factory.mktemp("export") / "bundle"
     x = np.random.RandomState(0).randn(12, *SHAPE).astype("float32") * 3
-    probs = budgeted.exit_probabilities(net, x)
-    conf = probs.max(-1)
-    thresholds = [float(np.median(conf[0])), float(np.median(conf[1])), -np.inf]  # some exit at each exit
-    manifest = multi_exit.export(net, out, thresholds=thresholds, layout=request.param)
-    return net, out, x, manifest, thresholds
+    conf = multi_exit.exit_probabilities(net, x).max(-1)
+    thresholds = [float(np.median(conf[0])), float(np.median(conf[1]))]  # some exit at each exit
+    export.export_net(net, out, export_options(exit_thresholds=thresholds), DATASET,
+                      validation=(x, np.zeros(len(x), int)), log=quiet)
+    return net, out, x, json.loads((out / "model.json").read_text()), thresholds
 
 
-def tflite_exit_logits(out, manifest, x):
-    """Logits of every exit from the exported files, run the way the layout prescribes."""
-    if manifest["layout"] == "prefixes":
-        return [tflite.Runner((out / e["file"]).read_bytes()).run(x)[e["output"]] for e in manifest["exits"]]
-    runner, logits = tflite.Runner(out / multi_exit.MODEL_FILE), []
-    state = {"image": x}
-    for e in manifest["exits"]:
-        got = runner.run({n: state[n] for n in e["inputs"]}, signature=e["signature"])
-        logits.append(got["logits"])
-        state = {"features": got.get("features"), "previous_logits": got["logits"]}
-    return logits
-
-
-def test_exported_exits_match_keras(exported):
-    net, out, x, manifest, _ = exported
+def test_exported_segments_match_keras(exported):
+    net, out, x, doc, _ = exported
+    data = (out / "model.tflite").read_bytes()
+    tflite.assert_builtin_only(data)
+    runner, state = tflite.Runner(data), {"image": x}
+    sigs = runner.signatures()
+    # exit 1 and 2 read the previous exit's features and logits (ISC), never the image
+    assert sorted(sigs["exit_1"]["inputs"]) == sorted(sigs["exit_2"]["inputs"]) == ["features", "logits"]
     keras_out = net(x, training=False)
-    for e, got in zip(manifest["exits"], tflite_exit_logits(out, manifest, x)):
-        tflite.assert_builtin_only((out / e["file"]).read_bytes())
-        p = tflite.parity(keras_out[f"exit_{e['exit']}"].numpy(), got)
-        assert p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0, (e, p)
-    if manifest["layout"] == "prefixes":  # a prefix holds only what its exit needs
-        sizes = [(out / e["file"]).stat().st_size for e in manifest["exits"]]
-        assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
-    else:  # exit 1 and 2 read the previous exit's logits (ISC) and features, never the image
-        assert manifest["exits"][1]["inputs"] == ["features", "previous_logits"]
+    for name in doc["exits"]:
+        got = runner.run({n: state[n] for n in sigs[name]["inputs"]}, signature=name)
+        p = tflite.parity(keras_out[name].numpy(), got["logits"])
+        assert p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0, (name, p)
+        state = {**state, **got}
 
 
-def test_manifest_has_thresholds_and_cumulative_madds(exported):
-    net, out, _, manifest, thresholds = exported
-    on_disk = json.loads((out / multi_exit.MANIFEST).read_text())
-    assert on_disk == manifest
-    assert [e["madds"] for e in manifest["exits"]] == exit_madds(net, SHAPE)
-    assert [e["threshold"] for e in manifest["exits"]] == pytest.approx(thresholds[:2] + [0.0])
-    assert manifest["input_shape"] == list(SHAPE) and manifest["num_classes"] == 4
+def test_model_json_has_thresholds_and_segment_madds(exported):
+    net, _, _, doc, thresholds = exported
+    assert doc["kind"] == "multi_exit" and doc["exits"] == ["exit_0", "exit_1", "exit_2"]
+    assert doc["threshold"] == pytest.approx(thresholds)
+    assert np.cumsum([doc["stages"][n]["madds"] for n in doc["exits"]]).tolist() == exit_madds(net, SHAPE)
+    assert doc["input"]["shape"] == [1, *SHAPE] and doc["num_classes"] == 4
 
 
 def test_on_device_early_exit_matches_keras_budgeted_path(exported):
     net, out, x, _, thresholds = exported
-    preds, exits, avg = multi_exit.run_exported(out, x)
-    probs = budgeted.exit_probabilities(net, x)
-    want_exits = budgeted.exit_points(probs.max(-1), np.asarray(thresholds))
+    preds = Bundle.load(out).predict(x)
+    exits = np.array([int(p.stopped_at.split("_")[1]) for p in preds])
+    probs = multi_exit.exit_probabilities(net, x)
+    want_exits = multi_exit.exit_points(probs.max(-1), np.asarray(thresholds + [0.0]))
     np.testing.assert_array_equal(exits, want_exits)
-    np.testing.assert_array_equal(preds, probs.argmax(-1)[want_exits, np.arange(len(x))])
+    np.testing.assert_array_equal([p.index for p in preds], probs.argmax(-1)[want_exits, np.arange(len(x))])
     assert len(set(exits.tolist())) > 1
-    assert avg == pytest.approx(np.mean(np.asarray(exit_madds(net, SHAPE))[exits]))
+    assert np.mean([p.madds for p in preds]) == pytest.approx(np.mean(np.asarray(exit_madds(net, SHAPE))[exits]))
 
 
 def test_export_rejects_bad_thresholds_and_budget(exported, tmp_path):
     net, _, x, _, _ = exported
-    with pytest.raises(ValueError, match="thresholds"):
-        multi_exit.export(net, tmp_path, thresholds=[0.5])
-    with pytest.raises(ValueError, match="layout='tiles'"):
-        multi_exit.export(net, tmp_path, layout="tiles")
-    with pytest.raises(ValueError, match="budget=1"):
-        multi_exit.export(net, tmp_path, budget=1, validation=(x, np.zeros(len(x), int)))
+    validation = (x, np.zeros(len(x), int))
+    with pytest.raises(ValueError, match=r"one value per exit but the last \(2\); received exit_thresholds=\[0.5\]"):
+        export.export_net(net, tmp_path / "b", export_options(exit_thresholds=[0.5]), DATASET, validation, log=quiet)
+    with pytest.raises(ValueError, match=r"budget must be >= the first exit's share .+\(0\.\d+\); received budget=0.01"):
+        export.export_net(net, tmp_path / "b", export_options(budget=0.01), DATASET, validation, log=quiet)
+    with pytest.raises(ValueError, match=r"exit_thresholds must be probabilities in \[0, 1\]"):
+        export.export_net(net, tmp_path / "b", export_options(exit_thresholds=[0.5, 1.5]), DATASET, validation,
+                          log=quiet)
     assert not list(tmp_path.iterdir())  # nothing written before the error

@@ -185,33 +185,39 @@ def test_bn_recalibration_of_a_ds_net_leaves_the_front_alone():
     assert all(l.trainable for l in plain)  # restored after recalibration
 
 
-def test_export_slimmable_and_ds_net_tflite(tmp_path):
-    from pipelines.export import tflite
-    from pipelines.export.families.ds_net import export
+def test_export_a_slimmable_width_and_a_ds_net_as_bundles(tmp_path):
+    """One width of a slimmable net is a plain bundle of the narrow network; a DS-Net is a ds_net bundle
+    (front + gate, one back per width) whose runner picks the gate's width per image."""
+    from keras_layers.models.slimmable_mobilenet_v1 import export_width
+    from pipelines import export
+    from pipelines.export.bundle import Bundle
 
     x = rng.normal(size=(3, *SHAPE)).astype("float32")
+    dataset = {"name": "noise", "input_shape": list(SHAPE), "num_classes": 10}
+    options = export.ExportOptions(parity_images=3, latency_runs=2)
+    quiet = lambda *_: None  # noqa: E731
     net = randomize(build("slimmable_mobilenet_v1", SHAPE, 10))
-    from pipelines.export.families.ds_net import export_slimmable
-    manifest = export_slimmable(net, tmp_path / "slim", widths=[0.5])
-    assert json.loads((tmp_path / "slim" / "manifest.json").read_text()) == manifest
-    runner = tflite.Runner((tmp_path / "slim" / manifest["widths"]["0.5"]["tflite"]).read_bytes())
+    slim = export.export_net(export_width(net, 0.5), tmp_path / "slim", options, dataset, (x, np.zeros(3, int)),
+                             log=quiet)
+    assert slim["kind"] == "plain"
     set_width(net, 0.5)
-    result = tflite.parity(net(x, training=False).numpy(), runner.run(x))
-    assert result["max_abs_error"] < 1e-4 and result["top1_agreement"] == 1.0
+    ref = net(x, training=False).numpy()
+    preds = Bundle.load(tmp_path / "slim").predict(x)
+    np.testing.assert_allclose(np.stack([p.logits for p in preds]), ref, atol=1e-4)
+    assert [p.index for p in preds] == list(ref.argmax(-1))
 
     dsn = randomize(build("ds_mobilenet_v1", SHAPE, 10, width_multipliers=(0.5, 1.0), gate_after=3))
     gate = ds.gate_layer(dsn)
     gate.w2.assign(rng.normal(0, 3, gate.w2.shape).astype("float32"))
-    manifest = export(dsn, tmp_path / "ds")
-    assert manifest["choices"] == [0.5, 1.0] and set(manifest["backs"]) == {"0.5", "1"}
-    front = tflite.Runner((tmp_path / "ds" / "front.tflite").read_bytes())
+    export.export_net(dsn, tmp_path / "ds", options, dataset, (x, np.zeros(3, int)), log=quiet)
+    doc = json.loads((tmp_path / "ds" / "model.json").read_text())
+    assert doc["kind"] == "ds_net" and doc["widths"] == [[0.5, "back_0_5"], [1.0, "back_1"]]
     set_width(dsn, "dynamic")
-    ref = dsn(x, training=False)["logits"].numpy()
-    for i in range(len(x)):
-        f = front.run_one(x[i:i + 1])
-        w = manifest["choices"][int(np.argmax(f["gate_scores"]))]
-        back = tflite.Runner((tmp_path / "ds" / manifest["backs"][f"{w:g}"]["tflite"]).read_bytes())
-        np.testing.assert_allclose(next(iter(back.run_one(f["features"]).values()))[0], ref[i], atol=1e-4)
+    out = dsn(x, training=False)
+    ref = out["logits"].numpy()
+    preds = Bundle.load(tmp_path / "ds").predict(x)
+    assert [p.stopped_at for p in preds] == [doc["widths"][c][1] for c in out["gate_scores"].numpy().argmax(-1)]
+    np.testing.assert_allclose(np.stack([p.logits for p in preds]), ref, atol=1e-4)
     assert np.abs(ref).max() > 1e-2  # a meaningful comparison
 
 

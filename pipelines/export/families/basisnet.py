@@ -1,16 +1,19 @@
-"""Export a BasisNet as one ``.tflite`` with two signatures, so the app can stop after the preview.
+"""BasisNet (Zhang et al.): the preview answers when it is sure enough, else the specialist runs with the
+coefficients the preview predicted. The family plugin, the early-termination policy (Sec. 4.6) the
+experiments and the export share, and the conversion to one ``.tflite`` with two signatures:
 
-* ``preview``: ``image`` (1, H, W, C) -> ``probabilities`` (1, classes), ``coefficients`` (1, groups, bases)
-* ``specialist``: ``image``, ``coefficients`` -> ``probabilities`` (1, classes)
+* ``preview``: ``image`` (1, H, W, C) -> ``preview_logits`` (1, classes), ``coefficients`` (1, groups, bases)
+* ``specialist``: ``image``, ``coefficients`` -> ``logits`` (1, classes)
 
-On the phone: run ``preview``; if ``max(probabilities) > threshold`` answer with it (early termination),
-else run ``specialist`` with the coefficients it returned. ``basisnet.json`` beside the model holds the
-threshold, the signatures and the MAdds of each stage. Builtin ops only (checked); the Basis layers
-use their batch-1 paths (folded / im2col / matmul kernels). Quantization: the modes every layer
-supports (``float32``, ``float16``, ``dynamic``; `pipelines.export.tflite` refuses ``int8`` naming the layer).
+On the phone: run ``preview``; if its top softmax probability is ``>= threshold``
+(`pipelines.export.policy.stops`) answer with it (early termination), else run ``specialist`` with the
+coefficients it returned. The threshold is given, or picked on validation images (`select_threshold`:
+the cheapest within `pick_threshold`'s accuracy drop of the full BasisNet). Builtin ops only (checked);
+the Basis layers use their batch-1 paths (folded / im2col / matmul kernels). Quantization: the modes
+every layer supports (``float32``, ``float16``, ``dynamic``; `int8` is refused naming the layer).
 
-    from pipelines.export.families.basisnet import export
-    manifest = export(net, "out/", quantize="float32", threshold=0.7)
+`export` writes the older two-file layout of ``basisnet-eval --export`` (``basisnet.tflite`` with
+softmax outputs + ``basisnet.json``); `pipelines.export.export_net` writes the Android bundle.
 """
 from __future__ import annotations
 
@@ -19,11 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_layers import _env  # noqa: F401
-import tensorflow as tf
-
-from keras_layers.models.basisnet_mobilenet_v3 import stages
-from pipelines.export import tflite
+from pipelines.export.families import Family, register
+from pipelines.export.policy import need_probability, need_stage, softmax, stops
 
 SIGNATURES = ("preview", "specialist")
 
@@ -39,19 +39,13 @@ def check_threshold(value, name="threshold"):
     return float(value)
 
 
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def predict(net, images, batch_size=256):
     """Run the net on `images`; returns NumPy {"preview_probs", "probs", "coefficients"}."""
     outs = {"preview_probs": [], "probs": [], "coefficients": []}
     for i in range(0, len(images), batch_size):
         out = net(images[i:i + batch_size], training=False)
-        outs["preview_probs"].append(_softmax(np.asarray(out["preview_logits"], np.float64)))
-        outs["probs"].append(_softmax(np.asarray(out["logits"], np.float64)))
+        outs["preview_probs"].append(softmax(out["preview_logits"]))
+        outs["probs"].append(softmax(out["logits"]))
         outs["coefficients"].append(np.asarray(out["coefficients"]))
     return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -72,7 +66,7 @@ def early_termination(outputs, labels, madds, thresholds=DEFAULT_THRESHOLDS):
     conf = outputs["preview_probs"].max(axis=-1)
     preview_ok = outputs["preview_probs"].argmax(axis=-1) == labels
     final_ok = outputs["probs"].argmax(axis=-1) == labels
-    stop = conf[None, :] > t[:, None]  # (thresholds, examples)
+    stop = stops(conf[None, :], t[:, None])  # (thresholds, examples)
     correct = np.where(stop, preview_ok[None, :], final_ok[None, :])
     stopped = stop.mean(axis=1)
     return {
@@ -123,6 +117,10 @@ def signature_functions(net, outputs="probabilities"):
     specialist -> {"probabilities"}. `outputs="logits"` (the Android bundle of `pipelines.export`, whose
     runner takes the softmax itself): preview -> {"preview_logits", "coefficients"}, specialist -> {"logits"}.
     """
+    import tensorflow as tf
+
+    from keras_layers.models.basisnet_mobilenet_v3 import stages
+
     if outputs not in ("probabilities", "logits"):
         raise ValueError(f"outputs must be 'probabilities' or 'logits'; received outputs={outputs!r}")
     as_logits = outputs == "logits"
@@ -148,6 +146,8 @@ def signature_functions(net, outputs="probabilities"):
 
 def convert(net, quantize="float32", outputs="probabilities"):
     """TFLite bytes of `net` with the `preview` and `specialist` signatures (builtin ops only)."""
+    from pipelines.export import tflite
+
     data = tflite.convert_signatures(signature_functions(net, outputs), net, quantize)
     tflite.assert_builtin_only(data)
     return data
@@ -155,8 +155,10 @@ def convert(net, quantize="float32", outputs="probabilities"):
 
 def export(net, out_dir, quantize="float32", threshold=0.7, name="basisnet"):
     """Write ``<name>.tflite`` and ``<name>.json`` under `out_dir`; returns the manifest."""
+    from keras_layers.models.basisnet_mobilenet_v3 import stages
+
     threshold = check_threshold(threshold)
-    preview, specialist = stages(net)
+    _, specialist = stages(net)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = convert(net, quantize)
@@ -166,7 +168,7 @@ def export(net, out_dir, quantize="float32", threshold=0.7, name="basisnet"):
     manifest = {
         "family": "basisnet", "model": net.name, "tflite": f"{name}.tflite", "tflite_bytes": len(data),
         "quantize": quantize, "input_shape": list(shape), "threshold": threshold,
-        "rule": "answer with preview if max(preview.probabilities) > threshold, else run specialist",
+        "rule": "answer with preview if max(preview.probabilities) >= threshold, else run specialist",
         "signatures": {
             "preview": {"inputs": ["image"], "outputs": ["probabilities", "coefficients"]},
             "specialist": {"inputs": ["image", "coefficients"], "outputs": ["probabilities"]},
@@ -176,3 +178,67 @@ def export(net, out_dir, quantize="float32", threshold=0.7, name="basisnet"):
     }
     (out / f"{name}.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+# ---------------------------------------------------------------- the family plugin
+
+def select_threshold(net, validation, madds=None, log=print):
+    """`pick_threshold` of the `early_termination` sweep on `validation=(images, labels)`: the cheapest
+    preview threshold within its default accuracy drop of the full BasisNet; returns its row."""
+    x, y = validation
+    madds = madds or stage_madds(net, tuple(net.input_shape[1:]))
+    picked = pick_threshold(early_termination(predict(net, x), y, madds))
+    log(f"basisnet threshold {picked['threshold']:.2f} picked on {len(x)} validation images (preview answers "
+        f"{picked['stopped']:.0%}, accuracy {picked['accuracy']:.4f})")
+    return picked
+
+
+@register
+class BasisNet(Family):
+    """model.json: stages "preview" and "specialist" (one file, two signatures), "threshold"."""
+
+    kind = "basisnet"
+
+    def detect(self, net):
+        outputs = net.output_shape if isinstance(net.output_shape, dict) else {}
+        return {"preview_logits", "coefficients"} <= set(outputs)
+
+    def selects(self, options):
+        return options.threshold is None
+
+    def stages(self, net, mode, selection, options, log):
+        from pipelines.export.convert import Conversion
+
+        madds = stage_madds(net, tuple(net.input_shape[1:]))
+        threshold, picked = options.threshold, None
+        if threshold is None:
+            picked = select_threshold(net, selection, madds, log)
+            threshold = picked["threshold"]
+        threshold = check_threshold(threshold)
+        data = convert(net, mode, outputs="logits")
+        spec = {"kind": self.kind, "threshold": threshold, "stages": {
+            "preview": {"file": "model.tflite", "signature": "preview", "logits": "preview_logits",
+                        "madds": int(madds["preview"])},
+            "specialist": {"file": "model.tflite", "signature": "specialist", "logits": "logits",
+                           "madds": int(madds["full"] - madds["preview"])}}}
+        if picked:
+            spec["threshold_selection"] = {"split": "validation", "images": int(len(selection[0])), **picked}
+        return Conversion.of(data, mode), {}, spec
+
+    def validate_spec(self, spec, stages):
+        for name in SIGNATURES:
+            need_stage(stages, f"stages.{name}", name if name in stages else None)
+        need_probability("threshold", spec.get("threshold"))
+
+    def run_policy(self, bundle, image):
+        state = {}
+        logits = bundle.logits("preview", image, state)
+        if stops(softmax(logits).max(), bundle.spec["threshold"]):
+            return "preview", logits, ["preview"]
+        return "specialist", bundle.logits("specialist", image, state), ["preview", "specialist"]
+
+    def keras_policy(self, net, spec, images):
+        out = net.predict(images, batch_size=256, verbose=0)
+        stop = stops(softmax(out["preview_logits"]).max(-1), spec["threshold"])
+        return (np.where(stop, "preview", "specialist"),
+                np.where(stop[:, None], out["preview_logits"], out["logits"]))

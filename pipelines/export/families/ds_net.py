@@ -1,99 +1,84 @@
-"""Export a slimmable network per width, and a DS-Net per gate choice, as ordinary narrow models.
+"""DS-Net (dynamic slimmable network): the front and the gate pick a width per image, then the rest of the
+network runs at that width.
 
-Slimmable (`slimmable_mobilenet_v1`): every width becomes a plain Keras model with the sliced weights
-(`export_width`: Conv2D / DepthwiseConv2D / BatchNormalization / Dense of the narrow size: no masks, no
-unused channels), saved as ``width_0_5.keras`` and converted to ``width_0_5.tflite``.
+The bundle (model.json ``kind`` ``ds_net``): ``model.tflite`` is the fixed-width front plus the gate
+(outputs ``features`` and ``gate_scores``); ``back_0_5.tflite``, ``back_1.tflite`` ... are the rest of
+the network at each candidate width, as ordinary narrow models (sliced weights, no masks). The app runs
+the front, takes ``widths[argmax(gate_scores)]`` and runs that back on the front's ``features``.
 
-DS-Net (`ds_mobilenet_v1`): ``front.tflite`` is the fixed-width front plus the gate (outputs
-``features`` and ``gate_scores``); ``back_0_5.tflite`` ... are the rest of the network at each candidate
-width. The app runs the front, takes ``width_multipliers[argmax(gate_scores)]`` and runs that back.
-
-``manifest.json`` lists the files, the widths (in the gate's choice order) and the MAdds of each.
-
-    from pipelines.export.families.ds_net import export
-    manifest = export(net, "out/", quantize="dynamic")
+A slimmable network without a gate is a plain model; one width of it is exported as its own plain
+bundle: ``export_net(slimmable_mobilenet_v1.export_width(net, 0.5), ...)``.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import numpy as np
 
-from keras_layers import _env  # noqa: F401
-
-from keras_layers import count_madds
-from keras_layers.ds_net import DynamicGate
-from keras_layers.models import ds_mobilenet_v1 as ds
-from keras_layers.models.slimmable_mobilenet_v1 import export_width
-from keras_layers.slimmable import check_width, model_width_multipliers
-from pipelines.export import tflite
-from pipelines.training.recipes.slimmable import width_name
+from pipelines.export.families import Family, register
+from pipelines.export.policy import need, need_stage
 
 
-def _is_gated(net):
-    return any(isinstance(l, DynamicGate) for l in net.layers)
+def back_stage(width):
+    """The stage (and file stem) of the back at `width`: 0.5 -> "back_0_5"."""
+    return f"back_{width:g}".replace(".", "_")
 
 
-def _write(model, out, stem, quantize, representative):
-    model.save(out / f"{stem}.keras")
-    data = tflite.convert(model, quantize, representative=representative)
-    (out / f"{stem}.tflite").write_bytes(data)
-    return {"keras": f"{stem}.keras", "tflite": f"{stem}.tflite", "tflite_bytes": len(data)}
+@register
+class DSNet(Family):
+    """model.json: "gate" (the stage with the gate), "gate_output", "widths": [[WIDTH, STAGE], ...]."""
 
+    kind = "ds_net"
 
-def export_slimmable(net, out_dir, widths=None, quantize="float32", representative=None):
-    """Each width of a slimmable net -> narrow Keras + TFLite; returns the manifest."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    all_widths = model_width_multipliers(net)
-    widths = tuple(widths or all_widths)
-    for w in widths:
-        check_width(w, all_widths)
-    shape = tuple(net.input_shape[1:])
-    manifest = {"family": "slimmable", "model": net.name, "input_shape": list(shape), "quantize": quantize,
-                "widths": {}}
-    for w in widths:
-        narrow = export_width(net, w)
-        entry = _write(narrow, out, f"width_{width_name(w)[1:]}", quantize, representative)
-        entry["madds"] = count_madds(narrow, shape)
-        entry["params"] = int(narrow.count_params())
-        manifest["widths"][f"{w:g}"] = entry
-        print(f"exported width {w:g}: {entry['tflite']} ({entry['madds']:,} MAdds)", flush=True)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    def detect(self, net):
+        from keras_layers.ds_net import DynamicGate
 
+        return any(isinstance(layer, DynamicGate) for layer in net.layers)
 
-def export_ds_net(net, out_dir, quantize="float32", representative=None):
-    """A DS-Net -> front (+gate) model and one narrow back model per gate choice; returns the manifest."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gate = ds.gate_layer(net)
-    shape = tuple(net.input_shape[1:])
-    table = ds.choice_madds(net, shape)
-    front = ds.export_front(net)
-    manifest = {"family": "ds_net", "model": net.name, "input_shape": list(shape), "quantize": quantize,
-                "choices": [float(w) for w in gate.width_multipliers],
-                "front": _write(front, out, "front", quantize, representative), "backs": {}}
-    for w, madds in zip(gate.width_multipliers, table):
-        back = ds.export_choice(net, w)
-        entry = _write(back, out, f"back_{width_name(w)[1:]}", quantize, None if quantize != "int8" else
-                       _features(front, representative))
-        entry["path_madds"] = int(madds)
-        manifest["backs"][f"{w:g}"] = entry
-        print(f"exported gate choice {w:g}: {entry['tflite']} ({int(madds):,} MAdds with the front)", flush=True)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    def stages(self, net, mode, selection, options, log):
+        from keras_layers import count_madds
+        from keras_layers.models import ds_mobilenet_v1 as ds
+        from pipelines.export import tflite
+        from pipelines.export.convert import Conversion
 
+        def convert(model):
+            data = tflite.convert(model, mode)
+            tflite.assert_builtin_only(data)
+            return data
 
-def _features(front, representative):
-    if representative is None:
-        return None
-    import numpy as np
+        shape = tuple(net.input_shape[1:])
+        front = ds.export_front(net)
+        front_madds = int(count_madds(front, shape))
+        stages = {"front": {"file": "model.tflite", "logits": None, "madds": front_madds}}
+        widths, backs = [], {}
+        for w, path_madds in zip(ds.gate_layer(net).width_multipliers, ds.choice_madds(net, shape)):
+            stage = back_stage(w)
+            backs[f"{stage}.tflite"] = convert(ds.export_choice(net, w))
+            stages[stage] = {"file": f"{stage}.tflite", "logits": None, "madds": int(path_madds) - front_madds}
+            widths.append([float(w), stage])
+        log(f"ds_net bundle: front + gate ({front_madds:,} MAdds), widths {[w for w, _ in widths]}")
+        spec = {"kind": self.kind, "gate": "front", "gate_output": "gate_scores", "widths": widths, "stages": stages}
+        return Conversion.of(convert(front), mode), backs, spec
 
-    return [front(np.asarray(x, np.float32)[None], training=False)["features"].numpy()[0] for x in representative]
+    def validate_spec(self, spec, stages):
+        need_stage(stages, "gate", spec.get("gate"))
+        need(isinstance(spec.get("gate_output"), str),
+             f"model.json: ds_net needs gate_output; received gate_output={spec.get('gate_output')!r}")
+        widths = spec.get("widths")
+        need(isinstance(widths, list) and widths and all(isinstance(w, list) and len(w) == 2 for w in widths),
+             f"model.json: widths must be [[WIDTH, STAGE], ...]; received widths={widths!r}")
+        for i, (_, st) in enumerate(widths):
+            need_stage(stages, f"widths[{i}]", st)
 
+    def run_policy(self, bundle, image):
+        s, state = bundle.spec, {}
+        gate = bundle.run_stage(s["gate"], image, state)
+        need(s["gate_output"] in gate,
+             f"gate stage has no output gate_output={s['gate_output']!r} (outputs: {sorted(gate)})")
+        choice = int(np.argmax(gate[s["gate_output"]][0]))
+        need(choice < len(s["widths"]), f"gate chose index {choice} but widths has {len(s['widths'])} entries")
+        name = s["widths"][choice][1]
+        return name, bundle.logits(name, image, state), [s["gate"], name]
 
-def export(net, out_dir, quantize="float32", representative=None):
-    """Export a slimmable or DS-Net model (picked by the presence of a DynamicGate)."""
-    if _is_gated(net):
-        return export_ds_net(net, out_dir, quantize, representative)
-    return export_slimmable(net, out_dir, quantize=quantize, representative=representative)
+    def keras_policy(self, net, spec, images):
+        out = net.predict(images, batch_size=256, verbose=0)
+        choice = np.argmax(out["gate_scores"], -1)  # the gate's argmax picks the width
+        return np.asarray([spec["widths"][c][1] for c in choice]), out["logits"]

@@ -1,54 +1,173 @@
-"""Export a multi-exit network for Android: TFLite + `multi_exit.json` (thresholds, per-exit MAdds).
+"""Multi-exit networks (IMTA / MSDNet): the family plugin, budgeted batch classification, and the
+conversion of the exits into one ``.tflite`` of segments.
 
-    from pipelines.export.families import multi_exit
-    manifest = multi_exit.export(net, "out/", quantize="float16", budget=0.6 * last_cost,
-                                 validation=(x_val, y_val))
+The bundle (model.json ``kind`` ``multi_exit``): one ``model.tflite`` with a signature per exit.
+Signature ``exit_0`` maps the image to ``{"logits", "features"}``; signature ``exit_k`` (k > 0) maps
+the previous signature's ``features`` (and its ``logits`` when Inline Subnetwork Collaboration feeds
+exit k) to the next ``{"logits", "features"}``. The app runs them in order and never recomputes a layer;
+a stage's ``madds`` is the cost of its segment, so stopping at exit k costs the cumulative MAdds
+(`keras_layers.models.multi_exit_net.exit_madds`). It stops at the first exit whose confidence (top
+softmax probability) is ``>=`` that exit's threshold (`pipelines.export.policy.stops`); the last exit
+always answers.
 
-Two layouts (``layout=``):
+Budgeted batch classification (the thresholds; the IMTA paper's protocol): given a target *average*
+MAdds per example, `search_thresholds` picks per-exit thresholds on a held-out split: it scores a set
+of candidate threshold vectors at once (NumPy over candidates x exits x examples, no Python loop over
+examples) and keeps the most accurate one whose average cost fits the budget (ties go to the one
+spending most of the budget). Candidates come from two families:
 
-* ``"segments"`` (default): one `multi_exit.tflite` with a signature per exit. Signature ``exit_0``
-  maps the image to ``{"logits", "features"}``; signature ``exit_k`` (k > 0) maps the previous
-  signature's ``features`` (and ``previous_logits`` when Inline Subnetwork Collaboration feeds exit
-  k) to the next ``{"logits", "features"}``. An early-exit app runs them in order and never
-  recomputes a layer, so the cost of stopping at exit k is the cumulative MAdds in the manifest.
-* ``"prefixes"``: ``exit_<k>.tflite`` per exit, each the whole network from the image up to exit k
-  (output ``exit_<k>``): simplest when the app picks one fixed exit for a device (anytime setting);
-  escalating from prefix k to k+1 recomputes the shared layers.
+* MSDNet's: a fraction ``p_k ~ q^k`` of the examples leaves at exit k (q on a grid), thresholds set
+  to the matching confidence quantiles of the examples still running;
+* one shared threshold for every exit, at each quantile of the confidences.
 
-The app stops at the first exit whose top softmax probability is >= that exit's threshold; the last
-exit always answers (a threshold above 1 means "never stop here", 0 "always stop"). Thresholds are
-given, or chosen on a validation split for a target average MAdds (`pipelines.export.budgeted`).
+    curve = budget_curve(val_probs, val_labels, test_probs, test_labels, costs, budgets)
+    anytime_accuracy(test_probs, test_labels)     # accuracy of each exit alone
 """
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-
 import numpy as np
 
-MANIFEST = "multi_exit.json"
-MODEL_FILE = "multi_exit.tflite"
-LAYOUTS = ("segments", "prefixes")
-NEVER = 2.0  # a threshold no softmax probability reaches
+from pipelines.export.families import Family, register
+from pipelines.export.policy import need, need_probability, need_stage, softmax, stops
 
 
-def _json_threshold(t):
-    t = float(t)
-    if math.isinf(t):
-        return NEVER if t > 0 else 0.0
-    return min(max(t, 0.0), NEVER)
+# ---------------------------------------------------------------- budgeted batch classification
+
+def exit_probabilities(net, images, batch_size=256):
+    """Softmax probabilities of every exit: array (K, N, C), exits in order."""
+    from keras_layers.models.multi_exit_net import exit_names
+
+    names = exit_names(net)
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        out = net(images[start:start + batch_size], training=False)
+        chunks.append(np.stack([softmax(out[n]) for n in names]))  # the runner's softmax (float64)
+    return np.concatenate(chunks, axis=1)
 
 
-def choose_thresholds(net, budget, validation, input_shape=None):
-    """Thresholds for a target average MAdds `budget`, searched on `validation=(images, labels)`."""
-    from keras_layers.models.multi_exit_net import exit_madds
-    from pipelines.export import budgeted
+def _check_probs(probs, labels=None):
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1] < 1:
+        raise ValueError(f"probs must be (exits, examples, classes); received shape={probs.shape}")
+    if labels is not None and len(labels) != probs.shape[1]:
+        raise ValueError(f"labels must have one entry per example ({probs.shape[1]}); received {len(labels)}")
+    return probs
 
-    x, y = validation
-    costs = exit_madds(net, input_shape or tuple(net.input_shape[1:]))
-    return budgeted.search_thresholds(budgeted.exit_probabilities(net, x), y, costs, budget)
 
+def _check_costs(costs, num_exits):
+    costs = np.asarray(costs, np.float64)
+    if costs.shape != (num_exits,) or np.any(costs <= 0) or np.any(np.diff(costs) < 0):
+        raise ValueError(f"exit_costs must be {num_exits} positive non-decreasing numbers; "
+                         f"received exit_costs={costs.tolist()}")
+    return costs
+
+
+def anytime_accuracy(probs, labels):
+    """Accuracy of each exit on its own (anytime prediction): array (K,)."""
+    probs = _check_probs(probs, labels)
+    return (probs.argmax(-1) == np.asarray(labels)[None]).mean(axis=1)
+
+
+def exit_points(confidence, thresholds):
+    """Exit index of each example for each threshold vector.
+
+    confidence: (K, N); thresholds: (K,) or (Q, K). Returns (N,) or (Q, N) ints; the last exit
+    always accepts.
+    """
+    thresholds = np.asarray(thresholds, np.float64)
+    single = thresholds.ndim == 1
+    t = thresholds[None] if single else thresholds
+    accept = stops(confidence[None], t[:, :, None])  # (Q, K, N)
+    accept[:, -1] = True
+    exits = accept.argmax(axis=1)  # first accepting exit
+    return exits[0] if single else exits
+
+
+def evaluate(probs, labels, thresholds, exit_costs):
+    """Accuracy and average cost of early exiting with `thresholds` ((K,) or (Q, K)); returns arrays (Q,) or floats."""
+    probs = _check_probs(probs, labels)
+    costs = _check_costs(exit_costs, probs.shape[0])
+    confidence = probs.max(-1)
+    correct = probs.argmax(-1) == np.asarray(labels)[None]  # (K, N)
+    exits = exit_points(confidence, thresholds)
+    taken = correct[exits, np.arange(correct.shape[1])]  # broadcasts over (N,) or (Q, N)
+    accuracy = taken.mean(axis=-1)
+    avg_cost = costs[exits].mean(axis=-1)
+    if exits.ndim == 1:
+        return float(accuracy), float(avg_cost)
+    return accuracy, avg_cost
+
+
+def geometric_thresholds(confidence, q):
+    """MSDNet's rule: a fraction proportional to q^k of the examples leaves at exit k; (K,) thresholds."""
+    k, n = confidence.shape
+    share = q ** np.arange(k, dtype=np.float64)
+    share /= share.sum()
+    thresholds = np.full(k, -np.inf)
+    running = np.ones(n, bool)
+    for i in range(k - 1):
+        leave = int(round(share[i] * n))
+        conf = confidence[i][running]
+        if leave <= 0 or conf.size == 0:
+            thresholds[i] = np.inf
+            continue
+        leave = min(leave, conf.size)
+        thresholds[i] = np.sort(conf)[::-1][leave - 1]
+        running &= ~stops(confidence[i], thresholds[i])
+    return thresholds
+
+
+def candidate_thresholds(confidence, num_q=40, num_levels=200):
+    """Candidate threshold vectors (Q, K): MSDNet's geometric family and shared thresholds."""
+    k = confidence.shape[0]
+    qs = np.concatenate([np.linspace(0.02, 1.0, num_q // 2, endpoint=False), np.linspace(1.0, 4.0, num_q // 2)])
+    geometric = np.stack([geometric_thresholds(confidence, q) for q in qs])
+    levels = np.unique(np.quantile(confidence[:-1].ravel(), np.linspace(0.0, 1.0, num_levels)))
+    levels = np.unique(np.concatenate([levels, confidence[:-1].ravel()])) if confidence.shape[1] <= num_levels \
+        else levels
+    shared = np.repeat(levels[:, None], k, axis=1)
+    none_early = np.full((1, k), np.inf)  # everything runs to the last exit
+    cands = np.concatenate([geometric, shared, none_early])
+    cands[:, -1] = -np.inf
+    return cands
+
+
+def search_thresholds(probs, labels, exit_costs, budget):
+    """Per-exit thresholds with the best accuracy on (`probs`, `labels`) at average cost <= `budget`.
+
+    Returns {"thresholds": list (last is -inf: always accept), "accuracy", "avg_madds"}.
+    """
+    probs = _check_probs(probs, labels)
+    costs = _check_costs(exit_costs, probs.shape[0])
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.number)) or not budget >= costs[0]:
+        raise ValueError(f"budget must be >= the first exit's cost ({costs[0]:.0f} MAdds); received budget={budget!r}")
+    cands = candidate_thresholds(probs.max(-1))
+    accuracy, avg_cost = evaluate(probs, labels, cands, costs)
+    feasible = avg_cost <= budget + 1e-9
+    if not feasible.any():  # cannot happen: the all-first-exit vector costs costs[0]
+        raise ValueError(f"no thresholds meet budget={budget!r}")
+    # best accuracy; among equals, the one that spends most of the budget (more conservative thresholds
+    # generalise better from a small held-out split than the cheapest vector that happens to tie)
+    order = np.lexsort((-avg_cost, -accuracy))
+    best = next(i for i in order if feasible[i])
+    return {"thresholds": cands[best].tolist(), "accuracy": float(accuracy[best]), "avg_madds": float(avg_cost[best])}
+
+
+def budget_curve(val_probs, val_labels, test_probs, test_labels, exit_costs, budgets):
+    """For each budget: thresholds chosen on validation, then test accuracy and test average MAdds."""
+    rows = []
+    for budget in budgets:
+        found = search_thresholds(val_probs, val_labels, exit_costs, budget)
+        acc, cost = evaluate(test_probs, test_labels, np.asarray(found["thresholds"]), exit_costs)
+        exits = exit_points(_check_probs(test_probs).max(-1), np.asarray(found["thresholds"]))
+        share = np.bincount(exits, minlength=len(exit_costs)) / len(exits)
+        rows.append({"budget": float(budget), "thresholds": found["thresholds"], "val_accuracy": found["accuracy"],
+                     "val_avg_madds": found["avg_madds"], "test_accuracy": float(acc), "test_avg_madds": float(cost),
+                     "exit_share": share.tolist()})
+    return rows
+
+
+# ---------------------------------------------------------------- the segments
 
 def _replay(feeds, targets):
     """Compute keras tensors `targets` of a functional graph from `feeds` {id(keras tensor): tensor},
@@ -77,12 +196,8 @@ def _replay(feeds, targets):
     return [value(t) for t in targets]
 
 
-def segment_functions(net, previous_logits="previous_logits"):
-    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc).
-
-    `previous_logits`: the name of exit k-1's logits as an input of exit k (Inline Subnetwork
-    Collaboration); the Android bundle of `pipelines.export` names it "logits", the output it comes from.
-    """
+def segment_functions(net):
+    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc)."""
     import tensorflow as tf
     from keras_layers.models.multi_exit_net import exit_names, stage_outputs
 
@@ -93,7 +208,7 @@ def segment_functions(net, previous_logits="previous_logits"):
         head = net.get_layer(name)
         fed = [(net.inputs[0], "image")] if k == 0 else [(stages[k - 1], "features")]
         if k > 0 and head.inline_collaboration:
-            fed.append((logits[k - 1], previous_logits))
+            fed.append((logits[k - 1], "logits"))  # fed from exit k-1's output of that name
         targets = [("logits", logits[k])] + ([("features", stages[k])] if k < len(names) - 1 else [])
         specs = [tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=n) for t, n in fed]
 
@@ -107,91 +222,96 @@ def segment_functions(net, previous_logits="previous_logits"):
     return functions
 
 
-def export(net, out_dir, *, layout="segments", quantize="float32", thresholds=None, budget=None, validation=None, input_shape=None,
-           representative=None, metadata=None):
-    """Write one TFLite per exit prefix and the manifest into `out_dir`; returns the manifest dict."""
-    from keras_layers.models.multi_exit_net import exit_madds, exit_prefix, num_exits
-    from pipelines.export import tflite
+# ---------------------------------------------------------------- the family plugin
 
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; received layout={layout!r}")
-    k = num_exits(net)
-    input_shape = tuple(input_shape or net.input_shape[1:])
-    chosen = None
-    if thresholds is None and budget is not None:
-        if validation is None:
-            raise ValueError("budget= needs validation=(images, labels) to choose the thresholds on")
-        chosen = choose_thresholds(net, budget, validation, input_shape)
-        thresholds = chosen["thresholds"]
-    if thresholds is None:
-        thresholds = [math.inf] * (k - 1) + [-math.inf]  # no early exit until the app sets its own
-    thresholds = list(thresholds)
-    if len(thresholds) != k:
-        raise ValueError(f"thresholds needs one value per exit ({k}); received thresholds={thresholds!r}")
-    costs = exit_madds(net, input_shape)
-    tflite.check_quantization(net, quantize)  # fail before writing anything
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    exits = []
-    if layout == "segments":
-        functions = segment_functions(net)
-        data = tflite.convert_signatures(functions, net, quantize, representative=representative)
+def given_thresholds(exit_thresholds, names):
+    """The early-exit thresholds of exits 0 .. K-2 from `exit_thresholds`: a list (one per exit, the
+    last one ignored, or one per exit but the last) or {"exit_0": t0, ...} with the same keys."""
+    values = exit_thresholds
+    if isinstance(exit_thresholds, dict):
+        want = [f"exit_{k}" for k in range(len(exit_thresholds))]
+        if sorted(exit_thresholds, key=lambda n: int(str(n).split("_")[-1])) != want:
+            raise ValueError(f"exit_thresholds keys must be {', '.join(want)}; received "
+                             f"exit_thresholds={exit_thresholds!r}")
+        values = [exit_thresholds[k] for k in want]
+    if len(values) not in (len(names) - 1, len(names)):
+        raise ValueError(f"exit_thresholds needs one value per exit but the last ({len(names) - 1}); "
+                         f"received exit_thresholds={exit_thresholds!r}")
+    return [float(t) for t in list(values)[:len(names) - 1]]
+
+
+@register
+class MultiExit(Family):
+    """model.json: "exits" (stage names in order), "threshold" (one per exit but the last, or one for all)."""
+
+    kind = "multi_exit"
+
+    def detect(self, net):
+        outputs = net.output_shape if isinstance(net.output_shape, dict) else {}
+        return bool(outputs) and all(k.startswith("exit_") and k[5:].isdigit() for k in outputs)
+
+    def selects(self, options):
+        return not options.exit_thresholds
+
+    def stages(self, net, mode, selection, options, log):
+        from keras_layers.models.multi_exit_net import exit_madds, exit_names
+        from pipelines.export import tflite
+        from pipelines.export.convert import Conversion
+
+        names = exit_names(net)
+        costs = [int(c) for c in exit_madds(net, tuple(net.input_shape[1:]))]
+        chosen = None
+        if options.exit_thresholds:
+            thresholds = given_thresholds(options.exit_thresholds, names)
+        else:
+            if options.budget * costs[-1] < costs[0]:
+                raise ValueError(f"budget must be >= the first exit's share of the last exit's MAdds "
+                                 f"({costs[0] / costs[-1]:.3f}); received budget={options.budget!r}")
+            x, y = selection
+            probs = exit_probabilities(net, x)
+            found = search_thresholds(probs, y, costs, options.budget * costs[-1])
+            # in model.json: probabilities (inf, "never stop here", becomes 1.0); the selection's numbers
+            # are those of the thresholds as written, under the runner's rule
+            thresholds = [min(max(t, 0.0), 1.0) for t in found["thresholds"][:-1]]
+            accuracy, avg_madds = evaluate(probs, y, thresholds + [0.0], costs)
+            chosen = {"split": "validation", "images": int(len(x)), "budget_fraction": float(options.budget),
+                      "budget_madds": float(options.budget * costs[-1]), "accuracy": accuracy,
+                      "avg_madds": avg_madds}
+            log(f"multi-exit thresholds for {options.budget:g} x the last exit's MAdds, chosen on {len(x)} "
+                f"validation images: {[round(t, 3) for t in thresholds]}")
+        data = tflite.convert_signatures(segment_functions(net), net, mode)
         tflite.assert_builtin_only(data)
-        (out / MODEL_FILE).write_bytes(data)
-    for i in range(k):
-        threshold = _json_threshold(-math.inf if i == k - 1 else thresholds[i])
-        if layout == "segments":
-            inputs = [spec.name for spec in functions[f"exit_{i}"].input_signature]
-            exits.append({"exit": i, "file": MODEL_FILE, "signature": f"exit_{i}", "inputs": inputs,
-                          "outputs": ["logits"] + (["features"] if i < k - 1 else []),
-                          "madds": int(costs[i]), "threshold": threshold})
-            continue
-        data = tflite.convert(exit_prefix(net, i), quantize, representative=representative)
-        tflite.assert_builtin_only(data)
-        name = f"exit_{i}.tflite"
-        (out / name).write_bytes(data)
-        exits.append({"exit": i, "file": name, "output": f"exit_{i}", "madds": int(costs[i]), "threshold": threshold})
-    manifest = {"format": "multi_exit/1", "layout": layout, "input_shape": list(input_shape),
-                "num_classes": int(net.output_shape["exit_0"][-1]), "quantize": quantize,
-                "confidence": "max softmax probability; stop at the first exit with confidence >= threshold",
-                "exits": exits, **({"budget": float(budget), "validation": {
-                    "accuracy": chosen["accuracy"], "avg_madds": chosen["avg_madds"]}} if chosen else {}),
-                **(metadata or {})}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+        spec = {"kind": self.kind, "exits": names, "threshold": thresholds,
+                "stages": {n: {"file": "model.tflite", "signature": n, "logits": "logits",
+                               "madds": costs[k] - (costs[k - 1] if k else 0)} for k, n in enumerate(names)}}
+        if chosen:
+            spec["threshold_selection"] = chosen
+        return Conversion.of(data, mode), {}, spec
 
+    def validate_spec(self, spec, stages):
+        exits = spec.get("exits")
+        need(isinstance(exits, list) and exits, f"model.json: exits must be a non-empty list; received exits={exits!r}")
+        for i, e in enumerate(exits):
+            need_stage(stages, f"exits[{i}]", e)
+        th = spec.get("threshold")
+        ths = th if isinstance(th, list) else [th] * (len(exits) - 1)
+        need(len(ths) == len(exits) - 1,
+             f"model.json: threshold needs one value per exit but the last ({len(exits) - 1}); received threshold={th!r}")
+        for i, t in enumerate(ths):
+            need_probability(f"threshold[{i}]", t)
+        spec["thresholds"] = [float(t) for t in ths]
 
-def run_exported(out_dir, images, num_threads=None):
-    """Run an export the app's way: per example, exit by exit until a threshold is met.
+    def run_policy(self, bundle, image):
+        exits, thresholds = bundle.spec["exits"], bundle.spec["thresholds"]
+        state, ran = {}, []
+        for k, name in enumerate(exits):
+            ran.append(name)
+            logits = bundle.logits(name, image, state)
+            if k == len(exits) - 1 or stops(softmax(logits).max(), thresholds[k]):
+                return name, logits, ran
 
-    Returns (predictions (N,), exit index (N,), average MAdds per the manifest).
-    """
-    from pipelines.export import tflite
-
-    out = Path(out_dir)
-    manifest = json.loads((out / MANIFEST).read_text())
-    exits_spec = manifest["exits"]
-    if manifest["layout"] == "segments":
-        shared = tflite.Runner(out / MODEL_FILE, num_threads=num_threads)
-        runners = [shared] * len(exits_spec)
-    else:
-        runners = [tflite.Runner(out / e["file"], num_threads=num_threads) for e in exits_spec]
-    preds, exits = [], []
-    for x in np.asarray(images, np.float32):
-        state = {"image": x[None]}
-        for e, runner in zip(exits_spec, runners):
-            if manifest["layout"] == "segments":
-                result = runner.run_one({n: state[n] for n in e["inputs"]}, signature=e["signature"])
-                logits = result["logits"][0]
-                state = {"features": result.get("features"), "previous_logits": result["logits"]}
-            else:
-                logits = runner.run_one(x[None])[e["output"]][0]
-            p = np.exp(logits - logits.max())
-            p /= p.sum()
-            if p.max() >= e["threshold"] or e is exits_spec[-1]:
-                preds.append(int(p.argmax()))
-                exits.append(e["exit"])
-                break
-    exits = np.asarray(exits)
-    costs = np.asarray([e["madds"] for e in exits_spec], np.float64)
-    return np.asarray(preds), exits, float(costs[exits].mean())
+    def keras_policy(self, net, spec, images):
+        out = net.predict(images, batch_size=256, verbose=0)
+        names = spec["exits"]
+        k = exit_points(np.stack([softmax(out[n]).max(-1) for n in names]), list(spec["thresholds"]) + [0.0])
+        return np.asarray(names)[k], np.stack([out[names[j]][i] for i, j in enumerate(k)])
