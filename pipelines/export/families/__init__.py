@@ -15,6 +15,7 @@ TensorFlow and keras_layers are imported inside the functions that convert or ru
 """
 from __future__ import annotations
 
+import abc
 import importlib
 import pkgutil
 
@@ -24,7 +25,7 @@ _FAMILIES: dict = {}
 _LOADED = False
 
 
-class Family:
+class Family(abc.ABC):
     """The interface of a family plugin (subclass it; one instance is registered per class).
 
     kind             model.json "kind" of its bundles
@@ -36,9 +37,9 @@ class Family:
     fallback = False
     modes = FAMILY_MODES
 
+    @abc.abstractmethod
     def detect(self, net):
         """Whether the Keras model `net` is of this family (read off the model itself)."""
-        raise NotImplementedError
 
     def check_mode(self, net, mode):
         """Refuse a mode before any work: a layer that declares it cannot run `mode` is named first
@@ -54,11 +55,11 @@ class Family:
         """Whether `stages` chooses something (thresholds) on the validation images given `options`."""
         return False
 
+    @abc.abstractmethod
     def stages(self, net, mode, selection, options, log):
         """Convert `net` into its bundle pieces: (`Conversion` of model.tflite, {other file: bytes},
         the model.json fields of this kind: "kind", "stages", thresholds, ...). `selection=(images, labels)`
         are the validation images thresholds are chosen on; `options` an `export.ExportOptions`."""
-        raise NotImplementedError
 
     def default_stages(self):
         """model.json "stages" when a bundle of this kind gives none."""
@@ -67,14 +68,14 @@ class Family:
     def validate_spec(self, spec, stages):
         """Check (and normalise) the model.json fields of this kind; one-line `BundleError` naming the field."""
 
+    @abc.abstractmethod
     def run_policy(self, bundle, image):
         """Run one image (1, H, W, C) through `bundle` (a `bundle.Bundle`) as the phone does:
         (stage that answered, its logits, the stages run in order)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def keras_policy(self, net, spec, images):
         """The Keras model's answer under the bundle's policy: (stage answering each image, its logits)."""
-        raise NotImplementedError
 
     def checks(self, net, bundle, images, labels, options, log):
         """(parity, latency) of the written bundle against `net`: the whole policy, as the phone runs it."""
