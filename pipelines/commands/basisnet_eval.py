@@ -32,7 +32,7 @@ def add_arguments(p):
     p.add_argument("--run", default=None,
                    help="evaluate the model.keras of this run directory (or a .keras file) instead of training")
     p.add_argument("--export", default=None, metavar="DIR",
-                   help="also write the two-signature basisnet.tflite (+ basisnet.json) with the picked threshold")
+                   help="also write the Android bundle (run-bundle / export format) with the picked threshold")
     p.add_argument("--out", default="runs", help="folder for runs and basisnet-eval.json (default runs/)")
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
 
@@ -57,25 +57,13 @@ def run(args):
                                         limit=args.limit)
     print(ev.format_report(report))
     if args.export:
-        from pipelines.export.families.basisnet import export
-
-        from pathlib import Path
-
-        import numpy as np
-
-        from pipelines.export import tflite
-
         picked = report["early_termination"]["picked"]
-        manifest = export(net, args.export, threshold=picked["threshold"])
-        print(f"exported {args.export}/{manifest['tflite']} (signatures preview, specialist; "
-              f"threshold {manifest['threshold']:.2f})")
-        runner = tflite.Runner(Path(args.export) / manifest["tflite"], num_threads=1)
-        image = np.zeros((1, *manifest["input_shape"]), np.float32)
-        coeffs = np.full(manifest["coefficients_shape"], 1.0 / manifest["coefficients_shape"][-1], np.float32)
-        pre = runner.latency_ms({"image": image}, signature="preview")["median_ms"]
-        spec = runner.latency_ms({"image": image, "coefficients": coeffs}, signature="specialist")["median_ms"]
-        print(f"LiteRT latency (1 thread, median): preview {pre:.3f} ms, specialist {spec:.3f} ms; with "
-              f"{picked['stopped']:.1%} stopping early the average is {pre + (1 - picked['stopped']) * spec:.3f} ms "
-              f"vs {pre + spec:.3f} ms always running both")
+        result = ev.export_bundle(net, args.export, data=args.data, image_size=args.image_size,
+                                  threshold=picked["threshold"], limit=args.limit)
+        par, lat = result["parity"], result["latency"]
+        print(f"bundle {result['bundle']}/ (preview + specialist, threshold {picked['threshold']:.2f}): "
+              f"{result['size_bytes'] / 1024:.0f} KiB; on {par['images']} validation images the preview answers "
+              f"{par['stopped_at'].get('preview', 0)}, top-1 agreement with Keras {par['agreement']:.3f}; "
+              f"LiteRT latency of the whole policy {lat['median_ms']:.3f} ms per image (median, 1 thread)")
     print(json.dumps({"report": f"{args.out}/basisnet-eval.json"}))
     return 0

@@ -268,3 +268,16 @@ def format_report(report):
         lines.append(f"  {kind:<12}{report['disturbance']['validation'][kind]:>11.4f}"
                      f"{report['disturbance']['test'][kind]:>9.4f}")
     return "\n".join(lines)
+
+
+def export_bundle(net, out, data="digits", image_size=32, threshold=None, limit=None, log=print):
+    """The Android bundle of `net` (the same `pipelines.export.export_net` as `python -m pipelines export`),
+    float32, with `threshold` (None: picked on the validation split); returns export_net's summary
+    (parity and the LiteRT latency of the whole policy per image)."""
+    from pipelines import data as data_mod
+    from pipelines.export import ExportOptions, export_net
+
+    x, y, info = data_mod.as_numpy(name=data, split="validation", image_size=image_size, limit=limit)
+    options = ExportOptions(quantize="float32", threshold=threshold, parity_images=min(len(x), 256),
+                            latency_runs=100)
+    return export_net(net, out, options, info.to_dict(), validation=(x, y), source=net.name, log=log)

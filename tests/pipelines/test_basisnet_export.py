@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import tf_keras as keras
 
 from keras_layers import models
 from keras_layers.models.basisnet_mobilenet_v3 import stages
-from pipelines.export import tflite
+from pipelines.export import ExportOptions, export_net, tflite
 from pipelines.export.families import basisnet as exporter
 
 SHAPE = (16, 16, 1)
@@ -39,49 +38,45 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def exported(net, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle")
-    return out, exporter.export(net, out, threshold=0.6)
+def converted(net):
+    return exporter.convert(net)
 
 
-def test_one_file_two_signatures_builtin_only(exported):
-    out, manifest = exported
-    data = (out / manifest["tflite"]).read_bytes()
-    tflite.assert_builtin_only(data)
-    sigs = tflite.Runner(data).signatures()
+def test_one_file_two_signatures_builtin_only(converted):
+    tflite.assert_builtin_only(converted)
+    sigs = tflite.Runner(converted).signatures()
     assert set(sigs) == {"preview", "specialist"}
     assert sorted(sigs["preview"]["inputs"]) == ["image"]
-    assert sorted(sigs["preview"]["outputs"]) == ["coefficients", "probabilities"]
+    assert sorted(sigs["preview"]["outputs"]) == ["coefficients", "preview_logits"]
     assert sorted(sigs["specialist"]["inputs"]) == ["coefficients", "image"]
-    saved = json.loads((out / "basisnet.json").read_text())
-    assert saved == manifest and saved["threshold"] == 0.6
-    assert saved["madds"]["full"] == saved["madds"]["preview"] + saved["madds"]["specialist"]
+    assert sorted(sigs["specialist"]["outputs"]) == ["logits"]
 
 
-def test_parity_of_both_signatures(net, images, exported):
-    out, manifest = exported
-    runner = tflite.Runner(out / manifest["tflite"])
+def test_parity_of_both_signatures(net, images, converted):
+    runner = tflite.Runner(converted)
     keras_out = net(images, training=False)
     first = runner.run({"image": images}, signature="preview")
-    p = tflite.parity(_softmax(keras_out["preview_logits"].numpy()), first["probabilities"])
+    p = tflite.parity(keras_out["preview_logits"].numpy(), first["preview_logits"])
     assert p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0
     np.testing.assert_allclose(first["coefficients"], keras_out["coefficients"].numpy(), atol=1e-5)
     second = runner.run({"image": images, "coefficients": first["coefficients"]}, signature="specialist")
-    p = tflite.parity(_softmax(keras_out["logits"].numpy()), second["probabilities"])
+    p = tflite.parity(keras_out["logits"].numpy(), second["logits"])
     assert p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0
     # any coefficients, not only the preview's: the kernels are synthesized at run time in the app
     rs = np.random.RandomState(2)
     other = _softmax(rs.randn(*first["coefficients"].shape) * 3).astype("float32")
     _, specialist = stages(net)
-    ref = _softmax(specialist([images, other], training=False).numpy())
-    got = runner.run({"image": images, "coefficients": other}, signature="specialist")["probabilities"]
+    ref = specialist([images, other], training=False).numpy()
+    got = runner.run({"image": images, "coefficients": other}, signature="specialist")["logits"]
     assert tflite.parity(ref, got)["max_abs_error"] < 1e-4
 
 
-def test_bad_threshold_and_int8_are_refused_before_conversion(net, tmp_path):
+def test_bad_threshold_and_int8_are_refused_before_conversion(net, images, tmp_path):
+    dataset = {"input_shape": list(SHAPE), "num_classes": 4, "normalization": {}}
     with pytest.raises(ValueError, match="threshold=1.5"):
-        exporter.export(net, tmp_path, threshold=1.5)
+        export_net(net, tmp_path / "b", ExportOptions(threshold=1.5), dataset, validation=(images, np.zeros(5, int)))
     with pytest.raises(tflite.ConversionError, match="quantize='int8'.*Basis"):
-        exporter.export(net, tmp_path, quantize="int8")
+        export_net(net, tmp_path / "b", ExportOptions(quantize="int8"), dataset, validation=(images, np.zeros(5, int)))
+    assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="not a BasisNet"):
         exporter.convert(keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(2)]))

@@ -12,13 +12,10 @@ the cheapest within `pick_threshold`'s accuracy drop of the full BasisNet). Buil
 the Basis layers use their batch-1 paths (folded / im2col / matmul kernels). Quantization: the modes
 every layer supports (``float32``, ``float16``, ``dynamic``; `int8` is refused naming the layer).
 
-`export` writes the older two-file layout of ``basisnet-eval --export`` (``basisnet.tflite`` with
-softmax outputs + ``basisnet.json``); `pipelines.export.export_net` writes the Android bundle.
+`pipelines.export.export_net` writes the Android bundle with this plugin.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -110,20 +107,13 @@ def apply_threshold(outputs, labels, madds, threshold):
 # ---------------------------------------------------------------- conversion
 
 
-def signature_functions(net, outputs="probabilities"):
-    """The two batch-1 `tf.function`s, {"preview": ..., "specialist": ...}.
-
-    `outputs="probabilities"` (this exporter's layout): preview -> {"probabilities", "coefficients"},
-    specialist -> {"probabilities"}. `outputs="logits"` (the Android bundle of `pipelines.export`, whose
-    runner takes the softmax itself): preview -> {"preview_logits", "coefficients"}, specialist -> {"logits"}.
-    """
+def signature_functions(net):
+    """The two batch-1 `tf.function`s of the bundle, {"preview": ..., "specialist": ...}: preview ->
+    {"preview_logits", "coefficients"}, specialist -> {"logits"} (the runner takes the softmax itself)."""
     import tensorflow as tf
 
     from keras_layers.models.basisnet_mobilenet_v3 import stages
 
-    if outputs not in ("probabilities", "logits"):
-        raise ValueError(f"outputs must be 'probabilities' or 'logits'; received outputs={outputs!r}")
-    as_logits = outputs == "logits"
     preview, specialist = stages(net)
     shape = tuple(net.input_shape[1:])
     coeff_shape = tuple(specialist.inputs[1].shape[1:])
@@ -132,52 +122,22 @@ def signature_functions(net, outputs="probabilities"):
     @tf.function(input_signature=[image_spec])
     def preview_fn(image):
         out = preview(image, training=False)
-        if as_logits:
-            return {"preview_logits": out["preview_logits"], "coefficients": out["coefficients"]}
-        return {"probabilities": tf.nn.softmax(out["preview_logits"]), "coefficients": out["coefficients"]}
+        return {"preview_logits": out["preview_logits"], "coefficients": out["coefficients"]}
 
     @tf.function(input_signature=[image_spec, tf.TensorSpec((1, *coeff_shape), tf.float32, name="coefficients")])
     def specialist_fn(image, coefficients):
-        logits = specialist([image, coefficients], training=False)
-        return {"logits": logits} if as_logits else {"probabilities": tf.nn.softmax(logits)}
+        return {"logits": specialist([image, coefficients], training=False)}
 
     return {"preview": preview_fn, "specialist": specialist_fn}
 
 
-def convert(net, quantize="float32", outputs="probabilities"):
+def convert(net, quantize="float32"):
     """TFLite bytes of `net` with the `preview` and `specialist` signatures (builtin ops only)."""
     from pipelines.export import tflite
 
-    data = tflite.convert_signatures(signature_functions(net, outputs), net, quantize)
+    data = tflite.convert_signatures(signature_functions(net), net, quantize)
     tflite.assert_builtin_only(data)
     return data
-
-
-def export(net, out_dir, quantize="float32", threshold=0.7, name="basisnet"):
-    """Write ``<name>.tflite`` and ``<name>.json`` under `out_dir`; returns the manifest."""
-    from keras_layers.models.basisnet_mobilenet_v3 import stages
-
-    threshold = check_threshold(threshold)
-    _, specialist = stages(net)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = convert(net, quantize)
-    (out / f"{name}.tflite").write_bytes(data)
-    shape = tuple(net.input_shape[1:])
-    madds = stage_madds(net, shape)
-    manifest = {
-        "family": "basisnet", "model": net.name, "tflite": f"{name}.tflite", "tflite_bytes": len(data),
-        "quantize": quantize, "input_shape": list(shape), "threshold": threshold,
-        "rule": "answer with preview if max(preview.probabilities) >= threshold, else run specialist",
-        "signatures": {
-            "preview": {"inputs": ["image"], "outputs": ["probabilities", "coefficients"]},
-            "specialist": {"inputs": ["image", "coefficients"], "outputs": ["probabilities"]},
-        },
-        "coefficients_shape": [1, *specialist.inputs[1].shape[1:]],
-        "madds": {"preview": madds["preview"], "specialist": madds["full"] - madds["preview"], "full": madds["full"]},
-    }
-    (out / f"{name}.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 # ---------------------------------------------------------------- the family plugin
@@ -215,7 +175,7 @@ class BasisNet(Family):
             picked = select_threshold(net, selection, madds, log)
             threshold = picked["threshold"]
         threshold = check_threshold(threshold)
-        data = convert(net, mode, outputs="logits")
+        data = convert(net, mode)
         spec = {"kind": self.kind, "threshold": threshold, "stages": {
             "preview": {"file": "model.tflite", "signature": "preview", "logits": "preview_logits",
                         "madds": int(madds["preview"])},
