@@ -83,6 +83,13 @@ def best_tuned_run(args, tracking_uri, log=_say):
     return {"run_id": run_id, "metrics": metrics, "run_dir": summary["experiment"]}
 
 
+def promote_step(name, version, tracking_uri, log=_say):
+    """Step 3: move `champion` to `version` of `name` if it passes the gates; returns the Promotion."""
+    from pipelines.mlops import registry
+
+    return registry.promote(name, version=version, tracking_uri=tracking_uri, log=log)
+
+
 def ui_hint(uri):
     from pipelines import tracking
 
@@ -116,7 +123,7 @@ def run(args):
     mv = registry.register(best["run_id"], args.name, tracking_uri=uri, log=lambda m: _say("   " + m))
 
     _say("== 3/4 promote through the gates")
-    promo = registry.promote(args.name, version=mv.version, tracking_uri=uri, log=lambda m: _say("   " + m))
+    promo = promote_step(args.name, mv.version, uri, log=lambda m: _say("   " + m))
 
     _say(f"== 4/4 export models:/{args.name}@champion to an Android bundle ({args.quantize})")
     exp = release.export_model(f"models:/{args.name}@champion", args.quantize, args.bundle, threads=args.threads,
