@@ -6,7 +6,8 @@
                          Ray instance, trials logged to MLflow as nested runs (`--search train`:
                          one in-process training run instead)
 2. register            - its model becomes a new version of `demo_digits` in the MLflow registry
-3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion)
+3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion),
+                         recorded like any promotion (`python -m pipelines history demo_digits`, `--rollback`)
 4. export              - the champion becomes an Android bundle (model.tflite, labels.txt, model.json)
 
 then a one-screen summary (accuracy, MAdds, TFLite size and latency, where the files are, how to open
@@ -84,10 +85,11 @@ def best_tuned_run(args, tracking_uri, log=_say):
 
 
 def promote_step(name, version, tracking_uri, log=_say):
-    """Step 3: move `champion` to `version` of `name` if it passes the gates; returns the Promotion."""
-    from pipelines.mlops import registry
+    """Step 3: `promotions.promote` with the default gates, so the move is locked, recorded in `history`
+    and can be rolled back like any other. Returns the Promotion."""
+    from pipelines.mlops import promotions
 
-    return registry.promote(name, version=version, tracking_uri=tracking_uri, log=log)
+    return promotions.promote(name, version=version, tracking_uri=tracking_uri, log=log)
 
 
 def ui_hint(uri):
