@@ -6,6 +6,10 @@
 `mlflow.tensorflow` flavour and a tensor signature into the same run, and registers it as a new
 version of NAME. Moving the `champion` alias (gates, lock, history, rollback) is
 `pipelines.mlops.promotions.promote`; the alias names are defined here, the lowest module that reads them.
+
+Models are loaded only from the zip `.keras` format, with `safe_mode` (`load_keras_model`): tf_keras
+applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
+while it loads.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import json
 import re
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
@@ -50,6 +55,19 @@ def _keras():
 
     models.names()  # import every family module so their layers are registered for loading
     return keras
+
+
+def load_keras_model(path):
+    """A Keras model from a zip `.keras` file, custom layers registered, `safe_mode=True`, not compiled.
+    Anything else (HDF5, a SavedModel folder) is refused before it is read: see the module doc."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file path={str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model file path={str(path)!r} is not a Keras zip archive (.keras); refusing to load "
+                         "it (HDF5 runs a Lambda layer's code even with safe_mode)")
+    keras = _keras()
+    return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
 def who():
@@ -107,11 +125,20 @@ def run_context(client, run_id):
 
 
 def load_version_model(client, mv):
-    """The Keras model of a ModelVersion (from its `mlflow.tensorflow` artifacts)."""
+    """The Keras model of a ModelVersion: the zip `data/model.keras` of its `mlflow.tensorflow` artifacts,
+    through `load_keras_model`. Not `mlflow.tensorflow.load_model`: that follows the version's MLmodel file
+    (which may ask for HDF5) and unpickles `data/global_custom_objects.cloudpickle`, so whoever can write
+    to the artifact store could run code on the machine that promotes or exports."""
     import mlflow
 
-    _keras()
-    return mlflow.tensorflow.load_model(f"models:/{mv.name}/{mv.version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp,
+                                                    tracking_uri=client.tracking_uri)
+        path = Path(local) / "data" / "model.keras"
+        if not path.is_file():
+            raise ValueError(f"models:/{mv.name}/{mv.version} has no data/model.keras; was it registered with "
+                             "`python -m pipelines register`?")
+        return load_keras_model(path)
 
 
 def data_kwargs(config):
@@ -158,7 +185,7 @@ def register(run_id, name, tracking_uri=None, log=print):
     config, dataset = run_context(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "run/model.keras", tmp)
-        net = _keras().models.load_model(path, compile=False)
+        net = load_keras_model(path)
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),

@@ -1,4 +1,6 @@
-"""The promotion options, checked before any store is touched."""
+"""The registry on a local SQLite store (no server): what `register` and the gates agree to load; the
+promotion options, checked before any store is touched."""
+import json
 import re
 
 import pytest
@@ -62,3 +64,64 @@ def test_promote_cli_checks_the_flags_before_touching_the_store(tmp_path, capsys
     assert cli.main(["promote", "--model", "digits", "--rollback", "--reason", "x", "--tracking-uri", "nonsense"]) == 2
     assert "tracking_uri='nonsense'" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_register_refuses_an_hdf5_model_file_and_runs_none_of_its_code(tmp_path):
+    """`run/model.keras` is whatever was uploaded to the run. tf_keras applies `safe_mode` only to the zip
+    `.keras` format: an HDF5 file under that name would run its Lambda layer's code while loading."""
+    import mlflow
+    from keras_layers import _env  # noqa: F401
+    import tf_keras as keras
+
+    marker = tmp_path / "lambda_ran"
+
+    def touch(x, marker=str(marker)):
+        open(marker, "w").write("ran")
+        return x
+
+    inp = keras.Input((4,), name="image")
+    net = keras.Model(inp, keras.layers.Lambda(touch, name="logits")(inp))
+    marker.unlink()  # building the model called it once
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracking.configure(uri)
+    art = tmp_path / "run"
+    art.mkdir()
+    net.save(tmp_path / "model.h5")
+    (tmp_path / "model.h5").rename(art / "model.keras")
+    (art / "config.json").write_text(json.dumps({"model": "evil", "data": "digits", "image_size": 8}))
+    (art / "dataset.json").write_text(json.dumps({"num_classes": 4}))
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment("tests", uri)) as run:
+        mlflow.log_artifacts(str(art), "run")
+
+    with pytest.raises(ValueError, match=r"model\.keras.* not a Keras zip archive"):
+        registry.register(run.info.run_id, "evil", tracking_uri=uri, log=lambda *_: None)
+    assert not marker.exists()
+    assert not tracking.client(uri).search_registered_models()
+
+
+class _Touch:
+    """A pickle that creates a file when it is loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_load_version_model_unpickles_nothing_from_the_artifact_store(tmp_path):
+    """MLflow's loader unpickles `data/global_custom_objects.cloudpickle` of the version; ours reads only the
+    zip `data/model.keras`."""
+    import pickle
+
+    from tests.integration.registry_helpers import register_tiny
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    mv = register_tiny("tiny", epochs=0, tracking_uri=uri)
+    marker = tmp_path / "unpickled"
+    stored = list((tmp_path / "mlartifacts").rglob("global_custom_objects.cloudpickle"))
+    assert len(stored) == 1  # the file the test replaces is where MLflow's loader reads it
+    stored[0].write_bytes(pickle.dumps(_Touch(marker)))
+    net = registry.load_version_model(tracking.client(uri), mv)
+    assert not marker.exists()
+    assert net.output_names == ["logits"] and tuple(net.input_shape) == (None, 8, 8, 1)
