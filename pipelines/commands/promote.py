@@ -25,7 +25,7 @@ def add_arguments(p):
     p.add_argument("--model", required=True, help="registered model NAME")
     p.add_argument("--version", default=None, help="candidate version (default: the newest)")
     p.add_argument("--metric", default="val_accuracy", help="val_accuracy (higher wins) | val_loss (lower wins)")
-    p.add_argument("--min-delta", type=float, default=0.0, help="margin the candidate must win by (default 0)")
+    p.add_argument("--min-delta", type=float, default=0.0, help="margin (>= 0) the candidate must win by (default 0)")
     p.add_argument("--quantize", default="float32", help="TFLite mode for the parity gate (default float32)")
     p.add_argument("--parity-images", type=int, default=64, help="validation images for parity (default 64)")
     p.add_argument("--min-agreement", type=float, default=0.99, help="min top-1 agreement (default 0.99)")
