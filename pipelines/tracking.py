@@ -31,10 +31,10 @@ DEFAULT_EXPERIMENT = "pipelines"
 URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+",
                "file:", "databricks")
 
-# MLflow's own warnings (pip inference, git info) are noise for a one-screen CLI.
-os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's own warnings (pip inference, git info) and progress bars are noise for a one-screen CLI.
+# `configure` sets them (a value the user set wins); importing this module changes nothing.
+MLFLOW_ENV_DEFAULTS = {"MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false", "GIT_PYTHON_REFRESH": "quiet",
+                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def resolve_tracking_uri(uri=None):
@@ -58,10 +58,13 @@ def _local_sqlite_path(uri):
 
 
 def configure(uri=None):
-    """Point MLflow (tracking and registry) at `resolve_tracking_uri(uri)`; returns the URI."""
+    """Point MLflow (tracking and registry) at `resolve_tracking_uri(uri)` and quieten it
+    (`MLFLOW_ENV_DEFAULTS`, unless set); returns the URI. Every path that talks to MLflow calls it first."""
+    uri = resolve_tracking_uri(uri)
+    for key, value in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
-    uri = resolve_tracking_uri(uri)
     db = _local_sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
                          Ray instance, trials logged to MLflow as nested runs (`--search train`:
                          one in-process training run instead)
 2. register            - its model becomes a new version of `demo_digits` in the MLflow registry
-3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion)
+3. promote             - `champion` moves to it only if it passes the gates (parity, beats the champion),
+                         recorded like any promotion (`python -m pipelines history demo_digits`, `--rollback`)
 4. export              - the champion becomes an Android bundle (model.tflite, labels.txt, model.json)
 
 then a one-screen summary (accuracy, MAdds, TFLite size and latency, where the files are, how to open
@@ -83,6 +84,14 @@ def best_tuned_run(args, tracking_uri, log=_say):
     return {"run_id": run_id, "metrics": metrics, "run_dir": summary["experiment"]}
 
 
+def promote_step(name, version, tracking_uri, log=_say):
+    """Step 3: `promotions.promote` with the default gates, so the move is locked, recorded in `history`
+    and can be rolled back like any other. Returns the Promotion."""
+    from pipelines.mlops import promotions
+
+    return promotions.promote(name, version=version, tracking_uri=tracking_uri, log=log)
+
+
 def ui_hint(uri):
     from pipelines import tracking
 
@@ -116,7 +125,7 @@ def run(args):
     mv = registry.register(best["run_id"], args.name, tracking_uri=uri, log=lambda m: _say("   " + m))
 
     _say("== 3/4 promote through the gates")
-    promo = registry.promote(args.name, version=mv.version, tracking_uri=uri, log=lambda m: _say("   " + m))
+    promo = promote_step(args.name, mv.version, uri, log=lambda m: _say("   " + m))
 
     _say(f"== 4/4 export models:/{args.name}@champion to an Android bundle ({args.quantize})")
     exp = release.export_model(f"models:/{args.name}@champion", args.quantize, args.bundle, threads=args.threads,

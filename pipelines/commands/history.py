@@ -19,15 +19,8 @@ def add_arguments(p):
 def run(args):
     import json
 
-    from pipelines.mlops import promotions, registry
-    from pipelines import tracking
+    from pipelines.mlops import promotions
 
-    registry.check_name(args.model)
-    client = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
-    current = registry.get_version(client, args.model, alias=promotions.CHAMPION)  # unknown model -> error
-    events = promotions.history(client, args.model)
-    if args.json:
-        print(json.dumps(events, indent=2))
-    else:
-        print(promotions.format_history(args.model, events, current.version if current else None))
+    events, current = promotions.champion_history(args.model, tracking_uri=args.tracking_uri)
+    print(json.dumps(events, indent=2) if args.json else promotions.format_history(args.model, events, current))
     return 0

@@ -11,7 +11,8 @@ where it was, says why, and exits with status 1. Who/what/why are stored as vers
 
 Every move is recorded (`python -m pipelines history NAME`), promotions of one model run one at a
 time (a lock in the registry), and `--rollback` moves `champion` back to the previous champion
-(no gates: it was the champion before); see `pipelines/promotions.py`.
+(no gates: it was the champion before); see `pipelines/mlops/promotions.py`. Every flag is checked
+(`promotions.PromotionGates`) before MLflow is contacted.
     python -m pipelines promote --model digits_net --rollback --reason "crash on Android 12"
 """
 from pipelines.commands import add_tracking_uri
@@ -24,7 +25,7 @@ def add_arguments(p):
     p.add_argument("--model", required=True, help="registered model NAME")
     p.add_argument("--version", default=None, help="candidate version (default: the newest)")
     p.add_argument("--metric", default="val_accuracy", help="val_accuracy (higher wins) | val_loss (lower wins)")
-    p.add_argument("--min-delta", type=float, default=0.0, help="margin the candidate must win by (default 0)")
+    p.add_argument("--min-delta", type=float, default=0.0, help="margin (>= 0) the candidate must win by (default 0)")
     p.add_argument("--quantize", default="float32", help="TFLite mode for the parity gate (default float32)")
     p.add_argument("--parity-images", type=int, default=64, help="validation images for parity (default 64)")
     p.add_argument("--min-agreement", type=float, default=0.99, help="min top-1 agreement (default 0.99)")
@@ -40,22 +41,17 @@ def add_arguments(p):
 
 
 def run(args):
-    from pipelines.mlops import promotions, registry
-    from pipelines import tracking
+    from pipelines.mlops import promotions
 
-    registry.check_name(args.model)
     if args.rollback:
         if args.version is not None:
             raise ValueError(f"--rollback restores the previous champion; it takes no --version (received version={args.version!r})")
-        tracking.resolve_tracking_uri(args.tracking_uri)
         promotions.rollback(args.model, reason=args.reason, tracking_uri=args.tracking_uri)
         return 0
-    registry.check_promote_args(args.metric, args.quantize, args.parity_images, args.min_agreement, args.max_error,
-                                args.latency_budget_ms, args.threads)
-    tracking.resolve_tracking_uri(args.tracking_uri)
-    result = promotions.promote(args.model, metric=args.metric, version=args.version, quantize=args.quantize,
-                                parity_images=args.parity_images, min_agreement=args.min_agreement,
-                                max_error=args.max_error, latency_budget_ms=args.latency_budget_ms,
-                                threads=args.threads, limit=args.limit, min_delta=args.min_delta,
-                                tracking_uri=args.tracking_uri, reason=args.reason)
+    gates = promotions.PromotionGates(
+        metric=args.metric, quantize=args.quantize, parity_images=args.parity_images, min_agreement=args.min_agreement,
+        max_error=args.max_error, latency_budget_ms=args.latency_budget_ms, threads=args.threads, limit=args.limit,
+        min_delta=args.min_delta)
+    result = promotions.promote(args.model, gates=gates, version=args.version, reason=args.reason,
+                                tracking_uri=args.tracking_uri)
     return 0 if result.promoted else 1

@@ -21,10 +21,7 @@ def add_arguments(p):
 
 def run(args):
     from pipelines.mlops import registry
-    from pipelines import tracking
 
-    registry.check_name(args.name)
-    tracking.resolve_tracking_uri(args.tracking_uri)
     mv = registry.register(args.run, args.name, tracking_uri=args.tracking_uri)
     print(f"registered models:/{mv.name}/{mv.version} from run {args.run}")
     print(f"promote it with: python -m pipelines promote --model {mv.name} --version {mv.version}")

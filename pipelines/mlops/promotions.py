@@ -1,8 +1,30 @@
-"""Promotion history, rollback, and one promotion at a time per model.
+"""Gated promotion to `champion`, its history, rollback, and one promotion at a time per model.
 
-    python -m pipelines promote --model digits_net                      # gated (pipelines.mlops.registry), locked, recorded
+    python -m pipelines promote --model digits_net                      # gated, locked, recorded
+    python -m pipelines promote --model digits_net --version 3 --quantize int8 --latency-budget-ms 2
     python -m pipelines promote --model digits_net --rollback --reason "p90 latency regression on Pixel 6"
     python -m pipelines history digits_net                              # which version was champion when
+
+    from pipelines.mlops import promotions
+    result = promotions.promote("digits_net", gates=promotions.PromotionGates(quantize="dynamic"))
+
+`promote` is the one way to move `champion` forward (the CLI, the demo and the tests call it): under the
+model's lock it moves the alias to a candidate version (default: the newest) only when every gate
+(`PromotionGates`, validated before MLflow is contacted) passes, in this order:
+
+1. TFLite parity: the candidate's TFLite export (`quantize`, default float32) agrees with the Keras model
+   on `parity_images` validation images (top-1 agreement and, where set, max abs error of the logits);
+2. metric: on the same validation data (the candidate's dataset, the whole validation split unless
+   `limit`), the candidate beats the current champion by more than `min_delta` (`val_accuracy` higher,
+   `val_loss` lower);
+3. latency (optional): the TFLite model's measured latency is within `latency_budget_ms`.
+
+The candidate carries the `challenger` alias while it is evaluated; on success `champion` moves to it,
+`challenger` is removed, the alias is read back, the move is recorded in the history and the TFLite
+model's alias (`pipelines.mlops.tflite_flavor`) follows. Either way the outcome is written as version tags
+(`promotion.status`, `.by`, `.at`, `.reason`, `.note`, `.metric`, `.parity`, `.latency_ms`,
+`.previous_champion`). A refusal, or any error during the gates, leaves `champion` where it was. Aliases
+only: the deprecated stages are never used.
 
 History: every move of an alias is one MLflow run in the experiment `promotions` (an append-only
 audit log the server indexes): tags `promotion.model`, `.alias`, `.action` (promote | rollback),
@@ -10,12 +32,11 @@ audit log the server indexes): tags `promotion.model`, `.alias`, `.action` (prom
 `champion_score`, `parity_agreement`, `latency_ms` where the gates measured them; the run's start time
 is the time of the move. Runs rather than one registered-model tag holding a JSON list: tag values are
 length-limited and a read-modify-write of one tag by two promoters loses a move; runs are appended,
-never rewritten, searchable (`tags.promotion.model = 'NAME'`), and carry metrics. The gates' own
-version tags (`promotion.status`, ...) written by `pipelines.mlops.registry` stay as they are.
+never rewritten, searchable (`tags.promotion.model = 'NAME'`), and carry metrics.
 
 Rollback replays the history as a stack (promote pushes the new champion, rollback pops) and moves
 `champion` back to the version below the top; rolling back twice goes two promotions back. It refuses
-when the alias was moved outside these commands (the history's top is not the current champion).
+when the alias was moved outside these functions (the history's top is not the current champion).
 
 Lock: a promotion holds the model's lock from reading the champion until the move is recorded, so two
 promoters are serialised: the second is gated against the first one's result, and the alias can never
@@ -23,33 +44,124 @@ end on a version that lost to the champion of the moment. The lock is the regist
 `<NAME>.promotion-lock`: creating a registered model is atomic in MLflow's store (the name is the
 primary key; a second create fails with RESOURCE_ALREADY_EXISTS) on SQLite and PostgreSQL alike,
 across processes and machines. A lock older than `stale_after_s` (a crashed promoter) is broken.
-After the move the alias is read back; the TFLite model's alias (`pipelines.mlops.tflite_flavor`) follows.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import json
+import math
+import re
 import time
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
+from pipelines import tracking
+from pipelines.mlops import registry
+from pipelines.mlops.registry import CHALLENGER, CHAMPION  # noqa: F401  (defined once, in registry)
 
 EXPERIMENT = "promotions"
 LOCK_SUFFIX = ".promotion-lock"
-CHAMPION = "champion"
+METRICS = {"val_accuracy": "max", "val_loss": "min"}
+
+
+# ---------------------------------------------------------------- what a candidate must pass, and the outcome
+
+@dataclasses.dataclass(frozen=True)
+class PromotionGates:
+    """The gates of `promote` (see the module doc); `validate()` checks every field up front.
+
+    `max_error` None = the mode's default (`pipelines.export.DEFAULT_MAX_ERROR`; unchecked where it has
+    none); `latency_budget_ms` None = no latency gate; `limit` None = the whole validation split."""
+    metric: str = "val_accuracy"
+    quantize: str = "float32"
+    parity_images: int = 64
+    min_agreement: float = 0.99
+    max_error: float | None = None
+    latency_budget_ms: float | None = None
+    threads: int = 1
+    limit: int | None = None
+    min_delta: float = 0.0
+
+    def validate(self):
+        """Raise a one-line ValueError naming the first bad field and its value; returns self."""
+        from pipelines.export import check_mode
+
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric={self.metric!r}; valid choices: {', '.join(METRICS)}")
+        check_mode(self.quantize)
+        for name, optional in (("parity_images", False), ("threads", False), ("limit", True)):
+            v = getattr(self, name)
+            if not (optional and v is None) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an int >= 1{' or None' if optional else ''}; received {name}={v!r}")
+        for name, optional, what, ok in (("min_agreement", False, "in [0, 1]", lambda v: 0 <= v <= 1),
+                                         ("max_error", True, ">= 0", lambda v: v >= 0),
+                                         ("latency_budget_ms", True, "> 0", lambda v: v > 0),
+                                         ("min_delta", False, ">= 0", lambda v: v >= 0)):
+            v = getattr(self, name)
+            if optional and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"{name} must be a finite number {what}{' or None' if optional else ''}; "
+                                 f"received {name}={v!r}")
+        return self
+
+    def tolerance(self):
+        """The parity gate's max abs logit error (None = unchecked)."""
+        from pipelines.export import DEFAULT_MAX_ERROR
+
+        return DEFAULT_MAX_ERROR.get(self.quantize) if self.max_error is None else self.max_error
+
+    def beats(self, score, champion_score):
+        """Whether `score` wins over `champion_score` on `metric` by more than `min_delta`."""
+        if METRICS[self.metric] == "max":
+            return score > champion_score + self.min_delta
+        return score < champion_score - self.min_delta
+
+
+@dataclasses.dataclass
+class Promotion:
+    name: str
+    candidate: str
+    previous_champion: str | None
+    promoted: bool
+    reason: str
+    metric: str
+    candidate_score: float | None = None
+    champion_score: float | None = None
+    parity: dict | None = None
+    latency_ms: float | None = None
+
+    def summary(self):
+        verdict = "PROMOTED" if self.promoted else "NOT PROMOTED"
+        return f"{self.name} v{self.candidate}: {verdict} - {self.reason}"
+
+
+def evaluate(net, images, labels, metric, main_output="logits"):
+    """`val_accuracy` (top-1) or `val_loss` (mean cross-entropy) of `net` on NumPy arrays."""
+    import numpy as np
+
+    from pipelines.export import main_logits
+
+    logits = main_logits(net.predict(images, batch_size=256, verbose=0), main_output)
+    if metric == "val_accuracy":
+        return float(np.mean(np.argmax(logits, -1) == labels))
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
+def _check_call(version, reason, lock_timeout_s):
+    if version is not None and (isinstance(version, bool) or not re.fullmatch(r"[1-9][0-9]*", str(version))):
+        raise ValueError(f"version must be a version number >= 1 or None (the newest); received version={version!r}")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"reason must be text or None; received reason={reason!r}")
+    if isinstance(lock_timeout_s, bool) or not isinstance(lock_timeout_s, (int, float)) or not lock_timeout_s > 0:
+        raise ValueError(f"lock_timeout_s must be a number > 0; received lock_timeout_s={lock_timeout_s!r}")
 
 
 class PromotionLocked(ValueError):
     """Another promotion of the same model holds the lock (one line: who, since when)."""
-
-
-def _who():
-    from pipelines.mlops import registry
-
-    return registry._who()
-
-
-def _now_iso():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- the lock
@@ -60,7 +172,7 @@ def promotion_lock(client, name, timeout_s=600.0, stale_after_s=1800.0, poll_s=0
     from mlflow.exceptions import MlflowException
 
     lock = f"{name}{LOCK_SUFFIX}"
-    owner = f"{_who()} {_now_iso()} {time.time_ns()}"
+    owner = f"{registry.who()} {registry.timestamp()} {time.time_ns()}"
     deadline = time.time() + timeout_s
     waited = False
     while True:
@@ -121,7 +233,7 @@ def record(client, name, action, from_version, to_version, reason="", note=None,
     """Append one alias move to the history; returns the run id."""
     tags = {"promotion.model": name, "promotion.alias": alias, "promotion.action": action,
             "promotion.from_version": str(from_version or "none"), "promotion.to_version": str(to_version),
-            "promotion.by": _who(), "promotion.reason": (reason or "")[:4000],
+            "promotion.by": registry.who(), "promotion.reason": (reason or "")[:4000],
             "mlflow.runName": f"{name} {alias}: {'v' + str(from_version) if from_version else '(none)'} -> v{to_version} ({action})"}
     if note:
         tags["promotion.note"] = note[:4000]
@@ -160,6 +272,15 @@ def history(client, name, alias=CHAMPION):
     return out
 
 
+def champion_history(name, tracking_uri=None):
+    """`(events, current)`: the recorded moves of `champion` of `name` (see `history`) and the version it
+    points at now (None if unset). An unknown model is a ValueError."""
+    registry.check_name(name)
+    client = tracking.client(tracking_uri)
+    registry.get_version(client, name, alias=CHAMPION)  # unknown model -> clear error
+    return history(client, name), _current(client, name)
+
+
 def champion_stack(events):
     """Replay the history: promote pushes the new version, rollback pops. Returns the stack (bottom first)."""
     stack = []
@@ -175,10 +296,11 @@ def champion_stack(events):
 
 
 def _current(client, name, alias=CHAMPION):
+    """The version `alias` points at, as a string (a local SQL store answers ints), or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -193,17 +315,22 @@ def _sync_tflite(client, name, log):
 
 # ---------------------------------------------------------------- promote / rollback
 
-def promote(name, tracking_uri=None, lock_timeout_s=600.0, log=print, **gates):
-    """`pipelines.mlops.registry.promote` under the model's lock; a successful move is recorded in the history
-    and read back. Returns the registry's `Promotion`."""
-    from pipelines.mlops import registry
-    from pipelines import tracking
+def promote(name, gates=PromotionGates(), version=None, reason=None, tracking_uri=None, lock_timeout_s=600.0,
+            log=print):
+    """Move `champion` of `name` to `version` (default: the newest) if it passes `gates`; see the module doc.
 
+    Every argument is checked before MLflow is contacted. Returns a `Promotion`; a refusal is a normal
+    outcome (`promoted=False`, `reason` says which gate and why). `reason` is the promoter's free-text
+    note, stored with the tags and the history."""
     registry.check_name(name)
+    if not isinstance(gates, PromotionGates):
+        raise ValueError(f"gates must be a PromotionGates; received gates={gates!r}")
+    gates.validate()
+    _check_call(version, reason, lock_timeout_s)
     client = tracking.client(tracking_uri)
     registry.get_version(client, name, alias=CHAMPION)  # a clear error for an unknown model, before locking
     with promotion_lock(client, name, timeout_s=lock_timeout_s, log=log):
-        result = registry.promote(name, tracking_uri=tracking_uri, log=log, **gates)
+        result = _run_gates(client, name, gates, version, reason, log)
         if not result.promoted:
             return result
         now = _current(client, name)
@@ -212,22 +339,127 @@ def promote(name, tracking_uri=None, lock_timeout_s=600.0, log=print, **gates):
                                "was moved outside `pipelines promote`; check `pipelines history` before retrying")
         par = result.parity or {}
         record(client, name, "promote", result.previous_champion, result.candidate, reason=result.reason,
-               note=gates.get("reason"), metrics={"candidate_score": result.candidate_score,
-                                                  "champion_score": result.champion_score,
-                                                  "parity_agreement": par.get("agreement"),
-                                                  "latency_ms": result.latency_ms})
+               note=reason, metrics={"candidate_score": result.candidate_score,
+                                     "champion_score": result.champion_score,
+                                     "parity_agreement": par.get("agreement"), "latency_ms": result.latency_ms})
         _sync_tflite(client, name, log)
     return result
+
+
+def _run_gates(client, name, gates, version, note, log):
+    """The gates, in order, under the caller's lock; moves `champion` (the only write to it) when all pass."""
+    from pipelines import data as data_mod
+    from pipelines import export
+
+    cand = registry.get_version(client, name, version=version)
+    champ = registry.get_version(client, name, alias=CHAMPION)
+    # Versions are strings over REST and ints from a local SQL store: compare them as strings.
+    cand_v = str(cand.version)
+    prev = str(champ.version) if champ is not None else None
+    metric = gates.metric
+
+    def finish(promoted, why, **extra):
+        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=promoted,
+                           reason=why, metric=metric, **extra)
+        tags = {"promotion.status": "promoted" if promoted else "refused", "promotion.by": registry.who(),
+                "promotion.at": registry.timestamp(), "promotion.reason": why,
+                "promotion.previous_champion": prev or "none"}
+        if note:
+            tags["promotion.note"] = note
+        if result.candidate_score is not None:
+            tags["promotion.metric"] = (f"{metric}={result.candidate_score:.4f}"
+                                        + (f" vs champion v{prev} {result.champion_score:.4f}"
+                                           if result.champion_score is not None else " (no champion)"))
+        if result.parity:
+            tags["promotion.parity"] = json.dumps(result.parity)
+        if result.latency_ms is not None:
+            tags["promotion.latency_ms"] = f"{result.latency_ms:.3f}"
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, cand_v)
+            try:
+                if str(client.get_model_version_by_alias(name, CHALLENGER).version) == cand_v:
+                    client.delete_registered_model_alias(name, CHALLENGER)
+            except Exception:
+                pass
+        for k, v in tags.items():
+            client.set_model_version_tag(name, cand_v, k, v)
+        log(result.summary())
+        return result
+
+    if prev == cand_v:  # nothing to do; the champion's tags are not touched
+        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=False,
+                           reason=f"version {cand_v} is already the champion", metric=metric)
+        log(result.summary())
+        return result
+    log(f"promote {name}: candidate v{cand_v}, champion {'v' + prev if prev else '(none)'}; "
+        f"gates: parity ({gates.quantize}), {metric}"
+        + (f", latency <= {gates.latency_budget_ms} ms" if gates.latency_budget_ms else ""))
+    client.set_registered_model_alias(name, CHALLENGER, cand_v)
+
+    config, dataset = registry.run_context(client, cand.run_id)
+    kwargs = registry.data_kwargs(config)
+    images, labels, info = data_mod.as_numpy(split="validation", limit=gates.limit, **kwargs)
+    main_output = export.main_output_name(config)
+    net = registry.load_version_model(client, cand)
+
+    # Gate 1: the TFLite export agrees with the Keras model.
+    log(f"  gate 1/3 parity: converting v{cand_v} to TFLite ({gates.quantize}) ...")
+    try:
+        conv = export.convert(net, gates.quantize, data=kwargs, log=lambda m: log("    " + m))
+    except ValueError as err:
+        return finish(False, f"TFLite export ({gates.quantize}) failed: {err}")
+    par = export.parity(net, conv.tflite, images[:gates.parity_images], main_output=main_output)
+    tol = gates.tolerance()
+    par["mode"] = gates.quantize
+    log(f"    top-1 agreement {par['agreement']:.4f} on {par['images']} images, max abs error {par['max_abs_error']:.3g}")
+    if par["agreement"] < gates.min_agreement:
+        return finish(False, f"TFLite parity failed: top-1 agreement {par['agreement']:.4f} < {gates.min_agreement} "
+                             f"on {par['images']} validation images ({gates.quantize})", parity=par)
+    if tol is not None and par["max_abs_error"] > tol:
+        return finish(False, f"TFLite parity failed: max abs error {par['max_abs_error']:.3g} > {tol:.3g} "
+                             f"on {par['images']} validation images ({gates.quantize})", parity=par)
+
+    # Gate 2: beats the champion on the same validation data.
+    score = evaluate(net, images, labels, metric, main_output)
+    log(f"  gate 2/3 {metric}: candidate v{cand_v} {score:.4f} on {len(labels)} validation images of "
+        f"{config['data']}")
+    champ_score = None
+    if champ is not None:
+        champ_config, _ = registry.run_context(client, champ.run_id)
+        if registry.data_kwargs(champ_config) != kwargs:
+            return finish(False, f"champion v{prev} was trained on {registry.data_kwargs(champ_config)}, the "
+                                 f"candidate on {kwargs}: not comparable on the same validation data",
+                          candidate_score=score, parity=par)
+        champ_net = registry.load_version_model(client, champ)
+        champ_score = evaluate(champ_net, images, labels, metric, export.main_output_name(champ_config))
+        log(f"    champion v{prev} {champ_score:.4f}")
+        if not gates.beats(score, champ_score):
+            word = "higher" if METRICS[metric] == "max" else "lower"
+            return finish(False, f"{metric} {score:.4f} does not beat champion v{prev} {champ_score:.4f} "
+                                 f"({word} is better, min_delta={gates.min_delta}) on {len(labels)} validation images",
+                          candidate_score=score, champion_score=champ_score, parity=par)
+
+    # Gate 3 (optional): measured TFLite latency within the budget.
+    lat = None
+    budget = gates.latency_budget_ms
+    if budget is not None:
+        lat = export.latency(conv.tflite, threads=gates.threads, example=images[:1])["median_ms"]
+        log(f"  gate 3/3 latency: median {lat:.3f} ms per image ({gates.threads} thread(s)), budget {budget} ms")
+        if not math.isfinite(lat) or lat > budget:
+            return finish(False, f"TFLite latency {lat:.3f} ms exceeds the budget {budget} ms",
+                          candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)
+    why = (f"{metric} {score:.4f}" + (f" beats champion v{prev} {champ_score:.4f}" if champ is not None
+                                      else " (first champion)")
+           + f"; TFLite {gates.quantize} parity {par['agreement']:.3f}" + (f"; latency {lat:.3f} ms" if lat else ""))
+    return finish(True, why, candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)
 
 
 def rollback(name, reason=None, tracking_uri=None, lock_timeout_s=600.0, log=print):
     """Move `champion` back to the previous champion (see module doc). Returns `(from, to)` versions."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.mlops import registry
-    from pipelines import tracking
-
     registry.check_name(name)
+    _check_call(None, reason, lock_timeout_s)
     client = tracking.client(tracking_uri)
     registry.get_version(client, name, alias=CHAMPION)  # unknown model -> clear error
     with promotion_lock(client, name, timeout_s=lock_timeout_s, log=log):
@@ -249,8 +481,8 @@ def rollback(name, reason=None, tracking_uri=None, lock_timeout_s=600.0, log=pri
             raise ValueError(f"previous champion v{target} of {name!r} no longer exists; use promote --version N") from None
         client.set_registered_model_alias(name, CHAMPION, target)
         why = f"rollback of v{current} to the previous champion v{target}"
-        for k, v in {"promotion.status": "rolled_back", "promotion.rolled_back_at": _now_iso(),
-                     "promotion.rolled_back_by": _who(), "promotion.rollback_reason": reason or ""}.items():
+        for k, v in {"promotion.status": "rolled_back", "promotion.rolled_back_at": registry.timestamp(),
+                     "promotion.rolled_back_by": registry.who(), "promotion.rollback_reason": reason or ""}.items():
             client.set_model_version_tag(name, current, k, v)
         record(client, name, "rollback", current, target, reason=why, note=reason)
         _sync_tflite(client, name, log)

@@ -1,42 +1,32 @@
-"""The MLflow model registry: register a tracked run's model, and promote it through gates.
+"""The MLflow model registry: register a tracked run's model as a new version, and read versions back.
 
     python -m pipelines register --run RUN_ID --name digits_net
-    python -m pipelines promote  --model digits_net [--metric val_accuracy] [--latency-budget-ms 5]
 
 `register` logs the run's Keras model (`run/model.keras`, written by `pipelines.tracking`) with the
 `mlflow.tensorflow` flavour and a tensor signature into the same run, and registers it as a new
-version of NAME. `promote` moves the `champion` alias to a candidate version (default: the newest)
-only when every gate passes, in this order:
+version of NAME. Moving the `champion` alias (gates, lock, history, rollback) is
+`pipelines.mlops.promotions.promote`; the alias names are defined here, the lowest module that reads them.
 
-1. TFLite parity: the candidate's TFLite export (`--quantize`, default float32) agrees with the Keras
-   model on N validation images (top-1 agreement and, where set, max abs error of the logits);
-2. metric: on the same validation data (the candidate's dataset, the whole validation split unless
-   `limit`), the candidate beats the current champion (`val_accuracy` higher, `val_loss` lower);
-3. latency (optional): the TFLite model's measured latency is within `--latency-budget-ms`.
-
-The candidate carries the `challenger` alias while it is evaluated; on success `champion` moves to it
-and `challenger` is removed. Either way the outcome is written as version tags (`promotion.status`,
-`.by`, `.at`, `.reason`, `.metric`, `.parity`, `.latency_ms`, `.previous_champion`). A refusal, or any
-error during the gates, leaves `champion` where it was. Aliases only: the deprecated stages are never used.
+Models are loaded only from the zip `.keras` format, with `safe_mode` (`load_keras_model`): tf_keras
+applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
+while it loads.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import getpass
 import json
-import math
 import re
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 from pipelines import tracking
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-METRICS = {"val_accuracy": "max", "val_loss": "min"}
+CHAMPION = "champion"  # the version that ships; moved only by `promotions.promote` / `rollback`
+CHALLENGER = "challenger"  # the candidate while the gates evaluate it
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -56,6 +46,7 @@ def parse_model_uri(uri):
 
 
 def _keras():
+    """tf_keras with every custom layer of `keras_layers` registered for loading."""
     from keras_layers import _env  # noqa: F401
     import tf_keras as keras
 
@@ -64,6 +55,33 @@ def _keras():
 
     models.names()  # import every family module so their layers are registered for loading
     return keras
+
+
+def load_keras_model(path):
+    """A Keras model from a zip `.keras` file, custom layers registered, `safe_mode=True`, not compiled.
+    Anything else (HDF5, a SavedModel folder) is refused before it is read: see the module doc."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file path={str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model file path={str(path)!r} is not a Keras zip archive (.keras); refusing to load "
+                         "it (HDF5 runs a Lambda layer's code even with safe_mode)")
+    keras = _keras()
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def who():
+    """`user@host` of this process, as the registry's tags record it."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def timestamp():
+    """Now, UTC, ISO 8601 to the second, as the registry's tags record it."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- reading versions
@@ -107,11 +125,20 @@ def run_context(client, run_id):
 
 
 def load_version_model(client, mv):
-    """The Keras model of a ModelVersion (from its `mlflow.tensorflow` artifacts)."""
+    """The Keras model of a ModelVersion: the zip `data/model.keras` of its `mlflow.tensorflow` artifacts,
+    through `load_keras_model`. Not `mlflow.tensorflow.load_model`: that follows the version's MLmodel file
+    (which may ask for HDF5) and unpickles `data/global_custom_objects.cloudpickle`, so whoever can write
+    to the artifact store could run code on the machine that promotes or exports."""
     import mlflow
 
-    _keras()
-    return mlflow.tensorflow.load_model(f"models:/{mv.name}/{mv.version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp,
+                                                    tracking_uri=client.tracking_uri)
+        path = Path(local) / "data" / "model.keras"
+        if not path.is_file():
+            raise ValueError(f"models:/{mv.name}/{mv.version} has no data/model.keras; was it registered with "
+                             "`python -m pipelines register`?")
+        return load_keras_model(path)
 
 
 def data_kwargs(config):
@@ -156,10 +183,9 @@ def register(run_id, name, tracking_uri=None, log=print):
     except MlflowException:
         raise ValueError(f"run={run_id!r} not found in {client.tracking_uri}") from None
     config, dataset = run_context(client, run_id)
-    keras = _keras()
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "run/model.keras", tmp)
-        net = keras.models.load_model(path, compile=False)
+        net = load_keras_model(path)
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),
@@ -168,8 +194,8 @@ def register(run_id, name, tracking_uri=None, log=print):
     version = str(info.registered_model_version)
     tags = {"source_run": run_id, "model": config["model"], "recipe": config.get("recipe") or "",
             "data": config["data"], "image_size": str(config["image_size"]),
-            "num_classes": str(dataset.get("num_classes")), "registered_by": _who(),
-            "registered_at": _now()}
+            "num_classes": str(dataset.get("num_classes")), "registered_by": who(),
+            "registered_at": timestamp()}
     for k in ("val_accuracy", "madds", "params"):
         if k in run.data.metrics:
             tags[k] = _fmt(run.data.metrics[k])
@@ -181,185 +207,5 @@ def register(run_id, name, tracking_uri=None, log=print):
     return client.get_model_version(name, version)
 
 
-# ---------------------------------------------------------------- promote
-
-@dataclasses.dataclass
-class Promotion:
-    name: str
-    candidate: str
-    previous_champion: str | None
-    promoted: bool
-    reason: str
-    metric: str
-    candidate_score: float | None = None
-    champion_score: float | None = None
-    parity: dict | None = None
-    latency_ms: float | None = None
-
-    def summary(self):
-        verdict = "PROMOTED" if self.promoted else "NOT PROMOTED"
-        return f"{self.name} v{self.candidate}: {verdict} - {self.reason}"
-
-
-def evaluate(net, images, labels, metric, main_output="logits"):
-    """`val_accuracy` (top-1) or `val_loss` (mean cross-entropy) of `net` on NumPy arrays."""
-    import numpy as np
-
-    from pipelines import export
-
-    logits = export.main_logits(net.predict(images, batch_size=256, verbose=0), main_output)
-    if metric == "val_accuracy":
-        return float(np.mean(np.argmax(logits, -1) == labels))
-    z = logits - logits.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-np.mean(logp[np.arange(len(labels)), labels]))
-
-
-def _who():
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def check_promote_args(metric, quantize, parity_images, min_agreement, max_error, latency_budget_ms, threads):
-    from pipelines import export
-
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric={metric!r}; valid choices: {', '.join(METRICS)}")
-    export.check_mode(quantize)
-    if not isinstance(parity_images, int) or parity_images < 1:
-        raise ValueError(f"parity_images must be an int >= 1; received parity_images={parity_images!r}")
-    if not 0 <= min_agreement <= 1:
-        raise ValueError(f"min_agreement must be in [0, 1]; received min_agreement={min_agreement!r}")
-    if max_error is not None and not max_error >= 0:
-        raise ValueError(f"max_error must be >= 0; received max_error={max_error!r}")
-    if latency_budget_ms is not None and not latency_budget_ms > 0:
-        raise ValueError(f"latency_budget_ms must be > 0; received latency_budget_ms={latency_budget_ms!r}")
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1; received threads={threads!r}")
-
-
-def promote(name, metric="val_accuracy", version=None, quantize="float32", parity_images=64, min_agreement=0.99,
-            max_error=None, latency_budget_ms=None, threads=1, limit=None, min_delta=0.0, tracking_uri=None,
-            reason=None, log=print):
-    """Move `champion` to `version` (default: the newest) if it passes every gate; see the module doc.
-
-    Returns a `Promotion`; a refusal is a normal outcome (`promoted=False`, `reason` says why).
-    `max_error` defaults per mode (`pipelines.export.DEFAULT_MAX_ERROR`); `reason` is a free-text
-    note from the person promoting, stored with the tags.
-    """
-    from pipelines import data as data_mod
-    from pipelines import export
-
-    check_name(name)
-    check_promote_args(metric, quantize, parity_images, min_agreement, max_error, latency_budget_ms, threads)
-    client = tracking.client(tracking_uri)
-    cand = get_version(client, name, version=version)
-    champ = get_version(client, name, alias=CHAMPION)
-    # Versions are strings over REST and ints from a local SQL store: compare them as strings.
-    cand_v = str(cand.version)
-    prev = str(champ.version) if champ is not None else None
-
-    def finish(promoted, why, **extra):
-        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=promoted,
-                           reason=why, metric=metric, **extra)
-        tags = {"promotion.status": "promoted" if promoted else "refused", "promotion.by": _who(),
-                "promotion.at": _now(), "promotion.reason": why, "promotion.previous_champion": prev or "none"}
-        if reason:
-            tags["promotion.note"] = reason
-        if result.candidate_score is not None:
-            tags["promotion.metric"] = (f"{metric}={result.candidate_score:.4f}"
-                                        + (f" vs champion v{prev} {result.champion_score:.4f}"
-                                           if result.champion_score is not None else " (no champion)"))
-        if result.parity:
-            tags["promotion.parity"] = json.dumps(result.parity)
-        if result.latency_ms is not None:
-            tags["promotion.latency_ms"] = f"{result.latency_ms:.3f}"
-        if promoted:
-            # The only write to `champion`, after every gate passed.
-            client.set_registered_model_alias(name, CHAMPION, cand_v)
-            try:
-                if str(client.get_model_version_by_alias(name, CHALLENGER).version) == cand_v:
-                    client.delete_registered_model_alias(name, CHALLENGER)
-            except Exception:
-                pass
-        for k, v in tags.items():
-            client.set_model_version_tag(name, cand_v, k, v)
-        log(result.summary())
-        return result
-
-    if prev == cand_v:  # nothing to do; the champion's tags are not touched
-        result = Promotion(name=name, candidate=cand_v, previous_champion=prev, promoted=False,
-                           reason=f"version {cand_v} is already the champion", metric=metric)
-        log(result.summary())
-        return result
-    log(f"promote {name}: candidate v{cand_v}, champion {'v' + prev if prev else '(none)'}; "
-        f"gates: parity ({quantize}), {metric}" + (f", latency <= {latency_budget_ms} ms" if latency_budget_ms else ""))
-    client.set_registered_model_alias(name, CHALLENGER, cand_v)
-
-    config, dataset = run_context(client, cand.run_id)
-    kwargs = data_kwargs(config)
-    images, labels, info = data_mod.as_numpy(split="validation", limit=limit, **kwargs)
-    main_output = export.main_output_name(config)
-    net = load_version_model(client, cand)
-
-    # Gate 1: the TFLite export agrees with the Keras model.
-    log(f"  gate 1/3 parity: converting v{cand_v} to TFLite ({quantize}) ...")
-    try:
-        conv = export.convert(net, quantize, data=kwargs, log=lambda m: log("    " + m))
-    except ValueError as err:
-        return finish(False, f"TFLite export ({quantize}) failed: {err}")
-    par = export.parity(net, conv.tflite, images[:parity_images], main_output=main_output)
-    tol = export.DEFAULT_MAX_ERROR.get(quantize) if max_error is None else max_error
-    par["mode"] = quantize
-    log(f"    top-1 agreement {par['agreement']:.4f} on {par['images']} images, max abs error {par['max_abs_error']:.3g}")
-    if par["agreement"] < min_agreement:
-        return finish(False, f"TFLite parity failed: top-1 agreement {par['agreement']:.4f} < {min_agreement} "
-                             f"on {par['images']} validation images ({quantize})", parity=par)
-    if tol is not None and par["max_abs_error"] > tol:
-        return finish(False, f"TFLite parity failed: max abs error {par['max_abs_error']:.3g} > {tol:.3g} "
-                             f"on {par['images']} validation images ({quantize})", parity=par)
-
-    # Gate 2: beats the champion on the same validation data.
-    score = evaluate(net, images, labels, metric, main_output)
-    log(f"  gate 2/3 {metric}: candidate v{cand_v} {score:.4f} on {len(labels)} validation images of "
-        f"{config['data']}")
-    champ_score = None
-    if champ is not None:
-        champ_config, _ = run_context(client, champ.run_id)
-        if data_kwargs(champ_config) != kwargs:
-            return finish(False, f"champion v{prev} was trained on {data_kwargs(champ_config)}, the candidate on "
-                                 f"{kwargs}: not comparable on the same validation data",
-                          candidate_score=score, parity=par)
-        champ_net = load_version_model(client, champ)
-        champ_score = evaluate(champ_net, images, labels, metric, export.main_output_name(champ_config))
-        log(f"    champion v{prev} {champ_score:.4f}")
-        better = score > champ_score + min_delta if METRICS[metric] == "max" else score < champ_score - min_delta
-        if not better:
-            word = "higher" if METRICS[metric] == "max" else "lower"
-            return finish(False, f"{metric} {score:.4f} does not beat champion v{prev} {champ_score:.4f} "
-                                 f"({word} is better, min_delta={min_delta}) on {len(labels)} validation images",
-                          candidate_score=score, champion_score=champ_score, parity=par)
-
-    # Gate 3 (optional): measured TFLite latency within the budget.
-    lat = None
-    if latency_budget_ms is not None:
-        lat = export.latency(conv.tflite, threads=threads, example=images[:1])["median_ms"]
-        log(f"  gate 3/3 latency: median {lat:.3f} ms per image ({threads} thread(s)), budget {latency_budget_ms} ms")
-        if not math.isfinite(lat) or lat > latency_budget_ms:
-            return finish(False, f"TFLite latency {lat:.3f} ms exceeds the budget {latency_budget_ms} ms",
-                          candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)
-    why = (f"{metric} {score:.4f}" + (f" beats champion v{prev} {champ_score:.4f}" if champ is not None
-                                      else " (first champion)")
-           + f"; TFLite {quantize} parity {par['agreement']:.3f}" + (f"; latency {lat:.3f} ms" if lat else ""))
-    return finish(True, why, candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)

@@ -1,4 +1,4 @@
-"""Registry and gated promotion against a real `mlflow server` (127.0.0.1, SQLite backend).
+"""Registry and gated promotion (`promotions.promote`) against a real `mlflow server` (127.0.0.1, SQLite backend).
 
 Story: a barely-trained model becomes the first champion; a properly trained one beats it and takes
 the alias; the worse one is refused; a candidate whose int8 export misses the parity tolerance is
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pipelines import export
-from pipelines.mlops import registry, release
+from pipelines.mlops import promotions, registry, release
+from pipelines.mlops.promotions import PromotionGates
 from pipelines import tracking
 from pipelines.training.train import TrainConfig, train_tracked
 from tests.conftest import ROOT
@@ -48,11 +49,11 @@ def champion(mlflow_server, runs):  # noqa: F811
     res = subprocess.run([sys.executable, "-m", "pipelines", "register", "--run", weak_id, "--name", NAME,
                           "--tracking-uri", mlflow_server], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and f"models:/{NAME}/1" in res.stdout, res.stdout + res.stderr
-    first = registry.promote(NAME, tracking_uri=mlflow_server, log=quiet)
+    first = promotions.promote(NAME, tracking_uri=mlflow_server, log=quiet)
     assert first.promoted and first.previous_champion is None, first
     mv = registry.register(runs["good"][3], NAME, tracking_uri=mlflow_server, log=quiet)
     assert mv.version == "2"
-    second = registry.promote(NAME, tracking_uri=mlflow_server, log=quiet, reason="retrained")
+    second = promotions.promote(NAME, tracking_uri=mlflow_server, log=quiet, reason="retrained")
     return second
 
 
@@ -66,7 +67,7 @@ def test_better_candidate_is_promoted_with_tags(mlflow_server, champion, runs): 
     assert champion.candidate == "2" and champion.previous_champion == "1"
     assert champion.candidate_score > champion.champion_score
     c = tracking.client(mlflow_server)
-    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
+    assert c.get_model_version_by_alias(NAME, promotions.CHAMPION).version == "2"
     tags = snapshot(mlflow_server, "2")
     assert tags["promotion.status"] == "promoted" and tags["promotion.previous_champion"] == "1"
     assert "beats champion v1" in tags["promotion.reason"] and tags["promotion.note"] == "retrained"
@@ -89,10 +90,10 @@ def test_signature_and_champion_loads_back(mlflow_server, champion, runs):  # no
 
 def test_worse_candidate_is_refused_and_champion_untouched(mlflow_server, champion):  # noqa: F811
     before = snapshot(mlflow_server, "2")
-    result = registry.promote(NAME, version="1", tracking_uri=mlflow_server, log=quiet)
+    result = promotions.promote(NAME, version="1", tracking_uri=mlflow_server, log=quiet)
     assert not result.promoted and "does not beat champion v2" in result.reason, result
     c = tracking.client(mlflow_server)
-    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
+    assert c.get_model_version_by_alias(NAME, promotions.CHAMPION).version == "2"
     assert snapshot(mlflow_server, "2") == before
     assert snapshot(mlflow_server, "1")["promotion.status"] == "refused"
 
@@ -100,13 +101,13 @@ def test_worse_candidate_is_refused_and_champion_untouched(mlflow_server, champi
 def test_candidate_failing_parity_is_refused(mlflow_server, champion, runs):  # noqa: F811
     before = snapshot(mlflow_server, "2")
     mv = registry.register(runs["good"][3], NAME, tracking_uri=mlflow_server, log=quiet)
-    result = registry.promote(NAME, version=mv.version, quantize="int8", max_error=1e-4,
-                              tracking_uri=mlflow_server, log=quiet)
+    result = promotions.promote(NAME, gates=PromotionGates(quantize="int8", max_error=1e-4), version=mv.version,
+                                tracking_uri=mlflow_server, log=quiet)
     assert not result.promoted and result.reason.startswith("TFLite parity failed"), result
     assert result.parity["max_abs_error"] > 1e-4
     c = tracking.client(mlflow_server)
-    assert c.get_model_version_by_alias(NAME, registry.CHAMPION).version == "2"
-    assert c.get_model_version_by_alias(NAME, registry.CHALLENGER).version == mv.version
+    assert c.get_model_version_by_alias(NAME, promotions.CHAMPION).version == "2"
+    assert c.get_model_version_by_alias(NAME, promotions.CHALLENGER).version == mv.version
     assert snapshot(mlflow_server, "2") == before
 
 
@@ -121,7 +122,7 @@ def test_bundle_is_logged_next_to_the_champion(mlflow_server, champion, tmp_path
                             latency_runs=5, tracking_uri=mlflow_server, log=quiet)
     assert s["artifact_uri"].endswith("android/float32") and s["parity"]["agreement"] == 1.0
     c = tracking.client(mlflow_server)
-    mv = c.get_model_version_by_alias(NAME, registry.CHAMPION)
+    mv = c.get_model_version_by_alias(NAME, promotions.CHAMPION)
     files = {f.path.rsplit("/", 1)[-1] for f in c.list_artifacts(mv.run_id, "android/float32")}
     assert files == set(export.BUNDLE_FILES)
     assert mv.tags["android_bundle.float32"] == s["artifact_uri"]
@@ -129,4 +130,4 @@ def test_bundle_is_logged_next_to_the_champion(mlflow_server, champion, tmp_path
 
 def test_unknown_model_is_a_clear_error(mlflow_server):  # noqa: F811
     with pytest.raises(ValueError, match="name='nosuch'"):
-        registry.promote("nosuch", tracking_uri=mlflow_server, log=quiet)
+        promotions.promote("nosuch", tracking_uri=mlflow_server, log=quiet)

@@ -7,11 +7,12 @@ import pytest
 
 from pipelines import cli
 from pipelines.mlops import promotions
+from pipelines.mlops.promotions import PromotionGates
 from pipelines import tracking
 from tests.integration.mlflow_backends import mlflow_backend, postgres_server  # noqa: F401
 from tests.integration.registry_helpers import register_tiny
 
-GATES = {"parity_images": 16, "quantize": "float32"}
+GATES = PromotionGates(parity_images=16, quantize="float32")
 quiet = lambda *a, **k: None  # noqa: E731
 
 
@@ -59,8 +60,8 @@ def test_rollback_restores_previous_champion_and_history_shows_both_moves(mlflow
     v1 = register_tiny(name, epochs=0, tracking_uri=uri).version
     v2 = register_tiny(name, epochs=4, tracking_uri=uri).version
 
-    first = promotions.promote(name, version=v1, tracking_uri=uri, log=quiet, **GATES)
-    second = promotions.promote(name, version=v2, tracking_uri=uri, log=quiet, reason="retrained", **GATES)
+    first = promotions.promote(name, version=v1, tracking_uri=uri, log=quiet, gates=GATES)
+    second = promotions.promote(name, version=v2, tracking_uri=uri, log=quiet, reason="retrained", gates=GATES)
     assert first.promoted and second.promoted, (first.reason, second.reason)
     assert client.get_model_version_by_alias(name, "champion").version == v2
 
@@ -99,14 +100,14 @@ def test_concurrent_promotions_never_leave_champion_on_a_loser(mlflow_backend):
     c = register_tiny(name, epochs=0, tracking_uri=uri).version
     a = register_tiny(name, epochs=8, tracking_uri=uri).version
     b = register_tiny(name, epochs=4, tracking_uri=uri).version
-    assert promotions.promote(name, version=c, tracking_uri=uri, log=quiet, **GATES).promoted
+    assert promotions.promote(name, version=c, tracking_uri=uri, log=quiet, gates=GATES).promoted
 
     barrier, results, errors = threading.Barrier(2), {}, []
 
     def go(version):
         try:
             barrier.wait()
-            results[version] = promotions.promote(name, version=version, tracking_uri=uri, log=quiet, **GATES)
+            results[version] = promotions.promote(name, version=version, tracking_uri=uri, log=quiet, gates=GATES)
         except Exception as err:
             errors.append(err)
 

@@ -1,11 +1,18 @@
 """Tracking: URI precedence, a tracked run's params / per-epoch metrics / artifacts, the figure helpers."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from pipelines import tracking
 from pipelines.training.train import TrainConfig, train_tracked
+from tests.conftest import ROOT
+
+MLFLOW_DEFAULTS = {"MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false", "GIT_PYTHON_REFRESH": "quiet",
+                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def test_uri_precedence(monkeypatch):
@@ -25,6 +32,29 @@ def test_bad_uri_names_the_field(bad, field, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", bad)
     with pytest.raises(ValueError, match=f"MLFLOW_TRACKING_URI={bad!r}"):
         tracking.resolve_tracking_uri()
+
+
+def test_importing_tracking_leaves_the_environment_alone():
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_DEFAULTS}
+    code = ("import json, os; before = dict(os.environ); import pipelines.tracking; after = dict(os.environ); "
+            "print(json.dumps({k: [before.get(k), after.get(k)] for k in before.keys() | after.keys() "
+            "if before.get(k) != after.get(k)}))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == {}
+
+
+def test_configure_sets_mlflow_defaults_but_keeps_the_users(tmp_path, monkeypatch):
+    for k in MLFLOW_DEFAULTS:
+        monkeypatch.setenv(k, "")  # remembered, so that the test's changes are undone
+        monkeypatch.delenv(k)
+    with pytest.raises(ValueError, match="tracking_uri='nonsense'"):
+        tracking.configure("nonsense")
+    assert not any(k in os.environ for k in MLFLOW_DEFAULTS)  # a bad URI changes nothing
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    tracking.configure(f"sqlite:///{tmp_path / 'm.db'}")
+    assert {k: os.environ.get(k) for k in MLFLOW_DEFAULTS} == {**MLFLOW_DEFAULTS,
+                                                               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true"}
 
 
 def test_flatten_params():
