@@ -4,7 +4,7 @@ Families: CondConv and BasisNet kernel mixing, slimmable / dynamically sliced co
 multi-exit heads. `keras_layers.models` holds the registry of architectures; `count_madds` gives
 analytic multiply-adds per example. No I/O, Ray or MLflow here.
 """
-from keras_layers import _env  # noqa: F401  (must run before TensorFlow is imported)
+from keras_layers import env  # noqa: F401  (must run before TensorFlow is imported)
 from keras_layers.madds import count_madds, layer_madds
 from keras_layers import models
 from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D

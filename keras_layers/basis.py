@@ -39,7 +39,7 @@ tests/keras_layers/test_condconv_tflite.py). ``quantization_modes`` is ``("float
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 

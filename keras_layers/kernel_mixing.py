@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 CONV_METHODS = ("auto", "einsum", "map_fn", "unrolled", "grouped", "im2col", "folded", "experts")

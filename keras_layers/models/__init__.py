@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from keras_layers._discovery import import_submodules
+from keras_layers.discovery import import_submodules
 
 _BUILDERS: dict = {}
 _LOADED = False

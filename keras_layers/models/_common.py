@@ -1,7 +1,7 @@
 """Building blocks shared by the architectures of this package (not registered models)."""
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 L = keras.layers

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D

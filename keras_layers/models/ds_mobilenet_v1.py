@@ -17,7 +17,7 @@ width as an ordinary narrow model, so the phone runs ``back[argmax(scores)](feat
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import numpy as np
 import tf_keras as keras
 

@@ -17,7 +17,7 @@ exit k (backbone up to stage k plus heads 0..k); `exit_madds(net, shape)` lists 
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.madds import count_madds

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 
 from keras_layers import count_madds
 from keras_layers.ds_net import DynamicGate
