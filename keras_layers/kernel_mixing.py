@@ -189,7 +189,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "einsum":
         if (kh, kw) != (1, 1):
-            raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel; received kernel_size={(kh, kw)}")
+            raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel. Received: kernel_size={(kh, kw)}")
         x = inputs
         if strides != (1, 1):
             x = x[:, ::strides[0], ::strides[1], :]
@@ -202,7 +202,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
         return tf.reshape(y, (-1, oh, ow, c_out))
     if method == "folded":
         if batch != 1:
-            raise ValueError(f"conv2d method='folded' needs a static batch of 1; received batch={batch}")
+            raise ValueError(f"conv2d method='folded' needs a static batch of 1. Received: batch={batch}")
         return _conv(inputs, mixed[0], strides, padding, dilation)
     if method == "unrolled":
         xs = tf.split(inputs, batch, axis=0)
@@ -246,7 +246,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C, 1)
     if method == "folded":
         if batch != 1:
-            raise ValueError(f"depthwise method='folded' needs a static batch of 1; received batch={batch}")
+            raise ValueError(f"depthwise method='folded' needs a static batch of 1. Received: batch={batch}")
         return _depthwise(inputs, mixed[0], strides, padding, dilation)
     h, w = inputs.shape[1], inputs.shape[2]
     x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))

@@ -8,7 +8,7 @@ import tf_keras as keras
 
 from keras_layers import (DynamicGate, SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                           SwitchableBatchNormalization, count_madds)
-from keras_layers.models._common import make_divisible
+from keras_layers.channels import make_divisible
 from keras_layers.slimmable import get_width, set_width, slim_channels
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
