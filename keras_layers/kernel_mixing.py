@@ -126,6 +126,21 @@ def _depthwise(x, kernel, strides, padding, dilation):
                                   dilations=dilation)
 
 
+def _spread_taps(kernel, dilation):
+    """`kernel` (kh, kw, ...) with dilation - 1 zeros between its taps: a plain convolution with it
+    (same padding rule, same output size) is the dilated convolution with `kernel`."""
+    for axis, d in enumerate(dilation):
+        if d == 1:
+            continue
+        size = kernel.shape[axis]
+        spread = tf.pad(tf.expand_dims(kernel, axis + 1),
+                        [[0, 0]] * (axis + 1) + [[0, d - 1]] + [[0, 0]] * (kernel.shape.rank - axis - 1))
+        shape = tf.concat([tf.shape(kernel)[:axis], [size * d], tf.shape(kernel)[axis + 1:]], axis=0)
+        kernel = tf.reshape(spread, shape)
+        kernel = kernel[:(size - 1) * d + 1] if axis == 0 else kernel[:, :(size - 1) * d + 1]
+    return kernel
+
+
 # ---------------------------------------------------------------- method choice
 
 def choose_conv_method(kernel_size, batch):
@@ -251,6 +266,8 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     h, w = inputs.shape[1], inputs.shape[2]
     x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
     k = tf.reshape(tf.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, 1))
+    if max(dilation) > 1:  # TF's dilated depthwise needs a static channel count, which B*C is not in `fit`
+        k, dilation = _spread_taps(k, dilation), (1, 1)
     y = _depthwise(x, k, strides, padding, dilation)
     y = tf.reshape(y, (y.shape[1], y.shape[2], -1, c))
     return tf.transpose(y, (2, 0, 1, 3))

@@ -80,6 +80,15 @@ def test_map_fn_and_grouped_run_with_a_dynamic_batch():
         np.testing.assert_allclose(fn(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dilation", [2, (1, 3)])
+def test_dilated_depthwise_runs_with_a_dynamic_batch(dilation):
+    """As in `fit` / a functional model: the batch folded into channels has no static size there."""
+    layer = BasisDepthwiseConv2D(3, num_bases=4, dilation_rate=dilation, padding="valid")
+    x, c = data(3, (8, 9, 2), 4)
+    fn = tf.function(lambda a, b: layer(a, b), input_signature=[tf.TensorSpec((None, 8, 9, 2)), tf.TensorSpec((None, 4))])
+    np.testing.assert_allclose(fn(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5])
 @pytest.mark.parametrize("method", [m for m in kernel_mixing.DEPTHWISE_METHODS])
 @pytest.mark.parametrize("strides,padding,dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1),
