@@ -60,7 +60,7 @@ class DynamicGate(SlimmableMixin, keras.layers.Layer):
         if self.attention:
             self.w3 = self.add_weight("w3", (d, c), initializer="zeros")
             self.b3 = self.add_weight("b3", (c,), initializer="zeros")
-        self.built = True
+        super().build(input_shape)
 
     def scores_and_attention(self, inputs):
         pooled = tf.reduce_mean(inputs, axis=[1, 2])

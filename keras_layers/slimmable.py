@@ -262,7 +262,7 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
         self.kernel = self.add_weight("kernel", (*self.kernel_size, self.in_channels, self.filters),
                                       initializer=self.kernel_initializer)
         self.bias = self.add_weight("bias", (self.filters,), initializer=self.bias_initializer) if self.use_bias else None
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.filters)
     _slims_out = property(lambda self: self.slim_output)
@@ -328,7 +328,7 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
                                                 initializer=self.depthwise_initializer)
         self.bias = (self.add_weight("bias", (self.in_channels,), initializer=self.bias_initializer)
                      if self.use_bias else None)
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.in_channels)
     slim_input = _slims_out = True  # channel c in, channel c out
@@ -381,7 +381,7 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
         self.in_channels = int(input_shape[-1])
         self.kernel = self.add_weight("kernel", (self.in_channels, self.units), initializer=self.kernel_initializer)
         self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer) if self.use_bias else None
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.units)
     _slims_out = property(lambda self: self.slim_output)
@@ -451,7 +451,7 @@ class SwitchableBatchNormalization(SlimmableMixin, keras.layers.Layer):
                 self.betas.append(self.add_weight(f"beta_{i}", (c,), initializer="zeros"))
             self.moving_means.append(self.add_weight(f"moving_mean_{i}", (c,), initializer="zeros", **stat))
             self.moving_variances.append(self.add_weight(f"moving_variance_{i}", (c,), initializer="ones", **stat))
-        self.built = True
+        super().build(input_shape)
 
     def _affine(self, index, c):
         if self.universal:
