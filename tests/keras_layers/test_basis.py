@@ -176,7 +176,8 @@ def test_training_gradient_reaches_the_bases_and_coefficients():
     assert np.all(np.abs(gc.numpy()) > 0)
 
 
-# ---------------------------------------------------------------- weights, init, config, saving
+# ---------------------------------------------------------------- weights, init, MAdds
+# (config round trip, .keras saving: test_layer_harness.py)
 
 def test_weight_shapes_follow_the_design():
     x, c = data(1, (6, 6, 3), 5)
@@ -202,20 +203,6 @@ def test_each_basis_is_initialised_like_a_single_kernel(initializer):
         assert not np.allclose(w[0], w[n])
 
 
-@pytest.mark.parametrize("layer", [
-    BasisConv2D(8, (3, 1), num_bases=3, strides=(2, 1), padding="valid", use_bias=False, activation="relu",
-                kernel_regularizer="l2", method="map_fn"),
-    BasisDepthwiseConv2D(5, num_bases=2, dilation_rate=2, kernel_initializer="he_normal"),
-    BasisDense(4, num_bases=6, bias_initializer="ones", method="experts"),
-])
-def test_config_round_trip(layer):
-    config = layer.get_config()
-    back = type(layer).from_config(config)
-    assert back.get_config() == config
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer) and restored.get_config() == config
-
-
 def basis_model():
     image = keras.Input((8, 8, 3), name="image")
     coefficients = keras.Input((4,), name="coefficients")
@@ -225,16 +212,6 @@ def basis_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = BasisDense(3, num_bases=4, name="dense")(x, coefficients)
     return keras.Model([image, coefficients], out)
-
-
-def test_model_saves_and_loads_with_safe_mode(tmp_path):
-    model = basis_model()
-    x, c = data(3, (8, 8, 3), 4)
-    before = model([x, c]).numpy()
-    model.save(tmp_path / "m.keras")
-    back = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(back([x, c]).numpy(), before, rtol=1e-6, atol=1e-6)
-    assert isinstance(back.get_layer("dw"), BasisDepthwiseConv2D)
 
 
 def test_madds_are_conv_plus_mixing():
