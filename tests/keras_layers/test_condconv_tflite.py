@@ -11,22 +11,9 @@ from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D
 from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
 from pipelines import tflite
 
+from random_weights import randomize
+
 L = keras.layers
-
-
-def randomize(model, seed=0):
-    """Random weights of a sensible scale (and BN statistics), so parity checks can fail."""
-    rng = np.random.RandomState(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if "moving_variance" in w.name:
-            w.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-        elif "kernel" in w.name:
-            fan_in = np.prod(shape[-3:-1] if len(shape) >= 4 else shape[-2:-1])
-            w.assign((rng.randn(*shape) / np.sqrt(fan_in)).astype("float32"))
-        else:
-            w.assign((0.1 * rng.randn(*shape)).astype("float32"))
-    return model
 
 
 def layers_model(routing_activation):

@@ -8,6 +8,8 @@ import tf_keras as keras
 
 from keras_layers import count_madds, models
 
+from random_weights import randomize
+
 
 def test_names_contains_baseline():
     assert "mobilenet_v2" in models.names()
@@ -71,23 +73,6 @@ SMALL = {
 }
 SHAPE = (32, 32, 3)
 IMAGES = np.random.RandomState(0).randn(2, *SHAPE).astype("float32")
-
-
-def randomize(model, seed=0):
-    """Weights of a sensible scale and non-trivial batch-norm statistics, so that parity checks can fail."""
-    rng = np.random.RandomState(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if "variance" in w.name:
-            w.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-        elif "gamma" in w.name:
-            w.assign((1 + 0.1 * rng.randn(*shape)).astype("float32"))
-        elif len(shape) >= 2:  # kernels (conv, depthwise, dense, their bases): fan-in scaling
-            fan_in = np.prod(shape[-3:-1]) if len(shape) >= 4 else shape[-2]
-            w.assign((rng.randn(*shape) / np.sqrt(fan_in)).astype("float32"))
-        else:
-            w.assign((0.1 * rng.randn(*shape)).astype("float32"))
-    return model
 
 
 def outputs_dict(outputs):
