@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 def main(image_size=32, channels=1, num_exits=4, runs=50):
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import numpy as np
 
     from keras_layers import models

@@ -8,6 +8,8 @@ computed by a router inside the layer (`keras_layers.condconv` subclasses these 
     y = BasisConv2D(64, 3, num_bases=8)(x, coefficients)          # coefficients: (batch, 8)
     y = BasisDepthwiseConv2D(3, num_bases=8, strides=2)(x, coefficients)
     y = BasisDense(10, num_bases=8)(features, coefficients)
+    alpha = BasisCoefficients(groups=5, num_bases=8)(features)   # (batch, 5, 8): BasisNet's predictor
+    coefficients = CoefficientGroup(2)(alpha)                    # (batch, 8): the coefficients of layer 2
 
 Output for example ``b`` is exactly the static op (``Conv2D``, ``DepthwiseConv2D``, ``Dense``) with
 kernel ``sum_n coefficients[b, n] * kernel[n]``, plus the (shared) bias. Weights: ``kernel`` of shape
@@ -39,25 +41,15 @@ tests/keras_layers/test_condconv_tflite.py). ``quantization_modes`` is ``("float
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers import kernel_mixing
+from keras_layers.checks import check_bool, check_choice, check_int, check_padding, check_pair
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic")
-
-
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; received {name}={value!r}")
-
-
-def _pair_arg(name, value):
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them; received {name}={value!r}")
-    return pair
+COEFFICIENT_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 class PerBasisInitializer(keras.initializers.Initializer):
@@ -94,19 +86,14 @@ class _BasisLayer(keras.layers.Layer):
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, method="auto",
                  **kwargs):
         super().__init__(**kwargs)
-        _check_int(self._count_name, num_bases)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"use_bias must be True or False; received use_bias={use_bias!r}")
-        self.num_bases = num_bases
-        self.use_bias = use_bias
+        self.num_bases = check_int(self._count_name, num_bases)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        if method not in self._methods:
-            raise ValueError(f"method must be one of {', '.join(self._methods)}; received method={method!r}")
-        self.method = method
+        self.method = check_choice("method", method, self._methods)
 
     # subclasses set: _methods, _single_kernel_shape(input_shape), _out_channels(input_shape)
     def build(self, input_shape):
@@ -126,14 +113,14 @@ class _BasisLayer(keras.layers.Layer):
     def _check_coefficients(self, inputs, coefficients):
         if coefficients is None:
             raise ValueError(f"{type(self).__name__} {self.name!r} needs coefficients of shape "
-                             f"(batch, {self._count_name}={self.num_bases}); received coefficients=None")
+                             f"(batch, {self._count_name}={self.num_bases}). Received: coefficients=None")
         coefficients = tf.convert_to_tensor(coefficients, dtype=self.compute_dtype)
         shape = coefficients.shape
         if shape.rank != 2 or (shape[1] is not None and shape[1] != self.num_bases) or (
                 shape[0] is not None and inputs.shape[0] is not None and shape[0] != inputs.shape[0]):
             raise ValueError(f"coefficients must have shape (batch={inputs.shape[0]}, "
-                             f"{self._count_name}={self.num_bases}) in {self.name!r}; "
-                             f"received coefficients shape={tuple(shape)}")
+                             f"{self._count_name}={self.num_bases}) in {self.name!r}. "
+                             f"Received: coefficients shape={tuple(shape)}")
         return coefficients
 
     def _finish(self, outputs):
@@ -165,20 +152,18 @@ class _SpatialBasisLayer(_BasisLayer):
 
     def __init__(self, kernel_size, num_bases, strides=1, padding="same", dilation_rate=1, **kwargs):
         super().__init__(num_bases, **kwargs)
-        self.kernel_size = _pair_arg("kernel_size", kernel_size)
-        self.strides = _pair_arg("strides", strides)
-        self.dilation_rate = _pair_arg("dilation_rate", dilation_rate)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid'; received padding={padding!r}")
-        self.padding = padding
+        self.kernel_size = check_pair("kernel_size", kernel_size)
+        self.strides = check_pair("strides", strides)
+        self.dilation_rate = check_pair("dilation_rate", dilation_rate)
+        self.padding = check_padding(padding)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1; "
-                             f"received strides={strides!r}, dilation_rate={dilation_rate!r}")
+            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1. "
+                             f"Received: strides={strides!r}, dilation_rate={dilation_rate!r}")
 
     def _check_input_shape(self, input_shape):
         if input_shape.rank != 4 or input_shape[-1] is None:
-            raise ValueError(f"{type(self).__name__} expects inputs (batch, H, W, C) with known C; "
-                             f"received input shape={tuple(input_shape)}")
+            raise ValueError(f"{type(self).__name__} expects inputs (batch, H, W, C) with known C. "
+                             f"Received: input shape={tuple(input_shape)}")
 
     def _spatial_out(self, input_shape):
         dims = []
@@ -221,7 +206,7 @@ class BasisConv2D(_SpatialBasisLayer):
     _methods = kernel_mixing.CONV_METHODS
 
     def __init__(self, filters, kernel_size, num_bases, strides=1, padding="same", use_bias=True, **kwargs):
-        _check_int("filters", filters)
+        check_int("filters", filters)
         super().__init__(kernel_size, num_bases, strides=strides, padding=padding, use_bias=use_bias, **kwargs)
         self.filters = filters
 
@@ -270,14 +255,14 @@ class BasisDense(_BasisLayer):
     _methods = kernel_mixing.DENSE_METHODS
 
     def __init__(self, units, num_bases, use_bias=True, **kwargs):
-        _check_int("units", units)
+        check_int("units", units)
         super().__init__(num_bases, use_bias=use_bias, **kwargs)
         self.units = units
 
     def _check_input_shape(self, input_shape):
         if input_shape.rank != 2 or input_shape[-1] is None:
-            raise ValueError(f"{type(self).__name__} expects inputs (batch, features) with known features; "
-                             f"received input shape={tuple(input_shape)}")
+            raise ValueError(f"{type(self).__name__} expects inputs (batch, features) with known features. "
+                             f"Received: input shape={tuple(input_shape)}")
 
     def _single_kernel_shape(self, input_shape):
         return (int(input_shape[-1]), self.units)
@@ -298,3 +283,67 @@ class BasisDense(_BasisLayer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+# ---------------------------------------------------------------- BasisNet's coefficient layers
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class BasisCoefficients(keras.layers.Layer):
+    """Predicts combination coefficients (batch, groups, num_bases) from features (batch, C).
+
+    BasisNet's lightweight model ends in this layer: one dense layer for the coefficients of every
+    synthesized layer at once, ``softmax`` over the bases (convex combinations, the paper's default)
+    or ``sigmoid``; with ``one_hot`` the output is the one-hot argmax (model selection), with a
+    straight-through gradient in training.
+    """
+
+    def __init__(self, groups, num_bases, activation="softmax", one_hot=False, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = check_int("groups", groups)
+        self.num_bases = check_int("num_bases", num_bases)
+        self.activation = check_choice("activation", activation, COEFFICIENT_ACTIVATIONS)
+        self.one_hot = bool(one_hot)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", (c, self.groups * self.num_bases),
+                                      initializer=keras.initializers.GlorotUniform())
+        self.bias = self.add_weight("bias", (self.groups * self.num_bases,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        z = tf.reshape(tf.matmul(inputs, self.kernel) + self.bias, [-1, self.groups, self.num_bases])
+        alpha = tf.nn.softmax(z, axis=-1) if self.activation == "softmax" else tf.sigmoid(z)
+        if self.one_hot:
+            hard = tf.one_hot(tf.argmax(alpha, axis=-1), self.num_bases, dtype=alpha.dtype)
+            # training: straight-through (forward one-hot, gradient of the soft coefficients); inference: one-hot
+            alpha = alpha + tf.stop_gradient(hard - alpha) if training else hard
+        return alpha
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape([input_shape[0], self.groups, self.num_bases])
+
+    def madds(self, input_shape, output_shape, **state):
+        return int(input_shape[-1]) * self.groups * self.num_bases
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "num_bases": self.num_bases,
+                "activation": self.activation, "one_hot": self.one_hot}
+
+
+@keras.saving.register_keras_serializable(package="keras_layers")
+class CoefficientGroup(keras.layers.Layer):
+    """Picks one synthesized layer's coefficients (batch, num_bases) from (batch, groups, num_bases)."""
+
+    def __init__(self, index, **kwargs):
+        super().__init__(**kwargs)
+        self.index = check_int("index", index, low=0)
+
+    def call(self, inputs):
+        return inputs[:, self.index, :]
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape([input_shape[0], input_shape[2]])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}

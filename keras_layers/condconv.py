@@ -20,19 +20,14 @@ layer's own router is used. Quantization: ``quantization_modes = ("float32", "fl
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D, _check_int
+from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
+from keras_layers.checks import check_choice, check_int
 
 ROUTING_ACTIVATIONS = ("sigmoid", "softmax")
-
-
-def _check_activation(routing_activation):
-    if routing_activation not in ROUTING_ACTIVATIONS:
-        raise ValueError(f"routing_activation must be one of {', '.join(ROUTING_ACTIVATIONS)}; "
-                         f"received routing_activation={routing_activation!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
@@ -45,18 +40,16 @@ class CondRouting(keras.layers.Layer):
     def __init__(self, num_experts, routing_activation="sigmoid", kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("num_experts", num_experts)
-        _check_activation(routing_activation)
-        self.num_experts = num_experts
-        self.routing_activation = routing_activation
+        self.num_experts = check_int("num_experts", num_experts)
+        self.routing_activation = check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         if input_shape.rank not in (2, 4) or input_shape[-1] is None:
-            raise ValueError(f"CondRouting expects inputs (batch, H, W, C) or (batch, C); "
-                             f"received input shape={tuple(input_shape)}")
+            raise ValueError(f"CondRouting expects inputs (batch, H, W, C) or (batch, C). "
+                             f"Received: input shape={tuple(input_shape)}")
         self.kernel = self.add_weight("kernel", shape=(int(input_shape[-1]), self.num_experts),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
         self.bias = self.add_weight("bias", shape=(self.num_experts,), initializer="zeros")
@@ -87,8 +80,7 @@ class _Routed:
     _count_name = "num_experts"
 
     def _init_router(self, routing_activation):
-        _check_activation(routing_activation)
-        self.routing_activation = routing_activation
+        self.routing_activation = check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
         self.router = CondRouting(self.num_bases, routing_activation, kernel_regularizer=self.kernel_regularizer,
                                   dtype=self.dtype_policy, name="router")
         self._uses_own_router = True  # updated on each call (MAdds count the router only when used)

@@ -19,11 +19,12 @@ removes weight decay from the gate).
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_layers.slimmable import DYNAMIC, _check_int, _Slimmable, width_index
+from keras_layers.checks import check_int, check_number
+from keras_layers.slimmable import DYNAMIC, SlimmableMixin, width_index
 
 
 def gumbel_softmax_straight_through(scores, temperature, seed=None):
@@ -36,7 +37,7 @@ def gumbel_softmax_straight_through(scores, temperature, seed=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
-class DynamicGate(_Slimmable, keras.layers.Layer):
+class DynamicGate(SlimmableMixin, keras.layers.Layer):
     """DS-Net double-headed gate: channel attention (1 + tanh) + one-hot width choice over `width_multipliers`."""
 
     is_gate = True
@@ -44,11 +45,8 @@ class DynamicGate(_Slimmable, keras.layers.Layer):
     def __init__(self, width_multipliers=(0.25, 0.5, 0.75, 1.0), hidden_units=16, temperature=1.0, attention=True,
                  width=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("hidden_units", hidden_units)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ValueError(f"temperature must be > 0; received temperature={temperature!r}")
-        self.hidden_units = hidden_units
-        self.temperature = float(temperature)
+        self.hidden_units = check_int("hidden_units", hidden_units)
+        self.temperature = float(check_number("temperature", temperature, 0, low_open=True))
         self.attention = bool(attention)
         self._init_slimmable(width_multipliers, False, 8, width)
 
@@ -62,7 +60,7 @@ class DynamicGate(_Slimmable, keras.layers.Layer):
         if self.attention:
             self.w3 = self.add_weight("w3", (d, c), initializer="zeros")
             self.b3 = self.add_weight("b3", (c,), initializer="zeros")
-        self.built = True
+        super().build(input_shape)
 
     def scores_and_attention(self, inputs):
         pooled = tf.reduce_mean(inputs, axis=[1, 2])

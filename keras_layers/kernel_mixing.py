@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 CONV_METHODS = ("auto", "einsum", "map_fn", "unrolled", "grouped", "im2col", "folded", "experts")
@@ -124,6 +124,21 @@ def _conv(x, kernel, strides, padding, dilation):
 def _depthwise(x, kernel, strides, padding, dilation):
     return tf.nn.depthwise_conv2d(x, kernel, strides=(1, *strides, 1), padding=padding.upper(),
                                   dilations=dilation)
+
+
+def _spread_taps(kernel, dilation):
+    """`kernel` (kh, kw, ...) with dilation - 1 zeros between its taps: a plain convolution with it
+    (same padding rule, same output size) is the dilated convolution with `kernel`."""
+    for axis, d in enumerate(dilation):
+        if d == 1:
+            continue
+        size = kernel.shape[axis]
+        spread = tf.pad(tf.expand_dims(kernel, axis + 1),
+                        [[0, 0]] * (axis + 1) + [[0, d - 1]] + [[0, 0]] * (kernel.shape.rank - axis - 1))
+        shape = tf.concat([tf.shape(kernel)[:axis], [size * d], tf.shape(kernel)[axis + 1:]], axis=0)
+        kernel = tf.reshape(spread, shape)
+        kernel = kernel[:(size - 1) * d + 1] if axis == 0 else kernel[:, :(size - 1) * d + 1]
+    return kernel
 
 
 # ---------------------------------------------------------------- method choice
@@ -189,7 +204,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "einsum":
         if (kh, kw) != (1, 1):
-            raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel; received kernel_size={(kh, kw)}")
+            raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel. Received: kernel_size={(kh, kw)}")
         x = inputs
         if strides != (1, 1):
             x = x[:, ::strides[0], ::strides[1], :]
@@ -202,7 +217,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
         return tf.reshape(y, (-1, oh, ow, c_out))
     if method == "folded":
         if batch != 1:
-            raise ValueError(f"conv2d method='folded' needs a static batch of 1; received batch={batch}")
+            raise ValueError(f"conv2d method='folded' needs a static batch of 1. Received: batch={batch}")
         return _conv(inputs, mixed[0], strides, padding, dilation)
     if method == "unrolled":
         xs = tf.split(inputs, batch, axis=0)
@@ -246,11 +261,13 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C, 1)
     if method == "folded":
         if batch != 1:
-            raise ValueError(f"depthwise method='folded' needs a static batch of 1; received batch={batch}")
+            raise ValueError(f"depthwise method='folded' needs a static batch of 1. Received: batch={batch}")
         return _depthwise(inputs, mixed[0], strides, padding, dilation)
     h, w = inputs.shape[1], inputs.shape[2]
     x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
     k = tf.reshape(tf.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, 1))
+    if max(dilation) > 1:  # TF's dilated depthwise needs a static channel count, which B*C is not in `fit`
+        k, dilation = _spread_taps(k, dilation), (1, 1)
     y = _depthwise(x, k, strides, padding, dilation)
     y = tf.reshape(y, (y.shape[1], y.shape[2], -1, c))
     return tf.transpose(y, (2, 0, 1, 3))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 
@@ -33,7 +33,7 @@ def _dims(shape):
     """Per-example dims (drops the batch axis) as a tuple of ints."""
     dims = tuple(shape)[1:]
     if any(d is None for d in dims):
-        raise ValueError(f"count_madds needs static shapes; received shape={tuple(shape)}")
+        raise ValueError(f"count_madds needs static shapes. Received: shape={tuple(shape)}")
     return tuple(int(d) for d in dims)
 
 
@@ -109,7 +109,7 @@ def count_madds(model, input_shape=None, **state) -> int:
     """Multiply-adds per example of `model` at `input_shape` (H, W, C) in the setting `state`."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ValueError(
-            f"count_madds needs a functional keras model; received model={type(model).__name__}"
+            f"count_madds needs a functional keras model. Received: model={type(model).__name__}"
         )
     if input_shape is not None:
         model = _with_input_shape(model, input_shape)

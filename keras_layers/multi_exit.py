@@ -13,19 +13,11 @@
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-
-def _check_number(name, value, low, high=None, low_open=False):
-    bad = isinstance(value, bool) or not isinstance(value, (int, float))
-    if not bad:
-        bad = value <= low if low_open else value < low
-        bad = bad or (high is not None and value > high)
-    if bad:
-        rng = f"({low}, {high}]" if low_open else f"[{low}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{name} must be in {rng}; received {name}={value!r}")
+from keras_layers.checks import check_bool, check_int, check_number
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
@@ -34,16 +26,13 @@ class GradientEquilibrium(keras.layers.Layer):
 
     def __init__(self, scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        _check_number("scale", scale, 0.0, 1.0)
-        self.scale = float(scale)
+        self.scale = float(check_number("scale", scale, 0.0, 1.0))
 
     @staticmethod
     def branch_scales(exit_index, num_exits):
         """(scale into exit `exit_index`, scale into the next stage) for a `num_exits`-exit network."""
-        if isinstance(num_exits, bool) or not isinstance(num_exits, int) or num_exits < 1:
-            raise ValueError(f"num_exits must be an int >= 1; received num_exits={num_exits!r}")
-        if isinstance(exit_index, bool) or not isinstance(exit_index, int) or not 0 <= exit_index < num_exits:
-            raise ValueError(f"exit_index must be an int in [0, {num_exits - 1}]; received exit_index={exit_index!r}")
+        check_int("num_exits", num_exits)
+        check_int("exit_index", exit_index, 0, num_exits - 1)
         remaining = num_exits - exit_index  # this exit and the ones after it
         return 1.0 / remaining, (remaining - 1) / remaining
 
@@ -85,28 +74,21 @@ class ExitHead(keras.layers.Layer):
     def __init__(self, num_classes, hidden_units=0, dropout=0.0, inline_collaboration=False,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2; received num_classes={num_classes!r}")
-        if isinstance(hidden_units, bool) or not isinstance(hidden_units, int) or hidden_units < 0:
-            raise ValueError(f"hidden_units must be an int >= 0; received hidden_units={hidden_units!r}")
-        _check_number("dropout", dropout, 0.0, 0.99)
-        if not isinstance(inline_collaboration, bool):
-            raise ValueError(f"inline_collaboration must be a bool; received inline_collaboration={inline_collaboration!r}")
-        self.num_classes = num_classes
-        self.hidden_units = hidden_units
-        self.dropout = float(dropout)
-        self.inline_collaboration = inline_collaboration
+        self.num_classes = check_int("num_classes", num_classes, 2)
+        self.hidden_units = check_int("hidden_units", hidden_units, 0)
+        self.dropout = float(check_number("dropout", dropout, 0.0, 0.99))
+        self.inline_collaboration = check_bool("inline_collaboration", inline_collaboration)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _split(self, inputs):
         if self.inline_collaboration:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-                raise ValueError(f"{self.name}: inline_collaboration=True needs inputs=[features, previous_logits]; "
-                                 f"received {type(inputs).__name__}")
+                raise ValueError(f"{self.name}: inline_collaboration=True needs inputs=[features, previous_logits]. "
+                                 f"Received: {type(inputs).__name__}")
             return inputs[0], inputs[1]
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 1:
-                raise ValueError(f"{self.name}: inline_collaboration=False takes one input; received {len(inputs)}")
+                raise ValueError(f"{self.name}: inline_collaboration=False takes one input. Received: {len(inputs)}")
             return inputs[0], None
         return inputs, None
 
@@ -114,19 +96,19 @@ class ExitHead(keras.layers.Layer):
         if self.inline_collaboration:
             if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or \
                     not isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
-                raise ValueError(f"{self.name}: inline_collaboration=True needs inputs=[features, previous_logits]; "
-                                 f"received input_shape={input_shape!r}")
+                raise ValueError(f"{self.name}: inline_collaboration=True needs inputs=[features, previous_logits]. "
+                                 f"Received: input_shape={input_shape!r}")
             feat_shape, prev_shape = input_shape
             if prev_shape[-1] is not None and int(prev_shape[-1]) != self.num_classes:
                 raise ValueError(f"{self.name}: previous_logits must have num_classes={self.num_classes} "
-                                 f"channels; received shape={tuple(prev_shape)}")
+                                 f"channels. Received: shape={tuple(prev_shape)}")
         else:
             feat_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and \
                 isinstance(input_shape[0], (list, tuple, tf.TensorShape)) else input_shape
         feat_shape = tf.TensorShape(feat_shape)
         if feat_shape.rank != 4 or feat_shape[-1] is None:
-            raise ValueError(f"{self.name}: features must be (batch, H, W, C) with known C; "
-                             f"received shape={tuple(feat_shape)}")
+            raise ValueError(f"{self.name}: features must be (batch, H, W, C) with known C. "
+                             f"Received: shape={tuple(feat_shape)}")
         channels = int(feat_shape[-1])
         width = channels
         if self.hidden_units:

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_layers.models._common import make_divisible
+from keras_layers.channels import make_divisible
+from keras_layers.checks import check_bool, check_int, check_number, check_padding, check_pair, fail
+from keras_layers.kernel_mixing import output_size
 
 DYNAMIC = "dynamic"
 _TOL = 1e-6
@@ -56,15 +58,13 @@ def check_width_multipliers(width_multipliers):
     if isinstance(width_multipliers, (int, float)) and not isinstance(width_multipliers, bool):
         width_multipliers = (width_multipliers,)
     if not isinstance(width_multipliers, (list, tuple)) or not width_multipliers:
-        raise ValueError(f"width_multipliers must be a non-empty list of widths in (0, 1]; "
-                         f"received width_multipliers={width_multipliers!r}")
+        fail("width_multipliers", "a non-empty list of widths in (0, 1]", width_multipliers)
     for w in width_multipliers:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1:
-            raise ValueError(f"width_multipliers must hold widths in (0, 1]; "
-                             f"received width_multipliers={tuple(width_multipliers)!r}")
+            fail("width_multipliers", "widths in (0, 1]", tuple(width_multipliers))
     out = tuple(sorted({round(float(w), 6) for w in width_multipliers}))
     if len(out) != len(width_multipliers):
-        raise ValueError(f"width_multipliers must be unique; received width_multipliers={tuple(width_multipliers)!r}")
+        fail("width_multipliers", "unique", tuple(width_multipliers))
     return out
 
 
@@ -81,11 +81,10 @@ def check_width(width, width_multipliers, universal=False, allow_dynamic=False):
     if allow_dynamic and width == DYNAMIC:
         return DYNAMIC
     if isinstance(width, bool) or not isinstance(width, (int, float, np.floating, np.integer)):
-        raise ValueError(f"width must be a number in (0, 1]{' or ' + repr(DYNAMIC) if allow_dynamic else ''}; "
-                         f"received width={width!r}")
+        fail("width", f"a number in (0, 1]{' or ' + repr(DYNAMIC) if allow_dynamic else ''}", width)
     width = float(width)
     if not 0 < width <= 1 + _TOL:
-        raise ValueError(f"width must be in (0, 1]; received width={width!r}")
+        fail("width", "in (0, 1]", width)
     if not universal and width_index(width, width_multipliers) is None:
         raise ValueError(f"width={width!r} is not one of width_multipliers={tuple(width_multipliers)!r} "
                          f"(only universal=True models run other widths)")
@@ -137,17 +136,14 @@ def model_width_multipliers(model):
 
 # ------------------------------------------------------------------ base mixin
 
-class _Slimmable:
-    """Shared width bookkeeping (mixed into keras layers)."""
+class SlimmableMixin:
+    """Width bookkeeping shared by the slimmable layers and the DS-Net gate (mixed into keras layers):
+    `width_multipliers`, the active `width` that `set_width` sets, channel counts and masks per width."""
 
     def _init_slimmable(self, width_multipliers, universal, divisor, width):
         self.width_multipliers = check_width_multipliers(width_multipliers)
-        if not isinstance(universal, bool):
-            raise ValueError(f"universal must be a bool; received universal={universal!r}")
-        self.universal = universal
-        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-            raise ValueError(f"divisor must be an int >= 1; received divisor={divisor!r}")
-        self.divisor = divisor
+        self.universal = check_bool("universal", universal)
+        self.divisor = check_int("divisor", divisor)
         self.width = None if width is None else self._check_active_width(width)
 
     def _check_active_width(self, width):
@@ -190,45 +186,18 @@ class _Slimmable:
         if w is None:
             return layer.max_width
         if w == DYNAMIC:
-            raise ValueError("count_madds needs a fixed width; received width='dynamic' "
-                             "(use expected_madds for a gated model)")
+            raise ValueError("count_madds needs a fixed width (use expected_madds for a gated model). "
+                             "Received: width='dynamic'")
         return check_width(w, layer.width_multipliers, layer.universal)
 
 
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; received {name}={value!r}")
+def conv_spatial(input_shape, kernel_size, strides, padding):
+    """Output (height, width) of a convolution on `input_shape` (batch, H, W, C); None where unknown."""
+    return [None if d is None else output_size(d, k, st, padding)
+            for d, k, st in zip(tuple(input_shape)[1:3], kernel_size, strides)]
 
 
-def _pair(name, value):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value) if isinstance(value, (list, tuple)) else value
-    if not isinstance(value, tuple) or len(value) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-        raise ValueError(f"{name} must be a positive int or a pair of them; received {name}={value!r}")
-    return value
-
-
-def _check_padding(padding):
-    p = str(padding).lower()
-    if p not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid'; received padding={padding!r}")
-    return p
-
-
-def _conv_spatial(input_shape, kernel_size, strides, padding):
-    """Output (height, width) of a convolution; None where the input's is unknown."""
-    out = []
-    for d, k, st in zip(tuple(input_shape)[1:3], kernel_size, strides):
-        if d is None:
-            out.append(None)
-        else:
-            out.append(math.ceil(d / st) if padding == "same" else math.ceil((d - k + 1) / st))
-    return out
-
-
-class _SlicedWeights(_Slimmable):
+class _SlicedWeights(SlimmableMixin):
     """The weight layers (conv, depthwise, dense) in one mechanism: at a fixed width the layer's op runs
     on the leading ``c_in(w)`` input / ``c_out(w)`` output channels of its weights; at width='dynamic'
     it runs on all of them and the output is masked per example by the gate's choice (DS-Net).
@@ -278,11 +247,10 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
                  padding="same", use_bias=True, slim_input=True, slim_output=True, universal=False, divisor=8,
                  width=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _check_int("filters", filters)
-        self.filters = filters
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = _pair("strides", strides)
-        self.padding = _check_padding(padding)
+        self.filters = check_int("filters", filters)
+        self.kernel_size = check_pair("kernel_size", kernel_size)
+        self.strides = check_pair("strides", strides)
+        self.padding = check_padding(padding)
         self.use_bias = bool(use_bias)
         self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -294,7 +262,7 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
         self.kernel = self.add_weight("kernel", (*self.kernel_size, self.in_channels, self.filters),
                                       initializer=self.kernel_initializer)
         self.bias = self.add_weight("bias", (self.filters,), initializer=self.bias_initializer) if self.use_bias else None
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.filters)
     _slims_out = property(lambda self: self.slim_output)
@@ -312,7 +280,7 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
         c_out = self._channels(self.filters, w) if self.slim_output else self.filters
         if self.width == DYNAMIC:
             c_out = self.filters
-        spatial = _conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
+        spatial = conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
         return tf.TensorShape([input_shape[0], *spatial, c_out])
 
     def madds(self, input_shape, output_shape, **state):
@@ -344,11 +312,11 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
                  use_bias=True, universal=False, divisor=8, width=None, depthwise_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = _pair("strides", strides)
+        self.kernel_size = check_pair("kernel_size", kernel_size)
+        self.strides = check_pair("strides", strides)
         if self.strides[0] != self.strides[1]:
-            raise ValueError(f"strides must be equal in both dims; received strides={self.strides!r}")
-        self.padding = _check_padding(padding)
+            fail("strides", "equal in both dims", self.strides)
+        self.padding = check_padding(padding)
         self.use_bias = bool(use_bias)
         self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -360,7 +328,7 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
                                                 initializer=self.depthwise_initializer)
         self.bias = (self.add_weight("bias", (self.in_channels,), initializer=self.bias_initializer)
                      if self.use_bias else None)
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.in_channels)
     slim_input = _slims_out = True  # channel c in, channel c out
@@ -374,7 +342,7 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
-        spatial = _conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
+        spatial = conv_spatial(input_shape, self.kernel_size, self.strides, self.padding)
         return tf.TensorShape([input_shape[0], *spatial, input_shape[-1]])
 
     def madds(self, input_shape, output_shape, **state):
@@ -402,8 +370,7 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
                  slim_output=True, universal=False, divisor=8, width=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _check_int("units", units)
-        self.units = units
+        self.units = check_int("units", units)
         self.use_bias = bool(use_bias)
         self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -414,7 +381,7 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
         self.in_channels = int(input_shape[-1])
         self.kernel = self.add_weight("kernel", (self.in_channels, self.units), initializer=self.kernel_initializer)
         self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer) if self.use_bias else None
-        self.built = True
+        super().build(input_shape)
 
     _full_out = property(lambda self: self.units)
     _slims_out = property(lambda self: self.slim_output)
@@ -451,7 +418,7 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
 # ------------------------------------------------------------------ switchable batch norm
 
 @keras.saving.register_keras_serializable(package="keras_layers")
-class SwitchableBatchNormalization(_Slimmable, keras.layers.Layer):
+class SwitchableBatchNormalization(SlimmableMixin, keras.layers.Layer):
     """Batch norm with private statistics and affine parameters per width (S-BN).
 
     Width ``w_i`` owns ``gamma_i, beta_i, moving_mean_i, moving_variance_i`` of size ``c(w_i)``. With
@@ -464,12 +431,8 @@ class SwitchableBatchNormalization(_Slimmable, keras.layers.Layer):
     def __init__(self, width_multipliers=(0.25, 0.5, 0.75, 1.0), momentum=0.9, epsilon=1e-3, universal=False,
                  divisor=8, width=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1); received momentum={momentum!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0; received epsilon={epsilon!r}")
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.momentum = float(check_number("momentum", momentum, 0, 1, high_open=True))
+        self.epsilon = float(check_number("epsilon", epsilon, 0, low_open=True))
         self.momentum_override = None  # set by BN recalibration (cumulative averages); not config
         self._init_slimmable(width_multipliers, universal, divisor, width)
 
@@ -488,7 +451,7 @@ class SwitchableBatchNormalization(_Slimmable, keras.layers.Layer):
                 self.betas.append(self.add_weight(f"beta_{i}", (c,), initializer="zeros"))
             self.moving_means.append(self.add_weight(f"moving_mean_{i}", (c,), initializer="zeros", **stat))
             self.moving_variances.append(self.add_weight(f"moving_variance_{i}", (c,), initializer="ones", **stat))
-        self.built = True
+        super().build(input_shape)
 
     def _affine(self, index, c):
         if self.universal:

@@ -76,7 +76,7 @@ class Augment:
 
 
 def _tf():
-    from keras_layers import _env  # noqa: F401  (quiet TensorFlow import, Keras 2)
+    from keras_layers import env  # noqa: F401  (quiet TensorFlow import, Keras 2)
     import tensorflow as tf
 
     return tf

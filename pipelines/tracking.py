@@ -118,7 +118,7 @@ def config_params(cfg):
 # ---------------------------------------------------------------- Keras callback
 
 def _keras():
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import tf_keras as keras
 
     return keras

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 
-from keras_layers._discovery import import_submodules
+from keras_layers.checks import check_int
+from keras_layers.discovery import import_submodules
 
 _BUILDERS: dict = {}
 _LOADED = False
@@ -69,7 +70,6 @@ def build(name, input_shape=(32, 32, 3), num_classes=10, **config):
             f"valid fields: {', '.join(sorted(fields)) or '(none)'}"
         )
     if len(tuple(input_shape)) != 3 or any(int(d) < 1 for d in input_shape):
-        raise ValueError(f"input_shape must be (H, W, C) with positive dims; received input_shape={input_shape!r}")
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2; received num_classes={num_classes!r}")
+        raise ValueError(f"input_shape must be (H, W, C) with positive dims. Received: input_shape={input_shape!r}")
+    check_int("num_classes", int(num_classes), 2)
     return fn(input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_classes), **config)

@@ -32,84 +32,18 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
-import tensorflow as tf
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
+from keras_layers.activations import HardSwish
+from keras_layers.basis import COEFFICIENT_ACTIVATIONS, BasisCoefficients, CoefficientGroup
+from keras_layers.channels import make_divisible
+from keras_layers.checks import check_bool, check_choice, check_int, check_positive, fail
 from keras_layers.models import register
-from keras_layers.models._common import check_positive, make_divisible, stem_stride
-from keras_layers.models.mobilenet_v3 import (HardSwish, block_plan, check_common, check_spec, conv_bn_act,
-                                              dense, inverted_residual)
+from keras_layers.models.blocks import conv_bn, dense, stem_stride
+from keras_layers.models.mobilenet_v3 import block_plan, check_common, check_spec, inverted_residual
 
 L = keras.layers
-
-ACTIVATIONS = ("softmax", "sigmoid")
-
-
-@keras.saving.register_keras_serializable(package="keras_layers")
-class BasisCoefficients(L.Layer):
-    """Predicts combination coefficients (batch, groups, num_bases) from features (batch, C).
-
-    ``softmax`` (convex combinations, the paper's default) or ``sigmoid`` over the bases; with
-    ``one_hot`` the output is the one-hot argmax (model selection), with a straight-through
-    gradient in training.
-    """
-
-    def __init__(self, groups, num_bases, activation="softmax", one_hot=False, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups must be an int >= 1; received groups={groups!r}")
-        if isinstance(num_bases, bool) or not isinstance(num_bases, int) or num_bases < 1:
-            raise ValueError(f"num_bases must be an int >= 1; received num_bases={num_bases!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown coefficient_activation={activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
-        self.groups, self.num_bases, self.activation, self.one_hot = groups, num_bases, activation, bool(one_hot)
-
-    def build(self, input_shape):
-        c = int(input_shape[-1])
-        self.kernel = self.add_weight("kernel", (c, self.groups * self.num_bases),
-                                      initializer=keras.initializers.GlorotUniform())
-        self.bias = self.add_weight("bias", (self.groups * self.num_bases,), initializer="zeros")
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        z = tf.reshape(tf.matmul(inputs, self.kernel) + self.bias, [-1, self.groups, self.num_bases])
-        alpha = tf.nn.softmax(z, axis=-1) if self.activation == "softmax" else tf.sigmoid(z)
-        if self.one_hot:
-            hard = tf.one_hot(tf.argmax(alpha, axis=-1), self.num_bases, dtype=alpha.dtype)
-            # training: straight-through (forward one-hot, gradient of the soft coefficients); inference: one-hot
-            alpha = alpha + tf.stop_gradient(hard - alpha) if training else hard
-        return alpha
-
-    def compute_output_shape(self, input_shape):
-        return tf.TensorShape([input_shape[0], self.groups, self.num_bases])
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups, "num_bases": self.num_bases,
-                "activation": self.activation, "one_hot": self.one_hot}
-
-    def madds(self, input_shape, output_shape, **state):
-        return int(input_shape[-1]) * self.groups * self.num_bases
-
-
-@keras.saving.register_keras_serializable(package="keras_layers")
-class CoefficientGroup(L.Layer):
-    """Picks one layer's coefficients (batch, num_bases) from (batch, groups, num_bases)."""
-
-    def __init__(self, index, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"index must be an int >= 0; received index={index!r}")
-        self.index = index
-
-    def call(self, inputs):
-        return inputs[:, self.index, :]
-
-    def compute_output_shape(self, input_shape):
-        return tf.TensorShape([input_shape[0], input_shape[2]])
-
-    def get_config(self):
-        return {**super().get_config(), "index": self.index}
 
 
 def stages(net):
@@ -136,9 +70,9 @@ def check_synthesized(synthesized, num_blocks):
     ok = isinstance(synthesized, (list, tuple)) and synthesized and all(
         isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= top for i in synthesized)
     if not ok:
-        raise ValueError(f"synthesized must be 'all' or a non-empty list of layer indices in [0, {top}] "
-                         f"(0 = stem, 1..{num_blocks} = blocks, {num_blocks + 1} = last conv, "
-                         f"{num_blocks + 2} = hidden, {top} = classifier); received synthesized={synthesized!r}")
+        fail("synthesized", f"'all' or a non-empty list of layer indices in [0, {top}] (0 = stem, "
+                            f"1..{num_blocks} = blocks, {num_blocks + 1} = last conv, {num_blocks + 2} = hidden, "
+                            f"{top} = classifier)", synthesized)
     return sorted(set(synthesized))
 
 
@@ -150,7 +84,7 @@ def build_preview(input_shape, num_classes, groups, *, num_bases, coefficient_ac
     if downsample > 1:
         x = L.AveragePooling2D(downsample, padding="same", name="downsample")(x)
     small_shape = tuple(x.shape[1:])
-    x = conv_bn_act(x, make_divisible(16 * width), 3, strides=stem_stride(small_shape), name="stem")
+    x = conv_bn(x, make_divisible(16 * width), 3, strides=stem_stride(small_shape), activation="hswish", name="stem")
     for i, (k, e, c, se, act, s) in enumerate(block_plan(small_shape, spec[:blocks], width)):
         x = inverted_residual(x, k, e, c, se, act, s, name=f"block{i}")
     x = L.GlobalAveragePooling2D(name="pool")(x)
@@ -179,19 +113,18 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
 
     plan = list(block_plan(input_shape, spec, width))
     B = len(plan)
-    x = conv_bn_act(image, make_divisible(16 * width), 3, strides=stem_stride(input_shape), name="stem",
-                    coefficients=coef(0), num_bases=num_bases)
+    x = conv_bn(image, make_divisible(16 * width), 3, strides=stem_stride(input_shape), activation="hswish",
+                name="stem", coefficients=coef(0))
     for i, (k, e, c, se, act, s) in enumerate(plan):
         x = inverted_residual(x, k, e, c, se, act, s, name=f"block{i}", coefficients=coef(i + 1),
-                              num_bases=num_bases, synthesize_depthwise=synthesize_depthwise)
-    x = conv_bn_act(x, make_divisible(last_channels * width), 1, name="last", coefficients=coef(B + 1),
-                    num_bases=num_bases)
+                              synthesize_depthwise=synthesize_depthwise)
+    x = conv_bn(x, make_divisible(last_channels * width), 1, activation="hswish", name="last",
+                coefficients=coef(B + 1))
     x = L.GlobalAveragePooling2D(name="head_pool")(x)
-    x = HardSwish(name="head_act")(dense(x, make_divisible(head_channels * width), "head_hidden", coef(B + 2),
-                                         num_bases))
+    x = HardSwish(name="head_act")(dense(x, make_divisible(head_channels * width), "head_hidden", coef(B + 2)))
     if dropout:
         x = L.Dropout(dropout, name="head_dropout")(x)
-    logits = dense(x, num_classes, "head_logits", coef(B + 3), num_bases)
+    logits = dense(x, num_classes, "head_logits", coef(B + 3))
     return keras.Model([image, coeffs], logits, name=name)
 
 
@@ -202,26 +135,18 @@ def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coeffi
                                 preview_width=0.35, preview_spec="tiny", preview_blocks=4, preview_downsample=2,
                                 preview_channels=256):
     """BasisNet-MV3: preview (small MV3 on a down-sampled image) + specialist with `num_bases` bases."""
-    if isinstance(num_bases, bool) or not isinstance(num_bases, int) or num_bases < 1:
-        raise ValueError(f"num_bases must be an int >= 1; received num_bases={num_bases!r}")
-    if coefficient_activation not in ACTIVATIONS:
-        raise ValueError(f"unknown coefficient_activation={coefficient_activation!r}; "
-                         f"valid choices: {', '.join(ACTIVATIONS)}")
+    check_int("num_bases", num_bases)
+    check_choice("coefficient_activation", coefficient_activation, COEFFICIENT_ACTIVATIONS)
     for field, value in (("per_layer", per_layer), ("one_hot", one_hot),
                          ("synthesize_depthwise", synthesize_depthwise)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{field} must be true or false; received {field}={value!r}")
+        check_bool(field, value)
     check_common(width_multiplier, dropout, last_channels, head_channels)
     rows = check_spec(spec)
     check_positive("preview_width", preview_width)
     preview_rows = check_spec(preview_spec, "preview_spec")
-    if isinstance(preview_blocks, bool) or not isinstance(preview_blocks, int) or not 1 <= preview_blocks <= len(
-            preview_rows):
-        raise ValueError(f"preview_blocks must be an int in [1, {len(preview_rows)}]; "
-                         f"received preview_blocks={preview_blocks!r}")
-    if isinstance(preview_downsample, bool) or not isinstance(preview_downsample, int) or preview_downsample < 1:
-        raise ValueError(f"preview_downsample must be an int >= 1; received preview_downsample={preview_downsample!r}")
-    check_positive("preview_channels", preview_channels, allow_float=False)
+    check_int("preview_blocks", preview_blocks, 1, len(preview_rows))
+    check_int("preview_downsample", preview_downsample)
+    check_int("preview_channels", preview_channels)
 
     layers = check_synthesized(synthesized, len(rows))
     groups = len(layers) if per_layer else 1

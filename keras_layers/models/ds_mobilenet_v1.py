@@ -17,14 +17,15 @@ width as an ordinary narrow model, so the phone runs ``back[argmax(scores)](feat
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import numpy as np
 import tf_keras as keras
 
+from keras_layers.checks import check_int
 from keras_layers.ds_net import DynamicGate
 from keras_layers.madds import count_madds
 from keras_layers.models import register
-from keras_layers.models._common import BN_MOMENTUM, check_positive
+from keras_layers.models.blocks import BN_MOMENTUM
 from keras_layers.models.slimmable_mobilenet_v1 import check_config, export_chain, plain_blocks, plan
 from keras_layers.slimmable import (DYNAMIC, SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                                     SwitchableBatchNormalization, check_width, check_width_multipliers,
@@ -40,10 +41,9 @@ def build_ds_mobilenet_v1(input_shape, num_classes, *, width_multipliers=(0.25, 
     widths = check_width_multipliers(width_multipliers)
     check_config(base_width, depth_multiplier, dropout)
     check_width(front_width, (front_width,))
-    check_positive("gate_hidden", gate_hidden, allow_float=False)
+    check_int("gate_hidden", gate_hidden)
     stem, stride, blocks = plan(input_shape, base_width, depth_multiplier)
-    if isinstance(gate_after, bool) or not isinstance(gate_after, int) or not 1 <= gate_after < len(blocks):
-        raise ValueError(f"gate_after must be an int in [1, {len(blocks) - 1}]; received gate_after={gate_after!r}")
+    check_int("gate_after", gate_after, 1, len(blocks) - 1)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = plain_blocks(inputs, stem, stride, blocks[:gate_after], front_width)  # the static front

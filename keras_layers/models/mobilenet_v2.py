@@ -3,17 +3,22 @@
 The spec table is the paper's Table 2 (expansion t, channels c, repeats n, stride s). For inputs under
 64 pixels the stem keeps stride 1 (CIFAR-style) so 32x32 images end at 4x4. `depth_multiplier`
 scales the repeats (ceil) so the network trains in seconds on a CPU; outputs are logits.
+
+`inverted_residual(..., coefficients=r)` is the one block of this backbone: static convolutions
+without coefficients, Basis convolutions mixed by `r` (batch, E) with them (CC-MobileNetV2's blocks,
+`keras_layers.models.condconv_mobilenet_v2`, pass the output of the block's router).
 """
 from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
+from keras_layers.channels import make_divisible
+from keras_layers.checks import check_int, check_number, check_positive
 from keras_layers.models import register
-from keras_layers.models._common import (check_fraction, check_positive, classifier, conv_bn,
-                                         depthwise_bn, make_divisible, stem_stride)
+from keras_layers.models.blocks import classifier, conv_bn, depthwise_bn, stem_stride
 
 L = keras.layers
 
@@ -29,14 +34,17 @@ SPEC = (
 )
 
 
-def inverted_residual(x, expansion, filters, strides, name):
-    """Expand 1x1 -> depthwise 3x3 -> linear project 1x1, residual when shapes match."""
+def inverted_residual(x, expansion, filters, strides, name, coefficients=None):
+    """Expand 1x1 -> depthwise 3x3 -> linear project 1x1, residual when shapes match.
+
+    With `coefficients` (batch, E) the three convolutions are Basis layers sharing them.
+    """
     c_in = x.shape[-1]
     h = x
     if expansion != 1:
-        h = conv_bn(h, make_divisible(c_in * expansion), 1, name=f"{name}_expand")
-    h = depthwise_bn(h, 3, strides=strides, name=name)
-    h = conv_bn(h, filters, 1, activation=None, name=f"{name}_project")
+        h = conv_bn(h, make_divisible(c_in * expansion), 1, name=f"{name}_expand", coefficients=coefficients)
+    h = depthwise_bn(h, 3, strides=strides, name=name, coefficients=coefficients)
+    h = conv_bn(h, filters, 1, activation=None, name=f"{name}_project", coefficients=coefficients)
     if strides == 1 and c_in == filters:
         h = L.Add(name=f"{name}_add")([x, h])
     return h
@@ -60,8 +68,8 @@ def check_config(width_multiplier, depth_multiplier, dropout, last_channels):
     """Validate the fields every MobileNetV2-based builder shares (ValueError naming the field)."""
     check_positive("width_multiplier", width_multiplier)
     check_positive("depth_multiplier", depth_multiplier)
-    check_fraction("dropout", dropout, 0.0, 0.99)
-    check_positive("last_channels", last_channels, allow_float=False)
+    check_number("dropout", dropout, 0.0, 0.99)
+    check_int("last_channels", last_channels)
 
 
 def stem(inputs, width_multiplier):

@@ -17,12 +17,14 @@ exit k (backbone up to stage k plus heads 0..k); `exit_madds(net, shape)` lists 
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
+from keras_layers.channels import make_divisible
+from keras_layers.checks import check_bool, check_int, check_number, check_positive
 from keras_layers.madds import count_madds
 from keras_layers.models import register
-from keras_layers.models._common import check_fraction, check_positive, conv_bn, make_divisible, stem_stride
+from keras_layers.models.blocks import conv_bn, stem_stride
 from keras_layers.models.mobilenet_v2 import inverted_residual, stage_plan
 from keras_layers.multi_exit import ExitHead, GradientEquilibrium
 
@@ -45,9 +47,7 @@ def num_exits(net):
 
 
 def _check_exit(net, exit):
-    k = num_exits(net)
-    if isinstance(exit, bool) or not isinstance(exit, int) or not 0 <= exit < k:
-        raise ValueError(f"exit must be an int in [0, {k - 1}]; received exit={exit!r}")
+    check_int("exit", exit, 0, num_exits(net) - 1)
 
 
 def exit_prefix(net, exit):
@@ -84,22 +84,19 @@ def split_blocks(num_blocks, num_exits_):
 def build_multi_exit_net(input_shape, num_classes, *, num_exits=4, width_multiplier=0.5, depth_multiplier=0.5,
                          head_units=0, dropout=0.0, last_channels=256, gradient_equilibrium=True,
                          inline_collaboration=True):
-    if isinstance(num_exits, bool) or not isinstance(num_exits, int) or num_exits < 2:
-        raise ValueError(f"num_exits must be an int >= 2; received num_exits={num_exits!r}")
+    check_int("num_exits", num_exits, 2)
     check_positive("width_multiplier", width_multiplier)
     check_positive("depth_multiplier", depth_multiplier)
-    check_fraction("dropout", dropout, 0.0, 0.99)
-    check_positive("last_channels", last_channels, allow_float=False)
-    if isinstance(head_units, bool) or not isinstance(head_units, int) or head_units < 0:
-        raise ValueError(f"head_units must be an int >= 0; received head_units={head_units!r}")
-    for name, value in (("gradient_equilibrium", gradient_equilibrium), ("inline_collaboration", inline_collaboration)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be a bool; received {name}={value!r}")
+    check_number("dropout", dropout, 0.0, 0.99)
+    check_int("last_channels", last_channels)
+    check_int("head_units", head_units, 0)
+    check_bool("gradient_equilibrium", gradient_equilibrium)
+    check_bool("inline_collaboration", inline_collaboration)
 
     plan = list(stage_plan(input_shape, width_multiplier, depth_multiplier))
     if num_exits > len(plan):
         raise ValueError(f"num_exits must be <= the number of blocks ({len(plan)} at depth_multiplier="
-                         f"{depth_multiplier}); received num_exits={num_exits!r}")
+                         f"{depth_multiplier}). Received: num_exits={num_exits!r}")
     ends = split_blocks(len(plan), num_exits)
 
     inputs = keras.Input(shape=input_shape, name="image")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
+from keras_layers.channels import make_divisible
+from keras_layers.checks import check_number, check_positive
 from keras_layers.models import register
-from keras_layers.models._common import BN_MOMENTUM, check_fraction, check_positive, make_divisible, stem_stride
+from keras_layers.models.blocks import BN_MOMENTUM, stem_stride
 from keras_layers.slimmable import (SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                                     SwitchableBatchNormalization, check_width, check_width_multipliers,
                                     set_width, slim_channels)
@@ -47,7 +49,7 @@ def plan(input_shape, base_width, depth_multiplier):
 def check_config(base_width, depth_multiplier, dropout):
     check_positive("base_width", base_width)
     check_positive("depth_multiplier", depth_multiplier)
-    check_fraction("dropout", dropout, 0.0, 0.99)
+    check_number("dropout", dropout, 0.0, 0.99)
 
 
 def _sbn(name, widths, universal):

@@ -62,7 +62,7 @@ def quantize_aware(net, data, epochs=1, limit=512, learning_rate=1e-4, main_outp
 
     Refuses (ValueError naming the layer) a model with layers tfmot cannot wrap.
     """
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 

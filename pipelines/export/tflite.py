@@ -21,7 +21,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras

@@ -47,7 +47,7 @@ def parse_model_uri(uri):
 
 def _keras():
     """tf_keras with every custom layer of `keras_layers` registered for loading."""
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import tf_keras as keras
 
     import keras_layers  # noqa: F401  (registers the custom layers)

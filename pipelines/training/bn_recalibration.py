@@ -12,7 +12,7 @@ untouched.
 """
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.slimmable import SwitchableBatchNormalization, check_width, get_width, set_width

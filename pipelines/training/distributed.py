@@ -156,7 +156,7 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
 def train_func(config: dict):
     """The per-worker training loop (see the module docstring). `config`: {"train": TrainConfig dict,
     "callbacks": [factory, ...], "extra": {...}}. Returns `{"nonfinite_epoch": k, ...}` or `{}`."""
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import ray.train
     import tensorflow as tf
     import tf_keras as keras

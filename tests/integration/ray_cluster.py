@@ -134,7 +134,7 @@ class PoisonWeights:
         self.epoch = epoch
 
     def __call__(self, ctx):
-        from keras_layers import _env  # noqa: F401
+        from keras_layers import env  # noqa: F401
         import tf_keras as keras
 
         target = self.epoch

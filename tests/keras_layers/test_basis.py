@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
@@ -80,6 +80,15 @@ def test_map_fn_and_grouped_run_with_a_dynamic_batch():
         np.testing.assert_allclose(fn(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dilation", [2, (1, 3)])
+def test_dilated_depthwise_runs_with_a_dynamic_batch(dilation):
+    """As in `fit` / a functional model: the batch folded into channels has no static size there."""
+    layer = BasisDepthwiseConv2D(3, num_bases=4, dilation_rate=dilation, padding="valid")
+    x, c = data(3, (8, 9, 2), 4)
+    fn = tf.function(lambda a, b: layer(a, b), input_signature=[tf.TensorSpec((None, 8, 9, 2)), tf.TensorSpec((None, 4))])
+    np.testing.assert_allclose(fn(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5])
 @pytest.mark.parametrize("method", [m for m in kernel_mixing.DEPTHWISE_METHODS])
 @pytest.mark.parametrize("strides,padding,dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1),
@@ -138,8 +147,11 @@ def test_gradients_match_finite_differences(op, method, kernel_shape, x_shape):
         np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.xfail(raises=tf.errors.InvalidArgumentError, strict=False,
+                   reason="TF 2.21's CPU kernels have no grouped-conv gradient at all (Conv2DBackpropInput: "
+                          "'Gradients for grouped convolutions are not supported on CPU'); earlier builds had float32")
 def test_grouped_gradients_match_map_fn():
-    """TF's CPU grouped-conv backprop exists for float32 only (not float64): compare with map_fn."""
+    """Where TF's CPU grouped-conv backprop exists (float32 only, not float64): compare with map_fn."""
     x, c = data(3, (5, 5, 2), 2)
     k = tf.constant(RNG.randn(2, 3, 3, 2, 4).astype("float32"))
     grads = {}
@@ -164,7 +176,8 @@ def test_training_gradient_reaches_the_bases_and_coefficients():
     assert np.all(np.abs(gc.numpy()) > 0)
 
 
-# ---------------------------------------------------------------- weights, init, config, saving
+# ---------------------------------------------------------------- weights, init, MAdds
+# (config round trip, .keras saving: test_layer_harness.py)
 
 def test_weight_shapes_follow_the_design():
     x, c = data(1, (6, 6, 3), 5)
@@ -190,20 +203,6 @@ def test_each_basis_is_initialised_like_a_single_kernel(initializer):
         assert not np.allclose(w[0], w[n])
 
 
-@pytest.mark.parametrize("layer", [
-    BasisConv2D(8, (3, 1), num_bases=3, strides=(2, 1), padding="valid", use_bias=False, activation="relu",
-                kernel_regularizer="l2", method="map_fn"),
-    BasisDepthwiseConv2D(5, num_bases=2, dilation_rate=2, kernel_initializer="he_normal"),
-    BasisDense(4, num_bases=6, bias_initializer="ones", method="experts"),
-])
-def test_config_round_trip(layer):
-    config = layer.get_config()
-    back = type(layer).from_config(config)
-    assert back.get_config() == config
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer) and restored.get_config() == config
-
-
 def basis_model():
     image = keras.Input((8, 8, 3), name="image")
     coefficients = keras.Input((4,), name="coefficients")
@@ -213,16 +212,6 @@ def basis_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = BasisDense(3, num_bases=4, name="dense")(x, coefficients)
     return keras.Model([image, coefficients], out)
-
-
-def test_model_saves_and_loads_with_safe_mode(tmp_path):
-    model = basis_model()
-    x, c = data(3, (8, 8, 3), 4)
-    before = model([x, c]).numpy()
-    model.save(tmp_path / "m.keras")
-    back = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(back([x, c]).numpy(), before, rtol=1e-6, atol=1e-6)
-    assert isinstance(back.get_layer("dw"), BasisDepthwiseConv2D)
 
 
 def test_madds_are_conv_plus_mixing():

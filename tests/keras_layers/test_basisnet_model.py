@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers import count_madds, models
-from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
-from keras_layers.models.basisnet_mobilenet_v3 import BasisCoefficients, CoefficientGroup, default_synthesized, stages
+from keras_layers.basis import BasisCoefficients, BasisConv2D, BasisDense, BasisDepthwiseConv2D
+from keras_layers.models.basisnet_mobilenet_v3 import default_synthesized, stages
 
 SHAPE = (16, 16, 1)
 TINY = dict(width_multiplier=0.25, last_channels=64, head_channels=64, preview_channels=32, preview_blocks=2)
@@ -74,41 +74,21 @@ def test_sigmoid_and_one_hot_coefficients(images):
     assert set(np.unique(hot)) <= {0.0, 1.0} and (hot.sum(-1) == 1).all()
 
 
-def test_basis_coefficients_numpy_reference_and_straight_through():
-    layer = BasisCoefficients(2, 3, "softmax")
-    x = np.random.RandomState(1).randn(5, 4).astype("float32")
-    out = layer(x).numpy()
-    w, b = layer.kernel.numpy(), layer.bias.numpy()
-    z = (x @ w + b).reshape(5, 2, 3)
-    ref = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-    sig = BasisCoefficients(2, 3, "sigmoid")
-    sig.build((None, 4))
-    sig.set_weights([w, b])
-    np.testing.assert_allclose(sig(x).numpy(), 1 / (1 + np.exp(-z)), rtol=1e-5)
+def test_basis_coefficients_one_hot_trains_straight_through():
+    """(Inference outputs against NumPy, config, saving: test_layer_harness.py.)"""
     hot = BasisCoefficients(2, 3, "softmax", one_hot=True)
+    x = tf.constant(np.random.RandomState(1).randn(5, 4).astype("float32"))
+    soft = BasisCoefficients(2, 3, "softmax")
+    soft.build((None, 4))
     hot.build((None, 4))
-    hot.set_weights([w, b])
-    xt = tf.constant(x)
+    hot.set_weights(soft.get_weights())
     with tf.GradientTape() as tape:
-        y = hot(xt, training=True)
+        y = hot(x, training=True)
         loss = tf.reduce_sum(y * tf.constant([1.0, 2.0, 3.0]))
-    np.testing.assert_array_equal(y.numpy(), np.eye(3)[ref.argmax(-1)])
+    np.testing.assert_array_equal(y.numpy(), np.eye(3)[soft(x).numpy().argmax(-1)])  # forward: one-hot
     grad = tape.gradient(loss, hot.kernel)
     assert grad is not None and np.abs(grad.numpy()).sum() > 0  # straight-through: the preview still learns
-    assert layer.madds((None, 4), (None, 2, 3)) == 4 * 2 * 3
-
-
-@pytest.mark.parametrize("layer", [BasisCoefficients(2, 3, "sigmoid", one_hot=True, name="c"), CoefficientGroup(1)])
-def test_layer_config_round_trip(layer):
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-
-
-def test_coefficient_group_picks_one_layer():
-    c = np.arange(24, dtype="float32").reshape(2, 3, 4)
-    np.testing.assert_array_equal(CoefficientGroup(2)(c).numpy(), c[:, 2])
-    assert CoefficientGroup(2).compute_output_shape((None, 3, 4)).as_list() == [None, 4]
+    assert hot.madds((None, 4), (None, 2, 3)) == 4 * 2 * 3
 
 
 def test_madds_split_into_preview_and_specialist(net):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
@@ -89,18 +89,11 @@ def test_gradient_through_router_matches_finite_differences():
     assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("layer", [
-    CondConv2D(8, (3, 1), num_experts=3, strides=(2, 1), padding="valid", routing_activation="softmax",
-               use_bias=False, kernel_regularizer="l2"),
-    CondDepthwiseConv2D(5, num_experts=2, dilation_rate=2, method="experts"),
-    CondDense(4, num_experts=6, activation="relu"),
-    CondRouting(4, routing_activation="softmax"),
-])
-def test_config_round_trip(layer):
-    config = layer.get_config()
-    back = type(layer).from_config(config)
-    assert back.get_config() == config
-    assert "num_bases" not in config
+def test_config_names_num_experts_not_num_bases():
+    """(The config round trip of every layer: test_layer_harness.py.)"""
+    for layer in (CondConv2D(4, 3, num_experts=3), CondDepthwiseConv2D(3, num_experts=2), CondDense(4, num_experts=6)):
+        config = layer.get_config()
+        assert config["num_experts"] == layer.num_experts and "num_bases" not in config
 
 
 def cond_model():
@@ -112,16 +105,6 @@ def cond_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = CondDense(3, num_experts=4, name="dense")(x)
     return keras.Model(image, out)
-
-
-def test_model_saves_and_loads_with_safe_mode(tmp_path):
-    model = cond_model()
-    x = RNG.randn(3, 8, 8, 3).astype("float32")
-    before = model(x).numpy()
-    model.save(tmp_path / "m.keras")
-    back = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(back(x).numpy(), before, rtol=1e-6, atol=1e-6)
-    assert isinstance(back.get_layer("dw"), CondDepthwiseConv2D)
 
 
 def test_madds_conv_plus_mixing_plus_routing():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers import count_madds

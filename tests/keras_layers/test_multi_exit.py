@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
@@ -90,10 +90,7 @@ def test_ge_in_the_network_scales_backbone_gradients():
         assert np.abs(grads[0]).max() > 0
 
 
-def test_ge_config_round_trip_and_bad_scale():
-    layer = GradientEquilibrium(0.5, name="ge")
-    clone = GradientEquilibrium.from_config(layer.get_config())
-    assert clone.scale == 0.5 and clone.name == "ge"
+def test_ge_bad_scale():
     for bad in (-0.1, 1.5, "half", True):
         with pytest.raises(ValueError, match=f"scale={bad!r}"):
             GradientEquilibrium(bad)
@@ -101,25 +98,11 @@ def test_ge_config_round_trip_and_bad_scale():
 
 # ---------------------------------------------------------------- ExitHead
 
-def numpy_head(feats, head, previous=None):
-    h = feats.mean(axis=(1, 2))
-    if head.hidden_units:
-        h = np.maximum(h @ head.hidden_kernel.numpy() + head.hidden_bias.numpy(), 0)
-    out = h @ head.kernel.numpy() + head.bias.numpy()
-    return out + previous if previous is not None else out
-
-
 @pytest.mark.parametrize("hidden", [0, 6])
-def test_exit_head_matches_numpy(hidden):
-    rng = np.random.RandomState(0)
-    feats = rng.randn(3, 4, 4, 8).astype("float32")
-    prev = rng.randn(3, 5).astype("float32")
+def test_exit_head_madds(hidden):
+    """(Outputs against NumPy with and without inline collaboration, config, saving: test_layer_harness.py.)"""
     head = ExitHead(5, hidden_units=hidden)
-    np.testing.assert_allclose(head(feats).numpy(), numpy_head(feats, head), rtol=1e-5, atol=1e-5)
-    isc = ExitHead(5, hidden_units=hidden, inline_collaboration=True)
-    out = isc([feats, prev]).numpy()
-    np.testing.assert_allclose(out, numpy_head(feats, isc, prev), rtol=1e-5, atol=1e-5)
-    assert head.compute_output_shape((None, 4, 4, 8)).as_list() == [None, 5]
+    head.build((None, 4, 4, 8))
     assert head.madds((None, 4, 4, 8), (None, 5)) == (8 * 6 + 6 * 5 if hidden else 8 * 5)
 
 
@@ -161,12 +144,6 @@ def test_exit_head_bad_arguments(kwargs, field):
 def test_exit_head_isc_needs_two_inputs():
     with pytest.raises(ValueError, match="previous_logits"):
         ExitHead(5, inline_collaboration=True)(np.zeros((1, 2, 2, 3), "float32"))
-
-
-def test_exit_head_config_round_trip():
-    head = ExitHead(7, hidden_units=3, dropout=0.2, inline_collaboration=True, name="h")
-    clone = ExitHead.from_config(head.get_config())
-    assert clone.get_config() == head.get_config()
 
 
 # ---------------------------------------------------------------- multi_exit_net

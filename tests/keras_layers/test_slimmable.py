@@ -1,42 +1,23 @@
-"""Slimmable layers, switchable BN and the DS-Net gate against NumPy references."""
+"""Slimmable layers, switchable BN and the DS-Net gate: widths, slicing, training-mode statistics, gating.
+
+(Every layer's config round trip, `.keras` saving and inference output at its active width against
+NumPy, the gate's attention / argmax / fixed-width choice included: test_layer_harness.py.)"""
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers import (DynamicGate, SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                           SwitchableBatchNormalization, count_madds)
-from keras_layers.models._common import make_divisible
+from keras_layers.channels import make_divisible
 from keras_layers.slimmable import get_width, set_width, slim_channels
+
+from layer_references import np_conv_batch
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 rng = np.random.default_rng(0)
-
-
-def np_conv2d(x, k, stride=1, padding="same"):
-    """Reference convolution (NHWC, HWIO), TF's 'same' padding."""
-    n, h, w, _ = x.shape
-    kh, kw, _, co = k.shape
-    if padding == "same":
-        oh, ow = -(-h // stride), -(-w // stride)
-        ph = max((oh - 1) * stride + kh - h, 0)
-        pw = max((ow - 1) * stride + kw - w, 0)
-        x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-    else:
-        oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
-    out = np.zeros((n, oh, ow, co))
-    for i in range(oh):
-        for j in range(ow):
-            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
-            out[:, i, j, :] = np.tensordot(patch, k, axes=([1, 2, 3], [0, 1, 2]))
-    return out
-
-
-def np_depthwise(x, k, stride=1):
-    c = x.shape[-1]
-    return np.concatenate([np_conv2d(x[..., i:i + 1], k[:, :, i:i + 1, :], stride) for i in range(c)], axis=-1)
 
 
 def randomize(layer, scale=0.5):
@@ -55,7 +36,7 @@ def test_conv_is_the_leading_slice(width, stride):
     c_in, c_out = make_divisible(24 * width), make_divisible(32 * width)
     assert layer.channels(width) == (c_in, c_out)
     x = rng.normal(size=(2, 6, 6, c_in)).astype("float32")
-    ref = np_conv2d(x, layer.kernel.numpy()[:, :, :c_in, :c_out], stride) + layer.bias.numpy()[:c_out]
+    ref = np_conv_batch(x, layer.kernel.numpy()[:, :, :c_in, :c_out], stride) + layer.bias.numpy()[:c_out]
     np.testing.assert_allclose(layer(x, width=width).numpy(), ref, atol=1e-4)
 
 
@@ -76,7 +57,7 @@ def test_depthwise_is_the_leading_slice():
     layer.build((None, 5, 5, 32))
     randomize(layer)
     x = rng.normal(size=(2, 5, 5, 16)).astype("float32")
-    ref = np_depthwise(x, layer.depthwise_kernel.numpy()[:, :, :16], 2) + layer.bias.numpy()[:16]
+    ref = np_conv_batch(x, layer.depthwise_kernel.numpy()[:, :, :16], 2, depthwise=True) + layer.bias.numpy()[:16]
     np.testing.assert_allclose(layer(x, width=0.5).numpy(), ref, atol=1e-4)
 
 
@@ -194,22 +175,6 @@ def test_bad_arguments(factory, match):
         factory()
 
 
-@pytest.mark.parametrize("layer,shape", [
-    (SlimmableConv2D(16, 3, strides=2, width=0.5, universal=True, slim_output=False), (None, 6, 6, 8)),
-    (SlimmableDepthwiseConv2D(3, width_multipliers=(0.5, 1.0), width=0.5), (None, 6, 6, 16)),
-    (SlimmableDense(12, width_multipliers=(0.5, 1.0), slim_input=False), (None, 8)),
-    (SwitchableBatchNormalization((0.5, 1.0), momentum=0.7, width=1.0), (None, 4, 4, 16)),
-    (DynamicGate((0.5, 1.0), hidden_units=4, temperature=2.0, width=0.5), (None, 4, 4, 16)),
-])
-def test_config_round_trip(layer, shape):
-    cfg = layer.get_config()
-    clone = layer.__class__.from_config(cfg)
-    assert clone.get_config() == cfg
-    layer.build(shape)
-    clone.build(shape)
-    assert [w.shape for w in clone.weights] == [w.shape for w in layer.weights]
-
-
 def test_madds_per_width():
     inp = keras.Input((8, 8, 3))
     x = SlimmableConv2D(32, 3, strides=2, slim_input=False, use_bias=False, width_multipliers=WIDTHS)(inp)
@@ -245,23 +210,6 @@ def test_set_width_is_per_model_and_validated():
     set_width(a, 1.0)
     np.testing.assert_allclose(a.predict(x, verbose=0), a(x).numpy(), atol=1e-6)
     assert not np.allclose(p1, a(x).numpy())
-
-
-def test_gate_reference_and_argmax():
-    gate = DynamicGate(WIDTHS, hidden_units=6, width="dynamic")
-    x = rng.normal(size=(5, 3, 3, 8)).astype("float32")
-    gate.build(x.shape)
-    randomize(gate)
-    att_x, choice, scores = [t.numpy() for t in gate(x, training=False)]
-    pooled = x.mean(axis=(1, 2))
-    hidden = np.maximum(pooled @ gate.w1.numpy() + gate.b1.numpy(), 0)
-    np.testing.assert_allclose(scores, hidden @ gate.w2.numpy() + gate.b2.numpy(), atol=1e-5)
-    att = 1 + np.tanh(hidden @ gate.w3.numpy() + gate.b3.numpy())
-    np.testing.assert_allclose(att_x, x * att[:, None, None, :], atol=1e-5)
-    np.testing.assert_array_equal(choice, np.eye(4)[scores.argmax(-1)])
-    # a fixed width gives that width's one-hot for every example
-    _, fixed, _ = gate(x, width=0.75)
-    np.testing.assert_array_equal(fixed.numpy(), np.tile(np.eye(4)[2], (5, 1)))
 
 
 def test_gumbel_straight_through_gradients_are_nonzero():

@@ -4,7 +4,7 @@ TFLite parity of exported widths and gate choices: tests/pipelines/test_slimmabl
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers import count_madds

@@ -1,14 +1,17 @@
 """Every registered model trains on digits with its own recipe and clearly beats chance.
 
-A few hundred optimizer steps (6-8 epochs of digits' ~1,260 training images, batch 32, 16x16 images, small widths) must take
+A few hundred optimizer steps (6-8 epochs of ~1,260 digits, batch 32, 16x16, small widths) must take
 validation accuracy well above the 10% of guessing: a recipe whose losses do not reach the weights,
 a model whose outputs are mis-wired, or a schedule that never lets the net learn fails here. The
 per-family tests check each recipe's pieces; this checks that the whole of each trains.
 """
+import numpy as np
 import pytest
 
-from keras_layers import models
-from pipelines.training import TrainConfig, train
+from keras_layers import count_madds, env, models  # noqa: F401  (env: Keras 2 before TensorFlow)
+import tf_keras as keras
+
+from pipelines.training import TrainConfig, recipes, train
 
 # Small but real: each model at its cheapest sensible size, trained at 16x16 for the given epochs.
 SMALL = {
@@ -38,3 +41,14 @@ def test_model_learns_digits_with_its_recipe(name, tmp_path):
                       learning_rate=5e-3, out=str(tmp_path), run_name=name)
     metrics, _, _ = train(cfg, verbose=0)
     assert metrics["val_accuracy"] > MIN_VAL_ACCURACY, (name, cfg.recipe_name(), metrics)
+
+
+def test_condconv_trains_with_its_own_recipe_and_saves_a_loadable_model(tmp_path):
+    assert recipes.for_model("condconv_mobilenet_v2") == "condconv"
+    cfg = TrainConfig(model="condconv_mobilenet_v2", model_config=SMALL["condconv_mobilenet_v2"][0], epochs=1,
+                      batch_size=32, out=str(tmp_path), run_name="cc", limit=96, recipe_config={"weight_decay": 1e-4})
+    metrics, run_dir, net = train(cfg, verbose=0)
+    assert np.isfinite(metrics["val_loss"]) and metrics["epochs_run"] == 1  # (learning: the tests above)
+    assert metrics["madds"] == count_madds(net, (32, 32, 1)) and metrics["madds"] > 0
+    back = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    assert back.count_params() == net.count_params()

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from pipelines import export

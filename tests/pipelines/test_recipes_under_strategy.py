@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 SCRIPT = r"""
 import json, math, sys
-from keras_layers import _env
+from keras_layers import env
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

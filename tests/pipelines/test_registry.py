@@ -70,7 +70,7 @@ def test_register_refuses_an_hdf5_model_file_and_runs_none_of_its_code(tmp_path)
     """`run/model.keras` is whatever was uploaded to the run. tf_keras applies `safe_mode` only to the zip
     `.keras` format: an HDF5 file under that name would run its Lambda layer's code while loading."""
     import mlflow
-    from keras_layers import _env  # noqa: F401
+    from keras_layers import env  # noqa: F401
     import tf_keras as keras
 
     marker = tmp_path / "lambda_ran"

@@ -103,7 +103,7 @@ def register(cls):
 
 def _load_all():
     """Import every module of this package (not starting with "_"): importing one registers its family.
-    (`keras_layers._discovery` does the same for models and recipes, but importing it loads TensorFlow.)"""
+    (`keras_layers.discovery` does the same for models and recipes, but importing it loads TensorFlow.)"""
     global _LOADED
     if not _LOADED:
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):

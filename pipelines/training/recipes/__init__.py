@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_layers._discovery import import_submodules
+from keras_layers.discovery import import_submodules
 
 _RECIPES: dict = {}
 _LOADED = False

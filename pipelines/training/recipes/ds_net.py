@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 

@@ -1,7 +1,7 @@
 """Loss functions shared by the recipes (cross-entropy with smoothing, distillation, L2)."""
 from __future__ import annotations
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 

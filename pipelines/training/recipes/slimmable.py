@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 from keras_layers.slimmable import model_width_multipliers, set_width

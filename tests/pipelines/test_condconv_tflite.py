@@ -1,31 +1,19 @@
-"""Kernel-mixing layers on LiteRT: builtin ops only at batch 1, float32 / float16 / dynamic parity, int8 refused."""
+"""Kernel-mixing layers on LiteRT: builtin ops only at batch 1, float32 / float16 / dynamic parity, int8 refused.
+
+(The float32 parity of every registered model, condconv_mobilenet_v2 included: test_models_registry.py.)"""
 import numpy as np
 import pytest
 
-from keras_layers import _env  # noqa: F401
+from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
-from keras_layers import models
 from keras_layers.basis import BasisConv2D, BasisDepthwiseConv2D
 from keras_layers.condconv import CondConv2D, CondDense, CondDepthwiseConv2D, CondRouting
 from pipelines.export import tflite
 
+from random_weights import randomize
+
 L = keras.layers
-
-
-def randomize(model, seed=0):
-    """Random weights of a sensible scale (and BN statistics), so parity checks can fail."""
-    rng = np.random.RandomState(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if "moving_variance" in w.name:
-            w.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-        elif "kernel" in w.name:
-            fan_in = np.prod(shape[-3:-1] if len(shape) >= 4 else shape[-2:-1])
-            w.assign((rng.randn(*shape) / np.sqrt(fan_in)).astype("float32"))
-        else:
-            w.assign((0.1 * rng.randn(*shape)).astype("float32"))
-    return model
 
 
 def layers_model(routing_activation):
@@ -98,14 +86,3 @@ def test_int8_is_refused_at_conversion_naming_the_layer(converted):
     with pytest.raises(tflite.ConversionError, match=r"quantize='int8'.*CondConv2D.*float32, float16, dynamic"):
         tflite.convert(converted[0], "int8", representative=IMAGES)
 
-
-def test_condconv_mobilenet_v2_converts_with_parity():
-    net = randomize(models.build("condconv_mobilenet_v2", width_multiplier=0.25, depth_multiplier=0.25,
-                                 num_experts=4, last_channels=64), seed=2)
-    images = np.random.RandomState(3).randn(3, 32, 32, 3).astype("float32")
-    blob = tflite.convert(net, "float32")
-    tflite.assert_builtin_only(blob)
-    reference = net(images).numpy()
-    result = tflite.parity(reference, tflite.Runner(blob).run(images))
-    assert result["max_abs_error"] < 1e-4 * max(1.0, np.abs(reference).max())
-    assert result["top1_agreement"] == 1.0
