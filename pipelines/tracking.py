@@ -50,7 +50,7 @@ def resolve_tracking_uri(uri=None):
     return uri
 
 
-def _local_sqlite_path(uri):
+def local_sqlite_path(uri):
     """The database file of a `sqlite:///` URI (None for other stores)."""
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).expanduser()
@@ -65,7 +65,7 @@ def configure(uri=None):
         os.environ.setdefault(key, value)
     import mlflow
 
-    db = _local_sqlite_path(uri)
+    db = local_sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -91,7 +91,7 @@ def ensure_experiment(name=DEFAULT_EXPERIMENT, uri=None):
         if exp.lifecycle_stage == "deleted":
             raise ValueError(f"experiment={name!r} is deleted in {uri}; restore it or pick another name")
         return exp.experiment_id
-    db = _local_sqlite_path(uri)
+    db = local_sqlite_path(uri)
     location = (db.parent / "mlartifacts" / name).resolve().as_uri() if db is not None else None
     return mlflow.create_experiment(name, artifact_location=location)
 
@@ -124,7 +124,7 @@ def _keras():
     return keras
 
 
-def _current_client():
+def current_client():
     """A client on the URI already configured (by `configure` or `mlflow.set_tracking_uri`)."""
     import mlflow
     from mlflow import MlflowClient
@@ -142,7 +142,7 @@ def epoch_metrics(run_id=None):
     run_id = run_id or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
     if run_id is None:
         raise ValueError("epoch_metrics needs run_id=... or an active MLflow run")
-    mlclient = _current_client()
+    mlclient = current_client()
 
     class _EpochMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -196,7 +196,7 @@ def _log_figure_and_data(fig, name, data, run_id):
             mlflow.log_artifact(str(png), art_dir)
             mlflow.log_artifact(str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
         else:
-            c = _current_client()
+            c = current_client()
             c.log_artifact(run_id, str(png), art_dir)
             c.log_artifact(run_id, str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
     return f"{stem}.png"
@@ -296,7 +296,7 @@ def log_histogram(name, counts, labels, xlabel="", title=None, run_id=None):
 
 def log_training_result(run_id, run_dir, metrics, history=None):
     """Final metrics, the run folder (minus checkpoints) under `run/`, and the history plot."""
-    c = _current_client()
+    c = current_client()
     from mlflow.entities import Metric
     import time
 

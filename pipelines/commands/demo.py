@@ -97,7 +97,7 @@ def ui_hint(uri):
 
     if uri.startswith("http"):
         return f"open {uri} in a browser"
-    db = tracking._local_sqlite_path(uri)
+    db = tracking.local_sqlite_path(uri)
     if db is not None and db == tracking.PROJECT_ROOT / "mlruns.db":
         return "make mlflow-up, then open http://127.0.0.1:5000  (make mlflow-down to stop)"
     return f"mlflow ui --backend-store-uri {uri} --port 5000, then open http://127.0.0.1:5000"

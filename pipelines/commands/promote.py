@@ -41,17 +41,23 @@ def add_arguments(p):
 
 
 def run(args):
+    import dataclasses
+
     from pipelines.mlops import promotions
 
-    if args.rollback:
-        if args.version is not None:
-            raise ValueError(f"--rollback restores the previous champion; it takes no --version (received version={args.version!r})")
-        promotions.rollback(args.model, reason=args.reason, tracking_uri=args.tracking_uri)
-        return 0
     gates = promotions.PromotionGates(
         metric=args.metric, quantize=args.quantize, parity_images=args.parity_images, min_agreement=args.min_agreement,
         max_error=args.max_error, latency_budget_ms=args.latency_budget_ms, threads=args.threads, limit=args.limit,
         min_delta=args.min_delta)
+    if args.rollback:
+        if args.version is not None:
+            raise ValueError(f"--rollback restores the previous champion; it takes no --version (received version={args.version!r})")
+        changed = [f.name for f in dataclasses.fields(gates) if getattr(gates, f.name) != f.default]
+        if changed:
+            raise ValueError(f"--rollback runs no gates; it takes no gate options (received "
+                             f"{changed[0]}={getattr(gates, changed[0])!r})")
+        promotions.rollback(args.model, reason=args.reason, tracking_uri=args.tracking_uri)
+        return 0
     result = promotions.promote(args.model, gates=gates, version=args.version, reason=args.reason,
                                 tracking_uri=args.tracking_uri)
     return 0 if result.promoted else 1

@@ -121,18 +121,14 @@ def evaluate_saved(path, **kwargs):
     """`evaluate` a saved BasisNet (a `.keras` file or a run directory holding `model.keras`)."""
     from pathlib import Path
 
-    import tf_keras as keras
-
-    from keras_layers import models
-
-    models.names()  # import every model module so the custom layers of the saved model are registered
+    from pipelines.training.saving import load_model
 
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "model.keras"
     if not p.exists():
         raise FileNotFoundError(f"no saved model at run={str(path)!r} (expected a .keras file or a run directory)")
-    net = keras.models.load_model(p, compile=False)
+    net = load_model(p)
     return evaluate(net, **kwargs), net
 
 

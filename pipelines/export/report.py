@@ -215,7 +215,7 @@ def log(report, run_id):
 
     from pipelines import tracking
 
-    c = tracking._current_client()
+    c = tracking.current_client()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "report.json").write_text(json.dumps(report, indent=1, default=float))
         (Path(tmp) / "summary.txt").write_text(summary(report) + "\n")

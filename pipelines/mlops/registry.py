@@ -7,8 +7,8 @@
 version of NAME. Moving the `champion` alias (gates, lock, history, rollback) is
 `pipelines.mlops.promotions.promote`; the alias names are defined here, the lowest module that reads them.
 
-Models are loaded only from the zip `.keras` format, with `safe_mode` (`load_keras_model`): tf_keras
-applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
+Models are loaded only from the zip `.keras` format, with `safe_mode` (`pipelines.training.saving.load_model`):
+tf_keras applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
 while it loads.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ import json
 import re
 import socket
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 from pipelines import tracking
+from pipelines.training.saving import load_model
 
 CHAMPION = "champion"  # the version that ships; moved only by `promotions.promote` / `rollback`
 CHALLENGER = "challenger"  # the candidate while the gates evaluate it
@@ -43,31 +43,6 @@ def parse_model_uri(uri):
     if not m:
         raise ValueError(f"model={uri!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
     return m["name"], m["alias"], m["version"]
-
-
-def _keras():
-    """tf_keras with every custom layer of `keras_layers` registered for loading."""
-    from keras_layers import env  # noqa: F401
-    import tf_keras as keras
-
-    import keras_layers  # noqa: F401  (registers the custom layers)
-    from keras_layers import models
-
-    models.names()  # import every family module so their layers are registered for loading
-    return keras
-
-
-def load_keras_model(path):
-    """A Keras model from a zip `.keras` file, custom layers registered, `safe_mode=True`, not compiled.
-    Anything else (HDF5, a SavedModel folder) is refused before it is read: see the module doc."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"model file path={str(path)!r} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"model file path={str(path)!r} is not a Keras zip archive (.keras); refusing to load "
-                         "it (HDF5 runs a Lambda layer's code even with safe_mode)")
-    keras = _keras()
-    return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
 def who():
@@ -126,7 +101,7 @@ def run_context(client, run_id):
 
 def load_version_model(client, mv):
     """The Keras model of a ModelVersion: the zip `data/model.keras` of its `mlflow.tensorflow` artifacts,
-    through `load_keras_model`. Not `mlflow.tensorflow.load_model`: that follows the version's MLmodel file
+    through `load_model`. Not `mlflow.tensorflow.load_model`: that follows the version's MLmodel file
     (which may ask for HDF5) and unpickles `data/global_custom_objects.cloudpickle`, so whoever can write
     to the artifact store could run code on the machine that promotes or exports."""
     import mlflow
@@ -138,7 +113,7 @@ def load_version_model(client, mv):
         if not path.is_file():
             raise ValueError(f"models:/{mv.name}/{mv.version} has no data/model.keras; was it registered with "
                              "`python -m pipelines register`?")
-        return load_keras_model(path)
+        return load_model(path)
 
 
 def data_kwargs(config):
@@ -185,7 +160,7 @@ def register(run_id, name, tracking_uri=None, log=print):
     config, dataset = run_context(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "run/model.keras", tmp)
-        net = load_keras_model(path)
+        net = load_model(path)
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),

@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
+from pipelines import tracking
+from pipelines.training.saving import load_model
 from pipelines.export.api import ExportOptions, export_net
 from pipelines.export.bundle import bundle_files
 from pipelines.export.checks import main_output_name
@@ -48,7 +50,7 @@ def load_source(model, tracking_uri=None, data=None, image_size=32):
     model = str(model)
     if model.startswith("models:/"):
         name, alias, version = registry.parse_model_uri(model)
-        client = registry.tracking.client(tracking_uri)
+        client = tracking.client(tracking_uri)
         mv = registry.get_version(client, name, version=version, alias=alias)
         if mv is None:
             raise ValueError(f"model={model!r}: registered model {name!r} has no alias {alias!r}")
@@ -62,10 +64,7 @@ def load_source(model, tracking_uri=None, data=None, image_size=32):
         folder, file = path.parent, path
     if not file.exists():
         raise ValueError(f"model={model!r} is not models:/NAME@ALIAS, a run folder with model.keras, or a .keras file")
-    registry._keras()
-    import tf_keras as keras
-
-    net = keras.models.load_model(file, compile=False)
+    net = load_model(file)
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else None
     dataset = json.loads((folder / "dataset.json").read_text()) if (folder / "dataset.json").exists() else None
     if dataset is None:

@@ -63,6 +63,10 @@ def test_promote_cli_checks_the_flags_before_touching_the_store(tmp_path, capsys
     assert err == "error: min_agreement must be a finite number in [0, 1]; received min_agreement=2.0"
     assert cli.main(["promote", "--model", "digits", "--rollback", "--reason", "x", "--tracking-uri", "nonsense"]) == 2
     assert "tracking_uri='nonsense'" in capsys.readouterr().err
+    # a rollback runs no gates: a gate option given with it is a mistake, not something to ignore
+    assert cli.main(["promote", "--model", "digits", "--rollback", "--min-agreement", "0.5",
+                     "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert "--rollback runs no gates" in capsys.readouterr().err
     assert not db.exists()
 
 

@@ -90,10 +90,9 @@ def random_drop_bases(alpha, rate, seed=None):
 
 
 def load_teacher(teacher):
-    """A frozen teacher from a `keras.Model`, a `.keras` file, a run directory or `models:/NAME@alias`."""
-    from keras_layers import models
-
-    models.names()  # import every model module so the custom layers a saved model uses are registered
+    """A frozen teacher from a `keras.Model`, a `.keras` file, a run directory or `models:/NAME@alias`
+    (files are read with `pipelines.training.saving.load_model`: zip `.keras` only, safe_mode)."""
+    from pipelines.training.saving import load_model
 
     if isinstance(teacher, keras.Model):
         model = teacher
@@ -112,7 +111,7 @@ def load_teacher(teacher):
             path = found[0]
         if not path.exists():
             raise ValueError(f"teacher={teacher!r}: file not found")
-        model = keras.models.load_model(path, compile=False)
+        model = load_model(path)
     model.trainable = False
     return model
 
