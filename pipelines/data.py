@@ -16,6 +16,7 @@ horizontal flip, brightness) and is switched per recipe.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from pathlib import Path
 
@@ -202,7 +203,8 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
     """Return `(dataset, DatasetInfo)` for `split` of dataset `name` (see module docstring).
 
     `image_size` is an int or (H, W); `channels` forces 1 or 3 channels; `shuffle` defaults to True for
-    the train split; `limit` keeps only the first N examples (smoke tests).
+    the train split; `limit` (an int >= 1 or None) keeps only the first N examples of each split
+    (smoke tests), and `info.num_examples` reports those trimmed counts (the schedules are planned on them).
     """
     tf = _tf()
     if split not in SPLITS:
@@ -214,6 +216,8 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
         raise DataError(f"batch_size must be a positive int; received batch_size={batch_size!r}")
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None; received channels={channels!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise DataError(f"limit must be an int >= 1 or None; received limit={limit!r}")
     aug = Augment.parse(augment, size[0])
     shuffle = split == "train" if shuffle is None else shuffle
 
@@ -255,6 +259,8 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
     else:
         raise DataError(f"unknown dataset name={name!r}; use 'digits', a TFDS name, or 'folder:PATH'")
 
+    if limit is not None:
+        counts = {s: None if n is None else min(int(limit), n) for s, n in counts.items()}
     out_c = channels or native_c
     if out_c != native_c:
         mean, std = (mean * out_c)[:out_c], (std * out_c)[:out_c]
@@ -286,7 +292,7 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
             img = img + tf.random.uniform([], -aug.brightness, aug.brightness)
         return img, y
 
-    if limit:
+    if limit is not None:
         ds = ds.take(int(limit))
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle:
