@@ -48,11 +48,26 @@ def test_augmentation_only_changes_train_images():
     (dict(name="digits", batch_size=0), "batch_size=0"),
     (dict(name="digits", augment=3.0), "augment=3.0"),
     (dict(name="folder:/no/such/dir"), "folder:/no/such/dir"),
+    (dict(name="digits", limit=0), "limit=0"),
+    (dict(name="digits", limit=-5), "limit=-5"),
+    (dict(name="digits", limit=2.5), "limit=2.5"),
 ])
 def test_bad_input_gives_one_line_error(kwargs, match):
     with pytest.raises(data.DataError, match=match) as err:
         data.load(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_limit_trims_the_data_and_the_counts_the_schedules_use():
+    from pipelines import train
+
+    x, y, info = data.as_numpy("digits", "validation", limit=50)
+    assert len(y) == 50
+    # every split trimmed alike: the LR schedule reads num_examples["train"] while loading validation too
+    assert info.num_examples == {"train": 50, "validation": 50, "test": 50}
+    assert train.steps_per_epoch(info, batch_size=10) == 5
+    _, y_all, full = data.as_numpy("digits", "test", limit=10_000)  # a limit above the size keeps all
+    assert full.num_examples["test"] == len(y_all) < 10_000
 
 
 def test_tfds_not_prepared_is_a_clear_error_not_a_download(tmp_path):
