@@ -17,7 +17,7 @@ HELP = "BasisNet vs static specialist, early-termination threshold sweep, coeffi
 
 
 def add_arguments(p):
-    p.add_argument("--data", default="digits", help="digits | TFDS_NAME | folder:PATH (default digits)")
+    p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=10, help="epochs for each of the two models (default 10)")
     p.add_argument("--num-bases", type=int, default=4, help="bases of the specialist (default 4)")

@@ -43,7 +43,7 @@ def add_arguments(p):
     p.add_argument("--budget", type=float, default=None,
                    help="multi-exit: average MAdds budget as a fraction of the last exit's (default 0.6); "
                         "thresholds are chosen on the validation images")
-    p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | TFDS_NAME | folder:PATH)")
+    p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | cluttered-digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")
     p.add_argument("--register-tflite", action="store_true",

@@ -20,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--model", default=None,
                    help="the Keras model it came from (models:/NAME/V, models:/NAME@ALIAS, run folder, .keras): "
                         "parity, validation images, and where to log")
-    p.add_argument("--data", default=None, help="dataset of a bare .keras --model (digits | TFDS_NAME | folder:PATH)")
+    p.add_argument("--data", default=None, help="dataset of a bare .keras --model (digits | cluttered-digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--images", type=int, default=64, help="validation images for parity and MAdds (default 64)")
     p.add_argument("--threads", default="1,2", help="thread counts to time (default 1,2)")

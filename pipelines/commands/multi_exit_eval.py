@@ -14,7 +14,7 @@ HELP = "compare IMTA training with plain summed losses and evaluate budgeted inf
 def add_arguments(p):
     p.add_argument("--epochs", type=int, default=15, help="epochs per training run (default 15)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
-    p.add_argument("--data", default="digits", help="digits | TFDS_NAME | folder:PATH (default digits)")
+    p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=["plain", "imta"],
                    help="variants to train: plain imta ge isc ofa (default: plain imta)")

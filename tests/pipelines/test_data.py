@@ -104,8 +104,12 @@ def test_image_folder(tmp_path):
     x, y, info = data.as_numpy(f"folder:{tmp_path}", "train", image_size=16)
     assert info.class_names == ("cat", "dog", "eel")
     assert x.shape[1:] == (16, 16, 3) and len(y) == 21
+    _, y_va, _ = data.as_numpy(f"folder:{tmp_path}", "validation", image_size=16)
     _, y_te, _ = data.as_numpy(f"folder:{tmp_path}", "test", image_size=16)
-    assert len(y_te) == 3 * 2 - 0 or len(y_te) > 0
+    # 10 images a class split 70/15/15 per class: 7 / 2 / 1 of each of the 3 classes
+    assert (len(y), len(y_va), len(y_te)) == (21, 6, 3)
+    for split in (y, y_va, y_te):
+        assert sorted(set(split.tolist())) == [0, 1, 2]
 
 
 def test_image_folder_needs_classes(tmp_path):
