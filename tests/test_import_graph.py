@@ -3,7 +3,10 @@
 * layers never import models, keras_layers imports neither tune_spaces nor pipelines, tune_spaces does
   not import pipelines (imports flow one way: keras_layers <- tune_spaces <- pipelines);
 * inside pipelines, a package imports only packages below it in `PIPELINES_ORDER`;
-* no cycle among modules.
+* no cycle among modules;
+* no private name (``_x``) of one module is used by another (imported, or read as ``module._x``);
+* importing a module runs only definitions: the modules in `MAY_ACT_ON_IMPORT` alone do something
+  (select Keras 2 before TensorFlow is imported; run the command line).
 
 A failure names the importing file, the line and the imported module.
 """
@@ -16,6 +19,7 @@ from tests.conftest import ROOT
 
 PACKAGES = ("keras_layers", "tune_spaces", "pipelines")
 # Bottom to top: a module may import modules of its own group or of groups listed before it.
+MAY_ACT_ON_IMPORT = ("keras_layers/env.py", "pipelines/__init__.py", "pipelines/__main__.py")
 PIPELINES_ORDER = ("pipelines.data", "pipelines.tracking", "pipelines.training", "pipelines.train", "pipelines.tuning",
                    "pipelines.export", "pipelines.mlops", "pipelines.cluster", "pipelines.experiments",
                    "pipelines.commands", "pipelines.cli", "pipelines.__main__")
@@ -150,3 +154,50 @@ def test_the_checks_catch_what_they_should():
     assert find_cycles({"a": [(1, "a")]}) == [["a"]]
     assert group("pipelines.export.families.basisnet") == PIPELINES_ORDER.index("pipelines.export")
     assert group("pipelines.exports") is None
+
+
+def private_uses(path, name, modules):
+    """(line, what) for every private name of another project module this file uses."""
+    tree = ast.parse(path.read_text(), str(path))
+    bound = {}  # local name -> project module it is bound to
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    bound[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in PACKAGES:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if sub in modules:
+                    bound[alias.asname or alias.name] = sub
+                if alias.name.startswith("_") and not alias.name.startswith("__") and node.module != name:
+                    out.append((node.lineno, f"from {node.module} import {alias.name}"))
+            if any(part.startswith("_") and not part.startswith("__") for part in node.module.split(".")):
+                out.append((node.lineno, f"from {node.module} import ..."))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound \
+                and node.attr.startswith("_") and not node.attr.startswith("__") and bound[node.value.id] != name:
+            out.append((node.lineno, f"{node.value.id}.{node.attr}"))
+    return out
+
+
+def test_no_private_names_across_modules(graph):
+    modules, _ = graph
+    bad = [f"{path.relative_to(ROOT)}:{line} uses {what}"
+           for name, path in modules.items() for line, what in private_uses(path, name, modules)]
+    assert not bad, "private names used across modules (make them public or keep them in their module):\n" + \
+        "\n".join(bad)
+
+
+def test_importing_a_module_runs_only_definitions(graph):
+    modules, _ = graph
+    bad = []
+    for path in modules.values():
+        if str(path.relative_to(ROOT)) in MAY_ACT_ON_IMPORT:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            if not docstring and isinstance(node, (ast.Expr, ast.If, ast.For, ast.While, ast.With, ast.Try)):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, "code that runs on import (only definitions at module level, please):\n" + "\n".join(bad)

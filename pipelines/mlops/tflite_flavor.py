@@ -34,19 +34,14 @@ import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 SUFFIX = ".tflite"
 OUTPUT_COLUMNS = ("index", "label", "confidence", "stopped_at", "stages", "madds", "time_ms", "logits")
 
-try:
-    import mlflow.pyfunc as _pyfunc
-
-    _Base = _pyfunc.PythonModel
-except ImportError:  # pragma: no cover - mlflow is a pinned dependency
-    _Base = object
+from mlflow.pyfunc import PythonModel
 
 
 def tflite_name(name):
     return f"{name}{SUFFIX}"
 
 
-class TFLiteBundleModel(_Base):
+class TFLiteBundleModel(PythonModel):
     """pyfunc model: the bundle's .tflite run with ai_edge_litert, one image at a time, as model.json says."""
 
     def __init__(self, num_threads=1):
