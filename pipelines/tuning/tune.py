@@ -228,7 +228,7 @@ def _flat(d, prefix=""):
 def _domain_keys(space):
     import tune_spaces
 
-    return [".".join(p) for p, _ in tune_spaces._domains(space)]
+    return [".".join(p) for p, _ in tune_spaces.domains(space)]
 
 
 def _trial_statuses(grid, exp_dir):

@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
+import tune_spaces
 from pipelines.cluster import jobs
 from pipelines.training.distributed import ScalingOptions, _finite
-from pipelines.tuning.tune import TuneOptions, pareto_front
+from pipelines.tuning.tune import TuneOptions, _domain_keys, pareto_front
 from tests.conftest import ROOT
 
 
@@ -94,3 +95,8 @@ def test_submit_rejects_a_non_url_address():
 def test_jobs_unreachable_and_train_bad_workers():
     assert "http://127.0.0.1:9" in one_error_line(run_cli("jobs", "--address", "http://127.0.0.1:9"))
     assert "workers=-1" in one_error_line(run_cli("train", "--workers", "-1"))
+
+
+def test_tune_report_lists_the_searched_keys():
+    keys = _domain_keys(tune_spaces.get("baseline"))
+    assert "learning_rate" in keys and "recipe_config.label_smoothing" in keys and "model" not in keys
