@@ -48,16 +48,22 @@ MODEL_FILE = "model.keras"
 
 def use_local_token_auth():
     """Ray 2.60 heads (`ray start --head`) use token auth and write the token to ~/.ray/auth_token; its
-    clients only send it with RAY_AUTH_MODE=token, read when Ray is imported. Turn it on (before Ray is
-    imported) when a token is at hand and the user chose no mode; RAY_AUTH_MODE=disabled opts out."""
+    clients only send it with RAY_AUTH_MODE=token. Turn it on when a token is at hand and the user chose
+    no mode (RAY_AUTH_MODE=disabled opts out). Called where a Ray connection or client is made
+    (`ensure_ray`, `pipelines.cluster.jobs.client`), never at import. Ray reads the mode into its cached
+    config when it is imported, so when Ray is already imported the config is refreshed, as Ray's own
+    `ray.init()` does when it enables token auth for a local cluster."""
+    import sys
+
     if "RAY_AUTH_MODE" in os.environ:
         return
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
             (Path.home() / ".ray" / "auth_token").exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray._raylet" in sys.modules:
+            from ray._raylet import Config
 
-
-use_local_token_auth()
+            Config.initialize("")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -230,6 +236,7 @@ def ensure_ray(address=None):
 
     if ray.is_initialized():
         return
+    use_local_token_auth()
     kwargs = {}
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}

@@ -29,7 +29,6 @@ import shutil
 from pathlib import Path
 
 import pipelines  # noqa: F401
-from pipelines.training import distributed  # noqa: F401  (Ray auth settings before `tune_spaces` imports Ray)
 
 OBJECTIVES = (("val_accuracy", "max"), ("madds", "min"))
 OPTIONS_FILE = "tune_options.json"
@@ -82,12 +81,18 @@ class TuneOptions:
                               cpus_per_worker=self.cpus_per_worker, max_failures=self.max_failures)
 
     def space(self):
-        """The validated search space (SMOKE and `overrides` merged in); fails before any trial."""
+        """The validated search space (SMOKE, the family's settings from the environment, and `overrides`
+        merged in); fails before any trial. A family module may define `from_environment(environ)`: space
+        entries read from environment variables *now*, when the space is requested (never at import; e.g.
+        `tune_spaces.basisnet` and $BASISNET_TEACHER)."""
         import tune_spaces
 
         from pipelines.tuning import spaces
 
         space = tune_spaces.get(self.family, smoke=self.smoke_test)
+        from_environment = getattr(tune_spaces.module(self.family), "from_environment", None)
+        if from_environment is not None:
+            space = tune_spaces.merge(space, from_environment(os.environ))
         space = tune_spaces.merge(space, self.overrides)
         spaces.check_space(space, where=f"tune_spaces.{self.family}",
                            smoke_settings=tune_spaces.smoke(self.family))

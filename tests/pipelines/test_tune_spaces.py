@@ -66,3 +66,20 @@ def test_tune_cli_rejects_bad_input_before_ray(args, bad):
                          timeout=120)
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and bad in lines[0], res.stderr
+
+
+def test_basisnet_teacher_is_read_when_the_space_is_requested(monkeypatch):
+    """$BASISNET_TEACHER is read by `TuneOptions.space()`, not when `tune_spaces.basisnet` is imported."""
+    from ray.tune.search.sample import Float
+
+    import tune_spaces.basisnet as basisnet_space
+    from pipelines.tuning.tune import TuneOptions
+
+    monkeypatch.delenv("BASISNET_TEACHER", raising=False)
+    plain = TuneOptions(family="basisnet").space()["recipe_config"]
+    assert plain["teacher"] == "" and plain["kd_weight"] == 0.0
+    monkeypatch.setenv("BASISNET_TEACHER", "runs/mobilenet_v3-teacher")  # after the module was imported
+    taught = TuneOptions(family="basisnet", smoke_test=True).space()["recipe_config"]
+    assert taught["teacher"] == "runs/mobilenet_v3-teacher"
+    assert isinstance(taught["kd_weight"], Float) and (taught["kd_weight"].lower, taught["kd_weight"].upper) == (0.2, 0.8)
+    assert basisnet_space.SPACE["recipe_config"]["teacher"] == "" and basisnet_space.SPACE["recipe_config"]["kd_weight"] == 0.0
