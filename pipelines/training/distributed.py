@@ -17,13 +17,15 @@ and fits with one callback that, after every epoch, writes weights + optimizer +
 A loss that becomes NaN/inf stops every worker at the end of that epoch *without reporting it*;
 `fit_distributed` then raises `NonFiniteLossError` (a Tune trial fails; nothing is retried).
 
-Extension hook (MLflow, custom logging): `fit_distributed(cfg, callbacks=[factory, ...])` where each
+Extension hooks: `fit_distributed(cfg, callbacks=[factory, ...])` where each
 `factory(ctx: WorkerContext) -> keras.callbacks.Callback | None` runs on every worker after the
-model is built; `ctx` carries the `TrainConfig`, world rank/size and the initial epoch, so a tracker
-can log the trial config once (rank 0) and per-epoch metrics in `on_epoch_end`.
+model is built (`ctx` carries the `TrainConfig`, world rank/size and the initial epoch); and
+`run_callbacks=[ray.train.UserCallback, ...]`, called on the driver's node after every report (MLflow
+tracking of a Ray run is one: `pipelines.training.entry`, through `pipelines.training.run`).
 
 The same `train_func` runs without a cluster with `num_workers=0` (Ray Train's local mode, in this
-process) for debugging; plain in-process training without Ray is `pipelines.training.train`.
+process) for debugging. Use `pipelines.training.run(cfg, workers=N, tracking=...)`: the one entry for
+in-process and Ray Train runs, tracked or not.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
-from pipelines.training.train import TrainConfig
+from pipelines.training.train import TrainConfig, WorkerContext  # noqa: F401  (WorkerContext re-exported)
 
 # Environment every Ray worker needs (Keras 2 API; see DESIGN.md "Keras version").
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -68,17 +70,6 @@ def use_local_token_auth():
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is stopped and reported as failed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerContext:
-    """What a callback factory knows on a worker (see the module docstring)."""
-
-    config: TrainConfig
-    world_rank: int
-    world_size: int
-    initial_epoch: int
-    extra: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +117,8 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
     import tf_keras as keras
     from ray.train import Checkpoint
 
+    from pipelines.training.train import current_learning_rate
+
     class _ReportEpoch(keras.callbacks.Callback):
         """After every epoch: checkpoint on all workers (collectives), report (rank 0's checkpoint kept)."""
 
@@ -149,6 +142,9 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
                 keras.saving.save_model(net, os.path.join(tmp, MODEL_FILE), save_format="keras_v3")
                 Path(tmp, META_FILE).write_text(json.dumps({"epoch": epoch + 1, "dataset": info.to_dict()}))
                 metrics = {k: float(v) for k, v in logs.items()}
+                lr = current_learning_rate(self.model)
+                if lr is not None:
+                    metrics["learning_rate"] = lr
                 metrics.update(epoch=epoch + 1, madds=madds, params=int(net.count_params()),
                                resumed_from_epoch=initial_epoch, epoch_seconds=round(time.time() - self._start, 3))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None,
@@ -168,7 +164,8 @@ def train_func(config: dict):
     import tf_keras as keras
 
     from keras_layers import count_madds
-    from pipelines.training.train import EpochCheckpoint, build_training, load_data, steps_per_epoch
+    from pipelines.training.train import (EpochCheckpoint, build_training, load_data, resolve_callbacks,
+                                          steps_per_epoch)
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
     ctx = ray.train.get_context()
@@ -202,10 +199,7 @@ def train_func(config: dict):
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     cbs.append(_report_callback(state, model.net, info, rank, initial_epoch, madds, outcome))
-    for factory in config.get("callbacks") or ():
-        cb = factory(wctx)
-        if cb is not None:
-            cbs.append(cb)
+    cbs.extend(resolve_callbacks(config.get("callbacks") or (), wctx))
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=cbs,
               verbose=2 if rank == 0 else 0)
     return outcome
@@ -263,6 +257,11 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     )
 
 
+def reports(result):
+    """Every epoch's report of a Trainer `Result`, by epoch (rank 0 checkpoints every epoch; all are kept)."""
+    return [m for _, m in sorted(result.best_checkpoints or [], key=lambda cm: cm[1]["epoch"])]
+
+
 def result_summary(result):
     """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`)."""
     reports = [m for _, m in (result.best_checkpoints or [])]
@@ -279,6 +278,19 @@ def result_summary(result):
     }
 
 
+def fit_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),
+                run_callbacks=(), extra=None):
+    """`make_trainer(...).fit()`: the Trainer `Result`, or `NonFiniteLossError` when the loss became NaN/inf.
+    Both `fit_distributed` and each Tune trial (`pipelines.tuning.tune.trial`) train through here."""
+    trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
+    result = trainer.fit()
+    outcome = result.return_value or {}
+    if outcome.get("nonfinite_epoch"):
+        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
+                                 f"(learning_rate={cfg.learning_rate!r}); logs: {outcome.get('logs')}")
+    return result
+
+
 def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions(), callbacks=(), name=None,
                     storage_path=None, address=None, run_callbacks=(), extra=None, verbose=True):
     """Train `cfg` on Ray Train workers; returns `(metrics, run_dir, result)`.
@@ -286,6 +298,8 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     Writes `<cfg.out>/<name>/` like `pipelines.training.train` (`model.keras` of the best epoch,
     `history.json`, `metrics.json`, `config.json`) with Ray's run (checkpoints) under
     `<storage_path or cfg.out/ray>/<name>`. Re-running with the same `name` resumes that run.
+    `run_callbacks` are Ray Train `UserCallback`s (on the driver's node: `pipelines.training.entry` logs
+    each epoch's report to MLflow with one). The tracked entry point is `pipelines.training.run`.
     """
     import datetime as _dt
 
@@ -294,19 +308,14 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     storage_path = os.path.abspath(storage_path or os.path.join(cfg.out, "ray"))
     name = name or cfg.run_name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     ensure_ray(address)
-    trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
     if verbose:
         print(f"Ray Train: {scaling.num_workers} worker(s), run {name!r} under {storage_path}", flush=True)
-    result = trainer.fit()
-    outcome = result.return_value or {}
-    if outcome.get("nonfinite_epoch"):
-        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
-                                 f"(learning_rate={cfg.learning_rate!r}); logs: {outcome.get('logs')}")
+    result = fit_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
     metrics = result_summary(result)
     run_dir = Path(cfg.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     history = {}
-    for _, m in sorted(result.best_checkpoints, key=lambda cm: cm[1]["epoch"]):
+    for m in reports(result):
         for k, v in m.items():
             if isinstance(v, (int, float)):
                 history.setdefault(k, []).append(v)

@@ -99,6 +99,47 @@ class EpochCheckpoint:
         return _Save()
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerContext:
+    """What a callback factory knows where it runs (a Ray Train worker, or this process: rank 0 of 1)."""
+
+    config: TrainConfig
+    world_rank: int
+    world_size: int
+    initial_epoch: int
+    extra: dict
+
+
+def current_learning_rate(model):
+    """The optimizer's learning rate now (a schedule evaluated at the current step), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    lr = getattr(optimizer, "learning_rate", None) if optimizer is not None else None
+    if lr is None:
+        return None
+    try:
+        return float(lr(optimizer.iterations) if callable(lr) else lr)
+    except (TypeError, ValueError):
+        return None
+
+
+def resolve_callbacks(callbacks, ctx: WorkerContext):
+    """Keras callbacks from `callbacks`: each is a Keras callback, or a factory `factory(ctx)` returning
+    one (or None), as Ray Train workers take them."""
+    import tf_keras as keras
+
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.Callback):
+            out.append(cb)
+        elif callable(cb):
+            made = cb(ctx)
+            if made is not None:
+                out.append(made)
+        else:
+            raise ValueError(f"callbacks: expected a Keras callback or a factory ctx -> callback; received {cb!r}")
+    return out
+
+
 def summarize(net, info, history: dict, seconds: float, state=None):
     """Final metrics: best validation accuracy, MAdds, params, time."""
     from keras_layers import count_madds
@@ -140,7 +181,8 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     ckpt = EpochCheckpoint(model, run_dir / "checkpoints")
     initial_epoch = ckpt.restore()
 
-    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs), *callbacks]
+    ctx = WorkerContext(cfg, world_rank=0, world_size=1, initial_epoch=initial_epoch, extra={})
+    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs), *resolve_callbacks(callbacks, ctx)]
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max",
                                                  restore_best_weights=True))
@@ -162,19 +204,18 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
 
 def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
                   verbose="auto", after_train=None):
-    """`pipelines.training.train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`.
+    """`train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`. The in-process half of
+    `pipelines.training.run(cfg, tracking=TrackingOptions(...))`, which is the entry to call.
 
     `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
-    heatmaps/curves there). The config is validated before MLflow is touched.
+    heatmaps/curves there). The config and the options are validated before MLflow is touched.
     """
     from pipelines import tracking
+    from pipelines.training.tracked import TrackingOptions, finish, tracked_run
 
     cfg.validate()
-    with tracking.start_run(cfg, tracking_uri, experiment, parent_run_id, tags) as run:
-        run_id = run.info.run_id
-        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks],
-                                      verbose=verbose)
-        tracking.log_training_result(run_id, run_dir, metrics)
-        if after_train is not None:
-            after_train(net, run_dir, run_id)
+    options = TrackingOptions(tracking_uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run_id, tags).validate()
+    with tracked_run(cfg, options) as run_id:
+        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks], verbose=verbose)
+        finish(run_id, run_dir, metrics, net, after_train)
     return metrics, run_dir, net, run_id

@@ -1,12 +1,14 @@
 """Distributed mode, tuning reports and job submission without a cluster (the cluster tests are in integration/)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 import tune_spaces
+from pipelines import training
 from pipelines.cluster import jobs
 from pipelines.training.distributed import ScalingOptions, _finite
 from pipelines.tuning.tune import TuneOptions, _domain_keys, pareto_front
@@ -104,9 +106,9 @@ def test_tune_report_lists_the_searched_keys():
     assert "learning_rate" in keys and "recipe_config.label_smoothing" in keys and "model" not in keys
 
 
-IMPORTS = ("pipelines.training", "pipelines.training.distributed", "pipelines.cluster.jobs", "pipelines.tuning.tune",
-           "pipelines.tuning.tracking", "pipelines.commands.train", "pipelines.commands.tune", "tune_spaces",
-           "tune_spaces.basisnet")
+IMPORTS = ("pipelines.training", "pipelines.training.distributed", "pipelines.training.entry",
+           "pipelines.training.ray_mlflow", "pipelines.cluster.jobs", "pipelines.tuning.tune", "pipelines.tuning.tracking",
+           "pipelines.commands.train", "pipelines.commands.tune", "tune_spaces", "tune_spaces.basisnet")
 SIDE_EFFECTS = r"""
 import importlib, json, os, sys
 import ray, ray.train, ray.tune  # Ray's own import-time settings are not ours
@@ -138,3 +140,26 @@ def test_importing_modules_leaves_the_environment_alone(tmp_path):
     out = json.loads(line[len("RESULT "):])
     assert out["changed"] == {}, out
     assert out["mode"] == "token" and out["ray_token_auth"], out
+
+
+@pytest.mark.parametrize("kwargs,bad", [
+    ({"workers": -1}, "workers=-1"), ({"workers": True}, "workers=True"), ({"workers": "2"}, "workers='2'"),
+    ({"workers": ScalingOptions(cpus_per_worker=0)}, "cpus_per_worker=0"),
+    ({"tracking": training.TrackingOptions(uri="nonsense")}, "tracking_uri='nonsense'"),
+    ({"tracking": training.TrackingOptions(experiment="")}, "experiment=''"),
+    ({"tracking": "sqlite:///x.db"}, "tracking='sqlite:///x.db'"),
+    ({"workers": 2, "resume_dir": "runs/r"}, "resume_dir='runs/r'"),
+])
+def test_the_training_entry_validates_before_any_work(tmp_path, kwargs, bad):
+    cfg = training.TrainConfig(out=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match=re.escape(bad)):
+        training.run(cfg, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tracking_options_make_local_stores_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    opts = training.TrackingOptions(uri="sqlite:///m.db", tags={"k": 1}).validate()
+    assert opts.uri == f"sqlite:///{tmp_path / 'm.db'}" and opts.tags == {"k": "1"}
+    assert training.TrackingOptions(uri="sqlite:////abs/m.db").validate().uri == "sqlite:////abs/m.db"
+    assert training.TrackingOptions(uri="http://127.0.0.1:5000").validate().uri == "http://127.0.0.1:5000"
