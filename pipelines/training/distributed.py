@@ -262,19 +262,23 @@ def reports(result):
     return [m for _, m in sorted(result.best_checkpoints or [], key=lambda cm: cm[1]["epoch"])]
 
 
-def result_summary(result):
-    """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`)."""
-    reports = [m for _, m in (result.best_checkpoints or [])]
-    reports.sort(key=lambda m: m["epoch"])
-    if not reports:
+def result_summary(result, cfg: TrainConfig | None = None):
+    """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`): the
+    best epoch is chosen as in-process (`pipelines.training.train.best_index`, from the recipe's final stage)."""
+    from pipelines.training.train import best_index
+
+    epochs = reports(result)
+    if not epochs:
         raise RuntimeError("the run reported no epoch")
-    best = max(reports, key=lambda m: m.get("val_accuracy", -1))
+    final_stage = cfg.recipe_obj().final_stage_start(cfg.epochs) if cfg is not None else 0
+    first = next((i for i, m in enumerate(epochs) if m["epoch"] > final_stage), 0)
+    best = epochs[best_index([m.get("val_accuracy", math.nan) for m in epochs], first)]
     return {
         "val_accuracy": best["val_accuracy"], "val_loss": best.get("val_loss", math.nan),
-        "accuracy": best.get("accuracy", math.nan), "best_epoch": best["epoch"], "epochs_run": len(reports),
+        "accuracy": best.get("accuracy", math.nan), "best_epoch": best["epoch"], "epochs_run": len(epochs),
         "madds": best["madds"], "params": best["params"],
-        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in reports), 2),
-        "resumed_from_epoch": reports[-1].get("resumed_from_epoch", 0),
+        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in epochs), 2),
+        "resumed_from_epoch": epochs[-1].get("resumed_from_epoch", 0),
     }
 
 
@@ -311,7 +315,7 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     if verbose:
         print(f"Ray Train: {scaling.num_workers} worker(s), run {name!r} under {storage_path}", flush=True)
     result = fit_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
-    metrics = result_summary(result)
+    metrics = result_summary(result, cfg)
     run_dir = Path(cfg.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     history = {}

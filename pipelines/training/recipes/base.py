@@ -83,6 +83,12 @@ class Recipe:
         """Keras callbacks the recipe needs (schedules), given the length of training."""
         return []
 
+    def final_stage_start(self, epochs: int) -> int:
+        """First epoch (0-based) of the recipe's last stage: the run's best epoch (the saved model and the
+        reported metrics) is chosen from these epochs on, where the validation metric measures the model
+        that training ends with (DS-Net's Stage I accuracy is not that of the gated network)."""
+        return 0
+
 
 class TrainingModel(keras.Model):
     """Wraps the plain `net` and runs `recipe.compute` in `train_step` / `test_step`."""

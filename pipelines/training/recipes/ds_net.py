@@ -17,7 +17,8 @@ hard, the "try best" strategy) target the widest. Only the slimming head trains 
 ``train_shared_fc`` (the first FC is shared with the attention head, which Stage I fitted).
 
 ``stage1_fraction`` splits the epochs of one ``fit`` (a callback switches stages and re-traces the step);
-1.0 runs Stage I only, 0.0 Stage II only (on a supernet loaded into the net beforehand).
+1.0 runs Stage I only, 0.0 Stage II only (on a supernet loaded into the net beforehand). The run's best
+epoch (saved model, reported metrics) is chosen among the Stage II epochs (`final_stage_start`).
 
     python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --recipe-config target_madds=0.5
 """
@@ -143,10 +144,20 @@ class DSNet(Recipe):
         if self.stage == 1:
             ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step)
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def switch_epoch(self, epochs):
+        """First epoch (0-based) of Stage II when one `fit` runs both stages, else None."""
         if not 0 < self.stage1_fraction < 1:
+            return None
+        return min(epochs - 1, max(1, int(round(self.stage1_fraction * epochs))))
+
+    def final_stage_start(self, epochs):
+        switch = self.switch_epoch(epochs)
+        return 0 if switch is None else switch
+
+    def callbacks(self, model, steps_per_epoch, epochs):
+        switch = self.switch_epoch(epochs)
+        if switch is None:
             return []
-        switch = min(epochs - 1, max(1, int(round(self.stage1_fraction * epochs))))
         recipe = self
 
         class _StageSwitch(keras.callbacks.Callback):
