@@ -195,7 +195,7 @@ def train_func(config: dict):
     madds = int(count_madds(model.net, info.input_shape))
 
     wctx = WorkerContext(cfg, rank, world, initial_epoch, dict(config.get("extra") or {}))
-    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs)]
+    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds)]
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     cbs.append(_report_callback(state, model.net, info, rank, initial_epoch, madds, outcome))

@@ -233,8 +233,8 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     best = BestEpoch(model.net, first=max(0, model.recipe.final_stage_start(cfg.epochs) - initial_epoch))
 
     ctx = WorkerContext(cfg, world_rank=0, world_size=1, initial_epoch=initial_epoch, extra={})
-    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs), best.callback(),
-           *resolve_callbacks(callbacks, ctx)]
+    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds),
+           best.callback(), *resolve_callbacks(callbacks, ctx)]
     if cfg.early_stopping:  # BestEpoch restores the best weights (of the recipe's last stage)
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     if verbose == "auto":

@@ -79,8 +79,9 @@ class Recipe:
     def after_step(self, model: "TrainingModel"):
         """Runs after each optimizer step inside the compiled train step."""
 
-    def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int):
-        """Keras callbacks the recipe needs (schedules), given the length of training."""
+    def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int, train_data=None):
+        """Keras callbacks the recipe needs (schedules, stage switches), given the length of training and
+        the training batches (`train_data`, for recipes that recompute statistics between stages)."""
         return []
 
     def final_stage_start(self, epochs: int) -> int:

@@ -162,7 +162,7 @@ class BasisNetRecipe(Recipe):
         self.schedule = EpsilonSchedule(self._decay_steps)
         self._teacher = load_teacher(self.teacher) if self.teacher and self.kd_weight > 0 else None
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
         return [EpsilonMixing(self._decay_steps, self.epsilon_fraction, steps_per_epoch, epochs)]
 
     def log_names(self, net):

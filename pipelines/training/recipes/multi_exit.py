@@ -103,7 +103,7 @@ class MultiExit(Recipe):
             return epochs
         return int(round(self.phase1_fraction * epochs))
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
         recipe, start = self, self.phase2_start_epoch(epochs)
 
         class TwoPhase(keras.callbacks.Callback):
