@@ -107,8 +107,9 @@ def test_tune_report_lists_the_searched_keys():
 
 
 IMPORTS = ("pipelines.training", "pipelines.training.distributed", "pipelines.training.entry",
-           "pipelines.training.ray_mlflow", "pipelines.cluster.jobs", "pipelines.tuning.tune", "pipelines.tuning.tracking",
-           "pipelines.commands.train", "pipelines.commands.tune", "tune_spaces", "tune_spaces.basisnet")
+           "pipelines.training.ray_mlflow", "pipelines.cluster.jobs", "pipelines.tuning.tune",
+           "pipelines.tuning.tracking", "pipelines.commands.train", "pipelines.commands.tune", "tune_spaces",
+           "tune_spaces.basisnet")
 SIDE_EFFECTS = r"""
 import importlib, json, os, sys
 import ray, ray.train, ray.tune  # Ray's own import-time settings are not ours
