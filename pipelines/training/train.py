@@ -134,8 +134,10 @@ def current_learning_rate(model):
     lr = getattr(optimizer, "learning_rate", None) if optimizer is not None else None
     if lr is None:
         return None
+    value = lr(optimizer.iterations) if callable(lr) else lr
+    value = value.numpy() if hasattr(value, "numpy") else value  # a MirroredVariable under a strategy
     try:
-        return float(lr(optimizer.iterations) if callable(lr) else lr)
+        return float(value)
     except (TypeError, ValueError):
         return None
 

@@ -77,6 +77,20 @@ def test_saved_model_is_the_epoch_the_run_reports(spoiled_run):
     assert validation_accuracy(net, cfg) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
 
 
+def test_learning_rate_is_read_under_a_strategy():
+    """Ray Train workers report the learning rate of an optimizer built in a strategy scope (a
+    MirroredVariable, which float() refuses)."""
+    import tensorflow as tf
+
+    from pipelines.training.train import build_training, current_learning_rate, load_data
+
+    cfg = TrainConfig(model_config=TINY, image_size=16, limit=32, learning_rate=0.004)
+    _, info = load_data(cfg, "train")
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = build_training(cfg, info, steps_per_epoch=3)
+    assert current_learning_rate(model) == pytest.approx(0.004)
+
+
 def test_best_index_rule():
     nan = float("nan")
     assert best_index([0.2, 0.5, 0.5, 0.1]) == 1  # first of the highest
