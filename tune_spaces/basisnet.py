@@ -7,12 +7,13 @@ Searches the paper's recipe (Sec. 3.3): preview loss weight lambda, basis-model 
 the epsilon-mixing warm-up, knowledge distillation (weight and temperature, only with a teacher:
 a `.keras` file, run directory or `models:/NAME@alias` in $BASISNET_TEACHER), label smoothing, weight
 decay, augmentation; and the model's number of bases and coefficient activation.
-"""
-import os
 
+`SPACE` is the space without a teacher. $BASISNET_TEACHER is read when a search asks for the space
+(`from_environment`, called by `pipelines.tuning.tune.TuneOptions.space`), never when this module is imported.
+"""
 from ray import tune
 
-TEACHER = os.environ.get("BASISNET_TEACHER", "")
+TEACHER_ENV = "BASISNET_TEACHER"
 
 SPACE = {
     "model": "basisnet_mobilenet_v3",
@@ -28,8 +29,8 @@ SPACE = {
         "preview_weight": tune.uniform(0.3, 1.5),
         "basis_dropout": tune.uniform(0.0, 0.3),
         "epsilon_fraction": tune.choice([0.0, 0.1, 0.2, 0.4]),
-        "teacher": TEACHER,
-        "kd_weight": tune.uniform(0.2, 0.8) if TEACHER else 0.0,
+        "teacher": "",
+        "kd_weight": 0.0,
         "kd_temperature": tune.choice([1.0, 2.0, 4.0]),
         "label_smoothing": tune.uniform(0.0, 0.1),
         "weight_decay": tune.loguniform(1e-6, 1e-3),
@@ -37,3 +38,14 @@ SPACE = {
     },
 }
 SMOKE = {"trials": 2, "epochs": 1, "limit": 256}
+# With a teacher the distillation weight is searched too.
+WITH_TEACHER = {"recipe_config": {"kd_weight": tune.uniform(0.2, 0.8)}}
+
+
+def from_environment(environ):
+    """The entries of the space that come from the environment: the teacher of $BASISNET_TEACHER (and a
+    searched `kd_weight`), or nothing when it is unset or empty."""
+    teacher = environ.get(TEACHER_ENV, "")
+    if not teacher:
+        return {}
+    return {"recipe_config": {**WITH_TEACHER["recipe_config"], "teacher": teacher}}

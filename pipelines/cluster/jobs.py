@@ -16,7 +16,7 @@ import sys
 import urllib.parse
 
 from pipelines.cluster import upload_check
-from pipelines.training.distributed import EXCLUDES, ROOT, WORKER_ENV  # also selects Ray's token auth when a token exists
+from pipelines.training.distributed import EXCLUDES, ROOT, WORKER_ENV, use_local_token_auth
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
@@ -46,6 +46,7 @@ def client(address):
 
     address = check_address(address)
     logging.getLogger("ray").setLevel(logging.ERROR)
+    use_local_token_auth()  # send ~/.ray/auth_token when the user chose no RAY_AUTH_MODE
     try:
         return JobSubmissionClient(address)
     except Exception as err:  # ConnectionError, timeouts, a non-Ray server, a missing auth token

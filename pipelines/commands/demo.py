@@ -51,22 +51,21 @@ def find_best_run(args, tracking_uri, log=_say):
     """Step 1: the best run on digits, tracked in MLflow. Returns `{"run_id", "metrics", "run_dir"}`."""
     if args.search == "tune":
         return best_tuned_run(args, tracking_uri, log)
-    from pipelines import tracking
+    from pipelines import training
     from pipelines.commands.train import parse_kv
-    from pipelines.training.train import TrainConfig, train_tracked
 
-    cfg = TrainConfig(model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data="digits",
-                      epochs=args.epochs, out=args.out, run_name="demo", limit=args.limit).validate()
+    cfg = training.TrainConfig(model=args.model, model_config=parse_kv(args.model_config, "--model-config"),
+                               data="digits", epochs=args.epochs, out=args.out, run_name="demo",
+                               limit=args.limit).validate()
     log(f"   training {cfg.model} on digits (32x32) for {cfg.epochs} epochs, tracked in experiment {args.experiment!r}")
-    metrics, run_dir, _, run_id = train_tracked(cfg, tracking_uri=tracking_uri, experiment=args.experiment,
-                                                         verbose=2)
-    return {"run_id": run_id, "metrics": metrics, "run_dir": str(run_dir)}
+    result = training.run(cfg, tracking=training.TrackingOptions(uri=tracking_uri, experiment=args.experiment),
+                          verbose=2)
+    return {"run_id": result.run_id, "metrics": result.metrics, "run_dir": str(result.run_dir)}
 
 
 def best_tuned_run(args, tracking_uri, log=_say):
     """A smoke Tune search of `args.family` on a local Ray instance; its best trial's MLflow run."""
     from pipelines.tuning import tune
-    from pipelines.tuning.tracking import log_experiment
 
     # The whole digits train split (SMOKE's `limit` is for seconds-long CI searches): a few hundred
     # steps are what BatchNorm's moving statistics need to be usable at inference.
@@ -75,8 +74,7 @@ def best_tuned_run(args, tracking_uri, log=_say):
                             overrides=overrides).validate()
     log(f"   Ray Tune: {opts.num_trials()} trial(s) of {args.family} on digits, {args.epochs} epoch(s) each, "
         "one at a time on a local Ray instance")
-    summary = tune.run(opts)
-    _, run_id = log_experiment(summary, tracking_uri=tracking_uri, log=lambda m: log("   " + m))
+    summary, _, run_id = tune.search(opts, tracking_uri=tracking_uri, log=lambda m: log("   " + m))
     if run_id is None:
         raise RuntimeError(f"no tune trial finished; see {summary['experiment']}/results.csv")
     best = summary["best"]

@@ -1,4 +1,5 @@
-"""Train a registered model on a dataset with its recipe (in-process; see --workers for Ray Train).
+"""Train a registered model on a dataset with its recipe, in-process or on Ray Train workers (--workers),
+logged to MLflow either way (--no-tracking: not at all). One call: `pipelines.training.run`.
 
     python -m pipelines train --model mobilenet_v2 --data digits --epochs 10
     python -m pipelines train --model condconv_mobilenet_v2 --data folder:~/photos --image-size 64
@@ -63,7 +64,7 @@ def add_arguments(p):
 
 
 def config_from_args(args):
-    from pipelines.training.train import TrainConfig
+    from pipelines.training import TrainConfig
 
     return TrainConfig(
         model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data=args.data,
@@ -74,32 +75,17 @@ def config_from_args(args):
 
 
 def run(args):
-    from pipelines import data
-    from pipelines.training.train import train, train_tracked
+    from pipelines import training
 
-    cfg = config_from_args(args).validate()
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0; received workers={args.workers}")
-    if not args.no_tracking:
-        from pipelines import tracking
-
-        uri = tracking.resolve_tracking_uri(args.tracking_uri)  # a bad URI fails before any work
-    # Fail on a bad dataset before building anything.
-    data.load(cfg.data, "train", image_size=cfg.image_size, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
-              limit=1)
-    run_id = None
-    if args.workers:
-        from pipelines.training.distributed import ScalingOptions, fit_distributed
-
-        scaling = ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
-                                 cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures).validate()
-        metrics, run_dir, _ = fit_distributed(cfg, scaling)
-    elif args.no_tracking:
-        metrics, run_dir, _ = train(cfg)
-    else:
-        metrics, run_dir, _, run_id = train_tracked(cfg, tracking_uri=uri, experiment=args.experiment)
-    print(json.dumps(metrics, indent=2))
-    print(f"run saved to {run_dir}")
-    if run_id:
-        print(f"MLflow run {run_id} ({uri}); register it with: python -m pipelines register --run {run_id} --name NAME")
+    workers = training.ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
+                                      cpus_per_worker=args.cpus_per_worker,
+                                      max_failures=args.max_failures) if args.workers else 0
+    tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
+                                                                       experiment=args.experiment).validate()
+    result = training.run(config_from_args(args), workers=workers, tracking=tracking)
+    print(json.dumps(result.metrics, indent=2))
+    print(f"run saved to {result.run_dir}")
+    if result.run_id:
+        print(f"MLflow run {result.run_id} ({tracking.uri}); register it with: "
+              f"python -m pipelines register --run {result.run_id} --name NAME")
     return 0

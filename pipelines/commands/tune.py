@@ -58,18 +58,10 @@ def options_from_args(args):
 
 
 def run(args):
-    from pipelines import tracking
     from pipelines.tuning import tune
 
-    uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)  # fails before Ray starts
-    if args.resume:
-        summary = tune.resume(args.resume)
-    else:
-        summary = tune.run(options_from_args(args))
+    summary, _, _ = tune.search(None if args.resume else options_from_args(args), resume_dir=args.resume,
+                                tracking_uri=args.tracking_uri, track=not args.no_tracking)
     if summary["interrupted"]:
         return 130
-    if uri is not None:
-        from pipelines.tuning.tracking import log_experiment
-
-        log_experiment(summary, tracking_uri=uri)
     return 0 if summary["completed"] + summary["stopped_early"] > 0 else 1

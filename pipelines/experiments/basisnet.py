@@ -152,7 +152,7 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
     from pathlib import Path
 
     from keras_layers import count_madds
-    from pipelines.training.train import TrainConfig, train
+    from pipelines.training import TrainConfig, run
 
     log = log or (lambda message: print(message, flush=True))
     seeds = [int(s) for s in seeds] or [0]
@@ -170,7 +170,7 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
             f"{image_size}x{image_size}")
         cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
                           seed=seed, run_name=f"basisnet-eval-basisnet-s{seed}", **common)
-        basis_metrics, basis_dir, net = train(cfg, verbose=2)
+        basis_metrics, basis_dir, net, _ = run(cfg, verbose=2)
         shape = tuple(net.input_shape[1:])
         full = count_madds(net, shape)
         static_base = {k: v for k, v in model_config.items()
@@ -181,7 +181,7 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
         static_cfg = TrainConfig(model="mobilenet_v3", model_config={**static_base, "width_multiplier": width},
                                  recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static-s{seed}",
                                  **common)
-        static_metrics, static_dir, static_net = train(static_cfg, verbose=2)
+        static_metrics, static_dir, static_net, _ = run(static_cfg, verbose=2)
         log(f"== seed {seed}: early termination and disturbance")
         ev = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
         rows.append({
@@ -213,7 +213,7 @@ def format_report(report):
         rows = report["seeds"]
         lines += [
             f"BasisNet vs static specialist of the same MAdds ({report['data']} {report['image_size']}x"
-            f"{report['image_size']}, {report['epochs']} epochs each; val = best epoch, test = final weights)",
+            f"{report['image_size']}, {report['epochs']} epochs each; val and test of the best validation epoch)",
             f"  {'seed':<5}{'model':<40}{'MAdds':>9}{'params':>9}{'val acc':>9}{'test acc':>9}",
         ]
         for r in rows:

@@ -12,6 +12,7 @@ average-MAdds budgets, test accuracy and average MAdds at each.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -31,27 +32,27 @@ DEFAULT_VARIANTS = ("plain", "imta")
 BUDGET_FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def _train_variant(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
-                   learning_rate):
-    from pipelines.training.train import TrainConfig, train
+def variant_config(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
+                   learning_rate, batch_size):
+    """The `TrainConfig` of one variant and seed (validated; `out` is set when the run starts)."""
+    from pipelines.training import TrainConfig
 
     spec = VARIANTS[name]
-    cfg = TrainConfig(model="multi_exit_net", data=data, image_size=image_size, epochs=epochs, seed=seed,
-                      optimizer=optimizer, learning_rate=learning_rate,
-                      model_config={**model_config, **spec["model_config"]},
-                      recipe_config={**recipe_config, **spec["recipe_config"]},
-                      out=out, run_name=f"{name}-seed{seed}", limit=limit)
-    _, run_dir, net = train(cfg, verbose=0)
-    return net, run_dir
+    return TrainConfig(model="multi_exit_net", data=data, image_size=image_size, epochs=epochs, seed=seed,
+                       optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
+                       model_config={**model_config, **spec["model_config"]},
+                       recipe_config={**recipe_config, **spec["recipe_config"]},
+                       out=out, run_name=f"{name}-seed{seed}", limit=limit).validate()
 
 
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
-        limit=None, log=print):
+        limit=None, batch_size=64, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
     from keras_layers.models.multi_exit_net import exit_madds
-    from pipelines.export.families import multi_exit as budgeted
     from pipelines import data as data_mod
+    from pipelines import training
+    from pipelines.export.families import multi_exit as budgeted
 
     model_config = dict(model_config or {})
     recipe_config = dict(recipe_config or {})
@@ -61,6 +62,8 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     budget_variant = "imta" if "imta" in variants else variants[-1]
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
+    configs = {(seed, v): variant_config(v, seed, epochs, data, image_size, model_config, recipe_config, out, limit,
+                                         optimizer, learning_rate, batch_size) for seed in seeds for v in variants}
     out = out or tempfile.mkdtemp(prefix="multi_exit_eval-")
     x_val, y_val, info = data_mod.as_numpy(data, "validation", image_size=image_size, limit=limit)
     x_test, y_test, _ = data_mod.as_numpy(data, "test", image_size=image_size, limit=limit)
@@ -68,8 +71,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     for seed in seeds:
         for variant in variants:
             start = time.time()
-            net, run_dir = _train_variant(variant, seed, epochs, data, image_size, model_config, recipe_config,
-                                          out, limit, optimizer, learning_rate)
+            _, run_dir, net, _ = training.run(dataclasses.replace(configs[seed, variant], out=out), verbose=0)
             test_probs = budgeted.exit_probabilities(net, x_test)
             acc = budgeted.anytime_accuracy(test_probs, y_test)
             anytime[variant].append(acc)

@@ -31,7 +31,11 @@ def _data(args):
 
 
 def _fit(net, recipe, train_ds, val_ds, info, args, epochs, lr=None):
-    import tf_keras as keras
+    """`model.fit` of an already built `net` with `recipe` (not `pipelines.training.run`, which builds a
+    registered model from a `TrainConfig`): the networks trained alone are plain MobileNetV1s at one width
+    (`build_mobilenet_v1`, not a registered model), and each Stage II gate starts from the Stage I
+    supernet's weights, which a `TrainConfig` cannot carry. It uses the same `TrainingModel`, recipes and
+    optimizer as the entry; the experiment evaluates the final weights."""
 
     from pipelines.training.recipes.base import TrainingModel
     from pipelines.training.train import TrainConfig, make_optimizer, steps_per_epoch
@@ -42,7 +46,7 @@ def _fit(net, recipe, train_ds, val_ds, info, args, epochs, lr=None):
     model.compile(optimizer=make_optimizer(cfg, steps))
     start = time.time()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-              callbacks=[*recipe.callbacks(model, steps, epochs), _Progress(net.name)])
+              callbacks=[*recipe.callbacks(model, steps, epochs, train_data=train_ds), _Progress(net.name)])
     return model, time.time() - start
 
 

@@ -17,13 +17,15 @@ and fits with one callback that, after every epoch, writes weights + optimizer +
 A loss that becomes NaN/inf stops every worker at the end of that epoch *without reporting it*;
 `fit_distributed` then raises `NonFiniteLossError` (a Tune trial fails; nothing is retried).
 
-Extension hook (MLflow, custom logging): `fit_distributed(cfg, callbacks=[factory, ...])` where each
+Extension hooks: `fit_distributed(cfg, callbacks=[factory, ...])` where each
 `factory(ctx: WorkerContext) -> keras.callbacks.Callback | None` runs on every worker after the
-model is built; `ctx` carries the `TrainConfig`, world rank/size and the initial epoch, so a tracker
-can log the trial config once (rank 0) and per-epoch metrics in `on_epoch_end`.
+model is built (`ctx` carries the `TrainConfig`, world rank/size and the initial epoch); and
+`run_callbacks=[ray.train.UserCallback, ...]`, called on the driver's node after every report (MLflow
+tracking of a Ray run is one: `pipelines.training.entry`, through `pipelines.training.run`).
 
 The same `train_func` runs without a cluster with `num_workers=0` (Ray Train's local mode, in this
-process) for debugging; plain in-process training without Ray is `pipelines.training.train`.
+process) for debugging. Use `pipelines.training.run(cfg, workers=N, tracking=...)`: the one entry for
+in-process and Ray Train runs, tracked or not.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
-from pipelines.training.train import TrainConfig
+from pipelines.training.train import TrainConfig, WorkerContext  # noqa: F401  (WorkerContext re-exported)
 
 # Environment every Ray worker needs (Keras 2 API; see DESIGN.md "Keras version").
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -48,31 +50,26 @@ MODEL_FILE = "model.keras"
 
 def use_local_token_auth():
     """Ray 2.60 heads (`ray start --head`) use token auth and write the token to ~/.ray/auth_token; its
-    clients only send it with RAY_AUTH_MODE=token, read when Ray is imported. Turn it on (before Ray is
-    imported) when a token is at hand and the user chose no mode; RAY_AUTH_MODE=disabled opts out."""
+    clients only send it with RAY_AUTH_MODE=token. Turn it on when a token is at hand and the user chose
+    no mode (RAY_AUTH_MODE=disabled opts out). Called where a Ray connection or client is made
+    (`ensure_ray`, `pipelines.cluster.jobs.client`), never at import. Ray reads the mode into its cached
+    config when it is imported, so when Ray is already imported the config is refreshed, as Ray's own
+    `ray.init()` does when it enables token auth for a local cluster."""
+    import sys
+
     if "RAY_AUTH_MODE" in os.environ:
         return
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
             (Path.home() / ".ray" / "auth_token").exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray._raylet" in sys.modules:
+            from ray._raylet import Config
 
-
-use_local_token_auth()
+            Config.initialize("")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is stopped and reported as failed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerContext:
-    """What a callback factory knows on a worker (see the module docstring)."""
-
-    config: TrainConfig
-    world_rank: int
-    world_size: int
-    initial_epoch: int
-    extra: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +117,8 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
     import tf_keras as keras
     from ray.train import Checkpoint
 
+    from pipelines.training.train import current_learning_rate
+
     class _ReportEpoch(keras.callbacks.Callback):
         """After every epoch: checkpoint on all workers (collectives), report (rank 0's checkpoint kept)."""
 
@@ -143,6 +142,9 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
                 keras.saving.save_model(net, os.path.join(tmp, MODEL_FILE), save_format="keras_v3")
                 Path(tmp, META_FILE).write_text(json.dumps({"epoch": epoch + 1, "dataset": info.to_dict()}))
                 metrics = {k: float(v) for k, v in logs.items()}
+                lr = current_learning_rate(self.model)
+                if lr is not None:
+                    metrics["learning_rate"] = lr
                 metrics.update(epoch=epoch + 1, madds=madds, params=int(net.count_params()),
                                resumed_from_epoch=initial_epoch, epoch_seconds=round(time.time() - self._start, 3))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank == 0 else None,
@@ -162,7 +164,8 @@ def train_func(config: dict):
     import tf_keras as keras
 
     from keras_layers import count_madds
-    from pipelines.training.train import EpochCheckpoint, build_training, load_data, steps_per_epoch
+    from pipelines.training.train import (EpochCheckpoint, build_training, load_data, resolve_callbacks,
+                                          steps_per_epoch)
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
     ctx = ray.train.get_context()
@@ -192,14 +195,11 @@ def train_func(config: dict):
     madds = int(count_madds(model.net, info.input_shape))
 
     wctx = WorkerContext(cfg, rank, world, initial_epoch, dict(config.get("extra") or {}))
-    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs)]
+    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds)]
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     cbs.append(_report_callback(state, model.net, info, rank, initial_epoch, madds, outcome))
-    for factory in config.get("callbacks") or ():
-        cb = factory(wctx)
-        if cb is not None:
-            cbs.append(cb)
+    cbs.extend(resolve_callbacks(config.get("callbacks") or (), wctx))
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=cbs,
               verbose=2 if rank == 0 else 0)
     return outcome
@@ -230,6 +230,7 @@ def ensure_ray(address=None):
 
     if ray.is_initialized():
         return
+    use_local_token_auth()
     kwargs = {}
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
@@ -256,20 +257,42 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     )
 
 
-def result_summary(result):
-    """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`)."""
-    reports = [m for _, m in (result.best_checkpoints or [])]
-    reports.sort(key=lambda m: m["epoch"])
-    if not reports:
+def reports(result):
+    """Every epoch's report of a Trainer `Result`, by epoch (rank 0 checkpoints every epoch; all are kept)."""
+    return [m for _, m in sorted(result.best_checkpoints or [], key=lambda cm: cm[1]["epoch"])]
+
+
+def result_summary(result, cfg: TrainConfig | None = None):
+    """Final metrics of a Trainer `Result` (the same keys as `pipelines.training.train.summarize`): the
+    best epoch is chosen as in-process (`pipelines.training.train.best_index`, from the recipe's final stage)."""
+    from pipelines.training.train import best_index
+
+    epochs = reports(result)
+    if not epochs:
         raise RuntimeError("the run reported no epoch")
-    best = max(reports, key=lambda m: m.get("val_accuracy", -1))
+    final_stage = cfg.recipe_obj().final_stage_start(cfg.epochs) if cfg is not None else 0
+    first = next((i for i, m in enumerate(epochs) if m["epoch"] > final_stage), 0)
+    best = epochs[best_index([m.get("val_accuracy", math.nan) for m in epochs], first)]
     return {
         "val_accuracy": best["val_accuracy"], "val_loss": best.get("val_loss", math.nan),
-        "accuracy": best.get("accuracy", math.nan), "best_epoch": best["epoch"], "epochs_run": len(reports),
+        "accuracy": best.get("accuracy", math.nan), "best_epoch": best["epoch"], "epochs_run": len(epochs),
         "madds": best["madds"], "params": best["params"],
-        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in reports), 2),
-        "resumed_from_epoch": reports[-1].get("resumed_from_epoch", 0),
+        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in epochs), 2),
+        "resumed_from_epoch": epochs[-1].get("resumed_from_epoch", 0),
     }
+
+
+def fit_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),
+                run_callbacks=(), extra=None):
+    """`make_trainer(...).fit()`: the Trainer `Result`, or `NonFiniteLossError` when the loss became NaN/inf.
+    Both `fit_distributed` and each Tune trial (`pipelines.tuning.tune.trial`) train through here."""
+    trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
+    result = trainer.fit()
+    outcome = result.return_value or {}
+    if outcome.get("nonfinite_epoch"):
+        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
+                                 f"(learning_rate={cfg.learning_rate!r}); logs: {outcome.get('logs')}")
+    return result
 
 
 def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions(), callbacks=(), name=None,
@@ -279,6 +302,8 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     Writes `<cfg.out>/<name>/` like `pipelines.training.train` (`model.keras` of the best epoch,
     `history.json`, `metrics.json`, `config.json`) with Ray's run (checkpoints) under
     `<storage_path or cfg.out/ray>/<name>`. Re-running with the same `name` resumes that run.
+    `run_callbacks` are Ray Train `UserCallback`s (on the driver's node: `pipelines.training.entry` logs
+    each epoch's report to MLflow with one). The tracked entry point is `pipelines.training.run`.
     """
     import datetime as _dt
 
@@ -287,19 +312,14 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     storage_path = os.path.abspath(storage_path or os.path.join(cfg.out, "ray"))
     name = name or cfg.run_name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     ensure_ray(address)
-    trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
     if verbose:
         print(f"Ray Train: {scaling.num_workers} worker(s), run {name!r} under {storage_path}", flush=True)
-    result = trainer.fit()
-    outcome = result.return_value or {}
-    if outcome.get("nonfinite_epoch"):
-        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
-                                 f"(learning_rate={cfg.learning_rate!r}); logs: {outcome.get('logs')}")
-    metrics = result_summary(result)
+    result = fit_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
+    metrics = result_summary(result, cfg)
     run_dir = Path(cfg.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     history = {}
-    for _, m in sorted(result.best_checkpoints, key=lambda cm: cm[1]["epoch"]):
+    for m in reports(result):
         for k, v in m.items():
             if isinstance(v, (int, float)):
                 history.setdefault(k, []).append(v)

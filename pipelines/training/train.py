@@ -2,9 +2,11 @@
 
     python -m pipelines train --model mobilenet_v2 --data digits --epochs 10
 
-Writes `runs/<name>/`: `model.keras` (the plain net, best validation epoch), `checkpoints/` (weights +
-optimizer + epoch, one per epoch, to resume), `history.json`, `metrics.json`, `config.json`.
-The same `build_training` / `fit_epochs` functions run inside Ray Train workers (`pipelines.training.distributed`).
+Writes `runs/<name>/`: `model.keras` (the plain net with the weights of the best validation epoch: the
+epoch `metrics.json` reports), `checkpoints/` (weights + optimizer + epoch of the last epoch, to resume),
+`history.json`, `metrics.json`, `config.json`. The same `build_training` / `load_data` functions run
+inside Ray Train workers (`pipelines.training.distributed`). The one entry for both, tracked in MLflow
+or not, is `pipelines.training.run` (`pipelines.training.entry`).
 """
 from __future__ import annotations
 
@@ -99,12 +101,103 @@ class EpochCheckpoint:
         return _Save()
 
 
-def summarize(net, info, history: dict, seconds: float, state=None):
-    """Final metrics: best validation accuracy, MAdds, params, time."""
+@dataclasses.dataclass(frozen=True)
+class WorkerContext:
+    """What a callback factory knows where it runs (a Ray Train worker, or this process: rank 0 of 1)."""
+
+    config: TrainConfig
+    world_rank: int
+    world_size: int
+    initial_epoch: int
+    extra: dict
+
+
+def best_index(values, first=0):
+    """Index of the best epoch: the first highest finite value from index `first` on (of all epochs when
+    none from `first` on is finite); the last epoch when no value is finite. In-process and Ray runs
+    choose with this one rule."""
+    def pick(indices):
+        finite = [i for i in indices if isinstance(values[i], (int, float)) and math.isfinite(values[i])]
+        return max(finite, key=lambda i: (values[i], -i)) if finite else None
+
+    if not values:
+        return 0
+    best = pick(range(min(first, len(values)), len(values)))
+    if best is None:
+        best = pick(range(len(values)))
+    return len(values) - 1 if best is None else best
+
+
+def current_learning_rate(model):
+    """The optimizer's learning rate now (a schedule evaluated at the current step), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    lr = getattr(optimizer, "learning_rate", None) if optimizer is not None else None
+    if lr is None:
+        return None
+    value = lr(optimizer.iterations) if callable(lr) else lr
+    value = value.numpy() if hasattr(value, "numpy") else value  # a MirroredVariable under a strategy
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class BestEpoch:
+    """Keeps the plain net's weights (BN statistics included) of the best validation epoch, chosen by
+    `best_index` over `val_accuracy` from epoch `first` (0-based, counted from the start of this fit) on,
+    so that `model.keras` is the model `metrics.json` reports."""
+
+    def __init__(self, net, first=0):
+        self.net, self.first = net, first
+        self.values, self.weights, self.index = [], None, None
+
+    def callback(self):
+        import tf_keras as keras
+
+        outer = self
+
+        class _Keep(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get("val_accuracy", math.nan)
+                outer.values.append(float(value) if value is not None else math.nan)
+                i = len(outer.values) - 1
+                if best_index(outer.values, outer.first) == i:
+                    outer.weights, outer.index = outer.net.get_weights(), i
+
+        return _Keep()
+
+    def restore(self):
+        """Put the best epoch's weights back into the net; returns its index (None: nothing to restore)."""
+        if self.weights is not None and self.index != len(self.values) - 1:
+            self.net.set_weights(self.weights)
+        return self.index
+
+
+def resolve_callbacks(callbacks, ctx: WorkerContext):
+    """Keras callbacks from `callbacks`: each is a Keras callback, or a factory `factory(ctx)` returning
+    one (or None), as Ray Train workers take them."""
+    import tf_keras as keras
+
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.Callback):
+            out.append(cb)
+        elif callable(cb):
+            made = cb(ctx)
+            if made is not None:
+                out.append(made)
+        else:
+            raise ValueError(f"callbacks: expected a Keras callback or a factory ctx -> callback; received {cb!r}")
+    return out
+
+
+def summarize(net, info, history: dict, seconds: float, state=None, best=None):
+    """Final metrics: the best epoch's validation accuracy (`best`, default `best_index` over the
+    history), MAdds, params, time."""
     from keras_layers import count_madds
 
     val = history.get("val_accuracy") or [float("nan")]
-    best = int(max(range(len(val)), key=lambda i: val[i])) if val else 0
+    best = best_index(val) if best is None else best
     out = {
         "val_accuracy": float(val[best]),
         "val_loss": float(history.get("val_loss", [math.nan] * (best + 1))[best]),
@@ -139,11 +232,13 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
     ckpt = EpochCheckpoint(model, run_dir / "checkpoints")
     initial_epoch = ckpt.restore()
+    best = BestEpoch(model.net, first=max(0, model.recipe.final_stage_start(cfg.epochs) - initial_epoch))
 
-    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs), *callbacks]
-    if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max",
-                                                 restore_best_weights=True))
+    ctx = WorkerContext(cfg, world_rank=0, world_size=1, initial_epoch=initial_epoch, extra={})
+    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds),
+           best.callback(), *resolve_callbacks(callbacks, ctx)]
+    if cfg.early_stopping:  # BestEpoch restores the best weights (of the recipe's last stage)
+        cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.time()
@@ -152,8 +247,9 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     seconds = time.time() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     net = model.net
+    best.restore()
     net.save(run_dir / "model.keras")
-    metrics = summarize(net, info, history, seconds)
+    metrics = summarize(net, info, history, seconds, best=best.index)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "dataset.json").write_text(json.dumps(info.to_dict(), indent=2))
@@ -162,19 +258,18 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
 
 def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
                   verbose="auto", after_train=None):
-    """`pipelines.training.train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`.
+    """`train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`. The in-process half of
+    `pipelines.training.run(cfg, tracking=TrackingOptions(...))`, which is the entry to call.
 
     `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
-    heatmaps/curves there). The config is validated before MLflow is touched.
+    heatmaps/curves there). The config and the options are validated before MLflow is touched.
     """
     from pipelines import tracking
+    from pipelines.training.tracked import TrackingOptions, finish, tracked_run
 
     cfg.validate()
-    with tracking.start_run(cfg, tracking_uri, experiment, parent_run_id, tags) as run:
-        run_id = run.info.run_id
-        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks],
-                                      verbose=verbose)
-        tracking.log_training_result(run_id, run_dir, metrics)
-        if after_train is not None:
-            after_train(net, run_dir, run_id)
+    options = TrackingOptions(tracking_uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run_id, tags).validate()
+    with tracked_run(cfg, options) as run_id:
+        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks], verbose=verbose)
+        finish(run_id, run_dir, metrics, net, after_train)
     return metrics, run_dir, net, run_id

@@ -37,10 +37,10 @@ def _trials(exp_dir):
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(exp_dir))
-    frames = analysis.trial_dataframes
+    frames = analysis.trial_dataframes  # Ray 2.60 keys them by trial id, not by trial path
     out = {}
     for t in analysis.trials:
-        out[t.trial_id] = (t.config or {}, frames.get(t.path))
+        out[t.trial_id] = (t.config or {}, frames.get(t.trial_id, frames.get(t.path)))
     return out
 
 

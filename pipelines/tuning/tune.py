@@ -29,7 +29,6 @@ import shutil
 from pathlib import Path
 
 import pipelines  # noqa: F401
-from pipelines.training import distributed  # noqa: F401  (Ray auth settings before `tune_spaces` imports Ray)
 
 OBJECTIVES = (("val_accuracy", "max"), ("madds", "min"))
 OPTIONS_FILE = "tune_options.json"
@@ -82,12 +81,18 @@ class TuneOptions:
                               cpus_per_worker=self.cpus_per_worker, max_failures=self.max_failures)
 
     def space(self):
-        """The validated search space (SMOKE and `overrides` merged in); fails before any trial."""
+        """The validated search space (SMOKE, the family's settings from the environment, and `overrides`
+        merged in); fails before any trial. A family module may define `from_environment(environ)`: space
+        entries read from environment variables *now*, when the space is requested (never at import; e.g.
+        `tune_spaces.basisnet` and $BASISNET_TEACHER)."""
         import tune_spaces
 
         from pipelines.tuning import spaces
 
         space = tune_spaces.get(self.family, smoke=self.smoke_test)
+        from_environment = getattr(tune_spaces.module(self.family), "from_environment", None)
+        if from_environment is not None:
+            space = tune_spaces.merge(space, from_environment(os.environ))
         space = tune_spaces.merge(space, self.overrides)
         spaces.check_space(space, where=f"tune_spaces.{self.family}",
                            smoke_settings=tune_spaces.smoke(self.family))
@@ -115,22 +120,18 @@ def trial(config, scaling=None, callbacks=(), runs_dir=None):
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.training.distributed import NonFiniteLossError, make_trainer
-    from pipelines.training.train import TrainConfig
+    from pipelines.training.config import TrainConfig
+    from pipelines.training.distributed import fit_trainer
 
     ctx = tune.get_context()
     storage = os.path.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
     cfg = TrainConfig.from_dict({**config, "out": storage, "run_name": "train"}).validate()
-    # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint.
-    trainer = make_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
-                           run_callbacks=[TuneReportCallback()],
-                           extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
-                                  "experiment": ctx.get_experiment_name()})
-    result = trainer.fit()
-    outcome = result.return_value or {}
-    if outcome.get("nonfinite_epoch"):
-        raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "
-                                 f"(learning_rate={cfg.learning_rate!r})")
+    # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint. The Trainer is
+    # the one `pipelines.training.run` fits on Ray (`fit_trainer`: raises NonFiniteLossError on a NaN loss).
+    fit_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
+                run_callbacks=[TuneReportCallback()],
+                extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
+                       "experiment": ctx.get_experiment_name()})
 
 
 def _trainable(opts: TuneOptions, callbacks=()):
@@ -200,6 +201,24 @@ def resume(path, callbacks=(), address=None):
     tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(opts, callbacks), resume_unfinished=True,
                                resume_errored=False)
     return report(tuner.fit(), opts, exp_dir, space)
+
+
+def search(opts: TuneOptions | None = None, resume_dir=None, tracking_uri=None, track=True, callbacks=(),
+           address=None, log=print):
+    """A search (`run(opts)`) or the rest of an interrupted one (`resume(resume_dir)`), then, when `track`,
+    its MLflow runs (`pipelines.tuning.tracking.log_experiment`, skipped for an interrupted search).
+    The tracking URI is checked before Ray is touched. Returns `(summary, parent_run_id, best_run_id)`."""
+    from pipelines import tracking
+    from pipelines.tuning.tracking import log_experiment
+
+    if (opts is None) == (resume_dir is None):
+        raise ValueError(f"search needs opts or resume_dir (not both); received resume_dir={resume_dir!r}")
+    uri = tracking.resolve_tracking_uri(tracking_uri) if track else None
+    summary = resume(resume_dir, callbacks, address) if resume_dir else run(opts, callbacks, address=address)
+    if uri is None or summary["interrupted"]:
+        return summary, None, None
+    parent_id, best_id = log_experiment(summary, tracking_uri=uri, log=log)
+    return summary, parent_id, best_id
 
 
 # ----------------------------------------------------------------------------- reports

@@ -146,3 +146,19 @@ class PoisonWeights:
                     w.assign(w * float("nan"))
 
         return _Poison()
+
+
+def validation_accuracy(model_path, image_size, limit):
+    """Top-1 accuracy of a saved model (`.keras`) on the digits validation split (its first `limit` examples)."""
+    import numpy as np
+
+    from keras_layers import env  # noqa: F401
+    import tf_keras as keras
+
+    from keras_layers import models
+    from pipelines import data
+
+    models.names()  # registers every family's layers for loading
+    net = keras.models.load_model(model_path, compile=False)
+    images, labels, _ = data.as_numpy("digits", "validation", image_size=image_size, limit=limit)
+    return float(np.mean(np.argmax(net.predict(images, verbose=0), -1) == labels.reshape(-1)))

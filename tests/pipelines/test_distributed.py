@@ -1,12 +1,17 @@
 """Distributed mode, tuning reports and job submission without a cluster (the cluster tests are in integration/)."""
+import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+import tune_spaces
+from pipelines import training
 from pipelines.cluster import jobs
 from pipelines.training.distributed import ScalingOptions, _finite
-from pipelines.tuning.tune import TuneOptions, pareto_front
+from pipelines.tuning.tune import TuneOptions, _domain_keys, pareto_front
 from tests.conftest import ROOT
 
 
@@ -94,3 +99,68 @@ def test_submit_rejects_a_non_url_address():
 def test_jobs_unreachable_and_train_bad_workers():
     assert "http://127.0.0.1:9" in one_error_line(run_cli("jobs", "--address", "http://127.0.0.1:9"))
     assert "workers=-1" in one_error_line(run_cli("train", "--workers", "-1"))
+
+
+def test_tune_report_lists_the_searched_keys():
+    keys = _domain_keys(tune_spaces.get("baseline"))
+    assert "learning_rate" in keys and "recipe_config.label_smoothing" in keys and "model" not in keys
+
+
+IMPORTS = ("pipelines.training", "pipelines.training.distributed", "pipelines.training.entry",
+           "pipelines.training.ray_mlflow", "pipelines.cluster.jobs", "pipelines.tuning.tune",
+           "pipelines.tuning.tracking", "pipelines.commands.train", "pipelines.commands.tune", "tune_spaces",
+           "tune_spaces.basisnet")
+SIDE_EFFECTS = r"""
+import importlib, json, os, sys
+import ray, ray.train, ray.tune  # Ray's own import-time settings are not ours
+before = dict(os.environ)
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+changed = {k: [before.get(k), os.environ.get(k)] for k in set(before) | set(os.environ)
+           if before.get(k) != os.environ.get(k)}
+from pipelines.training.distributed import use_local_token_auth
+from ray._raylet import AuthenticationMode, get_authentication_mode
+use_local_token_auth()  # where a connection is made: after Ray was imported, it must still take effect
+print("RESULT " + json.dumps({"changed": changed, "mode": os.environ.get("RAY_AUTH_MODE"),
+                              "ray_token_auth": get_authentication_mode() == AuthenticationMode.TOKEN}))
+"""
+
+
+def test_importing_modules_leaves_the_environment_alone(tmp_path):
+    """With a Ray token at hand (~/.ray/auth_token) and no RAY_AUTH_MODE, importing the training, tuning and
+    cluster modules sets nothing; token auth is turned on (and Ray's cached config refreshed) only when a
+    Ray connection is made."""
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("0" * 64)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "BASISNET_"))}
+    env.update(HOME=str(tmp_path), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    res = subprocess.run([sys.executable, "-c", SIDE_EFFECTS, *IMPORTS], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, res.stderr[-3000:]
+    out = json.loads(line[len("RESULT "):])
+    assert out["changed"] == {}, out
+    assert out["mode"] == "token" and out["ray_token_auth"], out
+
+
+@pytest.mark.parametrize("kwargs,bad", [
+    ({"workers": -1}, "workers=-1"), ({"workers": True}, "workers=True"), ({"workers": "2"}, "workers='2'"),
+    ({"workers": ScalingOptions(cpus_per_worker=0)}, "cpus_per_worker=0"),
+    ({"tracking": training.TrackingOptions(uri="nonsense")}, "tracking_uri='nonsense'"),
+    ({"tracking": training.TrackingOptions(experiment="")}, "experiment=''"),
+    ({"tracking": "sqlite:///x.db"}, "tracking='sqlite:///x.db'"),
+    ({"workers": 2, "resume_dir": "runs/r"}, "resume_dir='runs/r'"),
+])
+def test_the_training_entry_validates_before_any_work(tmp_path, kwargs, bad):
+    cfg = training.TrainConfig(out=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match=re.escape(bad)):
+        training.run(cfg, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tracking_options_make_local_stores_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    opts = training.TrackingOptions(uri="sqlite:///m.db", tags={"k": 1}).validate()
+    assert opts.uri == f"sqlite:///{tmp_path / 'm.db'}" and opts.tags == {"k": "1"}
+    assert training.TrackingOptions(uri="sqlite:////abs/m.db").validate().uri == "sqlite:////abs/m.db"
+    assert training.TrackingOptions(uri="http://127.0.0.1:5000").validate().uri == "http://127.0.0.1:5000"

@@ -221,15 +221,52 @@ def test_export_a_slimmable_width_and_a_ds_net_as_bundles(tmp_path):
     assert np.abs(ref).max() > 1e-2  # a meaningful comparison
 
 
-def test_ds_net_trains_both_stages_in_one_fit(tmp_path):
+def switchable_stats(net, width):
+    from pipelines.training.bn_recalibration import switchable_bn_layers
+
+    return [v.numpy().copy() for layer in switchable_bn_layers(net) for v in layer.slot_variables(width)[-2:]]
+
+
+def test_ds_net_trains_both_stages_in_one_fit_with_bn_recalibration_between(tmp_path, monkeypatch):
+    """One `train` runs Stage I, recalibrates BN of every width at the switch (as the DS-Net experiment does
+    between its two fits), then Stage II (supernet frozen: the recalibrated statistics are the final ones)."""
+    from pipelines.training import bn_recalibration
     from pipelines.training.train import TrainConfig, train
 
+    calls, real = [], bn_recalibration.recalibrate_bn
+
+    def spy(net, batches, width, num_batches=20, verbose=False):
+        before = switchable_stats(net, width)
+        seen = real(net, batches, width, num_batches=num_batches, verbose=verbose)
+        calls.append({"width": width, "seen": seen, "before": before, "after": switchable_stats(net, width)})
+        return seen
+
+    monkeypatch.setattr(bn_recalibration, "recalibrate_bn", spy)
     cfg = TrainConfig(model="ds_mobilenet_v1", image_size=8, epochs=2,
                       model_config={"gate_after": 3, "width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1},
-                      batch_size=32, limit=64, out=str(tmp_path), recipe_config={"stage1_fraction": 0.5})
+                      batch_size=16, limit=64, out=str(tmp_path),
+                      recipe_config={"stage1_fraction": 0.5, "recal_batches": 3})
     metrics, run_dir, net = train(cfg, verbose=0)
     history = json.loads((run_dir / "history.json").read_text())
     assert history["ieb_slimmest"][0] > 0 and history["ieb_slimmest"][1] == 0  # Stage I, then Stage II
     assert history["sgs"][0] == 0 and history["sgs"][1] > 0
+    assert [(c["width"], c["seen"]) for c in calls] == [(0.5, 3), (1.0, 3)]
+    for c in calls:
+        changed = max(float(np.max(np.abs(a - b))) for a, b in zip(c["before"], c["after"]))
+        assert changed > 1e-3, c["width"]  # recomputed, not the statistics collected in Stage I
+        for final, recalibrated in zip(switchable_stats(net, c["width"]), c["after"]):
+            np.testing.assert_allclose(final, recalibrated, rtol=0, atol=1e-6)
+    assert metrics["best_epoch"] == 2  # chosen among the Stage II epochs: the gated network's accuracy
     loaded = keras.models.load_model(run_dir / "model.keras")
     assert loaded(np.zeros((1, 8, 8, 1), "float32"))["gate_choice"].shape == (1, 2)
+
+
+def test_ds_net_switch_needs_training_batches_to_recalibrate():
+    net = build("ds_mobilenet_v1", SHAPE, 10, width_multipliers=(0.5, 1.0), gate_after=3, depth_multiplier=0.1)
+    model = TrainingModel(net, recipes.get("ds_net", stage1_fraction=0.5))
+    with pytest.raises(ValueError, match="train_data"):
+        model.recipe.callbacks(model, 2, 2)
+    assert len(model.recipe.callbacks(model, 2, 2, train_data=[])) == 1
+    assert len(recipes.get("ds_net", stage1_fraction=0.5, recal_batches=0).callbacks(model, 2, 2)) == 1
+    with pytest.raises(ValueError, match="recal_batches=-1"):
+        recipes.get("ds_net", recal_batches=-1)

@@ -2,25 +2,101 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pipelines.training import recipes
-from pipelines.training.train import TrainConfig, train
+from pipelines.training.train import TrainConfig, best_index, train
 from tests.conftest import ROOT
 
+TINY = {"width_multiplier": 0.25, "depth_multiplier": 0.25}
+SPOILED_EPOCH = 2  # 0-based: the last of 3 epochs starts from zeroed weights, so it is not the best
 
-def test_tiny_training_writes_a_run(tmp_path):
-    cfg = TrainConfig(model="mobilenet_v2", model_config={"width_multiplier": 0.25, "depth_multiplier": 0.25},
-                      epochs=2, batch_size=32, out=str(tmp_path), run_name="r", limit=96)
-    metrics, run_dir, net = train(cfg, verbose=0)
+
+def spoil_weights_at(epoch_to_spoil):
+    """A callback factory (as Ray Train workers take them): zeroes every trainable weight of the net when
+    epoch `epoch_to_spoil` begins; with zero kernels the net predicts one class, near chance."""
+    def factory(ctx):
+        from keras_layers import env  # noqa: F401
+        import tf_keras as keras
+
+        class _Spoil(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == epoch_to_spoil:
+                    for w in self.model.net.trainable_weights:
+                        w.assign(w * 0.0)
+
+        return _Spoil()
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def spoiled_run(tmp_path_factory):
+    """3 epochs of a tiny net on digits at 16x16 (the in-process half of the Ray Train integration test:
+    > 0.5 val accuracy there), the last one spoiled."""
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = TrainConfig(model="mobilenet_v2", model_config=TINY, image_size=16, epochs=3, batch_size=16,
+                      out=str(tmp), run_name="r", limit=512)
+    metrics, run_dir, net = train(cfg, callbacks=[spoil_weights_at(SPOILED_EPOCH)], verbose=0)
+    return cfg, metrics, run_dir, net
+
+
+def test_tiny_training_writes_a_run(spoiled_run):
+    cfg, metrics, run_dir, net = spoiled_run
     for f in ("model.keras", "history.json", "metrics.json", "config.json", "checkpoints"):
         assert (run_dir / f).exists(), f
-    assert metrics["epochs_run"] == 2 and metrics["madds"] > 0 and metrics["params"] == net.count_params()
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert metrics["epochs_run"] == 3 and metrics["madds"] > 0 and metrics["params"] == net.count_params()
+    assert metrics["val_accuracy"] > 0.5, metrics  # 10 classes: chance is 0.1 (measured 0.81)
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     # a second run with the same name never overwrites the first
-    _, run_dir2, _ = train(cfg, verbose=0)
+    cfg2 = TrainConfig(model_config=TINY, image_size=16, epochs=1, batch_size=32, out=cfg.out, run_name="r",
+                       limit=32)
+    _, run_dir2, _ = train(cfg2, verbose=0)
     assert run_dir2 != run_dir and (run_dir / "model.keras").exists()
+
+
+def validation_accuracy(net, cfg):
+    from pipelines import data
+
+    images, labels, _ = data.as_numpy(cfg.data, "validation", image_size=cfg.image_size, limit=cfg.limit)
+    return float(np.mean(np.argmax(net.predict(images, verbose=0), -1) == labels.reshape(-1)))
+
+
+def test_saved_model_is_the_epoch_the_run_reports(spoiled_run):
+    """metrics.json reports the best epoch; model.keras (and the returned net) must be that epoch's model,
+    not the last epoch's (which is spoiled here)."""
+    import tf_keras as keras
+
+    cfg, metrics, run_dir, net = spoiled_run
+    val = json.loads((run_dir / "history.json").read_text())["val_accuracy"]
+    assert val[SPOILED_EPOCH] < max(val) - 0.2, val  # the spoiled epoch really is worse
+    assert metrics["best_epoch"] == best_index(val) + 1 != SPOILED_EPOCH + 1, metrics
+    saved = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert validation_accuracy(saved, cfg) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert validation_accuracy(net, cfg) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+
+
+def test_learning_rate_is_read_under_a_strategy():
+    """Ray Train workers report the learning rate of an optimizer built in a strategy scope (a
+    MirroredVariable, which float() refuses)."""
+    import tensorflow as tf
+
+    from pipelines.training.train import build_training, current_learning_rate, load_data
+
+    cfg = TrainConfig(model_config=TINY, image_size=16, limit=32, learning_rate=0.004)
+    _, info = load_data(cfg, "train")
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = build_training(cfg, info, steps_per_epoch=3)
+    assert current_learning_rate(model) == pytest.approx(0.004)
+
+
+def test_best_index_rule():
+    nan = float("nan")
+    assert best_index([0.2, 0.5, 0.5, 0.1]) == 1  # first of the highest
+    assert best_index([0.9, 0.5, 0.6], first=1) == 2  # from the recipe's last stage on
+    assert best_index([0.9, nan], first=1) == 0  # no finite value there: all epochs
+    assert best_index([nan, nan]) == 1 and best_index([]) == 0  # nothing to compare: the last epoch
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):

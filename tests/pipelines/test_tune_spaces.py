@@ -66,3 +66,22 @@ def test_tune_cli_rejects_bad_input_before_ray(args, bad):
                          timeout=120)
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and bad in lines[0], res.stderr
+
+
+def test_basisnet_teacher_is_read_when_the_space_is_requested(monkeypatch):
+    """$BASISNET_TEACHER is read by `TuneOptions.space()`, not when `tune_spaces.basisnet` is imported."""
+    from ray.tune.search.sample import Float
+
+    import tune_spaces.basisnet as basisnet_space
+    from pipelines.tuning.tune import TuneOptions
+
+    monkeypatch.delenv("BASISNET_TEACHER", raising=False)
+    plain = TuneOptions(family="basisnet").space()["recipe_config"]
+    assert plain["teacher"] == "" and plain["kd_weight"] == 0.0
+    monkeypatch.setenv("BASISNET_TEACHER", "runs/mobilenet_v3-teacher")  # after the module was imported
+    taught = TuneOptions(family="basisnet", smoke_test=True).space()["recipe_config"]
+    assert taught["teacher"] == "runs/mobilenet_v3-teacher"
+    kd = taught["kd_weight"]
+    assert isinstance(kd, Float) and (kd.lower, kd.upper) == (0.2, 0.8)
+    module_space = basisnet_space.SPACE["recipe_config"]  # the module's literal dict is never changed
+    assert module_space["teacher"] == "" and module_space["kd_weight"] == 0.0

@@ -24,7 +24,7 @@ class StepOutput:
     predictions: dict = dataclasses.field(default_factory=dict)  # name -> logits (accuracy metrics)
 
 
-def _check_range(name, value, low, high):
+def check_range(name, value, low, high):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}]; received {name}={value!r}")
 
@@ -49,9 +49,9 @@ class Recipe:
         self.validate()
 
     def validate(self):
-        _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
-        _check_range("weight_decay", self.weight_decay, 0.0, 0.1)
-        _check_range("augment", self.augment, 0.0, 1.0)
+        check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        check_range("weight_decay", self.weight_decay, 0.0, 0.1)
+        check_range("augment", self.augment, 0.0, 1.0)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -79,9 +79,16 @@ class Recipe:
     def after_step(self, model: "TrainingModel"):
         """Runs after each optimizer step inside the compiled train step."""
 
-    def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int):
-        """Keras callbacks the recipe needs (schedules), given the length of training."""
+    def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int, train_data=None):
+        """Keras callbacks the recipe needs (schedules, stage switches), given the length of training and
+        the training batches (`train_data`, for recipes that recompute statistics between stages)."""
         return []
+
+    def final_stage_start(self, epochs: int) -> int:
+        """First epoch (0-based) of the recipe's last stage: the run's best epoch (the saved model and the
+        reported metrics) is chosen from these epochs on, where the validation metric measures the model
+        that training ends with (DS-Net's Stage I accuracy is not that of the gated network)."""
+        return 0
 
 
 class TrainingModel(keras.Model):

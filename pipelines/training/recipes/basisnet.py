@@ -29,7 +29,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.training.recipes import losses, register
-from pipelines.training.recipes.base import Recipe, StepOutput, _check_range
+from pipelines.training.recipes.base import Recipe, StepOutput, check_range
 
 
 class EpsilonSchedule:
@@ -136,11 +136,11 @@ class BasisNetRecipe(Recipe):
 
     def validate(self):
         super().validate()
-        _check_range("preview_weight", self.preview_weight, 0.0, 10.0)
-        _check_range("basis_dropout", self.basis_dropout, 0.0, 0.9)
-        _check_range("epsilon_fraction", self.epsilon_fraction, 0.0, 1.0)
-        _check_range("kd_weight", self.kd_weight, 0.0, 1.0)
-        _check_range("kd_temperature", self.kd_temperature, 0.1, 100.0)
+        check_range("preview_weight", self.preview_weight, 0.0, 10.0)
+        check_range("basis_dropout", self.basis_dropout, 0.0, 0.9)
+        check_range("epsilon_fraction", self.epsilon_fraction, 0.0, 1.0)
+        check_range("kd_weight", self.kd_weight, 0.0, 1.0)
+        check_range("kd_temperature", self.kd_temperature, 0.1, 100.0)
         if not isinstance(self.teacher, (str, keras.Model)):
             raise ValueError(f"teacher must be a path or models:/ URI; received teacher={self.teacher!r}")
         if self.kd_weight > 0 and not self.teacher:
@@ -161,7 +161,7 @@ class BasisNetRecipe(Recipe):
         self.schedule = EpsilonSchedule(self._decay_steps)
         self._teacher = load_teacher(self.teacher) if self.teacher and self.kd_weight > 0 else None
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
         return [EpsilonMixing(self._decay_steps, self.epsilon_fraction, steps_per_epoch, epochs)]
 
     def log_names(self, net):

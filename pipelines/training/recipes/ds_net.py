@@ -17,7 +17,10 @@ hard, the "try best" strategy) target the widest. Only the slimming head trains 
 ``train_shared_fc`` (the first FC is shared with the attention head, which Stage I fitted).
 
 ``stage1_fraction`` splits the epochs of one ``fit`` (a callback switches stages and re-traces the step);
-1.0 runs Stage I only, 0.0 Stage II only (on a supernet loaded into the net beforehand).
+1.0 runs Stage I only, 0.0 Stage II only (on a supernet loaded into the net beforehand). At the switch the
+BN statistics of every width are recalibrated on ``recal_batches`` training batches
+(`pipelines.training.bn_recalibration`), as between the two `fit`s of the DS-Net experiment. The run's best
+epoch (saved model, reported metrics) is chosen among the Stage II epochs (`final_stage_start`).
 
     python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --recipe-config target_madds=0.5
 """
@@ -91,6 +94,7 @@ class DSNet(Recipe):
     complexity_weight: float = 0.5  # lambda_2
     sgs_weight: float = 1.0  # lambda_3
     train_shared_fc: bool = False  # Stage II also trains the gate's first FC (shared with attention)
+    recal_batches: int = 20  # BN recalibration batches per width at the Stage I -> II switch (0 = none)
 
     def validate(self):
         super().validate()
@@ -103,6 +107,7 @@ class DSNet(Recipe):
         check_float("target_madds", self.target_madds, 0.0, 10.0, low_open=True)
         for name in ("cls_weight", "complexity_weight", "sgs_weight"):
             check_float(name, getattr(self, name), 0.0, 100.0)
+        check_int("recal_batches", self.recal_batches, 0)
         if not isinstance(self.train_shared_fc, bool):
             raise ValueError(f"train_shared_fc must be a bool; received train_shared_fc={self.train_shared_fc!r}")
 
@@ -143,15 +148,41 @@ class DSNet(Recipe):
         if self.stage == 1:
             ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step)
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def switch_epoch(self, epochs):
+        """First epoch (0-based) of Stage II when one `fit` runs both stages, else None."""
         if not 0 < self.stage1_fraction < 1:
+            return None
+        return min(epochs - 1, max(1, int(round(self.stage1_fraction * epochs))))
+
+    def final_stage_start(self, epochs):
+        switch = self.switch_epoch(epochs)
+        return 0 if switch is None else switch
+
+    def recalibrate(self, model, train_data):
+        """BN recalibration of every width (the step between Stage I and II, as the DS-Net experiment does):
+        the running statistics collected while the supernet changed are recomputed on `recal_batches`
+        training batches. Returns the widths recalibrated."""
+        from pipelines.training import bn_recalibration
+
+        widths = model_width_multipliers(model.net)
+        if self.recal_batches:
+            for w in widths:
+                bn_recalibration.recalibrate_bn(model.net, train_data, w, num_batches=self.recal_batches)
+        return widths if self.recal_batches else ()
+
+    def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
+        switch = self.switch_epoch(epochs)
+        if switch is None:
             return []
-        switch = min(epochs - 1, max(1, int(round(self.stage1_fraction * epochs))))
+        if train_data is None and self.recal_batches:
+            raise ValueError("ds_net: the Stage I -> II switch recalibrates BN on training batches; pass "
+                             "train_data=... to callbacks() (or recal_batches=0)")
         recipe = self
 
         class _StageSwitch(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 if epoch >= switch and recipe.stage == 1:
+                    recipe.recalibrate(model, train_data)
                     recipe.enter_stage2(model)
                     model.train_function = None
                     model.test_function = None

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.training.recipes import losses, register
-from pipelines.training.recipes.base import Recipe, StepOutput, _check_range
+from pipelines.training.recipes.base import Recipe, StepOutput, check_range
 
 
 def _exit_names(outputs_or_net):
@@ -64,7 +64,7 @@ class MultiExit(Recipe):
             self.exit_weights = tuple(float(w) for w in self.exit_weights)
         if not isinstance(self.distill, bool):
             raise ValueError(f"distill must be a bool; received distill={self.distill!r}")
-        _check_range("alpha", self.alpha, 0.0, 1.0)
+        check_range("alpha", self.alpha, 0.0, 1.0)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not 0 < self.temperature <= 100:
             raise ValueError(f"temperature must be in (0, 100]; received temperature={self.temperature!r}")
@@ -103,7 +103,7 @@ class MultiExit(Recipe):
             return epochs
         return int(round(self.phase1_fraction * epochs))
 
-    def callbacks(self, model, steps_per_epoch, epochs):
+    def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
         recipe, start = self, self.phase2_start_epoch(epochs)
 
         class TwoPhase(keras.callbacks.Callback):
