@@ -133,6 +133,20 @@ def current_client():
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def current_learning_rate(model):
+    """The optimizer's learning rate now (a schedule evaluated at the current step), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    lr = getattr(optimizer, "learning_rate", None) if optimizer is not None else None
+    if lr is None:
+        return None
+    value = lr(optimizer.iterations) if callable(lr) else lr
+    value = value.numpy() if hasattr(value, "numpy") else value  # a MirroredVariable under a strategy
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def epoch_metrics(run_id=None):
     """A Keras callback that logs every epoch's logs (loss, accuracy, val_*, learning_rate) to `run_id`
     (default: the active run) with step = epoch number."""
@@ -155,13 +169,9 @@ def epoch_metrics(run_id=None):
             metrics = [Metric(k, float(v), now, epoch + 1) for k, v in (logs or {}).items()
                        if isinstance(v, (int, float)) or hasattr(v, "__float__")]
             metrics = [m for m in metrics if math.isfinite(m.value)]
-            lr = getattr(self.model.optimizer, "learning_rate", None) if self.model.optimizer else None
+            lr = current_learning_rate(self.model)
             if lr is not None:
-                try:
-                    value = lr(self.model.optimizer.iterations) if callable(lr) else lr
-                    metrics.append(Metric("learning_rate", float(value), now, epoch + 1))
-                except (TypeError, ValueError):
-                    pass
+                metrics.append(Metric("learning_rate", lr, now, epoch + 1))
             if metrics:
                 mlclient.log_batch(run_id, metrics=metrics)
 
@@ -312,6 +322,20 @@ def log_training_result(run_id, run_dir, metrics, history=None):
     if history:
         log_history_plot(history, run_id=run_id)
     c.set_tag(run_id, "run_dir", str(run_dir.resolve()))
+
+
+def run_summary(client, run_id):
+    """The final metrics a training run reports (`run/metrics.json`: the best epoch's, the one its
+    `model.keras` holds). Not `run.data.metrics`: MLflow shows a metric's value at its highest step, which
+    for per-epoch metrics is the last epoch, not the reported one. Runs without the file: their metrics."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "run/metrics.json", tmp)
+        except Exception:  # no such artifact (a run not written by pipelines.training)
+            return dict(client.get_run(run_id).data.metrics)
+        return json.loads(Path(path).read_text())
 
 
 @contextlib.contextmanager

@@ -131,7 +131,7 @@ def run(args):
 
     client = tracking.client(uri)
     champ = client.get_model_version_by_alias(args.name, registry.CHAMPION)
-    champ_metrics = client.get_run(champ.run_id).data.metrics
+    champ_metrics = tracking.run_summary(client, champ.run_id)
     bundle = Path(exp["bundle"])
     lines = [
         "",

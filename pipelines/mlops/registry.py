@@ -154,7 +154,7 @@ def register(run_id, name, tracking_uri=None, log=print):
     check_name(name)
     client = tracking.client(tracking_uri)
     try:
-        run = client.get_run(run_id)
+        client.get_run(run_id)
     except MlflowException:
         raise ValueError(f"run={run_id!r} not found in {client.tracking_uri}") from None
     config, dataset = run_context(client, run_id)
@@ -171,9 +171,10 @@ def register(run_id, name, tracking_uri=None, log=print):
             "data": config["data"], "image_size": str(config["image_size"]),
             "num_classes": str(dataset.get("num_classes")), "registered_by": who(),
             "registered_at": timestamp()}
+    summary = tracking.run_summary(client, run_id)  # the reported epoch's metrics, as model.keras holds
     for k in ("val_accuracy", "madds", "params"):
-        if k in run.data.metrics:
-            tags[k] = _fmt(run.data.metrics[k])
+        if isinstance(summary.get(k), (int, float)):
+            tags[k] = _fmt(summary[k])
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     client.update_model_version(name, version, description=(

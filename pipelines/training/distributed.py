@@ -117,7 +117,7 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
     import tf_keras as keras
     from ray.train import Checkpoint
 
-    from pipelines.training.train import current_learning_rate
+    from pipelines.tracking import current_learning_rate
 
     class _ReportEpoch(keras.callbacks.Callback):
         """After every epoch: checkpoint on all workers (collectives), report (rank 0's checkpoint kept)."""

@@ -128,20 +128,6 @@ def best_index(values, first=0):
     return len(values) - 1 if best is None else best
 
 
-def current_learning_rate(model):
-    """The optimizer's learning rate now (a schedule evaluated at the current step), or None."""
-    optimizer = getattr(model, "optimizer", None)
-    lr = getattr(optimizer, "learning_rate", None) if optimizer is not None else None
-    if lr is None:
-        return None
-    value = lr(optimizer.iterations) if callable(lr) else lr
-    value = value.numpy() if hasattr(value, "numpy") else value  # a MirroredVariable under a strategy
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 class BestEpoch:
     """Keeps the plain net's weights (BN statistics included) of the best validation epoch, chosen by
     `best_index` over `val_accuracy` from epoch `first` (0-based, counted from the start of this fit) on,

@@ -129,3 +129,31 @@ def test_load_version_model_unpickles_nothing_from_the_artifact_store(tmp_path):
     net = registry.load_version_model(tracking.client(uri), mv)
     assert not marker.exists()
     assert net.output_names == ["logits"] and tuple(net.input_shape) == (None, 8, 8, 1)
+
+
+def test_register_tags_the_reported_epoch_not_the_last_one(tmp_path):
+    """A run's per-epoch `val_accuracy` ends lower than its best epoch, which is the epoch `model.keras`
+    holds and `metrics.json` reports: the version's tag must be the reported value. (MLflow's
+    `run.data.metrics` shows the highest step, the last epoch.)"""
+    import mlflow
+    from mlflow.entities import Metric
+    from keras_layers import env  # noqa: F401
+    import tf_keras as keras
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracking.configure(uri)
+    art = tmp_path / "run"
+    art.mkdir()
+    inp = keras.Input((4,), name="image")
+    keras.Model(inp, keras.layers.Dense(3, name="logits")(inp)).save(art / "model.keras")
+    (art / "config.json").write_text(json.dumps({"model": "tiny", "data": "digits", "image_size": 8}))
+    (art / "dataset.json").write_text(json.dumps({"num_classes": 3}))
+    (art / "metrics.json").write_text(json.dumps({"val_accuracy": 0.9, "best_epoch": 1, "madds": 12, "params": 15}))
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment("tests", uri)) as run:
+        mlflow.log_artifacts(str(art), "run")
+        client = tracking.client(uri)
+        client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", 0.9, 0, 1), Metric("val_accuracy", 0.5, 0, 2),
+                                                   Metric("val_accuracy", 0.9, 0, 0)])
+    assert client.get_run(run.info.run_id).data.metrics["val_accuracy"] == 0.5  # what the bug read
+    mv = registry.register(run.info.run_id, "tiny", tracking_uri=uri, log=lambda *_: None)
+    assert mv.tags["val_accuracy"] == "0.9" and mv.tags["madds"] == "12"

@@ -82,7 +82,8 @@ def test_learning_rate_is_read_under_a_strategy():
     MirroredVariable, which float() refuses)."""
     import tensorflow as tf
 
-    from pipelines.training.train import build_training, current_learning_rate, load_data
+    from pipelines.tracking import current_learning_rate
+    from pipelines.training.train import build_training, load_data
 
     cfg = TrainConfig(model_config=TINY, image_size=16, limit=32, learning_rate=0.004)
     _, info = load_data(cfg, "train")
