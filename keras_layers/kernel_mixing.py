@@ -161,8 +161,37 @@ def choose_depthwise_method(batch):
 
 # ---------------------------------------------------------------- conv2d
 
+# XNNPACK (LiteRT's default delegate) takes a STRIDED_SLICE only with strides of 1 and no shrunk axis,
+# and a CONCATENATION of at most 5 inputs: the batch-1 graphs below are written within those limits.
+MAX_CONCAT_INPUTS = 5
+
+
+def _concat(tensors, axis=-1):
+    """`tf.concat` as a tree of concatenations of at most MAX_CONCAT_INPUTS tensors (same result)."""
+    while len(tensors) > MAX_CONCAT_INPUTS:
+        tensors = [t[0] if len(t) == 1 else tf.concat(t, axis)
+                   for t in (tensors[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(tensors), MAX_CONCAT_INPUTS))]
+    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis)
+
+
+def _strided_window(x, start, stride, size):
+    """``x[:, r::sh, c::sw, :]`` limited to `size` (oh, ow) rows and columns, with slices of stride 1:
+    x is reshaped to (B, H/sh, sh, W/sw, sw*C) (padded at the end to multiples of the strides) and
+    the window is one stride-1 slice of that, so XNNPACK delegates it."""
+    (r, c), (sh, sw), (oh, ow) = start, stride, size
+    if (sh, sw) == (1, 1):
+        return x[:, r:r + oh, c:c + ow, :]
+    h, w, ch = x.shape[1], x.shape[2], x.shape[3]
+    hq, wq = max(math.ceil(h / sh), r // sh + oh), max(math.ceil(w / sw), c // sw + ow)
+    if (hq * sh, wq * sw) != (h, w):
+        x = tf.pad(x, [[0, 0], [0, hq * sh - h], [0, wq * sw - w], [0, 0]])
+    phases = tf.reshape(x, (-1, hq, sh, wq, sw * ch))
+    window = phases[:, r // sh:r // sh + oh, r % sh:r % sh + 1, c // sw:c // sw + ow, (c % sw) * ch:(c % sw + 1) * ch]
+    return tf.reshape(window, (-1, oh, ow, ch))
+
+
 def _im2col(x, kernel_size, strides, padding, dilation):
-    """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted strided slices."""
+    """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted windows."""
     kh, kw = kernel_size
     h, w = x.shape[1], x.shape[2]
     if padding == "same":
@@ -171,12 +200,9 @@ def _im2col(x, kernel_size, strides, padding, dilation):
             x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
     oh = output_size(h, kh, strides[0], padding, dilation[0])
     ow = output_size(w, kw, strides[1], padding, dilation[1])
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            r, c = i * dilation[0], j * dilation[1]
-            taps.append(x[:, r:r + (oh - 1) * strides[0] + 1:strides[0], c:c + (ow - 1) * strides[1] + 1:strides[1], :])
-    return taps[0] if len(taps) == 1 else tf.concat(taps, axis=-1)
+    taps = [_strided_window(x, (i * dilation[0], j * dilation[1]), strides, (oh, ow))
+            for i in range(kh) for j in range(kw)]
+    return _concat(taps)
 
 
 @_static_python
@@ -207,7 +233,9 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
             raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel. Received: kernel_size={(kh, kw)}")
         x = inputs
         if strides != (1, 1):
-            x = x[:, ::strides[0], ::strides[1], :]
+            oh = output_size(x.shape[1], 1, strides[0], padding)
+            ow = output_size(x.shape[2], 1, strides[1], padding)
+            x = _strided_window(x, (0, 0), strides, (oh, ow))
         return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
     if method == "im2col":
         patches = _im2col(inputs, (kh, kw), strides, padding, dilation)
@@ -218,7 +246,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     if method == "folded":
         if batch != 1:
             raise ValueError(f"conv2d method='folded' needs a static batch of 1. Received: batch={batch}")
-        return _conv(inputs, mixed[0], strides, padding, dilation)
+        return _conv(inputs, tf.reshape(mixed, kernel.shape[1:]), strides, padding, dilation)
     if method == "unrolled":
         xs = tf.split(inputs, batch, axis=0)
         ks = tf.unstack(mixed, num=batch, axis=0)
@@ -262,7 +290,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     if method == "folded":
         if batch != 1:
             raise ValueError(f"depthwise method='folded' needs a static batch of 1. Received: batch={batch}")
-        return _depthwise(inputs, mixed[0], strides, padding, dilation)
+        return _depthwise(inputs, tf.reshape(mixed, kernel.shape[1:]), strides, padding, dilation)
     h, w = inputs.shape[1], inputs.shape[2]
     x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
     k = tf.reshape(tf.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, 1))
