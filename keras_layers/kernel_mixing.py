@@ -205,6 +205,21 @@ def _im2col(x, kernel_size, strides, padding, dilation):
     return _concat(taps)
 
 
+def _pointwise_batch1(x, coefficients, kernel):
+    """1x1 conv of one example, (1, H, W, C_in) -> (1, H, W, C_out), for LiteRT + XNNPACK.
+
+    The kernel is mixed in the (C_out, C_in) layout (the bases transposed once, a constant after
+    conversion) and is the LEFT operand of the BATCH_MATMUL, ``y^T = K^T x^T``: XNNPACK reads the left
+    operand in place and packs the right one at every run, so it packs the few H*W*C_in inputs instead
+    of the C_in*C_out mixed kernel (5-25% faster per layer at the sizes of condconv_mobilenet_v2); a
+    TRANSPOSE of the (C_out, H*W) result follows.
+    """
+    h, w, c_in, c_out = x.shape[1], x.shape[2], kernel.shape[3], kernel.shape[4]
+    mixed_t = mix_kernels(coefficients, tf.transpose(kernel, (0, 1, 2, 4, 3)))  # (1, 1, 1, C_out, C_in)
+    y_t = tf.matmul(tf.reshape(mixed_t, (1, c_out, c_in)), tf.reshape(x, (1, h * w, c_in)), transpose_b=True)
+    return tf.reshape(tf.transpose(y_t, (0, 2, 1)), (1, h, w, c_out))
+
+
 @_static_python
 def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilation_rate=(1, 1), method="auto"):
     """Per-example convolution with kernels ``sum_n coefficients[b, n] * kernel[n]``.
@@ -227,7 +242,6 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
         y = tf.reshape(y, (-1, y.shape[1], y.shape[2], kernel.shape[0], c_out))
         return tf.einsum("bhwno,bn->bhwo", y, coefficients)
 
-    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "einsum":
         if (kh, kw) != (1, 1):
             raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel. Received: kernel_size={(kh, kw)}")
@@ -237,11 +251,15 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
             ow = output_size(x.shape[2], 1, strides[1], padding)
             x = _strided_window(x, (0, 0), strides, (oh, ow))
         oh, ow = x.shape[1], x.shape[2]
+        if batch == 1 and oh is not None and ow is not None:
+            return _pointwise_batch1(x, coefficients, kernel)
+        mixed = mix_kernels(coefficients, kernel)
         if oh is None or ow is None:
             return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
         # a plain batched matmul: in training TF's einsum transposes around it (forward + backward ~10% slower)
         y = tf.matmul(tf.reshape(x, (-1, oh * ow, c_in)), tf.reshape(mixed, (-1, c_in, c_out)))
         return tf.reshape(y, (-1, oh, ow, c_out))
+    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "im2col":
         patches = _im2col(inputs, (kh, kw), strides, padding, dilation)
         oh, ow = patches.shape[1], patches.shape[2]
