@@ -15,7 +15,9 @@ functions of this module; nothing else implements the per-example kernel.
 forced by name (the tests compare them all against a NumPy loop):
 
 conv2d methods
-  ``einsum``    1x1 only: ``bhwi,bio->bhwo`` with the mixed kernel (a strided 1x1 first subsamples).
+  ``einsum``    1x1 only: a batched matmul ``(B, HW, C_in) x (B, C_in, C_out)`` with the mixed kernel
+                (a strided 1x1 first subsamples); at batch 1 the kernel is mixed as (C_out, C_in) and
+                is the left operand (see below).
   ``map_fn``    per-example ``tf.nn.conv2d`` in a ``tf.map_fn`` (dynamic batch).
   ``unrolled``  per-example ``tf.nn.conv2d`` unrolled over a static batch (split / conv / concat).
   ``grouped``   batch folded into channels, one grouped convolution with ``groups=B``.
@@ -43,20 +45,29 @@ Training, forward+backward, B=32, E=8, 32x32x64 -> 64, traced with an unknown ba
 
 Batch 1 (the phone; `pipelines.export.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
 XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run
-time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``.
+time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``; it takes a ``STRIDED_SLICE`` only
+with strides of 1 and no shrunk axis and a ``CONCATENATION`` of at most 5 inputs, so the batch-1
+graphs drop the batch axis by reshape, take strided windows as stride-1 slices of a reshape and
+concatenate in a tree: every operator but the depthwise convs with a run-time filter runs on XNNPACK
+(`pipelines.export.tflite.delegation`). Issue 17's measurements and the variants tried and rejected
+are in the docstring of `benchmarks/bench_kernel_mixing.py`.
 
 * 3x3 at 32x32x32: static 0.33 ms; ``im2col`` 0.66-0.70 ms (2x); ``folded`` conv 6.2 ms (19x).
   At 32x32x64: static 4.95, ``im2col`` 7.84 ms (1.6x), 9 accumulated matmuls 30 ms (their
   TRANSPOSE / ADD_N are not delegated). Auto at batch 1: ``im2col``.
 * 1x1 at 32x32x32: static 0.048 ms; ``einsum`` (one BATCH_MATMUL) 0.057 ms (1.2x); ``folded`` 0.26 ms.
+  The mixed kernel is the BATCH_MATMUL's left operand in the (C_out, C_in) layout, ``y^T = K^T x^T``:
+  XNNPACK packs the right operand at every run, and the H*W*C_in inputs are fewer than the kernel's
+  C_in*C_out weights at the model's late stages (5-25% faster per layer there).
 * depthwise 3x3 at 32x32x64: static 0.14 ms; ``folded`` 0.44 ms (3x); shifted multiply-adds
   2.0 ms; stacked taps + SUM 2.4 ms. Auto at batch 1: ``folded``.
 * Whatever the method, mixing reads E times the kernel's weights per example (one
   FULLY_CONNECTED (1, E) x (E, kernel size)); at small spatial sizes (the 4x4 maps of a 32x32
-  MobileNet's last stages, or a wide 1x1 head) that memory traffic, not the convolution, dominates.
+  MobileNet's last stages, or a wide 1x1 head) that memory traffic, not the convolution, dominates:
+  16 MB of float32 bases at `condconv_mobilenet_v2`'s defaults, read at every inference.
 
 All methods use only builtin TFLite ops at batch 1 (MEAN, FULLY_CONNECTED / BATCH_MATMUL,
-STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, DEPTHWISE_CONV_2D).
+STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, TRANSPOSE, DEPTHWISE_CONV_2D).
 """
 from __future__ import annotations
 
