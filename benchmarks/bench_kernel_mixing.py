@@ -27,12 +27,21 @@ time of the process (steadier there than wall time, which the rest is):
 * KEPT - the folded kernel drops its batch axis by RESHAPE, not ``mixed[0]``: that STRIDED_SLICE was not
   delegated (5 in condconv_mobilenet_v2, 0.19 ms of 1.46 summed over its operators run alone at 32x32).
   Whole model 32x32 float32, CondConv / static: 4.80x -> 4.38x (CPU).
-* KEPT - im2col taps as stride-1 slices of a (B, H/s, s, W/s, s*C) reshape and the concatenation as a
-  tree of <= 5 inputs (XNNPACK takes neither a stride > 1 nor a 9-input CONCATENATION): 4 layers 3x3
-  go from 68/72 to 80/80 operators on XNNPACK, same time (32x32x32: 2.28x vs 2.35x static, wall).
-* KEPT - 1x1 with the mixed kernel laid out (C_out, C_in) as the LEFT operand of BATCH_MATMUL (XNNPACK
-  reads it in place and packs the small input instead): per layer, chained past the L3 size, CPU:
-  4x4 160->1280 0.98 -> 0.94 ms, 8x8 48->288 0.084 -> 0.061 ms, 7x7 480->80 0.205 -> 0.173 ms.
+* KEPT - 3x3 im2col at batch 1: taps as stride-1 slices of a (B, H/s, s, W/s, s*C) reshape, one
+  concatenation + product per group of <= 5 taps, the products summed (XNNPACK takes neither a stride
+  > 1 nor a 9-input CONCATENATION). 4 layers 3x3, CondConv / static, CPU: 32x32x32 1.96x -> 1.75x
+  float32, 1.68x -> 1.52x dynamic; 16x16x64 2.07x -> 1.81x, 1.78x -> 1.56x; 68/72 -> 100/100
+  operators on XNNPACK. A tree of concatenations instead (all delegated, but the patches copied
+  twice): 2.11x vs 1.89x at 32x32x32.
+* KEPT - 1x1 at batch 1 as ONE matrix product: BATCH_MATMUL (1, 1, H*W, C_in) x (1, 1, C_out, C_in)^T,
+  the kernel mixed in the (C_out, C_in) layout XNNPACK packs without a transpose. Given the einsum's
+  (1, H, W, C_in) - or a (1, H*W, C_in) reshape, which the converter folds back - XNNPACK runs H
+  products of W rows. Per layer, chained past the L3 size, CPU (4-D einsum -> one product):
+  4x4 160->1280 0.97 -> 0.88 ms, 8x8 48->288 0.067 -> 0.053 ms, 14x14 48->288 0.124 -> 0.110 ms.
+  Whole model, CondConv / static, CPU, 25 rounds: 32x32 float32 3.77x -> 3.60x, dynamic 2.62x ->
+  2.47x; 224x224 float32 1.96x -> 1.88x, dynamic 1.48x -> 1.40x. The (C_out, C_in) layout alone in
+  the 4-D product (what a transposed product ``y^T = K^T x^T`` becomes after conversion): no gain
+  (32x32 3.77x vs 3.80x).
 * KEPT (already so) - mixing = one FULLY_CONNECTED (1, E) x (E, P) per layer: it was already delegated
   (the issue's premise that the kernels were mixed outside XNNPACK does not hold for LiteRT 2.3);
   dynamic-range stores the bases int8 and XNNPACK runs it, but with a scale and a sum per output

@@ -16,8 +16,8 @@ forced by name (the tests compare them all against a NumPy loop):
 
 conv2d methods
   ``einsum``    1x1 only: a batched matmul ``(B, HW, C_in) x (B, C_in, C_out)`` with the mixed kernel
-                (a strided 1x1 first subsamples); at batch 1 the kernel is mixed as (C_out, C_in) and
-                is the left operand (see below).
+                (a strided 1x1 first subsamples); at batch 1 the kernel is mixed as (C_out, C_in)
+                (see below).
   ``map_fn``    per-example ``tf.nn.conv2d`` in a ``tf.map_fn`` (dynamic batch).
   ``unrolled``  per-example ``tf.nn.conv2d`` unrolled over a static batch (split / conv / concat).
   ``grouped``   batch folded into channels, one grouped convolution with ``groups=B``.
@@ -56,9 +56,10 @@ are in the docstring of `benchmarks/bench_kernel_mixing.py`.
   At 32x32x64: static 4.95, ``im2col`` 7.84 ms (1.6x), 9 accumulated matmuls 30 ms (their
   TRANSPOSE / ADD_N are not delegated). Auto at batch 1: ``im2col``.
 * 1x1 at 32x32x32: static 0.048 ms; ``einsum`` (one BATCH_MATMUL) 0.057 ms (1.2x); ``folded`` 0.26 ms.
-  The mixed kernel is the BATCH_MATMUL's left operand in the (C_out, C_in) layout, ``y^T = K^T x^T``:
-  XNNPACK packs the right operand at every run, and the H*W*C_in inputs are fewer than the kernel's
-  C_in*C_out weights at the model's late stages (5-25% faster per layer there).
+  It is one BATCH_MATMUL over (1, 1, H*W, C_in) with the kernel mixed as (C_out, C_in) (packed without
+  a transpose); (1, H, W, C_in) makes XNNPACK run H small products instead (5-25% slower per layer).
+  im2col at batch 1 is one such product per group of <= 5 taps, summed (3x3: ~10% faster than one
+  9-input concatenation, which XNNPACK does not take).
 * depthwise 3x3 at 32x32x64: static 0.14 ms; ``folded`` 0.44 ms (3x); shifted multiply-adds
   2.0 ms; stacked taps + SUM 2.4 ms. Auto at batch 1: ``folded``.
 * Whatever the method, mixing reads E times the kernel's weights per example (one
@@ -203,6 +204,11 @@ def _strided_window(x, start, stride, size):
 
 def _im2col(x, kernel_size, strides, padding, dilation):
     """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted windows."""
+    return _concat(_im2col_taps(x, kernel_size, strides, padding, dilation))
+
+
+def _im2col_taps(x, kernel_size, strides, padding, dilation):
+    """The kh*kw shifted windows ``(B, oh, ow, C)`` of `_im2col`, tap-major."""
     kh, kw = kernel_size
     h, w = x.shape[1], x.shape[2]
     if padding == "same":
@@ -211,24 +217,24 @@ def _im2col(x, kernel_size, strides, padding, dilation):
             x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
     oh = output_size(h, kh, strides[0], padding, dilation[0])
     ow = output_size(w, kw, strides[1], padding, dilation[1])
-    taps = [_strided_window(x, (i * dilation[0], j * dilation[1]), strides, (oh, ow))
+    return [_strided_window(x, (i * dilation[0], j * dilation[1]), strides, (oh, ow))
             for i in range(kh) for j in range(kw)]
-    return _concat(taps)
 
 
-def _pointwise_batch1(x, coefficients, kernel):
-    """1x1 conv of one example, (1, H, W, C_in) -> (1, H, W, C_out), for LiteRT + XNNPACK.
+def _product_batch1(rows, coefficients, kernel):
+    """``rows`` (1, M, K) times one example's mixed kernel -> (1, M, C_out), for LiteRT + XNNPACK.
 
-    The kernel is mixed in the (C_out, C_in) layout (the bases transposed once, a constant after
-    conversion) and is the LEFT operand of the BATCH_MATMUL, ``y^T = K^T x^T``: XNNPACK reads the left
-    operand in place and packs the right one at every run, so it packs the few H*W*C_in inputs instead
-    of the C_in*C_out mixed kernel (5-25% faster per layer at the sizes of condconv_mobilenet_v2); a
-    TRANSPOSE of the (C_out, H*W) result follows.
+    `kernel` (E, ..., C_in, C_out) with K = its middle size (tap-major, channel-minor, as `_im2col`). One
+    BATCH_MATMUL ``(1, 1, M, K) x (1, 1, C_out, K)^T``: the kernel is mixed in the (C_out, K) layout (the
+    bases transposed once, a constant after conversion) that XNNPACK packs without a transpose, and the
+    batch axes are 1 x 1 on purpose: from (1, M, K) - or the einsum's (1, H, W, C_in) - the converter
+    folds the reshapes into a BATCH_MATMUL over (1, H) batches of W rows, which XNNPACK runs as H small
+    products (4-6% of condconv_mobilenet_v2's time; see bench_kernel_mixing).
     """
-    h, w, c_in, c_out = x.shape[1], x.shape[2], kernel.shape[3], kernel.shape[4]
-    mixed_t = mix_kernels(coefficients, tf.transpose(kernel, (0, 1, 2, 4, 3)))  # (1, 1, 1, C_out, C_in)
-    y_t = tf.matmul(tf.reshape(mixed_t, (1, c_out, c_in)), tf.reshape(x, (1, h * w, c_in)), transpose_b=True)
-    return tf.reshape(tf.transpose(y_t, (0, 2, 1)), (1, h, w, c_out))
+    m, k, c_out, rank = rows.shape[1], rows.shape[2], kernel.shape[-1], kernel.shape.rank
+    mixed_t = mix_kernels(coefficients, tf.transpose(kernel, (0, rank - 1, *range(1, rank - 1))))  # (1, C_out, ...)
+    y = tf.matmul(tf.reshape(rows, (1, 1, m, k)), tf.reshape(mixed_t, (1, 1, c_out, k)), transpose_b=True)
+    return tf.reshape(y, (1, m, c_out))
 
 
 @_static_python
@@ -263,20 +269,34 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
             x = _strided_window(x, (0, 0), strides, (oh, ow))
         oh, ow = x.shape[1], x.shape[2]
         if batch == 1 and oh is not None and ow is not None:
-            return _pointwise_batch1(x, coefficients, kernel)
+            y = _product_batch1(tf.reshape(x, (1, oh * ow, c_in)), coefficients, kernel)
+            return tf.reshape(y, (1, oh, ow, c_out))
         mixed = mix_kernels(coefficients, kernel)
         if oh is None or ow is None:
             return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
         # a plain batched matmul: in training TF's einsum transposes around it (forward + backward ~10% slower)
         y = tf.matmul(tf.reshape(x, (-1, oh * ow, c_in)), tf.reshape(mixed, (-1, c_in, c_out)))
         return tf.reshape(y, (-1, oh, ow, c_out))
-    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
+    if method == "im2col" and batch == 1:
+        # One product per group of <= MAX_CONCAT_INPUTS taps, summed: every operator stays on XNNPACK
+        # without a second copy of the patches (a tree of concatenations copies them twice).
+        taps = _im2col_taps(inputs, (kh, kw), strides, padding, dilation)
+        oh, ow = taps[0].shape[1], taps[0].shape[2]
+        by_tap = tf.reshape(kernel, (kernel.shape[0], kh * kw, c_in, c_out))
+        y = None
+        for start in range(0, len(taps), MAX_CONCAT_INPUTS):
+            group = taps[start:start + MAX_CONCAT_INPUTS]
+            rows = tf.reshape(_concat(group), (1, oh * ow, len(group) * c_in))
+            part = _product_batch1(rows, coefficients, by_tap[:, start:start + len(group)])
+            y = part if y is None else y + part
+        return tf.reshape(y, (1, oh, ow, c_out))
     if method == "im2col":
         patches = _im2col(inputs, (kh, kw), strides, padding, dilation)
         oh, ow = patches.shape[1], patches.shape[2]
         flat = tf.reshape(patches, (-1, oh * ow, kh * kw * c_in))
-        y = tf.matmul(flat, tf.reshape(mixed, (-1, kh * kw * c_in, c_out)))
+        y = tf.matmul(flat, tf.reshape(mix_kernels(coefficients, kernel), (-1, kh * kw * c_in, c_out)))
         return tf.reshape(y, (-1, oh, ow, c_out))
+    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "folded":
         if batch != 1:
             raise ValueError(f"conv2d method='folded' needs a static batch of 1. Received: batch={batch}")

@@ -6,6 +6,7 @@
     runner = Runner(tflite_bytes, num_threads=2)
     runner.run(x)                              # or runner.run({"image": x, ...}, signature="specialist")
     parity(lambda x: net(x).numpy(), runner, images)   # {"max_abs_error": ..., "top1_agreement": ...}
+    delegation(tflite_bytes)                   # {"ops": 123, "delegated": 118, "not_delegated": {...}}: XNNPACK's share
 
 Quantization modes: ``float32`` (none), ``float16`` (fp16 weights), ``dynamic`` (int8 weights,
 float activations), ``int8`` (full integer, needs a representative dataset), ``qat`` (a model already
