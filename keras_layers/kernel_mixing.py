@@ -48,7 +48,8 @@ XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is 
 time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``; it takes a ``STRIDED_SLICE`` only
 with strides of 1 and no shrunk axis and a ``CONCATENATION`` of at most 5 inputs, so the batch-1
 graphs drop the batch axis by reshape, take strided windows as stride-1 slices of a reshape and
-concatenate in a tree: every operator but the depthwise convs with a run-time filter runs on XNNPACK
+concatenate at most 5 tensors at a time: every operator but the depthwise convs with a run-time filter
+runs on XNNPACK
 (`pipelines.export.tflite.delegation`). Issue 17's measurements and the variants tried and rejected
 are in the docstring of `benchmarks/bench_kernel_mixing.py`.
 
@@ -68,7 +69,7 @@ are in the docstring of `benchmarks/bench_kernel_mixing.py`.
   16 MB of float32 bases at `condconv_mobilenet_v2`'s defaults, read at every inference.
 
 All methods use only builtin TFLite ops at batch 1 (MEAN, FULLY_CONNECTED / BATCH_MATMUL,
-STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, TRANSPOSE, DEPTHWISE_CONV_2D).
+STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, ADD, DEPTHWISE_CONV_2D).
 """
 from __future__ import annotations
 
@@ -274,7 +275,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
         mixed = mix_kernels(coefficients, kernel)
         if oh is None or ow is None:
             return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
-        # a plain batched matmul: in training TF's einsum transposes around it (forward + backward ~10% slower)
+        # a plain batched matmul over the (B, H*W, C_in) rows (instead of TF's Einsum kernel and gradient)
         y = tf.matmul(tf.reshape(x, (-1, oh * ow, c_in)), tf.reshape(mixed, (-1, c_in, c_out)))
         return tf.reshape(y, (-1, oh, ow, c_out))
     if method == "im2col" and batch == 1:
