@@ -64,12 +64,14 @@ time of the process (steadier there than wall time, which the rest is):
 * NO GAIN - float16 weights (XNNPACK widens them to float32 when it loads the model: head 0.840 vs
   0.852 ms) and per-tensor dynamic-range (a 2.5x smaller file, 0.608 vs 0.589 ms).
 
-Where the rest goes: the E expert kernels, 16 MB float32 at the registry defaults (40% of it the
-1280-wide CondConv head), are read at every inference. Operators run alone (warm cache) sum to
-1.3-1.9 ms at 32x32 (mixing FULLY_CONNECTED ~0.4-0.6, BATCH_MATMUL ~0.5-0.6, the 5 depthwise convs
-with a run-time filter ~0.07-0.09 on LiteRT's own kernel); in the whole model the bases do not stay
-in the 32 MB L3 that other processes share, and the mixing is memory-bound (head mixing alone with
-the cache evicted: 0.70 ms float32, 0.36 ms dynamic-range, vs 0.13-0.16 ms warm).
+Where the rest goes (float32, 32x32): the E expert kernels, 16 MB at the registry defaults (40% of it
+the 1280-wide CondConv head), are read at every inference. Its operators run alone with a warm cache
+sum to 1.25 ms (mixing FULLY_CONNECTED 0.42, BATCH_MATMUL 0.36, static CONV_2D 0.16, RESHAPE of the
+mixed kernels 0.11, the 5 run-time-filter depthwise convs on LiteRT's own kernel 0.07), the whole
+model takes 2.3-3.3 ms (CPU): in the whole model the bases do not stay in the 32 MB L3 that other
+processes share, and the mixing is memory-bound (head mixing alone: 0.16 ms warm, 0.64 ms with the
+cache evicted). Without the CondConv head (``cond_head=False``), same run: 32x32 float32 4.19x ->
+2.63x, dynamic 2.45x -> 1.61x; 224x224 2.11x -> 1.62x, 1.37x -> 1.16x.
 
 Training, tried (CPU ms, fwd+bwd parts at B=32, 32x32x64): the per-example depthwise (batch folded
 into channels) costs 7.4 fwd / 7.2 input grad / 12.1 filter grad vs the static 6.3 / 6.2 / 5.0, plus
