@@ -34,8 +34,10 @@ test-unit: install
 test-integration: install postgres
 	$(PY) -m pytest -q $(PYTEST_PAR) tests/integration
 
+# `make bench BENCH_ARGS="--quick kernel_mixing"`: fewer rounds, one benchmark.
+BENCH_ARGS ?=
 bench: install
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 postgres:
 	bash platform/mlflow/postgres.sh install

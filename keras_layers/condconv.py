@@ -30,6 +30,24 @@ from keras_layers.checks import check_choice, check_int
 ROUTING_ACTIVATIONS = ("sigmoid", "softmax")
 
 
+@tf.custom_gradient
+def spatial_mean(inputs):
+    """``reduce_mean(inputs, axis=(1, 2))`` (B, H, W, C) -> (B, C), with a cheaper gradient.
+
+    TF's own gradient of a mean tiles the incoming (B, C) gradient to the input's shape and then divides
+    that full-size tensor; here the (B, C) gradient is divided first and broadcast once: the same values,
+    one pass less over a (B, H, W, C) tensor in every CondConv layer's backward step.
+    """
+    pooled = tf.reduce_mean(inputs, axis=(1, 2))
+
+    def grad(upstream):
+        shape = tf.shape(inputs)
+        count = tf.cast(shape[1] * shape[2], upstream.dtype)
+        return tf.broadcast_to((upstream / count)[:, None, None, :], shape)
+
+    return pooled, grad
+
+
 @keras.saving.register_keras_serializable(package="keras_layers")
 class CondRouting(keras.layers.Layer):
     """The CondConv router: global average pooling -> Dense(num_experts) -> sigmoid | softmax.
@@ -56,7 +74,7 @@ class CondRouting(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        pooled = tf.reduce_mean(inputs, axis=(1, 2)) if inputs.shape.rank == 4 else inputs
+        pooled = spatial_mean(inputs) if inputs.shape.rank == 4 else inputs
         logits = tf.matmul(pooled, self.kernel) + self.bias
         return tf.sigmoid(logits) if self.routing_activation == "sigmoid" else tf.nn.softmax(logits)
 

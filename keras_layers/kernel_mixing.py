@@ -15,7 +15,9 @@ functions of this module; nothing else implements the per-example kernel.
 forced by name (the tests compare them all against a NumPy loop):
 
 conv2d methods
-  ``einsum``    1x1 only: ``bhwi,bio->bhwo`` with the mixed kernel (a strided 1x1 first subsamples).
+  ``einsum``    1x1 only: a batched matmul ``(B, HW, C_in) x (B, C_in, C_out)`` with the mixed kernel
+                (a strided 1x1 first subsamples); at batch 1 the kernel is mixed as (C_out, C_in)
+                (see below).
   ``map_fn``    per-example ``tf.nn.conv2d`` in a ``tf.map_fn`` (dynamic batch).
   ``unrolled``  per-example ``tf.nn.conv2d`` unrolled over a static batch (split / conv / concat).
   ``grouped``   batch folded into channels, one grouped convolution with ``groups=B``.
@@ -43,20 +45,31 @@ Training, forward+backward, B=32, E=8, 32x32x64 -> 64, traced with an unknown ba
 
 Batch 1 (the phone; `pipelines.export.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
 XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run
-time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``.
+time, but it does delegate ``BATCH_MATMUL`` / ``FULLY_CONNECTED``; it takes a ``STRIDED_SLICE`` only
+with strides of 1 and no shrunk axis and a ``CONCATENATION`` of at most 5 inputs, so the batch-1
+graphs drop the batch axis by reshape, take strided windows as stride-1 slices of a reshape and
+concatenate at most 5 tensors at a time: every operator but the depthwise convs with a run-time filter
+runs on XNNPACK
+(`pipelines.export.tflite.delegation`). Issue 17's measurements and the variants tried and rejected
+are in the docstring of `benchmarks/bench_kernel_mixing.py`.
 
 * 3x3 at 32x32x32: static 0.33 ms; ``im2col`` 0.66-0.70 ms (2x); ``folded`` conv 6.2 ms (19x).
   At 32x32x64: static 4.95, ``im2col`` 7.84 ms (1.6x), 9 accumulated matmuls 30 ms (their
   TRANSPOSE / ADD_N are not delegated). Auto at batch 1: ``im2col``.
 * 1x1 at 32x32x32: static 0.048 ms; ``einsum`` (one BATCH_MATMUL) 0.057 ms (1.2x); ``folded`` 0.26 ms.
+  It is one BATCH_MATMUL over (1, 1, H*W, C_in) with the kernel mixed as (C_out, C_in) (packed without
+  a transpose); (1, H, W, C_in) makes XNNPACK run H small products instead (5-25% slower per layer).
+  im2col at batch 1 is one such product per group of <= 5 taps, summed (3x3: ~10% faster than one
+  9-input concatenation, which XNNPACK does not take).
 * depthwise 3x3 at 32x32x64: static 0.14 ms; ``folded`` 0.44 ms (3x); shifted multiply-adds
   2.0 ms; stacked taps + SUM 2.4 ms. Auto at batch 1: ``folded``.
 * Whatever the method, mixing reads E times the kernel's weights per example (one
   FULLY_CONNECTED (1, E) x (E, kernel size)); at small spatial sizes (the 4x4 maps of a 32x32
-  MobileNet's last stages, or a wide 1x1 head) that memory traffic, not the convolution, dominates.
+  MobileNet's last stages, or a wide 1x1 head) that memory traffic, not the convolution, dominates:
+  16 MB of float32 bases at `condconv_mobilenet_v2`'s defaults, read at every inference.
 
 All methods use only builtin TFLite ops at batch 1 (MEAN, FULLY_CONNECTED / BATCH_MATMUL,
-STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, DEPTHWISE_CONV_2D).
+STRIDED_SLICE, CONCATENATION, PAD, RESHAPE, ADD, DEPTHWISE_CONV_2D).
 """
 from __future__ import annotations
 
@@ -161,8 +174,42 @@ def choose_depthwise_method(batch):
 
 # ---------------------------------------------------------------- conv2d
 
+# XNNPACK (LiteRT's default delegate) takes a STRIDED_SLICE only with strides of 1 and no shrunk axis,
+# and a CONCATENATION of at most 5 inputs: the batch-1 graphs below are written within those limits.
+MAX_CONCAT_INPUTS = 5
+
+
+def _concat(tensors, axis=-1):
+    """`tf.concat` as a tree of concatenations of at most MAX_CONCAT_INPUTS tensors (same result)."""
+    while len(tensors) > MAX_CONCAT_INPUTS:
+        tensors = [t[0] if len(t) == 1 else tf.concat(t, axis)
+                   for t in (tensors[i:i + MAX_CONCAT_INPUTS] for i in range(0, len(tensors), MAX_CONCAT_INPUTS))]
+    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis)
+
+
+def _strided_window(x, start, stride, size):
+    """``x[:, r::sh, c::sw, :]`` limited to `size` (oh, ow) rows and columns, with slices of stride 1:
+    x is reshaped to (B, H/sh, sh, W/sw, sw*C) (padded at the end to multiples of the strides) and
+    the window is one stride-1 slice of that, so XNNPACK delegates it."""
+    (r, c), (sh, sw), (oh, ow) = start, stride, size
+    if (sh, sw) == (1, 1):
+        return x[:, r:r + oh, c:c + ow, :]
+    h, w, ch = x.shape[1], x.shape[2], x.shape[3]
+    hq, wq = max(math.ceil(h / sh), r // sh + oh), max(math.ceil(w / sw), c // sw + ow)
+    if (hq * sh, wq * sw) != (h, w):
+        x = tf.pad(x, [[0, 0], [0, hq * sh - h], [0, wq * sw - w], [0, 0]])
+    phases = tf.reshape(x, (-1, hq, sh, wq, sw * ch))
+    window = phases[:, r // sh:r // sh + oh, r % sh:r % sh + 1, c // sw:c // sw + ow, (c % sw) * ch:(c % sw + 1) * ch]
+    return tf.reshape(window, (-1, oh, ow, ch))
+
+
 def _im2col(x, kernel_size, strides, padding, dilation):
-    """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted strided slices."""
+    """Patches ``(B, oh, ow, kh*kw*C)`` (tap-major, channel-minor) from shifted windows."""
+    return _concat(_im2col_taps(x, kernel_size, strides, padding, dilation))
+
+
+def _im2col_taps(x, kernel_size, strides, padding, dilation):
+    """The kh*kw shifted windows ``(B, oh, ow, C)`` of `_im2col`, tap-major."""
     kh, kw = kernel_size
     h, w = x.shape[1], x.shape[2]
     if padding == "same":
@@ -171,12 +218,24 @@ def _im2col(x, kernel_size, strides, padding, dilation):
             x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
     oh = output_size(h, kh, strides[0], padding, dilation[0])
     ow = output_size(w, kw, strides[1], padding, dilation[1])
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            r, c = i * dilation[0], j * dilation[1]
-            taps.append(x[:, r:r + (oh - 1) * strides[0] + 1:strides[0], c:c + (ow - 1) * strides[1] + 1:strides[1], :])
-    return taps[0] if len(taps) == 1 else tf.concat(taps, axis=-1)
+    return [_strided_window(x, (i * dilation[0], j * dilation[1]), strides, (oh, ow))
+            for i in range(kh) for j in range(kw)]
+
+
+def _product_batch1(rows, coefficients, kernel):
+    """``rows`` (1, M, K) times one example's mixed kernel -> (1, M, C_out), for LiteRT + XNNPACK.
+
+    `kernel` (E, ..., C_in, C_out) with K = its middle size (tap-major, channel-minor, as `_im2col`). One
+    BATCH_MATMUL ``(1, 1, M, K) x (1, 1, C_out, K)^T``: the kernel is mixed in the (C_out, K) layout (the
+    bases transposed once, a constant after conversion) that XNNPACK packs without a transpose, and the
+    batch axes are 1 x 1 on purpose: from (1, M, K) - or the einsum's (1, H, W, C_in) - the converter
+    folds the reshapes into a BATCH_MATMUL over (1, H) batches of W rows, which XNNPACK runs as H small
+    products (4-6% of condconv_mobilenet_v2's time; see bench_kernel_mixing).
+    """
+    m, k, c_out, rank = rows.shape[1], rows.shape[2], kernel.shape[-1], kernel.shape.rank
+    mixed_t = mix_kernels(coefficients, tf.transpose(kernel, (0, rank - 1, *range(1, rank - 1))))  # (1, C_out, ...)
+    y = tf.matmul(tf.reshape(rows, (1, 1, m, k)), tf.reshape(mixed_t, (1, 1, c_out, k)), transpose_b=True)
+    return tf.reshape(y, (1, m, c_out))
 
 
 @_static_python
@@ -201,24 +260,48 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
         y = tf.reshape(y, (-1, y.shape[1], y.shape[2], kernel.shape[0], c_out))
         return tf.einsum("bhwno,bn->bhwo", y, coefficients)
 
-    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "einsum":
         if (kh, kw) != (1, 1):
             raise ValueError(f"conv2d method='einsum' needs a 1x1 kernel. Received: kernel_size={(kh, kw)}")
         x = inputs
         if strides != (1, 1):
-            x = x[:, ::strides[0], ::strides[1], :]
-        return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
+            oh = output_size(x.shape[1], 1, strides[0], padding)
+            ow = output_size(x.shape[2], 1, strides[1], padding)
+            x = _strided_window(x, (0, 0), strides, (oh, ow))
+        oh, ow = x.shape[1], x.shape[2]
+        if batch == 1 and oh is not None and ow is not None:
+            y = _product_batch1(tf.reshape(x, (1, oh * ow, c_in)), coefficients, kernel)
+            return tf.reshape(y, (1, oh, ow, c_out))
+        mixed = mix_kernels(coefficients, kernel)
+        if oh is None or ow is None:
+            return tf.einsum("bhwi,bio->bhwo", x, tf.reshape(mixed, (-1, c_in, c_out)))
+        # a plain batched matmul over the (B, H*W, C_in) rows (instead of TF's Einsum kernel and gradient)
+        y = tf.matmul(tf.reshape(x, (-1, oh * ow, c_in)), tf.reshape(mixed, (-1, c_in, c_out)))
+        return tf.reshape(y, (-1, oh, ow, c_out))
+    if method == "im2col" and batch == 1:
+        # One product per group of <= MAX_CONCAT_INPUTS taps, summed: every operator stays on XNNPACK
+        # without a second copy of the patches (a tree of concatenations copies them twice).
+        taps = _im2col_taps(inputs, (kh, kw), strides, padding, dilation)
+        oh, ow = taps[0].shape[1], taps[0].shape[2]
+        by_tap = tf.reshape(kernel, (kernel.shape[0], kh * kw, c_in, c_out))
+        y = None
+        for start in range(0, len(taps), MAX_CONCAT_INPUTS):
+            group = taps[start:start + MAX_CONCAT_INPUTS]
+            rows = tf.reshape(_concat(group), (1, oh * ow, len(group) * c_in))
+            part = _product_batch1(rows, coefficients, by_tap[:, start:start + len(group)])
+            y = part if y is None else y + part
+        return tf.reshape(y, (1, oh, ow, c_out))
     if method == "im2col":
         patches = _im2col(inputs, (kh, kw), strides, padding, dilation)
         oh, ow = patches.shape[1], patches.shape[2]
         flat = tf.reshape(patches, (-1, oh * ow, kh * kw * c_in))
-        y = tf.matmul(flat, tf.reshape(mixed, (-1, kh * kw * c_in, c_out)))
+        y = tf.matmul(flat, tf.reshape(mix_kernels(coefficients, kernel), (-1, kh * kw * c_in, c_out)))
         return tf.reshape(y, (-1, oh, ow, c_out))
+    mixed = mix_kernels(coefficients, kernel)  # (B, kh, kw, C_in, C_out)
     if method == "folded":
         if batch != 1:
             raise ValueError(f"conv2d method='folded' needs a static batch of 1. Received: batch={batch}")
-        return _conv(inputs, mixed[0], strides, padding, dilation)
+        return _conv(inputs, tf.reshape(mixed, kernel.shape[1:]), strides, padding, dilation)
     if method == "unrolled":
         xs = tf.split(inputs, batch, axis=0)
         ks = tf.unstack(mixed, num=batch, axis=0)
@@ -262,7 +345,7 @@ def depthwise_conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same
     if method == "folded":
         if batch != 1:
             raise ValueError(f"depthwise method='folded' needs a static batch of 1. Received: batch={batch}")
-        return _depthwise(inputs, mixed[0], strides, padding, dilation)
+        return _depthwise(inputs, tf.reshape(mixed, kernel.shape[1:]), strides, padding, dilation)
     h, w = inputs.shape[1], inputs.shape[2]
     x = tf.reshape(tf.transpose(inputs, (1, 2, 0, 3)), (1, h, w, -1))
     k = tf.reshape(tf.transpose(mixed, (1, 2, 0, 3, 4)), (kh, kw, -1, 1))

@@ -134,3 +134,24 @@ def test_routing_weights_shape_mismatch():
     x = RNG.randn(2, 5, 5, 2).astype("float32")
     with pytest.raises(ValueError, match=r"num_experts=3.*coefficients shape=\(2, 4\)"):
         layer(x, routing_weights=np.ones((2, 4), "float32"))
+
+
+def test_spatial_mean_and_its_gradient_are_tfs():
+    """The router's pooling has a cheaper gradient (divide the (B, C) gradient, then broadcast once): the
+    same values as TF's reduce_mean, forward and backward, with a known or an unknown batch."""
+    from keras_layers.condconv import spatial_mean
+
+    x = tf.constant(RNG.randn(3, 5, 4, 2), tf.float64)
+    upstream = tf.constant(RNG.randn(3, 2), tf.float64)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 5, 4, 2), tf.float64)])
+    def grads(a):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(a)
+            ours, theirs = spatial_mean(a), tf.reduce_mean(a, axis=(1, 2))
+        return ours, theirs, tape.gradient(ours, a, upstream), tape.gradient(theirs, a, upstream)
+
+    ours, theirs, g_ours, g_theirs = grads(x)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    assert np.abs(g_theirs.numpy()).max() > 0
+    np.testing.assert_allclose(g_ours.numpy(), g_theirs.numpy(), rtol=1e-12, atol=0)
