@@ -9,7 +9,11 @@ version of NAME. Moving the `champion` alias (gates, lock, history, rollback) is
 
 Models are loaded only from the zip `.keras` format, with `safe_mode` (`pipelines.training.saving.load_model`):
 tf_keras applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
-while it loads.
+while it loads. `load_keras` refuses any other file with one line naming where it came from (the run's
+artifact, the registered version, the user's path) and what it is.
+
+Only MLflow's "no such thing" answers (`tracking.not_found`) read as a missing model, version, alias or
+artifact; any other error (an unreachable or failing server, a refused permission) is raised as it is.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import json
 import re
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
@@ -27,6 +32,7 @@ from pipelines.training.saving import load_model
 
 CHAMPION = "champion"  # the version that ships; moved only by `promotions.promote` / `rollback`
 CHALLENGER = "challenger"  # the candidate while the gates evaluate it
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -62,17 +68,22 @@ def timestamp():
 # ---------------------------------------------------------------- reading versions
 
 def get_version(client, name, version=None, alias=None):
-    """A ModelVersion by number or alias (None when the alias is not set)."""
+    """A ModelVersion by number or alias (None when the alias is not set). Only a "not found" answer reads
+    as a missing model, version or alias; other MLflow errors are raised."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         raise ValueError(f"no registered model name={name!r} in {client.tracking_uri}") from None
     if alias is not None:
         try:
             return client.get_model_version_by_alias(name, alias)
-        except MlflowException:
+        except MlflowException as err:
+            if not tracking.not_found(err):
+                raise
             return None
     if version is None:
         versions = client.search_model_versions(f"name='{name}'")
@@ -81,8 +92,25 @@ def get_version(client, name, version=None, alias=None):
         return max(versions, key=lambda v: int(v.version))
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         raise ValueError(f"registered model {name!r} has no version={version!r}") from None
+
+
+def download(client, run_id, artifact, dst, what=None):
+    """Download `artifact` of run `run_id` into `dst`; a missing artifact is a one-line ValueError (`what`
+    says where it should have come from), any other failure is raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.download_artifacts(run_id, artifact, dst)
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
+    except FileNotFoundError:  # a local artifact store
+        pass
+    raise ValueError(f"run={run_id!r} has no {artifact} artifact" + (f"; {what}" if what else ""))
 
 
 def run_context(client, run_id):
@@ -90,13 +118,34 @@ def run_context(client, run_id):
     with tempfile.TemporaryDirectory() as tmp:
         out = {}
         for key in ("config", "dataset"):
-            try:
-                path = client.download_artifacts(run_id, f"run/{key}.json", tmp)
-            except Exception:
-                raise ValueError(f"run={run_id!r} has no run/{key}.json artifact; was it trained with "
-                                 "`python -m pipelines train` (tracking on)?") from None
+            path = download(client, run_id, f"run/{key}.json", tmp,
+                            "was it trained with `python -m pipelines train` (tracking on)?")
             out[key] = json.loads(Path(path).read_text())
     return out["config"], out["dataset"]
+
+
+def file_format(path):
+    """What `path` holds, in words, as far as its first bytes tell."""
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        return "a zip archive"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        return "an HDF5 file"
+    return "not a Keras file" if head else "an empty file"
+
+
+def load_keras(path, what):
+    """`load_model(path)` (zip `.keras`, `safe_mode`); anything else is refused before it is opened as a model,
+    with one line naming `what` (where the file came from, e.g. "run 3f2a... artifact run/model.keras") and its
+    format."""
+    path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{what} is {file_format(path)}, not a Keras zip archive (.keras): refusing to load it "
+                         "(only the zip format is read, with safe_mode; an HDF5 model runs its Lambda layers' code "
+                         "on load)")
+    return load_model(path)
 
 
 def load_version_model(client, mv):
@@ -113,7 +162,7 @@ def load_version_model(client, mv):
         if not path.is_file():
             raise ValueError(f"models:/{mv.name}/{mv.version} has no data/model.keras; was it registered with "
                              "`python -m pipelines register`?")
-        return load_model(path)
+        return load_keras(path, f"models:/{mv.name}/{mv.version} (data/model.keras)")
 
 
 def data_kwargs(config):
@@ -155,12 +204,14 @@ def register(run_id, name, tracking_uri=None, log=print):
     client = tracking.client(tracking_uri)
     try:
         run = client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as err:
+        if not (tracking.not_found(err) or err.error_code == "INVALID_PARAMETER_VALUE"):
+            raise
         raise ValueError(f"run={run_id!r} not found in {client.tracking_uri}") from None
     config, dataset = run_context(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, "run/model.keras", tmp)
-        net = load_model(path)
+        path = download(client, run_id, "run/model.keras", tmp)
+        net = load_keras(path, f"run {run_id} artifact run/model.keras")
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),
