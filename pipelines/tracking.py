@@ -96,11 +96,13 @@ def configure(uri=None):
 _REACHED = set()  # server URIs that answered in this process (asked once)
 
 
-def check_reachable(uri, timeout=CONNECT_TIMEOUT_S):
+def check_reachable(uri, timeout=None):
     """For an http(s) tracking URI: raise a one-line `TrackingUnavailable` naming it when its server does not
-    answer within `timeout` seconds. Any HTTP answer counts (401 from an auth server too). Other stores pass."""
+    answer within `timeout` seconds (default `CONNECT_TIMEOUT_S`). Any HTTP answer counts (401 from an auth
+    server too). Other stores pass."""
     if not uri.startswith(("http://", "https://")) or uri in _REACHED:
         return
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     import re
 
     import requests

@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 from tests.integration.mlflow_server import SCRIPT as MLFLOW_SCRIPT
 from tests.integration.mlflow_server import running_server, server_env
 from tests.integration.ports import free_ports, worker_port_range
+from tests.integration.postgres_server import postgres_server  # noqa: F401  (fixture)
 
 START = ROOT / "platform" / "ray" / "start-head.sh"
 STOP = ROOT / "platform" / "ray" / "stop-head.sh"
@@ -159,12 +160,19 @@ def test_ray_head_refuses_to_start_without_token_auth(tmp_path):
     assert not (tmp_path / "state" / "head.pid").exists()
 
 
-def test_mlflow_server_listens_on_loopback_only(tmp_path):
-    with running_server(tmp_path) as uri:
+def test_mlflow_server_listens_on_loopback_only_on_a_plain_postgresql_uri(tmp_path, postgres_server):  # noqa: F811
+    """server.sh binds 127.0.0.1 (its own processes' sockets say so), and takes the documented
+    `postgresql://` backend URI (it failed with ModuleNotFoundError: psycopg)."""
+    from pipelines import tracking
+
+    backend = postgres_server.new_database("plainserver").replace("postgresql+psycopg2://", "postgresql://")
+    with running_server(tmp_path, MLFLOW_BACKEND_STORE_URI=backend) as uri:
         pid = int((tmp_path / "state" / "server.pid").read_text())
         socks = listening(group_of(pid))
         assert int(uri.rsplit(":", 1)[1]) in {port for _, _, port in socks}
         assert not [s for s in socks if s[1] not in LOOPBACK], sorted(socks)
+        client = tracking.client(uri)
+        assert client.get_experiment(client.create_experiment("on-postgres")).name == "on-postgres"
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])

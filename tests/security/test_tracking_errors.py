@@ -34,7 +34,7 @@ def test_a_server_that_never_answers_is_given_up_after_the_timeout(monkeypatch):
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         start = time.monotonic()
         with pytest.raises(tracking.TrackingUnavailable, match=rf"tracking server {uri} did not answer within 2 s"):
-            tracking.check_reachable(uri, timeout=tracking.CONNECT_TIMEOUT_S)
+            tracking.configure(uri)
         assert 1.5 < time.monotonic() - start < 10
 
 
