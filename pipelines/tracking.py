@@ -13,6 +13,15 @@ plus the recipe's resolved fields), per-epoch metrics (`epoch_metrics`, step = e
 dataset.json, history.json, metrics.json — what `pipelines.mlops.registry.register` needs) and
 `plots/history.png`. Families log their own figures with the family-agnostic helpers `log_heatmap`,
 `log_curve` and `log_histogram`; each also writes the numbers as JSON beside the figure.
+
+Stores accepted (`URI_SCHEMES`): an MLflow server (`http://`, `https://`), SQLite (`sqlite:///`) and
+PostgreSQL (`postgresql://`, read as `postgresql+psycopg2://`: the pinned driver). MLflow 3.17 refuses
+the file store (`file:`, a bare path), and no MySQL driver is installed: both are refused up front.
+
+A server that cannot be reached is a one-line `TrackingUnavailable` naming the URI after at most
+`CONNECT_TIMEOUT_S` seconds (`configure` asks its `/health` once per process), not minutes of silent
+retries; `configure` also bounds MLflow's own retries (`MLFLOW_HTTP_DEFAULTS`) for a server that dies
+mid-command. `not_found(err)` tells an MLflow "no such thing" answer from every other error.
 """
 from __future__ import annotations
 
@@ -28,13 +37,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlruns.db'}"
 DEFAULT_ARTIFACT_ROOT = PROJECT_ROOT / "mlartifacts"
 DEFAULT_EXPERIMENT = "pipelines"
-URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+",
-               "file:", "databricks")
+URI_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql://", "postgresql+psycopg2://")
+POSTGRES_DRIVER = "postgresql+psycopg2://"  # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3 (not installed)
+CONNECT_TIMEOUT_S = 5.0  # how long a tracking server may take to answer before a command gives up on it
 
 # MLflow's own warnings (pip inference, git info) and progress bars are noise for a one-screen CLI.
 # `configure` sets them (a value the user set wins); importing this module changes nothing.
 MLFLOW_ENV_DEFAULTS = {"MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false", "GIT_PYTHON_REFRESH": "quiet",
                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+# MLflow retries a failed request 7 times with a growing backoff (about 4 minutes) and waits up to 120 s for
+# an answer: bound both (about 10 s of retries, 60 s per request) unless the user set them.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+class TrackingUnavailable(ValueError):
+    """The tracking server cannot be reached; the one-line message names the URI."""
 
 
 def resolve_tracking_uri(uri=None):
@@ -45,8 +62,10 @@ def resolve_tracking_uri(uri=None):
         source = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking_uri"
     uri = str(uri)
     if not uri.startswith(URI_SCHEMES):
-        raise ValueError(f"{source}={uri!r} is not a tracking URI; use http://HOST:PORT, sqlite:///PATH.db, "
-                         "postgresql://USER@HOST/DB or file:PATH")
+        raise ValueError(f"{source}={uri!r} is not a tracking URI; use http://HOST:PORT, sqlite:///PATH.db "
+                         "or postgresql://USER@HOST/DB")
+    if uri.startswith("postgresql://"):
+        uri = POSTGRES_DRIVER + uri[len("postgresql://"):]
     return uri
 
 
@@ -61,8 +80,9 @@ def configure(uri=None):
     """Point MLflow (tracking and registry) at `resolve_tracking_uri(uri)` and quieten it
     (`MLFLOW_ENV_DEFAULTS`, unless set); returns the URI. Every path that talks to MLflow calls it first."""
     uri = resolve_tracking_uri(uri)
-    for key, value in MLFLOW_ENV_DEFAULTS.items():
+    for key, value in {**MLFLOW_ENV_DEFAULTS, **MLFLOW_HTTP_DEFAULTS}.items():
         os.environ.setdefault(key, value)
+    check_reachable(uri)
     import mlflow
 
     db = local_sqlite_path(uri)
@@ -71,6 +91,41 @@ def configure(uri=None):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+_REACHED = set()  # server URIs that answered in this process (asked once)
+
+
+def check_reachable(uri, timeout=None):
+    """For an http(s) tracking URI: raise a one-line `TrackingUnavailable` naming it when its server does not
+    answer within `timeout` seconds (default `CONNECT_TIMEOUT_S`). Any HTTP answer counts (401 from an auth
+    server too). Other stores pass."""
+    if not uri.startswith(("http://", "https://")) or uri in _REACHED:
+        return
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    import re
+
+    import requests
+
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or \
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() not in ("true", "1")
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=(timeout, timeout), verify=verify).close()
+    except requests.exceptions.Timeout:
+        raise TrackingUnavailable(f"tracking server {uri} did not answer within {timeout:g} s; check that it is up "
+                                  "(make mlflow-up) or pass another --tracking-uri") from None
+    except requests.exceptions.RequestException as err:
+        why = re.search(r"\[Errno -?\d+\] [^'\")]+", str(err))
+        raise TrackingUnavailable(f"tracking server {uri} cannot be reached ({why[0] if why else type(err).__name__}); "
+                                  "start it (make mlflow-up) or pass another --tracking-uri") from None
+    _REACHED.add(uri)
+
+
+def not_found(err):
+    """Whether an MlflowException says that the thing asked for does not exist (a run, a registered model, a
+    version, an alias), as opposed to an unreachable store, a refused permission or a server error."""
+    code = getattr(err, "error_code", None)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(err))
 
 
 def client(uri=None):

@@ -6,7 +6,9 @@ import importlib
 import pkgutil
 
 
-TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)"
+DEBUG_HELP = "show the traceback of an error instead of one line (also PIPELINES_DEBUG=1)"
+TRACKING_URI_HELP = ("MLflow tracking URI: http(s)://HOST:PORT, sqlite:///PATH.db or postgresql://USER@HOST/DB "
+                     "(default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns.db)")
 
 
 def add_tracking_uri(parser, help=TRACKING_URI_HELP):
@@ -29,12 +31,16 @@ def parser():
         prog="python -m pipelines",
         description="Train, tune, register, promote and export dynamic neural networks for phones.",
         epilog="Run `python -m pipelines COMMAND --help` for the options of a command. "
-               "MLFLOW_TRACKING_URI is honoured everywhere; --tracking-uri overrides it.")
+               "MLFLOW_TRACKING_URI is honoured everywhere; --tracking-uri overrides it. An error is one line "
+               "(exit status 2); --debug (or PIPELINES_DEBUG=1) shows its traceback.")
+    p.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     mods = _commands()
     for name, mod in mods.items():
         sp = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
+        # also after the command (`pipelines export --debug ...`); SUPPRESS keeps the global flag's value
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         sp.set_defaults(_run=mod.run)
     return p

@@ -6,13 +6,27 @@ NAME = "models"
 HELP = "list registered models with MAdds and params"
 
 
+CHANNELS = (1, 3)  # grayscale or RGB: what the datasets and the bundle's image reader give
+
+
 def add_arguments(p):
-    p.add_argument("--image-size", type=int, default=32, help="input height and width (default 32)")
-    p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
-    p.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
+    p.add_argument("--image-size", type=int, default=32, help="input height and width, >= 8 (default 32)")
+    p.add_argument("--channels", type=int, default=3, help="input channels: 1 (grayscale) or 3 (RGB) (default 3)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes of the head, >= 2 (default 10)")
+
+
+def check(args):
+    """Refuse a bad flag before any model is built (one line naming it)."""
+    if args.channels not in CHANNELS:
+        raise ValueError(f"--channels must be 1 (grayscale) or 3 (RGB); received channels={args.channels}")
+    if args.image_size < 8:
+        raise ValueError(f"--image-size must be >= 8; received image_size={args.image_size}")
+    if args.num_classes < 2:
+        raise ValueError(f"--num-classes must be >= 2; received num_classes={args.num_classes}")
 
 
 def run(args):
+    check(args)
     from keras_layers import count_madds, models
 
     shape = (args.image_size, args.image_size, args.channels)

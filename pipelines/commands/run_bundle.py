@@ -9,6 +9,11 @@ that family's plugin in `pipelines/export/families/`):
 BasisNet runs `preview`, then `specialist` only when the preview is not confident enough; multi-exit
 runs stage by stage until an exit is confident; DS-Net runs the gate, then the width it chose.
 Prints, per image: the label, its probability, where it stopped and the time spent.
+
+The bundle and the images are untrusted input: model.json is checked before any model file is opened
+(files must lie inside the bundle folder), and an image is decoded only when its header says PNG, JPEG,
+BMP, GIF or WEBP of at most 50 million pixels (`pipelines.export.bundle.MAX_IMAGE_PIXELS`); otherwise,
+or when it does not decode, one line names the file.
 """
 NAME = "run-bundle"
 HELP = "run a TFLite bundle on images as the Android app does"

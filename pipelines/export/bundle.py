@@ -34,12 +34,30 @@ the fields of the kind, its `run_policy` is what `predict_one` runs. The kinds o
 
 `madds` (multiply-adds of one run of the stage, per example) lets the runner report the compute each
 example used; `logits` names the output to read when a stage has several.
+
+A bundle is untrusted input (downloaded from a registry, sent by someone): `read_spec` refuses, with one
+line naming the field and the value, before any model file is opened:
+- a model.json that is not a JSON object or is larger than `MAX_SPEC_BYTES`;
+- a stage file or the labels file outside the bundle folder (`../`, an absolute path, a symlink leading out);
+- a value the runner reads that is not finite (NaN, Infinity), normalisation `std` <= 0, `mean`/`std` not
+  one value or one per channel, an `input_range` with lo >= hi, an input shape that is not [H, W, 1|3]
+  (H, W <= `MAX_INPUT_SIDE`);
+- a `threshold` that is not a probability in [0, 1] (whatever the kind), a `madds` < 0;
+- a labels file named but missing, with an empty line, or with another count than `num_classes`
+  (the runner also refuses logits whose length differs from the labels').
+`preprocess` reads the image header first: formats other than `IMAGE_FORMATS` and images of more than
+`MAX_IMAGE_PIXELS` pixels are refused before anything is decoded; a file that does not decode is one line
+naming it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import struct
 import time
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +65,17 @@ import numpy as np
 from pipelines.export import families
 from pipelines.export.policy import BundleError, softmax, stops  # noqa: F401  (the runner's names)
 from pipelines.export.policy import need as _need
+from pipelines.export.policy import need_probability
 
 FORMAT = 1
+MAX_SPEC_BYTES = 1 << 20  # model.json
+MAX_LABELS_BYTES = 1 << 20  # labels.txt
+MAX_INPUT_SIDE = 4096  # input.shape H and W
+# run-bundle decodes an image only when its header says at most this many pixels (a 48 MP phone photo
+# passes; a 20000x20000 "decompression bomb", 400 MP from a 389 KB PNG, does not). The decoded image
+# needs 3 bytes a pixel (RGB) plus a copy: about 300 MB at the bound.
+MAX_IMAGE_PIXELS = 50_000_000
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # the decoders run-bundle lets Pillow use
 
 
 def __getattr__(name):
@@ -79,15 +106,20 @@ def read_spec(directory):
     directory = Path(directory)
     path = directory / "model.json"
     _need(directory.is_dir(), f"bundle dir={str(directory)!r} is not a directory")
-    _need(path.is_file(), f"bundle dir={str(directory)!r} has no model.json")
+    inside(directory, "model.json", "model.json")
+    _need(path.stat().st_size <= MAX_SPEC_BYTES,
+          f"{path}: {path.stat().st_size} bytes, more than the {MAX_SPEC_BYTES} a model.json may have")
     try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        spec = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path}: not valid JSON ({err})") from None
+    _need(isinstance(spec, dict), f"{path}: must hold a JSON object; received {type(spec).__name__}")
     kind = spec.setdefault("kind", "plain")
-    _need(kind in families.kinds(), f"model.json: unknown kind={kind!r}; valid: {', '.join(families.kinds())}")
+    _need(isinstance(kind, str) and kind in families.kinds(),
+          f"model.json: unknown kind={kind!r}; valid: {', '.join(families.kinds())}")
     fmt = spec.get("format", spec.get("format_version", FORMAT))
-    _need(fmt == FORMAT, f"model.json: format={fmt!r} is not supported (this runner reads format {FORMAT})")
+    _need(type(fmt) is int and fmt == FORMAT,
+          f"model.json: format={fmt!r} is not supported (this runner reads format {FORMAT})")
     spec["input"] = _input_spec(spec.get("input"))
     family = families.get(kind)
     stages = spec.setdefault("stages", family.default_stages())
@@ -95,33 +127,119 @@ def read_spec(directory):
     for name, st in stages.items():
         _need(isinstance(st, dict) and isinstance(st.get("file"), str),
               f"model.json: stages.{name} needs a \"file\"; received {st!r}")
-        _need((directory / st["file"]).is_file(), f"model.json: stages.{name}.file={st['file']!r} not found in the bundle")
+        inside(directory, st["file"], f"stages.{name}.file")
+        for field in ("signature", "logits"):
+            _need(st.get(field) is None or isinstance(st[field], str),
+                  f"model.json: stages.{name}.{field} must be a name or null; received {field}={st.get(field)!r}")
+        madds = st.get("madds")
+        _need(madds is None or _number(madds) and madds >= 0,
+              f"model.json: stages.{name}.madds must be a number >= 0 or null; received madds={madds!r}")
     family.validate_spec(spec, stages)
+    if "threshold" in spec:  # whatever the kind (a plain bundle's too): a confidence threshold is a probability
+        th = spec["threshold"]
+        for i, t in enumerate(th if isinstance(th, list) else [th]):
+            need_probability("threshold" if not isinstance(th, list) else f"threshold[{i}]", t)
+    _labels_spec(directory, spec)
     return spec
+
+
+def inside(directory, name, field):
+    """`directory / name` is a file inside `directory` (after following symlinks); one-line BundleError naming
+    `field` otherwise. Returns its path."""
+    root = Path(directory).resolve()
+    _need(isinstance(name, str) and name and "\x00" not in name and not Path(name).is_absolute(),
+          f"model.json: {field}={name!r} must be a file name relative to the bundle folder")
+    path = (root / name).resolve()
+    _need(path.is_relative_to(root), f"model.json: {field}={name!r} is outside the bundle folder")
+    _need(path.is_file(), f"model.json: {field}={name!r} not found in the bundle" if field != "model.json"
+          else f"bundle dir={str(directory)!r} has no model.json")
+    return path
+
+
+def _number(v):
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _numbers(field, v, length=None, positive=False):
+    """A list of finite numbers (> 0 with `positive`), of `length` entries or one."""
+    ok = isinstance(v, list) and v and all(_number(x) and (x > 0 or not positive) for x in v)
+    if ok and length is not None:
+        ok = len(v) in (1, length)
+    count = f"1 or {length}" if length is not None else "one or more"
+    _need(ok, f"model.json: input.{field} must be a list of {count} finite numbers{' > 0' if positive else ''}; "
+              f"received {field}={v!r}")
 
 
 def _input_spec(inp):
     """`input` as {"shape": [H, W, C], "input_range", "mean", "std"}; accepts the export's form
-    ({"shape": [1, H, W, C], "normalization": {"input_range", "mean", "std"}}) too."""
+    ({"shape": [1, H, W, C], "normalization": {"input_range", "mean", "std"}}) too. Values are checked."""
     if not inp:
         return {}
     _need(isinstance(inp, dict), f"model.json: input must be an object; received input={inp!r}")
+    norm = inp.get("normalization") or {}
+    _need(isinstance(norm, dict), f"model.json: input.normalization must be an object; received normalization={norm!r}")
     out = {k: inp[k] for k in ("input_range", "mean", "std") if k in inp}
-    out.update({k: v for k, v in (inp.get("normalization") or {}).items() if k in ("input_range", "mean", "std")})
+    out.update({k: v for k, v in norm.items() if k in ("input_range", "mean", "std")})
     shape = inp.get("shape")
+    channels = None
     if shape is not None:
-        shape = list(shape)[-3:] if len(shape) == 4 else list(shape)
-        _need(len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape),
-              f"model.json: input.shape must be [H, W, C] or [1, H, W, C]; received shape={inp.get('shape')!r}")
-        out["shape"] = shape
+        ok = isinstance(shape, list) and len(shape) in (3, 4) and all(type(d) is int for d in shape)
+        dims = shape[-3:] if ok else []
+        ok = ok and (len(shape) == 3 or shape[0] == 1) and all(0 < d <= MAX_INPUT_SIDE for d in dims[:2]) \
+            and dims[2] in (1, 3)
+        _need(ok, f"model.json: input.shape must be [H, W, C] or [1, H, W, C] with 0 < H, W <= {MAX_INPUT_SIDE} "
+                  f"and C 1 or 3; received shape={shape!r}")
+        out["shape"] = list(dims)
+        channels = dims[2]
+    if "input_range" in out:
+        rng = out["input_range"]
+        _need(isinstance(rng, list) and len(rng) == 2 and all(map(_number, rng)) and rng[0] < rng[1],
+              f"model.json: input.input_range must be [lo, hi] finite numbers with lo < hi; "
+              f"received input_range={rng!r}")
+    if "mean" in out:
+        _numbers("mean", out["mean"], channels)
+    if "std" in out:
+        _numbers("std", out["std"], channels, positive=True)
+    if channels is None and "mean" in out and "std" in out:
+        _need(len(out["mean"]) == len(out["std"]) or 1 in (len(out["mean"]), len(out["std"])),
+              f"model.json: input.mean and input.std differ in length; "
+              f"received mean={out['mean']!r}, std={out['std']!r}")
     return out
 
 
+def _labels_spec(directory, spec):
+    """Check "labels" (a file in the bundle, named or the default labels.txt) and "num_classes" up front."""
+    n = spec.get("num_classes")
+    _need(n is None or type(n) is int and n >= 1,
+          f"model.json: num_classes must be an int >= 1; received num_classes={n!r}")
+    named = "labels" in spec
+    name = spec.get("labels", "labels.txt")
+    if not named and not (Path(directory) / name).exists():
+        return  # no labels: predictions are named by class index
+    labels = read_labels(directory, spec)
+    _need(n is None or len(labels) == n,
+          f"{name}: {len(labels)} label(s) but model.json says num_classes={n}")
+
+
 def read_labels(directory, spec):
-    path = Path(directory) / spec.get("labels", "labels.txt")
-    if not path.is_file():
+    """The class names of labels.txt (or model.json's "labels" file), one a line; None without one. Refused:
+    a file outside the bundle, larger than `MAX_LABELS_BYTES`, not UTF-8, or with an empty line (names
+    would shift onto the wrong classes)."""
+    name = spec.get("labels", "labels.txt")
+    if "labels" not in spec and not (Path(directory) / name).exists():
         return None
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    path = inside(directory, name, "labels")
+    _need(path.stat().st_size <= MAX_LABELS_BYTES,
+          f"{name}: {path.stat().st_size} bytes, more than the {MAX_LABELS_BYTES} a labels file may have")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{name}: not UTF-8 text ({err})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    _need(lines and not empty, f"{name}: line {empty[0] if empty else 1} is empty; one class name a line")
+    return [line.strip() for line in lines]
 
 
 class Bundle:
@@ -196,10 +314,12 @@ class Bundle:
         start = time.perf_counter()
         name, logits, stages = self.family.run_policy(self, image)
         elapsed = (time.perf_counter() - start) * 1e3
+        _need(not self.labels or len(logits) == len(self.labels),
+              f"stage {name!r} gives {len(logits)} logits but the bundle has {len(self.labels)} labels")
         probs = softmax(logits)
         index = int(probs.argmax())
         madds = [self.spec["stages"][n].get("madds") for n in stages]
-        return Prediction(index=index, label=self.labels[index] if self.labels and index < len(self.labels) else str(index),
+        return Prediction(index=index, label=self.labels[index] if self.labels else str(index),
                           confidence=float(probs.max()), stopped_at=name, stages=stages, time_ms=elapsed,
                           madds=None if any(m is None for m in madds) else float(sum(madds)),
                           logits=np.asarray(logits, np.float32))
@@ -219,17 +339,13 @@ class Bundle:
         return tuple(inp["shape"]) if inp.get("shape") else None
 
     def preprocess(self, path):
-        """Decode an image file, resize (bilinear) to the input size, scale to [0, 1], normalise."""
-        from PIL import Image
-
+        """Decode an image file, resize (bilinear) to the input size, scale to [0, 1], normalise.
+        The header is read first: a format outside `IMAGE_FORMATS` or more than `MAX_IMAGE_PIXELS` pixels is
+        refused before decoding; an undecodable file is a one-line BundleError naming it."""
         inp = self.spec.get("input") or {}
         _need(inp.get("shape"), "model.json: input.shape is needed to read image files")
         h, w, c = inp["shape"]
-        try:
-            img = Image.open(path)
-        except (OSError, ValueError) as err:
-            raise BundleError(f"cannot read image {str(path)!r}: {err}") from None
-        img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+        img = decode_image(path, "L" if c == 1 else "RGB", (w, h))
         lo, hi = inp.get("input_range", [0.0, 1.0])
         x = np.asarray(img, np.float32).reshape(h, w, c) / 255.0 * (hi - lo) + lo
         mean = np.asarray(inp.get("mean", [0.0] * c), np.float32)
@@ -238,6 +354,32 @@ class Bundle:
 
     def predict_files(self, paths):
         return [self.predict_one(self.preprocess(p)) for p in paths]
+
+
+def decode_image(path, mode, size, max_pixels=MAX_IMAGE_PIXELS):
+    """The image file `path` as `mode` ("L" or "RGB") resized (bilinear) to `size` (W, H): header checked first
+    (format in `IMAGE_FORMATS`, at most `max_pixels` pixels), then decoded. One-line BundleError naming the file."""
+    from PIL import Image
+
+    where = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=IMAGE_FORMATS)  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's own bound (89 MP warns, 179 MP refuses) is above ours: the header says more than ours.
+        raise BundleError(f"image {where!r} has more than {max_pixels} pixels ({err}); refusing to decode it") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
+        raise BundleError(f"cannot read image {where!r}: {err}") from None
+    with img:
+        width, height = img.size
+        _need(width * height <= max_pixels,
+              f"image {where!r} is {width}x{height} = {width * height} pixels, more than the {max_pixels} run-bundle "
+              "decodes; refusing to decode it")
+        try:
+            return img.convert(mode).resize(size, Image.BILINEAR)
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as err:
+            raise BundleError(f"cannot decode image {where!r} ({img.format} {width}x{height}): {err}") from None
 
 
 # ---------------------------------------------------------------- writing a bundle (pipelines.export)
@@ -300,7 +442,10 @@ def write_bundle(out_dir, net, conversion, dataset, source, checks=None, spec=No
 def bundle_files(bundle):
     """The files of a bundle: `BUNDLE_FILES` and every other .tflite its model.json stages name."""
     doc = json.loads((Path(bundle) / "model.json").read_text())
-    extra = sorted({st["file"] for st in (doc.get("stages") or {}).values()} - set(BUNDLE_FILES))
+    stages = doc.get("stages") or {}
+    for name, st in stages.items():
+        inside(bundle, st["file"], f"stages.{name}.file")
+    extra = sorted({st["file"] for st in stages.values()} - set(BUNDLE_FILES))
     return list(BUNDLE_FILES) + extra
 
 

@@ -12,12 +12,16 @@
 model's lock it moves the alias to a candidate version (default: the newest) only when every gate
 (`PromotionGates`, validated before MLflow is contacted) passes, in this order:
 
-1. TFLite parity: the candidate's TFLite export (`quantize`, default float32) agrees with the Keras model
-   on `parity_images` validation images (top-1 agreement and, where set, max abs error of the logits);
+1. finite outputs and TFLite parity: the candidate's logits on the validation data are finite (NaN/inf
+   weights are refused here: argmax of NaN logits is class 0, so a NaN model would otherwise "score" the
+   share of class 0), and its TFLite export (`quantize`, default float32) agrees with the Keras model on
+   `parity_images` validation images (top-1 agreement; a finite max abs error of the logits, within the
+   mode's tolerance where it has one);
 2. metric: on the same validation data (the candidate's dataset, the whole validation split unless
-   `limit`), the candidate beats the current champion by more than `min_delta` (`val_accuracy` higher,
-   `val_loss` lower);
-3. latency (optional): the TFLite model's measured latency is within `latency_budget_ms`.
+   `limit`), the candidate's finite score beats the current champion by more than `min_delta`
+   (`val_accuracy` higher, `val_loss` lower); a champion whose own score is not finite is beaten by any
+   finite one (the reason says so);
+3. latency (optional): the TFLite model's measured latency is finite and within `latency_budget_ms`.
 
 The candidate carries the `challenger` alias while it is evaluated; on success `champion` moves to it,
 `challenger` is removed, the alias is read back, the move is recorded in the history and the TFLite
@@ -139,11 +143,28 @@ class Promotion:
 
 def evaluate(net, images, labels, metric, main_output="logits"):
     """`val_accuracy` (top-1) or `val_loss` (mean cross-entropy) of `net` on NumPy arrays."""
-    import numpy as np
+    return score(predict_logits(net, images, main_output), labels, metric)
 
+
+def predict_logits(net, images, main_output="logits"):
     from pipelines.export import main_logits
 
-    logits = main_logits(net.predict(images, batch_size=256, verbose=0), main_output)
+    return main_logits(net.predict(images, batch_size=256, verbose=0), main_output)
+
+
+def nonfinite_rows(logits):
+    """How many examples have a NaN or infinite logit."""
+    import numpy as np
+
+    logits = np.asarray(logits, np.float64)
+    return int((~np.isfinite(logits)).reshape(len(logits), -1).any(-1).sum())
+
+
+def score(logits, labels, metric):
+    """`val_accuracy` (top-1) or `val_loss` (mean cross-entropy) of `logits` (N, classes)."""
+    import numpy as np
+
+    logits = np.asarray(logits, np.float64)
     if metric == "val_accuracy":
         return float(np.mean(np.argmax(logits, -1) == labels))
     z = logits - logits.max(-1, keepdims=True)
@@ -278,7 +299,7 @@ def champion_history(name, tracking_uri=None):
     registry.check_name(name)
     client = tracking.client(tracking_uri)
     registry.get_version(client, name, alias=CHAMPION)  # unknown model -> clear error
-    return history(client, name), _current(client, name)
+    return history(client, name), current_version(client, name)
 
 
 def champion_stack(events):
@@ -295,13 +316,16 @@ def champion_stack(events):
     return stack
 
 
-def _current(client, name, alias=CHAMPION):
-    """The version `alias` points at, as a string (a local SQL store answers ints), or None."""
+def current_version(client, name, alias=CHAMPION):
+    """The version `alias` points at, as a string (a local SQL store answers ints), or None when it is not
+    set (any other MLflow error is raised: an unreachable store must not read as "no champion")."""
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         return None
 
 
@@ -333,7 +357,7 @@ def promote(name, gates=PromotionGates(), version=None, reason=None, tracking_ur
         result = _run_gates(client, name, gates, version, reason, log)
         if not result.promoted:
             return result
-        now = _current(client, name)
+        now = current_version(client, name)
         if now != result.candidate:  # only possible if something bypassed the lock
             raise RuntimeError(f"{name}@{CHAMPION} is v{now} right after promoting v{result.candidate}: the alias "
                                "was moved outside `pipelines promote`; check `pipelines history` before retrying")
@@ -402,7 +426,12 @@ def _run_gates(client, name, gates, version, note, log):
     main_output = export.main_output_name(config)
     net = registry.load_version_model(client, cand)
 
-    # Gate 1: the TFLite export agrees with the Keras model.
+    # Gate 1: finite outputs, and the TFLite export agrees with the Keras model.
+    logits = predict_logits(net, images, main_output)
+    bad = nonfinite_rows(logits)
+    if bad:
+        return finish(False, f"v{cand_v} gives non-finite logits (NaN or inf) on {bad} of {len(logits)} validation "
+                             "images: a model with non-finite outputs is never promoted")
     log(f"  gate 1/3 parity: converting v{cand_v} to TFLite ({gates.quantize}) ...")
     try:
         conv = export.convert(net, gates.quantize, data=kwargs, log=lambda m: log("    " + m))
@@ -412,32 +441,42 @@ def _run_gates(client, name, gates, version, note, log):
     tol = gates.tolerance()
     par["mode"] = gates.quantize
     log(f"    top-1 agreement {par['agreement']:.4f} on {par['images']} images, max abs error {par['max_abs_error']:.3g}")
-    if par["agreement"] < gates.min_agreement:
+    if not par["agreement"] >= gates.min_agreement:
         return finish(False, f"TFLite parity failed: top-1 agreement {par['agreement']:.4f} < {gates.min_agreement} "
                              f"on {par['images']} validation images ({gates.quantize})", parity=par)
-    if tol is not None and par["max_abs_error"] > tol:
-        return finish(False, f"TFLite parity failed: max abs error {par['max_abs_error']:.3g} > {tol:.3g} "
+    if not math.isfinite(par["max_abs_error"]) or (tol is not None and par["max_abs_error"] > tol):
+        return finish(False, f"TFLite parity failed: max abs error {par['max_abs_error']:.3g} > "
+                             f"{'a finite value' if tol is None else format(tol, '.3g')} "
                              f"on {par['images']} validation images ({gates.quantize})", parity=par)
 
-    # Gate 2: beats the champion on the same validation data.
-    score = evaluate(net, images, labels, metric, main_output)
-    log(f"  gate 2/3 {metric}: candidate v{cand_v} {score:.4f} on {len(labels)} validation images of "
+    # Gate 2: a finite score that beats the champion on the same validation data.
+    cand_score = score(logits, labels, metric)
+    log(f"  gate 2/3 {metric}: candidate v{cand_v} {cand_score:.4f} on {len(labels)} validation images of "
         f"{config['data']}")
+    if not math.isfinite(cand_score):
+        return finish(False, f"{metric} of v{cand_v} is {cand_score} on {len(labels)} validation images: a "
+                             "non-finite score is never promoted", candidate_score=cand_score, parity=par)
     champ_score = None
+    champ_note = ""
     if champ is not None:
         champ_config, _ = registry.run_context(client, champ.run_id)
         if registry.data_kwargs(champ_config) != kwargs:
             return finish(False, f"champion v{prev} was trained on {registry.data_kwargs(champ_config)}, the "
                                  f"candidate on {kwargs}: not comparable on the same validation data",
-                          candidate_score=score, parity=par)
-        champ_net = registry.load_version_model(client, champ)
-        champ_score = evaluate(champ_net, images, labels, metric, export.main_output_name(champ_config))
+                          candidate_score=cand_score, parity=par)
+        champ_logits = predict_logits(registry.load_version_model(client, champ), images,
+                                      export.main_output_name(champ_config))
+        champ_score = score(champ_logits, labels, metric)
         log(f"    champion v{prev} {champ_score:.4f}")
-        if not gates.beats(score, champ_score):
+        champ_bad = nonfinite_rows(champ_logits)
+        if champ_bad or not math.isfinite(champ_score):
+            champ_note = (f" (champion v{prev} gives non-finite logits on {champ_bad} of {len(champ_logits)} "
+                          f"validation images, {metric} {champ_score}: any finite candidate beats it)")
+        elif not gates.beats(cand_score, champ_score):
             word = "higher" if METRICS[metric] == "max" else "lower"
-            return finish(False, f"{metric} {score:.4f} does not beat champion v{prev} {champ_score:.4f} "
+            return finish(False, f"{metric} {cand_score:.4f} does not beat champion v{prev} {champ_score:.4f} "
                                  f"({word} is better, min_delta={gates.min_delta}) on {len(labels)} validation images",
-                          candidate_score=score, champion_score=champ_score, parity=par)
+                          candidate_score=cand_score, champion_score=champ_score, parity=par)
 
     # Gate 3 (optional): measured TFLite latency within the budget.
     lat = None
@@ -447,11 +486,11 @@ def _run_gates(client, name, gates, version, note, log):
         log(f"  gate 3/3 latency: median {lat:.3f} ms per image ({gates.threads} thread(s)), budget {budget} ms")
         if not math.isfinite(lat) or lat > budget:
             return finish(False, f"TFLite latency {lat:.3f} ms exceeds the budget {budget} ms",
-                          candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)
-    why = (f"{metric} {score:.4f}" + (f" beats champion v{prev} {champ_score:.4f}" if champ is not None
-                                      else " (first champion)")
+                          candidate_score=cand_score, champion_score=champ_score, parity=par, latency_ms=lat)
+    why = (f"{metric} {cand_score:.4f}" + (f" beats champion v{prev} {champ_score:.4f}" if champ is not None
+                                           else " (first champion)") + champ_note
            + f"; TFLite {gates.quantize} parity {par['agreement']:.3f}" + (f"; latency {lat:.3f} ms" if lat else ""))
-    return finish(True, why, candidate_score=score, champion_score=champ_score, parity=par, latency_ms=lat)
+    return finish(True, why, candidate_score=cand_score, champion_score=champ_score, parity=par, latency_ms=lat)
 
 
 def rollback(name, reason=None, tracking_uri=None, lock_timeout_s=600.0, log=print):
@@ -463,7 +502,7 @@ def rollback(name, reason=None, tracking_uri=None, lock_timeout_s=600.0, log=pri
     client = tracking.client(tracking_uri)
     registry.get_version(client, name, alias=CHAMPION)  # unknown model -> clear error
     with promotion_lock(client, name, timeout_s=lock_timeout_s, log=log):
-        current = _current(client, name)
+        current = current_version(client, name)
         stack = champion_stack(history(client, name))
         if current is None:
             raise ValueError(f"{name!r} has no {CHAMPION} alias: nothing to roll back")
@@ -477,7 +516,9 @@ def rollback(name, reason=None, tracking_uri=None, lock_timeout_s=600.0, log=pri
         target = stack[-2]
         try:
             client.get_model_version(name, target)
-        except MlflowException:
+        except MlflowException as err:
+            if not tracking.not_found(err):
+                raise
             raise ValueError(f"previous champion v{target} of {name!r} no longer exists; use promote --version N") from None
         client.set_registered_model_alias(name, CHAMPION, target)
         why = f"rollback of v{current} to the previous champion v{target}"

@@ -9,7 +9,11 @@ version of NAME. Moving the `champion` alias (gates, lock, history, rollback) is
 
 Models are loaded only from the zip `.keras` format, with `safe_mode` (`pipelines.training.saving.load_model`):
 tf_keras applies `safe_mode` to nothing else, and an HDF5 file (whatever its name) runs a Lambda layer's code
-while it loads.
+while it loads. `load_model` refuses any other file with one line naming where it came from (the run's
+artifact, the registered version, the user's path) and what it is.
+
+Only MLflow's "no such thing" answers (`tracking.not_found`) read as a missing model, version, alias or
+artifact; any other error (an unreachable or failing server, a refused permission) is raised as it is.
 """
 from __future__ import annotations
 
@@ -62,17 +66,22 @@ def timestamp():
 # ---------------------------------------------------------------- reading versions
 
 def get_version(client, name, version=None, alias=None):
-    """A ModelVersion by number or alias (None when the alias is not set)."""
+    """A ModelVersion by number or alias (None when the alias is not set). Only a "not found" answer reads
+    as a missing model, version or alias; other MLflow errors are raised."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         raise ValueError(f"no registered model name={name!r} in {client.tracking_uri}") from None
     if alias is not None:
         try:
             return client.get_model_version_by_alias(name, alias)
-        except MlflowException:
+        except MlflowException as err:
+            if not tracking.not_found(err):
+                raise
             return None
     if version is None:
         versions = client.search_model_versions(f"name='{name}'")
@@ -81,8 +90,25 @@ def get_version(client, name, version=None, alias=None):
         return max(versions, key=lambda v: int(v.version))
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         raise ValueError(f"registered model {name!r} has no version={version!r}") from None
+
+
+def download(client, run_id, artifact, dst, what=None):
+    """Download `artifact` of run `run_id` into `dst`; a missing artifact is a one-line ValueError (`what`
+    says where it should have come from), any other failure is raised."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.download_artifacts(run_id, artifact, dst)
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
+    except FileNotFoundError:  # a local artifact store
+        pass
+    raise ValueError(f"run={run_id!r} has no {artifact} artifact" + (f"; {what}" if what else ""))
 
 
 def run_context(client, run_id):
@@ -90,11 +116,8 @@ def run_context(client, run_id):
     with tempfile.TemporaryDirectory() as tmp:
         out = {}
         for key in ("config", "dataset"):
-            try:
-                path = client.download_artifacts(run_id, f"run/{key}.json", tmp)
-            except Exception:
-                raise ValueError(f"run={run_id!r} has no run/{key}.json artifact; was it trained with "
-                                 "`python -m pipelines train` (tracking on)?") from None
+            path = download(client, run_id, f"run/{key}.json", tmp,
+                            "was it trained with `python -m pipelines train` (tracking on)?")
             out[key] = json.loads(Path(path).read_text())
     return out["config"], out["dataset"]
 
@@ -113,7 +136,7 @@ def load_version_model(client, mv):
         if not path.is_file():
             raise ValueError(f"models:/{mv.name}/{mv.version} has no data/model.keras; was it registered with "
                              "`python -m pipelines register`?")
-        return load_model(path)
+        return load_model(path, f"models:/{mv.name}/{mv.version} (data/model.keras)")
 
 
 def data_kwargs(config):
@@ -155,12 +178,14 @@ def register(run_id, name, tracking_uri=None, log=print):
     client = tracking.client(tracking_uri)
     try:
         client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as err:
+        if not (tracking.not_found(err) or err.error_code == "INVALID_PARAMETER_VALUE"):
+            raise
         raise ValueError(f"run={run_id!r} not found in {client.tracking_uri}") from None
     config, dataset = run_context(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, "run/model.keras", tmp)
-        net = load_model(path)
+        path = download(client, run_id, "run/model.keras", tmp)
+        net = load_model(path, f"run {run_id} artifact run/model.keras")
     log(f"registering run {run_id} ({config['model']} on {config['data']}) as {name!r}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(net, name="model", signature=signature_for(net),

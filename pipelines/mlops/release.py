@@ -11,10 +11,14 @@ The model is resolved here (`load_source`); `pipelines.export.export_net` conver
 plugin, writes the bundle and checks it (policy thresholds chosen on the validation split of the data
 the run records). For a registered model the bundle is logged to MLflow in the version's run under
 ``android/<mode>/`` and the version is tagged ``android_bundle.<mode>``.
+
+model.json's ``source`` names the model without saying where it lay on this machine: ``models:/NAME/V``,
+or the file's name and SHA-256 (``model.keras sha256:...``); the bundle ships to phones and stores.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -22,10 +26,10 @@ from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 from pipelines import tracking
-from pipelines.training.saving import load_model
 from pipelines.export.api import ExportOptions, export_net
 from pipelines.export.bundle import bundle_files
 from pipelines.export.checks import main_output_name
+from pipelines.training.saving import load_model
 
 
 # ---------------------------------------------------------------- resolve a model reference
@@ -38,6 +42,7 @@ class Source:
     uri: str
     version: object = None  # MLflow ModelVersion for registered models
     client: object = None
+    public: str = ""  # what model.json records as its source (no local path)
 
 
 def load_source(model, tracking_uri=None, data=None, image_size=32):
@@ -56,7 +61,8 @@ def load_source(model, tracking_uri=None, data=None, image_size=32):
             raise ValueError(f"model={model!r}: registered model {name!r} has no alias {alias!r}")
         config, dataset = registry.run_context(client, mv.run_id)
         net = registry.load_version_model(client, mv)
-        return Source(net, config, dataset, f"models:/{name}/{mv.version}", mv, client)
+        uri = f"models:/{name}/{mv.version}"
+        return Source(net, config, dataset, uri, mv, client, public=uri)
     path = Path(model).expanduser()
     if path.is_dir():
         folder, file = path, path / "model.keras"
@@ -75,7 +81,15 @@ def load_source(model, tracking_uri=None, data=None, image_size=32):
         _, info = data_mod.load(data, "validation", image_size=image_size, batch_size=1, limit=1)
         dataset = info.to_dict()
         config = {"data": data, "image_size": image_size, "data_dir": None}
-    return Source(net, config, dataset, str(file.resolve()))
+    return Source(net, config, dataset, str(file.resolve()), public=f"{file.name} sha256:{sha256(file)}")
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def export_model(model, quantize=None, out="bundle", options=None, *, tracking_uri=None, log_to_mlflow=True,
@@ -92,7 +106,7 @@ def export_model(model, quantize=None, out="bundle", options=None, *, tracking_u
     src = load_source(model, tracking_uri, data, image_size)
     options = dataclasses.replace(options, data_source=registry.data_kwargs(src.config) if src.config else None,
                                   main_output=main_output_name(src.config))
-    result = export_net(src.net, out, options, src.dataset, source=src.uri, log=log)
+    result = export_net(src.net, out, options, src.dataset, source=src.public, log=log)
     bundle, size = result["bundle"], result["size_bytes"]
     summary = {"model": src.uri, "quantize": options.quantize, "kind": result["kind"], "bundle": str(bundle.resolve()),
                "size_bytes": size, "float_ops": result["float_ops"], "notes": result["notes"],

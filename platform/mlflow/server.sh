@@ -5,9 +5,11 @@
 #   platform/mlflow/server.sh stop           # = make mlflow-down
 #
 # Settings (environment variables, defaults in brackets):
-#   MLFLOW_HOST                  [127.0.0.1]  interface to bind; keep 127.0.0.1 unless auth is on
+#   MLFLOW_HOST                  [127.0.0.1]  interface to bind; anything but loopback (127.x, ::1, localhost)
+#                                             is refused unless MLFLOW_AUTH=1 (and then put TLS in front)
 #   MLFLOW_PORT                  [5000]
 #   MLFLOW_BACKEND_STORE_URI     [sqlite:///<project>/mlruns.db]  or postgresql://USER:PASS@HOST:5432/DB
+#                                             (read as postgresql+psycopg2://, the pinned driver)
 #   MLFLOW_ARTIFACTS_DESTINATION [<project>/mlartifacts]  where the server stores artifacts (or s3://...)
 #   MLFLOW_WORKERS               [2]
 #   MLFLOW_AUTH                  [0]  1 = basic-auth app (users/permissions); needs MLFLOW_AUTH_ADMIN_PASSWORD
@@ -21,6 +23,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 HOST="${MLFLOW_HOST:-127.0.0.1}"
 PORT="${MLFLOW_PORT:-5000}"
 BACKEND="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$ROOT/mlruns.db}"
+# SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 driver, which is not installed
+if [[ "$BACKEND" == postgresql://* ]]; then BACKEND="postgresql+psycopg2://${BACKEND#postgresql://}"; fi
 ARTIFACTS="${MLFLOW_ARTIFACTS_DESTINATION:-$ROOT/mlartifacts}"
 WORKERS="${MLFLOW_WORKERS:-2}"
 STATE="${MLFLOW_STATE_DIR:-$ROOT/.mlflow}"
@@ -30,8 +34,26 @@ LOG="$STATE/server.log"
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+loopback() { case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac; }
+
+# Where this machine reaches the server: a wildcard bind is reached on loopback; an IPv6 address in brackets.
+local_url() {
+  case "$HOST" in
+    0.0.0.0) echo "http://127.0.0.1:$PORT" ;;
+    ::) echo "http://[::1]:$PORT" ;;
+    *:*) echo "http://[$HOST]:$PORT" ;;
+    *) echo "http://$HOST:$PORT" ;;
+  esac
+}
+
 start() {
-  if running; then echo "mlflow server already running (pid $(cat "$PIDFILE")) on http://$HOST:$PORT"; return 0; fi
+  if ! loopback "$HOST" && [[ "${MLFLOW_AUTH:-0}" != "1" ]]; then
+    echo "error: MLFLOW_HOST=$HOST opens the tracking server beyond this machine with no login: anyone who reaches" \
+         "it reads and changes runs, models and artifacts; set MLFLOW_AUTH=1 (with MLFLOW_AUTH_ADMIN_PASSWORD) or" \
+         "keep MLFLOW_HOST=127.0.0.1" >&2
+    exit 2
+  fi
+  if running; then echo "mlflow server already running (pid $(cat "$PIDFILE")) on $(local_url)"; return 0; fi
   mkdir -p "$STATE"
   case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac
   local args=(server --host "$HOST" --port "$PORT" --workers "$WORKERS"
@@ -52,15 +74,15 @@ start() {
   echo $! > "$PIDFILE"
   local timeout="${MLFLOW_START_TIMEOUT:-60}"
   for _ in $(seq 1 $((timeout * 2))); do
-    if curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1; then
-      echo "mlflow server up: http://$HOST:$PORT (backend ${BACKEND%%:*}, artifacts $ARTIFACTS, pid $(cat "$PIDFILE"))"
-      echo "use it: export MLFLOW_TRACKING_URI=http://$HOST:$PORT   (or --tracking-uri http://$HOST:$PORT)"
+    if curl -fsS "$(local_url)/health" >/dev/null 2>&1; then
+      echo "mlflow server up: $(local_url) (bound to $HOST, backend ${BACKEND%%:*}, artifacts $ARTIFACTS, pid $(cat "$PIDFILE"))"
+      echo "use it: export MLFLOW_TRACKING_URI=$(local_url)   (or --tracking-uri $(local_url))"
       return 0
     fi
     if ! running; then echo "error: mlflow server exited; see $LOG" >&2; tail -n 20 "$LOG" >&2; rm -f "$PIDFILE"; exit 1; fi
     sleep 0.5
   done
-  echo "error: mlflow server did not answer on http://$HOST:$PORT/health within $timeout s; see $LOG" >&2
+  echo "error: mlflow server did not answer on $(local_url)/health within $timeout s; see $LOG" >&2
   exit 1
 }
 
@@ -75,7 +97,7 @@ stop() {
 }
 
 status() {
-  if running; then echo "mlflow server running (pid $(cat "$PIDFILE")) on http://$HOST:$PORT"; else echo "mlflow server not running"; return 1; fi
+  if running; then echo "mlflow server running (pid $(cat "$PIDFILE")) on $(local_url)"; else echo "mlflow server not running"; return 1; fi
 }
 
 case "${1:-}" in

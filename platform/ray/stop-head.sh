@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local Ray head started by start-head.sh (`make cluster-down`): only its own process group.
+# Stop the local Ray head started by start-head.sh (`make cluster-down`): only its own process group; then
+# remove its temp dir (the /tmp/ray-head-XXXXXX folder start-head.sh made) and its env file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STATE="${RAY_STATE_DIR:-runs/ray-head}"
@@ -13,4 +14,10 @@ if kill -0 "$pid" 2>/dev/null; then
 else
   echo "Ray head (pid $pid) was not running"
 fi
-rm -f "$STATE/head.pid"
+if [[ -f "$STATE/temp_dir" ]]; then
+  tmp="$(cat "$STATE/temp_dir")"
+  # only a folder start-head.sh made (its name) and this user owns
+  if [[ "$(basename "$tmp")" == ray-head-?????? && -d "$tmp" && -O "$tmp" ]]; then rm -rf -- "$tmp"; fi
+  rm -f "$STATE/temp_dir"
+fi
+rm -f "$STATE/head.pid" "$STATE/env"

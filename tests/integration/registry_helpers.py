@@ -35,11 +35,14 @@ def tiny_digits_net(epochs, seed=0):
     return net, info
 
 
-def register_tiny(name, epochs, tracking_uri, seed=0):
-    """Train, track and register one version of `name`; returns its ModelVersion."""
+def register_tiny(name, epochs, tracking_uri, seed=0, transform=None):
+    """Train, track and register one version of `name`; returns its ModelVersion. `transform(net)`, if given,
+    changes the trained model before it is saved (e.g. NaN weights)."""
     import mlflow
 
     net, info = tiny_digits_net(epochs, seed)
+    if transform is not None:
+        transform(net)
     tracking.configure(tracking_uri)
     exp = tracking.ensure_experiment("tests", tracking_uri)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=exp) as run:

@@ -115,3 +115,13 @@ def test_local_head_scripts_and_make_targets():
     assert "cluster-up: install\n\tplatform/ray/start-head.sh" in make
     assert "cluster-down:\n\tplatform/ray/stop-head.sh" in make
     assert not (PLATFORM / "__init__.py").exists()
+
+
+def test_autoscaler_cluster_runs_every_node_with_token_auth():
+    """Ray 2.60 starts without authentication when no token file exists: every node of the cloud cluster gets
+    the token and starts in token mode."""
+    cfg = yaml.safe_load((PLATFORM / "ray" / "cluster.yaml").read_text())
+    assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token ray start" in c and "chmod 600" in c for c in starts), starts
