@@ -387,6 +387,21 @@ def decode_image(path, mode, size, max_pixels=MAX_IMAGE_PIXELS):
 BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json")
 
 
+def json_text(doc):
+    """model.json's text: JSON that Android's parsers accept, so a non-finite number (a check that had
+    nothing to measure) is written as null rather than NaN / Infinity."""
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(doc), indent=2, allow_nan=False)
+
+
 def model_json(net, tflite_bytes, dataset, mode, source, checks=None, notes=(), float_ops_=None):
     """The `model.json` an Android app reads next to `model.tflite`."""
     from pipelines.export import tflite
@@ -435,7 +450,7 @@ def write_bundle(out_dir, net, conversion, dataset, source, checks=None, spec=No
     doc = model_json(net, conversion.tflite, dataset, conversion.mode, source, checks, conversion.notes,
                      conversion.float_ops)
     doc.update(spec or {})
-    (out / "model.json").write_text(json.dumps(doc, indent=2))
+    (out / "model.json").write_text(json_text(doc))
     return out
 
 

@@ -153,7 +153,9 @@ def linked_version(client, keras_name, keras_version, mode=None):
 
     try:
         versions = client.search_model_versions(f"name='{tflite_name(keras_name)}'")
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         return None
     want = f"models:/{keras_name}/{keras_version}"
     found = [v for v in versions if v.tags.get("keras_model") == want and (mode is None or v.tags.get("quantize") == mode)]
@@ -167,18 +169,23 @@ def sync_alias(client, keras_name, alias):
 
     try:
         client.get_registered_model(tflite_name(keras_name))
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         return None
     try:
         keras_mv = client.get_model_version_by_alias(keras_name, alias)
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         keras_mv = None
     linked = linked_version(client, keras_name, keras_mv.version) if keras_mv is not None else None
     if linked is None:
         try:
             client.delete_registered_model_alias(tflite_name(keras_name), alias)
-        except MlflowException:
-            pass
+        except MlflowException as err:
+            if not tracking.not_found(err):
+                raise
         return None
     client.set_registered_model_alias(tflite_name(keras_name), alias, linked.version)
     return linked.version
