@@ -116,3 +116,45 @@ def test_image_folder_needs_classes(tmp_path):
     (tmp_path / "only").mkdir()
     with pytest.raises(data.DataError, match="folder:"):
         data.load(f"folder:{tmp_path}")
+
+
+def _class_folders(root, n=4):
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.randint(0, 255, (12, 10, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def test_folder_refuses_an_undecodable_file_before_training(tmp_path):
+    """A text file named .png failed mid-epoch with a traceback; now the dataset is refused up front, naming it."""
+    _class_folders(tmp_path)
+    (tmp_path / "dog" / "notes.png").write_text("not an image")
+    with pytest.raises(data.DataError, match=r"notes\.png"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)
+
+
+def test_folder_refuses_a_decompression_bomb_from_its_header(tmp_path):
+    """A 20000x20000 PNG (a few hundred KB on disk, 1.2 GB decoded) is refused from its header, undecoded."""
+    import zlib
+
+    _class_folders(tmp_path)
+    w = h = 20000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(w) for _ in range(h)), 9)
+
+    def chunk(kind, body):
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0]))
+    (tmp_path / "cat" / "bomb.png").write_bytes(png + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    with pytest.raises(data.DataError, match=r"bomb\.png.*(more than|pixels)"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)
+
+
+def test_folder_refuses_an_empty_class_folder(tmp_path):
+    _class_folders(tmp_path)
+    (tmp_path / "eel").mkdir()
+    with pytest.raises(data.DataError, match=r"class folder .*eel.* has no images"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)
