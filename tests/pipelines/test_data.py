@@ -59,13 +59,13 @@ def test_bad_input_gives_one_line_error(kwargs, match):
 
 
 def test_limit_trims_the_data_and_the_counts_the_schedules_use():
-    from pipelines import train
+    from pipelines.training.train import steps_per_epoch
 
     x, y, info = data.as_numpy("digits", "validation", limit=50)
     assert len(y) == 50
     # every split trimmed alike: the LR schedule reads num_examples["train"] while loading validation too
     assert info.num_examples == {"train": 50, "validation": 50, "test": 50}
-    assert train.steps_per_epoch(info, batch_size=10) == 5
+    assert steps_per_epoch(info, batch_size=10) == 5
     _, y_all, full = data.as_numpy("digits", "test", limit=10_000)  # a limit above the size keeps all
     assert full.num_examples["test"] == len(y_all) < 10_000
 
