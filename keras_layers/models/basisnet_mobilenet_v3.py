@@ -131,7 +131,7 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
     return keras.Model([image, coeffs], logits, name=name)
 
 
-# The paper's headline model (Sec. 4.2, Table 1): 16 MobileNetV3-Large-shaped bases (last conv 960, pooled
+# The paper's headline model (Table 1, Sec. 4.4): 16 MobileNetV3-Large-shaped bases (last conv 960, pooled
 # hidden 1280) synthesized from coefficients a MobileNetV3-Small preview predicts. Widths, input
 # down-sampling and the synthesized layers stay the registry's (CPU-sized); explicit fields win.
 PAPER = {"spec": "large", "last_channels": 960, "head_channels": 1280, "num_bases": 16,

@@ -18,7 +18,7 @@ MobileNetV2 1.0x, i.e. the last 2 of the three 96-channel blocks, the three 160-
 placement is kept by stage and proportion: a stage with k of its n blocks CondConv at full depth gets its
 last ``ceil(k * d)`` blocks CondConv (at the registry's d = 0.5: 1 + 2 + 1 = 4 of 11 blocks). The
 paper's preset (``preset="paper"``) is ``cond_blocks=6``, ``cond_head=True``, sigmoid routing, 8
-experts. Routing ablations: ``routing_activation`` softmax vs sigmoid (Sec. 4.3.2, Table 6).
+experts. Routing ablations: ``routing_activation`` softmax vs sigmoid (Sec. 4.3.3, Table 6).
 Per-channel routing (Sec. 4.3.1) is not implemented: the kernel-mixing primitive every CondConv and
 Basis layer shares (`keras_layers.kernel_mixing`) mixes whole kernels with one coefficient per expert,
 and its batch-1 export path folds them with one FULLY_CONNECTED; per-channel routing needs

@@ -17,7 +17,7 @@ Knowledge distillation (``teacher`` = a saved ``.keras`` file, a run directory h
 mode, is never trained and gets no gradient. Label smoothing, weight decay and augmentation come from
 the base `Recipe`.
 
-One-hot model selection (Sec. 4.8, "Model selection instead of model synthesis"), two ways:
+One-hot model selection (Sec. 4.7, "Model selection instead of model synthesis"), two ways:
 
 * the paper's procedure, ``selection_fraction=f``: the last ``f`` of the epochs are a second stage in
   which the preview is frozen (no updates, inference-mode BN) and its coefficients are turned into one-hot
@@ -27,7 +27,7 @@ One-hot model selection (Sec. 4.8, "Model selection instead of model synthesis")
 * the project's variant, ``--model-config one_hot=true``: one-hot coefficients from the start, trained
   end to end with a straight-through gradient into the preview.
 
-``preset="paper"`` (Sec. 3.3 and 4.2): preview weight lambda = 1, epsilon decaying over the first 20%
+``preset="paper"`` (Sec. 3.3 and 4.3): preview weight lambda = 1, epsilon decaying over the first 20%
 of training, basis-model dropout 0.1, L2 weight decay 4e-5 and knowledge distillation (kd_weight 0.5 at the
 recipe's ``kd_temperature``; the text gives no weight or temperature) when a ``teacher`` is given. The paper's teacher (EfficientNet-B2 with
 noisy-student training, trained on extra data) cannot be shipped: without ``teacher=`` the preset has
@@ -164,7 +164,7 @@ class BasisNetRecipe(Recipe):
     teacher: str = ""  # .keras file, run dir or models:/NAME@alias; "" = no distillation
     kd_weight: float = 0.0  # weight of the distillation term (needs a teacher)
     kd_temperature: float = 4.0
-    selection_fraction: float = 0.0  # last fraction of the epochs: frozen preview, one-hot coefficients (Sec. 4.8)
+    selection_fraction: float = 0.0  # last fraction of the epochs: frozen preview, one-hot coefficients (Sec. 4.7)
     preset: str = "default"  # "default" | "paper" (resolved by recipes.get)
 
     def validate(self):
