@@ -75,9 +75,12 @@ class TrainConfig:
 
         d = dataclasses.asdict(self)
         d["recipe"] = self.recipe_name()
-        d["model_config"] = models.resolve_config(self.model, self.model_config)
-        if self.recipe_config.get("preset", "default") != "default":
-            d["recipe_config"] = self.recipe_obj().to_dict()
+        try:  # an invalid config is written as given (validate() reports it)
+            d["model_config"] = models.resolve_config(self.model, self.model_config)
+            if self.recipe_config.get("preset", "default") != "default":
+                d["recipe_config"] = self.recipe_obj().to_dict()
+        except ValueError:
+            pass
         return d
 
     @classmethod
