@@ -69,12 +69,24 @@ def test_model_presets_resolve_and_config_json_records_them():
     assert plain["recipe_config"] == {} and plain["model_config"] == {}
 
 
+TINY = {  # the cheap sizes of tests/pipelines/test_every_model_learns.py: tracing, not training, is the cost
+    "condconv_mobilenet_v2": ["num_experts=2", "width_multiplier=0.25", "depth_multiplier=0.25", "last_channels=64"],
+    "basisnet_mobilenet_v3": ["width_multiplier=0.25", "last_channels=64", "head_channels=64",
+                              "preview_channels=32", "preview_blocks=2"],
+    "slimmable_mobilenet_v1": ["width_multipliers=[0.5,1.0]", "depth_multiplier=0.1"],
+    "ds_mobilenet_v1": ["width_multipliers=[0.5,1.0]", "depth_multiplier=0.1", "gate_after=3"],
+    "multi_exit_net": ["num_exits=2", "width_multiplier=0.25", "depth_multiplier=0.25", "last_channels=32"],
+}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(FAMILIES))
 def test_train_command_runs_every_family_with_the_paper_preset(model, tmp_path):
     from pipelines.cli import main
 
     main(["train", "--model", model, "--recipe-config", "preset=paper", "--epochs", "1", "--limit", "64",
-          "--image-size", "16", "--batch-size", "32", "--out", str(tmp_path), "--run-name", "r", "--no-tracking"])
+          "--image-size", "16", "--batch-size", "32", "--out", str(tmp_path), "--run-name", "r", "--no-tracking",
+          "--model-config", *TINY[model]])
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["recipe"] == FAMILIES[model] and config["recipe_config"]["preset"] == "paper"
     assert (tmp_path / "r" / "model.keras").exists()
