@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGES = ("keras_layers", "tune_spaces", "pipelines")
-DEV_ONLY = ("pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy")
+DEV_ONLY = ("pytest", "pytest-xdist", "execnet", "iniconfig", "pluggy", "wheel")
 
 
 def pins(path):
