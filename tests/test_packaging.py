@@ -96,6 +96,7 @@ def test_dynnets_lists_the_commands(installed):
     assert res.returncode == 0, res.stderr
     commands = parser()._subparsers._group_actions[0].choices
     assert commands and all(name in res.stdout for name in commands)
+    assert res.stdout.startswith("usage: dynnets "), res.stdout[:200]  # named as the user called it
     where = subprocess.run([sys.executable, "-c", "import pipelines; print(pipelines.__file__)"], cwd=target.parent,
                            env=env, capture_output=True, text=True, timeout=60)
     assert where.stdout.strip().startswith(str(target)), where.stdout  # the wheel's code, not the checkout's
