@@ -16,10 +16,12 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# requirements-dev.txt = the runtime pins (requirements.txt) + the test tools. `.venv/bin/pip install --no-deps -e .`
+# adds the `dynnets` command (pyproject.toml); the two commands below do not need it.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
 demo: install

@@ -1,7 +1,8 @@
 """MLflow tracking for every training run: where runs go, what is logged, and figure helpers.
 
     from pipelines import tracking
-    tracking.log_heatmap("routing", matrix, xlabels=experts, ylabels=blocks)   # inside a run
+    tracking.log_histogram("width_choice", counts, widths, xlabel="width")   # inside a run
+    tracking.log_figure_and_data(fig, "routing", {"matrix": m.tolist()})      # any matplotlib figure
 
 Where runs go (`resolve_tracking_uri`): `--tracking-uri` > `MLFLOW_TRACKING_URI` > a local SQLite
 store in the project, `sqlite:///<project>/mlruns.db`, with artifacts under `<project>/mlartifacts/`.
@@ -11,8 +12,8 @@ What a tracked run logs: params (every `TrainConfig` field, `model_config.*` / `
 plus the recipe's resolved fields), per-epoch metrics (`epoch_metrics`, step = epoch), final metrics
 (best `val_accuracy`, `madds`, `params`, `train_seconds`), artifacts `run/` (model.keras, config.json,
 dataset.json, history.json, metrics.json — what `pipelines.mlops.registry.register` needs) and
-`plots/history.png`. Families log their own figures with the family-agnostic helpers `log_heatmap`,
-`log_curve` and `log_histogram`; each also writes the numbers as JSON beside the figure.
+`plots/history.png` (+ `history.json`). Figures go through MLflow's own `log_figure` and their numbers
+through `log_dict`, beside them (`log_figure_and_data`; `log_histogram` draws a bar chart).
 
 Stores accepted (`URI_SCHEMES`): an MLflow server (`http://`, `https://`), SQLite (`sqlite:///`) and
 PostgreSQL (`postgresql://`, read as `postgresql+psycopg2://`: the pinned driver). MLflow 3.17 refuses
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
@@ -246,24 +246,26 @@ def _pyplot():
     return plt
 
 
-def _log_figure_and_data(fig, name, data, run_id):
+def log_figure_and_data(fig, name, data, run_id=None):
+    """Log a matplotlib figure as `plots/NAME.png` (or `NAME.png` when `name` has a folder) and `data`, the
+    numbers it shows, as the `.json` beside it, through MLflow's own `log_figure` / `log_dict` (no files of
+    ours), to `run_id` or the active run. Closes the figure; returns the figure's artifact path."""
     import mlflow
 
     plt = _pyplot()
     stem = name if "/" in name else f"plots/{name}"
-    with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / f"{Path(stem).name}.png"
-        fig.savefig(png, dpi=110, bbox_inches="tight")
-        (Path(tmp) / f"{Path(stem).name}.json").write_text(json.dumps(data, indent=1, default=float))
-        plt.close(fig)
-        art_dir = str(Path(stem).parent)
+    data = json.loads(json.dumps(data, default=float))  # NumPy scalars -> JSON numbers
+    save = {"dpi": 110, "bbox_inches": "tight"}
+    try:
         if run_id is None:
-            mlflow.log_artifact(str(png), art_dir)
-            mlflow.log_artifact(str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
+            mlflow.log_figure(fig, f"{stem}.png", save_kwargs=save)
+            mlflow.log_dict(data, f"{stem}.json")
         else:
             c = current_client()
-            c.log_artifact(run_id, str(png), art_dir)
-            c.log_artifact(run_id, str(Path(tmp) / f"{Path(stem).name}.json"), art_dir)
+            c.log_figure(run_id, fig, f"{stem}.png", save_kwargs=save)
+            c.log_dict(run_id, data, f"{stem}.json")
+    finally:
+        plt.close(fig)
     return f"{stem}.png"
 
 
@@ -287,58 +289,7 @@ def history_figure(history):
 
 
 def log_history_plot(history, run_id=None):
-    return _log_figure_and_data(history_figure(history), "history", history, run_id)
-
-
-def log_heatmap(name, matrix, xlabels=None, ylabels=None, title=None, xlabel=None, ylabel=None, run_id=None,
-                cmap="viridis"):
-    """Log a heatmap of a 2-D array (e.g. mean routing weight per block x expert) as `plots/NAME.png`
-    (+ `.json` with the numbers) to `run_id` or the active run. Returns the artifact path."""
-    import numpy as np
-
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"log_heatmap needs a non-empty 2-D matrix; received matrix with shape={m.shape}")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(min(12, 2 + 0.45 * m.shape[1]), min(10, 1.5 + 0.35 * m.shape[0])))
-    im = ax.imshow(m, aspect="auto", cmap=cmap)
-    fig.colorbar(im, ax=ax)
-    if xlabels is not None:
-        ax.set_xticks(range(m.shape[1]), [str(x) for x in xlabels], rotation=90 if m.shape[1] > 8 else 0)
-    if ylabels is not None:
-        ax.set_yticks(range(m.shape[0]), [str(y) for y in ylabels])
-    ax.set_xlabel(xlabel or "")
-    ax.set_ylabel(ylabel or "")
-    ax.set_title(title or name)
-    data = {"matrix": m.tolist(), "xlabels": list(map(str, xlabels)) if xlabels is not None else None,
-            "ylabels": list(map(str, ylabels)) if ylabels is not None else None}
-    return _log_figure_and_data(fig, name, data, run_id)
-
-
-def log_curve(name, x, ys, xlabel="x", ylabel="y", title=None, points=None, run_id=None):
-    """Log line plot(s): `ys` is one array or `{label: array}` over `x` (e.g. accuracy and MAdds
-    against an early-exit threshold). `points` marks chosen points: `{label: (x, y)}`."""
-    import numpy as np
-
-    x = np.asarray(x, dtype=float)
-    series = ys if isinstance(ys, dict) else {ylabel: ys}
-    for label, y in series.items():
-        if np.asarray(y).shape != x.shape:
-            raise ValueError(f"log_curve: series {label!r} has shape {np.asarray(y).shape}, x has {x.shape}")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for label, y in series.items():
-        ax.plot(x, np.asarray(y, dtype=float), marker="o", ms=3, label=str(label))
-    for label, (px, py) in (points or {}).items():
-        ax.scatter([px], [py], s=50, zorder=3, label=str(label))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title or name)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    data = {"x": x.tolist(), "ys": {str(k): np.asarray(v, dtype=float).tolist() for k, v in series.items()},
-            "points": {str(k): list(map(float, v)) for k, v in (points or {}).items()}}
-    return _log_figure_and_data(fig, name, data, run_id)
+    return log_figure_and_data(history_figure(history), "history", history, run_id)
 
 
 def log_histogram(name, counts, labels, xlabel="", title=None, run_id=None):
@@ -354,7 +305,7 @@ def log_histogram(name, counts, labels, xlabel="", title=None, run_id=None):
     ax.set_xlabel(xlabel)
     ax.set_title(title or name)
     data = {"labels": [str(l) for l in labels], "counts": counts.tolist()}
-    return _log_figure_and_data(fig, name, data, run_id)
+    return log_figure_and_data(fig, name, data, run_id)
 
 
 # ---------------------------------------------------------------- a tracked training run

@@ -3,7 +3,9 @@ and `run(args) -> int`. Modules are discovered automatically, so a new command i
 `parser()` builds the whole command line (`pipelines.cli` runs it, `submit` checks a job's command with it)."""
 import argparse
 import importlib
+import os
 import pkgutil
+import sys
 
 
 DEBUG_HELP = "show the traceback of an error instead of one line (also PIPELINES_DEBUG=1)"
@@ -26,9 +28,15 @@ def _commands():
     return mods
 
 
+def program():
+    """How the user called the CLI: `dynnets` (the console script) or `python -m pipelines`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and not name.endswith((".py", "python", "python3")) and name != "-c" else "python -m pipelines"
+
+
 def parser():
     p = argparse.ArgumentParser(
-        prog="python -m pipelines",
+        prog=program(),
         description="Train, tune, register, promote and export dynamic neural networks for phones.",
         epilog="Run `python -m pipelines COMMAND --help` for the options of a command. "
                "MLFLOW_TRACKING_URI is honoured everywhere; --tracking-uri overrides it. An error is one line "

@@ -1,6 +1,6 @@
 """Report on an exported bundle: ops and the share XNNPACK takes, tensor dtypes (flags layers left in
-float by quantization), size, latency median/p90 at 1 and 2 threads, Keras-vs-TFLite parity on N
-validation images, and for dynamic bundles the per-example MAdds distribution.
+float by quantization), size, latency median/p95 at 1 and 2 threads (LiteRT's own benchmark tool),
+Keras-vs-TFLite parity on N validation images, and for dynamic bundles the per-example MAdds distribution.
 
     python -m pipelines export-report bundle/                                   # the .tflite files alone
     python -m pipelines export-report bundle/ --model models:/digits_net/3 --images 64

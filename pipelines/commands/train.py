@@ -9,8 +9,16 @@ logged to MLflow either way (--no-tracking: not at all). One call: `pipelines.tr
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
     --model-config width_multiplier=0.35 --recipe-config label_smoothing=0.1
+
+Re-running and resuming a run folder:
+    python -m pipelines train --config runs/NAME/config.json --epochs 20   # a new run: NAME's config, flags override
+    python -m pipelines train --resume runs/NAME     # continue NAME from its last checkpoint (same config; in-process)
+A flag given with --resume that changes the run's config is refused (one line naming the field).
 """
+import argparse
+import dataclasses
 import json
+from pathlib import Path
 
 from pipelines.commands import add_tracking_uri
 
@@ -31,28 +39,48 @@ def parse_kv(items, flag):
     return out
 
 
+class Given(argparse.Action):
+    """Stores the value and records the flag's dest in `args._given`: with --config / --resume only the
+    flags given on the command line override the file's fields."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, "_given", {*getattr(namespace, "_given", ()), self.dest})
+
+
+KV_FIELDS = {"model_config": "--model-config", "recipe_config": "--recipe-config"}
+
+
 def add_arguments(p):
-    p.add_argument("--model", default="mobilenet_v2", help="registered model (see `models`)")
-    p.add_argument("--data", default="digits", help="digits | TFDS_NAME | folder:PATH (default digits)")
-    p.add_argument("--data-dir", default=None, help="folder with prepared TFDS data (no download)")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--optimizer", default="adam", help="adam | sgd | adamw")
-    p.add_argument("--recipe", default=None, help="training recipe (default: the model's own)")
-    p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
-    p.add_argument("--run-name", default=None)
-    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", default=None, metavar="CONFIG_JSON",
+                     help="start a new run from a run's config.json (runs/NAME/config.json); flags given override "
+                          "its fields (--model-config / --recipe-config: KEY by KEY)")
+    src.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     help="continue the in-process run folder RUN_DIR from its last checkpoint (next epoch, "
+                          "optimizer state) with its config.json; a flag that changes that config is refused")
+    p.add_argument("--model", default="mobilenet_v2", action=Given, help="registered model (see `models`)")
+    p.add_argument("--data", default="digits", action=Given, help="digits | TFDS_NAME | folder:PATH (default digits)")
+    p.add_argument("--data-dir", default=None, action=Given, help="folder with prepared TFDS data (no download)")
+    p.add_argument("--image-size", type=int, default=32, action=Given)
+    p.add_argument("--epochs", type=int, default=10, action=Given)
+    p.add_argument("--batch-size", type=int, default=64, action=Given)
+    p.add_argument("--learning-rate", type=float, default=3e-3, action=Given)
+    p.add_argument("--optimizer", default="adam", action=Given, help="adam | sgd | adamw")
+    p.add_argument("--recipe", default=None, action=Given, help="training recipe (default: the model's own)")
+    p.add_argument("--model-config", nargs="*", default=[], action=Given, metavar="KEY=VALUE")
+    p.add_argument("--recipe-config", nargs="*", default=[], action=Given, metavar="KEY=VALUE")
+    p.add_argument("--early-stopping", type=int, default=0, action=Given, help="patience in epochs (0 = off)")
+    p.add_argument("--seed", type=int, default=0, action=Given)
+    p.add_argument("--out", default="runs", action=Given, help="folder for run directories (default runs/)")
+    p.add_argument("--run-name", default=None, action=Given)
+    p.add_argument("--limit", type=int, default=None, action=Given,
+                   help="use only N examples per split (smoke tests)")
     add_tracking_uri(p)
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
     g = p.add_argument_group("distributed (Ray Train)")
-    g.add_argument("--workers", type=int, default=0,
+    g.add_argument("--workers", type=int, default=0, action=Given,
                    help="Ray Train workers under MultiWorkerMirroredStrategy (0 = in-process, no Ray; default 0); "
                         "connects to $RAY_ADDRESS or starts a local Ray")
     g.add_argument("--use-gpu", action="store_true", default=None,
@@ -63,26 +91,64 @@ def add_arguments(p):
                    help="worker-group restarts from the last checkpoint before the run fails (default 2)")
 
 
+def read_config(path):
+    """A run's config.json as a dict (`workers` of a Ray Train run kept); one-line errors."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not JSON: {err}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {str(path)!r} holds {type(d).__name__}, not a train config object")
+    return d
+
+
+def config_source(args):
+    """The config.json that --config or --resume names, or None."""
+    if getattr(args, "resume", None):
+        return Path(args.resume).expanduser() / "config.json"
+    return getattr(args, "config", None)
+
+
 def config_from_args(args):
+    """The `TrainConfig` of the command line: the flags; with --config / --resume the file's fields,
+    overridden by the flags given."""
     from pipelines.training import TrainConfig
 
-    return TrainConfig(
-        model=args.model, model_config=parse_kv(args.model_config, "--model-config"), data=args.data,
-        data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, optimizer=args.optimizer, recipe=args.recipe,
-        recipe_config=parse_kv(args.recipe_config, "--recipe-config"), early_stopping=args.early_stopping,
-        seed=args.seed, out=args.out, run_name=args.run_name, limit=args.limit)
+    source = config_source(args)
+    base = read_config(source) if source else {}
+    base.pop("workers", None)
+    given = getattr(args, "_given", set())
+    values = dict(base)
+    for f in dataclasses.fields(TrainConfig):
+        if not hasattr(args, f.name) or (source and f.name not in given):
+            continue
+        value = getattr(args, f.name)
+        if f.name in KV_FIELDS:
+            value = {**(base.get(f.name) or {}), **parse_kv(value, KV_FIELDS[f.name])}
+        values[f.name] = value
+    return TrainConfig.from_dict(values)
+
+
+def workers_from_args(args):
+    """--workers if given, else the `workers` of a Ray Train run's config.json (--config), else 0."""
+    if "workers" in getattr(args, "_given", set()) or not getattr(args, "config", None):
+        return args.workers
+    return int(read_config(args.config).get("workers", 0) or 0)
 
 
 def run(args):
     from pipelines import training
 
-    workers = training.ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
-                                      cpus_per_worker=args.cpus_per_worker,
-                                      max_failures=args.max_failures) if args.workers else 0
+    n = workers_from_args(args)
+    workers = training.ScalingOptions(num_workers=n, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                                      max_failures=args.max_failures) if n else 0
     tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
                                                                        experiment=args.experiment).validate()
-    result = training.run(config_from_args(args), workers=workers, tracking=tracking)
+    result = training.run(config_from_args(args), workers=workers, tracking=tracking, 
+                          resume_dir=str(Path(args.resume).expanduser()) if args.resume else None)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")
     if result.run_id:

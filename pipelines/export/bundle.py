@@ -5,6 +5,10 @@
         print(p.label, p.stopped_at, p.time_ms)
     bundle.predict_files(["cat.png"])               # decode + resize + normalise as the app does
 
+`write_bundle` also puts the standard TFLite metadata into model.tflite (`pipelines.export.metadata`: labels,
+input normalisation, descriptions; MediaPipe Tasks and the TFLite Support library read it), so a plain bundle
+works with Android's standard tooling without model.json.
+
 The same code serves `python -m pipelines run-bundle` and the MLflow TFLite flavour
 (`pipelines.mlops.tflite_flavor`), so a model loaded from the registry predicts with the bytes that ship.
 
@@ -427,16 +431,30 @@ def write_bundle(out_dir, net, conversion, dataset, source, checks=None, spec=No
     `stages`), merged into model.json; `extra_files`: {file name: bytes} of its other .tflite files."""
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    names = dataset.get("class_names") or [str(i) for i in range(int(dataset["num_classes"]))]
+    add_metadata(conversion, net, dataset, names)
     (out / "model.tflite").write_bytes(conversion.tflite)
     for name, data in (extra_files or {}).items():
         (out / name).write_bytes(data)
-    names = dataset.get("class_names") or [str(i) for i in range(int(dataset["num_classes"]))]
     (out / "labels.txt").write_text("\n".join(map(str, names)) + "\n")
     doc = model_json(net, conversion.tflite, dataset, conversion.mode, source, checks, conversion.notes,
                      conversion.float_ops)
     doc.update(spec or {})
     (out / "model.json").write_text(json_text(doc))
     return out
+
+
+def add_metadata(conversion, net, dataset, names):
+    """Put TFLite metadata (labels, input normalisation, input/output descriptions: `metadata.with_metadata`)
+    into `conversion.tflite`, for subgraph 0 (a dynamic bundle's first signature). A first subgraph that does
+    not take the dataset's image gets none, said in `conversion.notes`."""
+    from pipelines.export import metadata
+
+    try:
+        conversion.tflite = metadata.with_metadata(conversion.tflite, net.name, int(dataset["input_shape"][-1]),
+                                                   dataset.get("normalization"), names)
+    except metadata.MetadataError as err:
+        conversion.notes.append(f"no TFLite metadata: {err}")
 
 
 def bundle_files(bundle):

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
 from pipelines.training.train import TrainConfig, WorkerContext  # noqa: F401  (WorkerContext re-exported)
+from pipelines.training.train import TENSORBOARD_DIR, TensorBoardOnRankZero
 
 # Environment every Ray worker needs (Keras 2 API; see DESIGN.md "Keras version").
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -336,6 +337,8 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     ensure_ray(address)
     if verbose:
         print(f"Ray Train: {scaling.num_workers} worker(s), run {name!r} under {storage_path}", flush=True)
+    # TensorBoard: rank 0 writes the run folder's tensorboard/ (as in-process runs do)
+    callbacks = [*callbacks, TensorBoardOnRankZero(Path(cfg.out) / name / TENSORBOARD_DIR)]
     result = fit_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
     metrics = result_summary(result, cfg)
     run_dir = Path(cfg.out) / name

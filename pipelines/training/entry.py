@@ -30,7 +30,7 @@ import pipelines  # noqa: F401
 from pipelines.training.config import TrainConfig
 from pipelines.training.distributed import ScalingOptions, ensure_ray, fit_distributed  # noqa: F401
 from pipelines.training.tracked import TrackingOptions, finish, tracked_run
-from pipelines.training.train import train, train_tracked
+from pipelines.training.train import check_resumable, train, train_tracked
 
 
 class TrainResult(NamedTuple):
@@ -70,6 +70,8 @@ def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = Non
     if resume_dir is not None and scaling is not None:
         raise ValueError(f"resume_dir is for in-process runs (a Ray run resumes from its checkpoints by name); "
                          f"received resume_dir={str(resume_dir)!r} with workers={scaling.num_workers}")
+    if resume_dir is not None:
+        check_resumable(resume_dir, cfg)  # a changed config or a folder without checkpoints: refused here
     check_data(cfg)
     return scaling, tracking
 
@@ -90,7 +92,7 @@ def run(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, ca
             return TrainResult(metrics, run_dir, net, None)
         metrics, run_dir, net, run_id = train_tracked(
             cfg, tracking.uri, tracking.experiment, tracking.parent_run_id, tracking.tags, callbacks=callbacks,
-            verbose=verbose, after_train=after_train)
+            verbose=verbose, after_train=after_train, resume_dir=resume_dir)
         return TrainResult(metrics, run_dir, net, run_id)
     return _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address)
 

@@ -4,9 +4,11 @@
 
 Writes `runs/<name>/`: `model.keras` (the plain net with the weights of the best validation epoch: the
 epoch `metrics.json` reports), `checkpoints/` (weights + optimizer + epoch of the last epoch, to resume),
-`history.json`, `metrics.json`, `config.json`. The same `build_training` / `load_data` functions run
-inside Ray Train workers (`pipelines.training.distributed`). The one entry for both, tracked in MLflow
-or not, is `pipelines.training.run` (`pipelines.training.entry`).
+`history.json`, `metrics.json`, `config.json`, `tensorboard/` (Keras' TensorBoard callback: per-epoch
+scalars; `tensorboard --logdir runs/<name>/tensorboard`). `train(cfg, resume_dir=RUN_DIR)` continues a
+run folder from its last checkpoint and refuses a config that differs from its `config.json`. The same
+`build_training` / `load_data` functions run inside Ray Train workers (`pipelines.training.distributed`).
+The one entry for both, tracked in MLflow or not, is `pipelines.training.run` (`pipelines.training.entry`).
 """
 from __future__ import annotations
 
@@ -99,6 +101,58 @@ class EpochCheckpoint:
                 outer.manager.save(checkpoint_number=epoch + 1)
 
         return _Save()
+
+
+# ---------------------------------------------------------------- TensorBoard (Keras' own callback)
+
+TENSORBOARD_DIR = "tensorboard"  # inside a run folder: `tensorboard --logdir runs/<name>/tensorboard`
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback writing each epoch's scalars (losses, accuracies, learning rate) under
+    `log_dir` (`train/` and `validation/` event files); no graph, histograms or profiling (cheap)."""
+    import tf_keras as keras
+
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False,
+                                       write_images=False, update_freq="epoch", profile_batch=0)
+
+
+class TensorBoardOnRankZero:
+    """A callback factory (Ray Train workers take factories): the TensorBoard callback on rank 0 only, into
+    `log_dir` (an absolute path: workers run in their own working directory)."""
+
+    def __init__(self, log_dir):
+        self.log_dir = str(Path(log_dir).resolve())
+
+    def __call__(self, ctx):
+        return tensorboard_callback(self.log_dir) if ctx.world_rank == 0 else None
+
+
+# ---------------------------------------------------------------- resuming a run folder
+
+RESUME_IGNORED = ("out", "run_name")  # where the run folder is, not how it trains
+
+
+def check_resumable(run_dir, cfg: TrainConfig):
+    """Refuse (one-line ValueError) to resume `run_dir` with `cfg` when the folder has no checkpoint or
+    when `cfg` differs from the run's `config.json` in any field that changes training (the first field
+    is named); `out` and `run_name` are not compared."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume {str(run_dir)!r}: no config.json there (not a run folder)")
+    if not (run_dir / "checkpoints").is_dir():
+        raise ValueError(f"cannot resume {str(run_dir)!r}: no checkpoints/ there (an in-process run folder has "
+                         "them; a Ray Train run resumes by its name)")
+    saved = json.loads(path.read_text())
+    saved.pop("workers", None)
+    old = TrainConfig.from_dict(saved).to_dict()  # fields added since the run was written: their defaults
+    new = json.loads(json.dumps(cfg.to_dict(), default=str))
+    old = json.loads(json.dumps(old, default=str))
+    for field in new:
+        if field not in RESUME_IGNORED and old.get(field) != new[field]:
+            raise ValueError(f"cannot resume {str(run_dir)!r} with a changed config: {field}={new[field]!r}, the run "
+                             f"has {field}={old.get(field)!r} (start a new run with --config {path})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +256,8 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     import sys
 
     cfg.validate()
+    if resume_dir:
+        check_resumable(resume_dir, cfg)  # before any data is read
     import tf_keras as keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -223,6 +279,7 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
     ctx = WorkerContext(cfg, world_rank=0, world_size=1, initial_epoch=initial_epoch, extra={})
     cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds),
            best.callback(), *resolve_callbacks(callbacks, ctx)]
+    cbs.append(tensorboard_callback(run_dir / TENSORBOARD_DIR))  # TensorBoard: events in the run folder
     if cfg.early_stopping:  # BestEpoch restores the best weights (of the recipe's last stage)
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     if verbose == "auto":
@@ -243,19 +300,24 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
 
 
 def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
-                  verbose="auto", after_train=None):
+                  verbose="auto", after_train=None, resume_dir=None):
     """`train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`. The in-process half of
     `pipelines.training.run(cfg, tracking=TrackingOptions(...))`, which is the entry to call.
 
     `after_train(net, run_dir, run_id)` runs inside the run after training (families log their
     heatmaps/curves there). The config and the options are validated before MLflow is touched.
+    `resume_dir` continues that run folder (`train`) in a new MLflow run tagged `resumed_from`.
     """
     from pipelines import tracking
     from pipelines.training.tracked import TrackingOptions, finish, tracked_run
 
     cfg.validate()
+    if resume_dir:
+        check_resumable(resume_dir, cfg)  # before an MLflow run is opened
+        tags = {**(tags or {}), "resumed_from": str(Path(resume_dir).resolve())}
     options = TrackingOptions(tracking_uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run_id, tags).validate()
     with tracked_run(cfg, options) as run_id:
-        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks], verbose=verbose)
+        metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks], verbose=verbose,
+                                      resume_dir=resume_dir)
         finish(run_id, run_dir, metrics, net, after_train)
     return metrics, run_dir, net, run_id

@@ -17,6 +17,9 @@
 #   MLFLOW_STATE_DIR             [<project>/.mlflow]  pid file and server.log
 #   PYTHON                       [<project>/.venv/bin/python]
 #   MLFLOW_START_TIMEOUT         [60]  seconds to wait for /health (a loaded machine may need more)
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION [false]  MLflow 3's server-side job runner (GenAI evaluation jobs,
+#                                             trace rollups): this project uses none of it, and on start it
+#                                             spawns ~8 huey worker processes and a temp dir in /dev/shm
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -69,6 +72,7 @@ start() {
     export MLFLOW_FLASK_SERVER_SECRET_KEY="${MLFLOW_FLASK_SERVER_SECRET_KEY:-$("$PY" -c 'import secrets; print(secrets.token_hex(16))')}"
     args+=(--app-name basic-auth)
   fi
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
   # Own session, so `stop` can end the server and its workers (one process group) and nothing else.
   setsid "$PY" -m mlflow "${args[@]}" >"$LOG" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"

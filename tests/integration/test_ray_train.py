@@ -44,6 +44,9 @@ def test_two_workers_match_in_process_accuracy_and_are_tracked(ray_head, tmp_pat
     assert abs(dist["val_accuracy"] - local["val_accuracy"]) <= 0.1, (dist, local)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["workers"] == 2
+    # TensorBoard: rank 0 wrote Keras' event files into the run folder, as an in-process run does
+    assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((run_dir / "tensorboard" / "validation").glob("events.out.tfevents.*"))
     # model.keras is the reported epoch's model (each worker validated on its shard with its own BN
     # statistics; the saved net has their mean: measured difference 0.0-0.01)
     assert validation_accuracy(run_dir / "model.keras", image_size=16, limit=512) == pytest.approx(

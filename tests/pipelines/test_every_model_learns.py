@@ -1,7 +1,8 @@
 """Every registered model trains on digits with its own recipe and clearly beats chance.
 
-A few hundred optimizer steps (6-8 epochs of ~1,260 digits, batch 32, 16x16, small widths) must take
-validation accuracy well above the 10% of guessing: a recipe whose losses do not reach the weights,
+About 120 optimizer steps (3 epochs of ~1,260 digits, batch 32, 16x16, small widths, learning rate 1e-2)
+must take validation accuracy well above the 10% of guessing (measured: 0.76 for DS-Net, whose gate
+trains in the last epoch, 0.90-0.99 for the others): a recipe whose losses do not reach the weights,
 a model whose outputs are mis-wired, or a schedule that never lets the net learn fails here. The
 per-family tests check each recipe's pieces; this checks that the whole of each trains.
 """
@@ -16,15 +17,15 @@ from pipelines.training import TrainConfig, recipes, train
 # Small but real: each model at its cheapest sensible size, trained at 16x16 for the given epochs.
 SMALL = {
     "basisnet_mobilenet_v3": ({"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64,
-                               "preview_channels": 32, "preview_blocks": 2}, 8),
+                               "preview_channels": 32, "preview_blocks": 2}, 3),
     "condconv_mobilenet_v2": ({"num_experts": 2, "width_multiplier": 0.25, "depth_multiplier": 0.25,
-                               "last_channels": 64}, 6),
-    "ds_mobilenet_v1": ({"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1, "gate_after": 3}, 6),
-    "mobilenet_v2": ({"width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 64}, 6),
-    "mobilenet_v3": ({"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64}, 6),
+                               "last_channels": 64}, 3),
+    "ds_mobilenet_v1": ({"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1, "gate_after": 3}, 3),
+    "mobilenet_v2": ({"width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 64}, 3),
+    "mobilenet_v3": ({"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64}, 3),
     "multi_exit_net": ({"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25,
-                        "last_channels": 32}, 6),
-    "slimmable_mobilenet_v1": ({"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1}, 6),
+                        "last_channels": 32}, 3),
+    "slimmable_mobilenet_v1": ({"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1}, 3),
 }
 MIN_VAL_ACCURACY = 0.5  # chance is 0.1
 
@@ -38,7 +39,7 @@ def test_every_registered_model_has_a_small_config():
 def test_model_learns_digits_with_its_recipe(name, tmp_path):
     config, epochs = SMALL[name]
     cfg = TrainConfig(model=name, model_config=config, image_size=16, batch_size=32, epochs=epochs,
-                      learning_rate=5e-3, out=str(tmp_path), run_name=name)
+                      learning_rate=1e-2, out=str(tmp_path), run_name=name)
     metrics, _, _ = train(cfg, verbose=0)
     assert metrics["val_accuracy"] > MIN_VAL_ACCURACY, (name, cfg.recipe_name(), metrics)
 

@@ -52,7 +52,9 @@ def test_report_flags_a_layer_left_float_in_an_int8_export(tmp_path):
     assert export.float_ops(data, "int8") == {"SIN": 1}
     assert "FLAG: model.tflite: layer 'silently_float'" in export_report.summary(report)
     assert set(info["latency_ms"]["default"]) == {"1", "2"}
-    assert all(v["p90_ms"] >= v["median_ms"] > 0 for v in info["latency_ms"]["default"].values())
+    # LiteRT's benchmark tool (rounded to 0.01 ms: a tiny model may time 0.00)
+    assert all(v["p95_ms"] >= v["median_ms"] >= 0 and v["runs"] == 3
+               and isinstance(v["fully_accelerated"], bool) for v in info["latency_ms"]["default"].values())
     assert report["parity"]["n"] == 6
 
 

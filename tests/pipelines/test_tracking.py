@@ -71,11 +71,15 @@ def tracked(tmp_path_factory):
     seen = {}
 
     def after_train(net, run_dir, run_id):
-        seen["heatmap"] = tracking.log_heatmap("routing", np.arange(6).reshape(2, 3), xlabels=["e0", "e1", "e2"],
-                                               ylabels=["b0", "b1"])
-        seen["curve"] = tracking.log_curve("exit_threshold", [0.5, 0.7, 0.9], {"accuracy": [0.8, 0.85, 0.9],
-                                           "madds_fraction": [0.4, 0.6, 0.9]}, xlabel="threshold",
-                                           points={"chosen": (0.7, 0.85)})
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.imshow(np.arange(6).reshape(2, 3))
+        seen["figure"] = tracking.log_figure_and_data(fig, "routing", {"matrix": np.arange(6).reshape(2, 3).tolist(),
+                                                                       "xlabels": ["e0", "e1", "e2"]})
         seen["hist"] = tracking.log_histogram("width_choice", [3, 5], ["0.5", "1.0"], xlabel="width")
 
     metrics, run_dir, net, run_id = train_tracked(cfg, tracking_uri=uri, experiment="t", verbose=0,
@@ -99,22 +103,20 @@ def test_tracked_run_logs_params_metrics_artifacts(tracked):
     files = {f.path for f in c.list_artifacts(run_id, "run")}
     assert {"run/model.keras", "run/config.json", "run/dataset.json", "run/history.json"} <= files
     plots = {f.path for f in c.list_artifacts(run_id, "plots")}
-    assert {"plots/history.png", "plots/routing.png", "plots/routing.json", "plots/exit_threshold.png",
-            "plots/width_choice.png"} <= plots
+    assert {"plots/history.png", "plots/history.json", "plots/routing.png", "plots/routing.json",
+            "plots/width_choice.png", "plots/width_choice.json"} <= plots
     # the numbers are logged beside the figure
     data = json.loads(open(c.download_artifacts(run_id, "plots/routing.json", str(tmp))).read())
     assert data["matrix"] == [[0, 1, 2], [3, 4, 5]] and data["xlabels"] == ["e0", "e1", "e2"]
-    assert seen["heatmap"] == "plots/routing.png"
+    assert seen["figure"] == "plots/routing.png"
+    assert json.loads(open(c.download_artifacts(run_id, "plots/width_choice.json", str(tmp))).read()) == \
+        {"labels": ["0.5", "1.0"], "counts": [3.0, 5.0]}
     # local SQLite store: artifacts land in mlartifacts/ beside the database, not in the cwd
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.artifact_location.startswith((tmp / "mlartifacts").as_uri())
 
 
 def test_helpers_reject_bad_shapes():
-    with pytest.raises(ValueError, match="shape"):
-        tracking.log_heatmap("h", np.zeros(3))
-    with pytest.raises(ValueError, match="shape"):
-        tracking.log_curve("c", [1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="labels"):
         tracking.log_histogram("h", [1, 2], ["a"])
 

@@ -100,15 +100,6 @@ def test_best_index_rule():
     assert best_index([nan, nan]) == 1 and best_index([]) == 0  # nothing to compare: the last epoch
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    cfg = TrainConfig(model_config={"width_multiplier": 0.25, "depth_multiplier": 0.25}, epochs=1, batch_size=32,
-                      out=str(tmp_path), run_name="r", limit=64)
-    _, run_dir, _ = train(cfg, verbose=0)
-    cfg.epochs = 3
-    metrics, same_dir, _ = train(cfg, verbose=0, resume_dir=run_dir)
-    assert same_dir == run_dir and metrics["epochs_run"] == 2  # epochs 2 and 3 only
-
-
 @pytest.mark.parametrize("field,value", [
     ("model", "nosuch"), ("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0), ("optimizer", "lion"),
     ("recipe", "nosuch"), ("early_stopping", -2),

@@ -114,10 +114,21 @@ class TrainingModel(keras.Model):
         return [self._loss_metric, *self._log_metrics.values(), *self._acc_metrics.values()]
 
     def _update(self, y, out: StepOutput, total):
-        self._loss_metric.update_state(total)
+        # Each batch counts by its size, so an epoch's value is the mean over its examples (a short last
+        # batch does not weigh as much as a full one), and an empty batch counts for nothing: on Ray Train
+        # a last global batch smaller than the number of workers leaves a worker with 0 examples, whose
+        # mean loss is 0/0 = NaN, which made the whole epoch's val_loss NaN and stopped the run.
+        size = tf.shape(y)[0]
+        weight = tf.cast(size, tf.float32)
+
+        def add(metric, value):
+            value = tf.cast(value, tf.float32)
+            metric.update_state(tf.where(size > 0, value, tf.zeros_like(value)), sample_weight=weight)
+
+        add(self._loss_metric, total)
         for n, v in out.logs.items():
             if n in self._log_metrics:
-                self._log_metrics[n].update_state(v)
+                add(self._log_metrics[n], v)
         for n, logits in out.predictions.items():
             if n in self._acc_metrics:
                 self._acc_metrics[n].update_state(y, logits)
