@@ -3,6 +3,13 @@
 Each module of this package registers its architectures with `@register("name")`; modules are found
 automatically, so adding a family means adding one file. Builders validate their config and raise
 `ValueError` naming the field and the value.
+
+Every model accepts ``preset="default"`` (the registry defaults) or ``preset="paper"`` (the architecture
+of the model's paper where it differs: ``@register("name", paper={...})``, a dict of config fields or a
+function of the explicit config returning one). `resolve_config` applies it under the explicit fields
+(explicit fields win); a model without a paper dict already is its paper's architecture.
+
+    build("condconv_mobilenet_v2", preset="paper")            # CondConv in the last 6 blocks + classifier
 """
 from __future__ import annotations
 
@@ -12,16 +19,20 @@ from keras_layers.checks import check_int
 from keras_layers.discovery import import_submodules
 
 _BUILDERS: dict = {}
+_PAPER: dict = {}
 _LOADED = False
+PRESETS = ("default", "paper")
 
 
-def register(name):
-    """Decorator: make a builder `fn(input_shape, num_classes, **config) -> keras.Model` buildable by name."""
+def register(name, paper=None):
+    """Decorator: make a builder `fn(input_shape, num_classes, **config) -> keras.Model` buildable by name;
+    `paper`: the config fields of the paper's architecture (``preset="paper"``)."""
 
     def wrap(fn):
         if name in _BUILDERS and _BUILDERS[name] is not fn:
             raise ValueError(f"model name={name!r} is registered twice")
         _BUILDERS[name] = fn
+        _PAPER[name] = paper or {}
         return fn
 
     return wrap
@@ -45,11 +56,28 @@ def config_fields(name):
     """The config fields a builder accepts, with their defaults (for --help and validation)."""
     fn = _get(name)
     params = inspect.signature(fn).parameters
-    return {
+    fields = {
         k: p.default
         for k, p in params.items()
         if k not in ("input_shape", "num_classes") and p.kind is p.KEYWORD_ONLY
     }
+    return {**fields, "preset": "default"}
+
+
+def resolve_config(name, config):
+    """`config` with its preset resolved: the paper's fields of model `name` under the explicit ones.
+
+    The result still holds ``preset``; ValueError naming `preset` for an unknown preset."""
+    _get(name)
+    config = dict(config)
+    preset = config.get("preset", "default")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}")
+    if preset == "paper":
+        paper = _PAPER.get(name) or {}
+        paper = paper(config) if callable(paper) else paper
+        config = {**paper, **config}
+    return config
 
 
 def _get(name):
@@ -72,4 +100,6 @@ def build(name, input_shape=(32, 32, 3), num_classes=10, **config):
     if len(tuple(input_shape)) != 3 or any(int(d) < 1 for d in input_shape):
         raise ValueError(f"input_shape must be (H, W, C) with positive dims. Received: input_shape={input_shape!r}")
     check_int("num_classes", int(num_classes), 2)
+    config = resolve_config(name, config)
+    config.pop("preset", None)
     return fn(input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_classes), **config)

@@ -17,6 +17,9 @@ specialist). Recipes reach ``net.get_layer("preview")`` / ``net.get_layer("speci
 the coefficients between the stages (epsilon mixing, basis dropout); the TFLite exporter turns them
 into the two signatures an app runs, stopping after ``preview`` when it is confident (early termination).
 
+``preset="paper"`` (`PAPER`): the headline BasisNet-MV3 shape - 16 MobileNetV3-Large bases
+(``spec="large"``), a full MobileNetV3-Small preview - at the registry's widths.
+
 Specialist layer numbering (the paper's L0, L1, ...; used by ``synthesized``): 0 = stem conv,
 1..B = the B inverted-residual blocks ``block0`` .. ``block{B-1}`` (their expand and project 1x1
 convs, and the depthwise conv with ``synthesize_depthwise=True``), B+1 = last 1x1 conv, B+2 = pooled
@@ -128,7 +131,14 @@ def build_specialist(input_shape, num_classes, groups, synthesized, *, num_bases
     return keras.Model([image, coeffs], logits, name=name)
 
 
-@register("basisnet_mobilenet_v3")
+# The paper's headline model (Table 1, Sec. 4.4): 16 MobileNetV3-Large-shaped bases (last conv 960, pooled
+# hidden 1280) synthesized from coefficients a MobileNetV3-Small preview predicts. Widths, input
+# down-sampling and the synthesized layers stay the registry's (CPU-sized); explicit fields win.
+PAPER = {"spec": "large", "last_channels": 960, "head_channels": 1280, "num_bases": 16,
+         "coefficient_activation": "softmax", "per_layer": True, "preview_spec": "small", "preview_blocks": 11}
+
+
+@register("basisnet_mobilenet_v3", paper=PAPER)
 def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coefficient_activation="softmax",
                                 per_layer=True, one_hot=False, synthesized=None, synthesize_depthwise=False,
                                 width_multiplier=0.5, spec="tiny", dropout=0.2, last_channels=576, head_channels=1024,

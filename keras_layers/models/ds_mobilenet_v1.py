@@ -9,6 +9,13 @@ is wired with the gate's per-example ``choice``. Outputs (a dict):
 * ``gate_scores`` - the slimming head's scores (SGS loss);
 * ``gate_choice`` - the one-hot width choice (complexity loss, expected MAdds).
 
+Width space: ``width_multipliers`` is a list, or ``"paper"``: the paper's candidate ratios 0.35 to 1.0 in
+steps of 0.05 (DS-MBNet, Sec. 4: ``[0.35 : 0.05 : 1.25]`` of a 1.25x supernet; here relative to the
+supernet, so up to 1.0) where channels allow: widths whose gated layers would get the same channel
+counts (multiples of 8) are merged, keeping the largest, so every choice is a distinct path (at the
+registry's small channel counts fewer than 14 remain). ``preset="paper"`` selects it, with the paper's
+front (5 blocks at 0.5).
+
 ``set_width(net, w)`` runs every example at width ``w`` (Stage I, BN recalibration, export);
 ``set_width(net, "dynamic")`` lets the gate choose (Stage II and deployment; the default after
 building). For deployment `export_front` gives the front + gate as one small model (features and
@@ -29,21 +36,35 @@ from keras_layers.models.blocks import BN_MOMENTUM
 from keras_layers.models.slimmable_mobilenet_v1 import check_config, export_chain, plain_blocks, plan
 from keras_layers.slimmable import (DYNAMIC, SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
                                     SwitchableBatchNormalization, check_width, check_width_multipliers,
-                                    set_width)
+                                    set_width, slim_channels)
 
 L = keras.layers
 
 
-@register("ds_mobilenet_v1")
+PAPER_WIDTHS = tuple(round(0.35 + 0.05 * i, 2) for i in range(14))  # 0.35 .. 1.0
+
+
+def paper_widths(gated_filters, candidates=PAPER_WIDTHS):
+    """The `candidates` that give distinct channel counts to layers of `gated_filters` full channels,
+    keeping the largest width of each group of equal paths (so 1.0 stays)."""
+    by_channels = {}
+    for w in candidates:
+        by_channels[tuple(slim_channels(f, w) for f in gated_filters)] = w
+    return tuple(sorted(by_channels.values()))
+
+
+@register("ds_mobilenet_v1", paper={"width_multipliers": "paper", "front_width": 0.5, "gate_after": 5})
 def build_ds_mobilenet_v1(input_shape, num_classes, *, width_multipliers=(0.25, 0.5, 0.75, 1.0), base_width=0.25,
                           depth_multiplier=0.2, front_width=0.5, gate_after=5, gate_hidden=16, temperature=1.0,
                           dropout=0.0):
-    widths = check_width_multipliers(width_multipliers)
     check_config(base_width, depth_multiplier, dropout)
     check_width(front_width, (front_width,))
     check_int("gate_hidden", gate_hidden)
     stem, stride, blocks = plan(input_shape, base_width, depth_multiplier)
     check_int("gate_after", gate_after, 1, len(blocks) - 1)
+    if width_multipliers == "paper":
+        width_multipliers = paper_widths([f for f, _ in blocks[gate_after:]])
+    widths = check_width_multipliers(width_multipliers)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = plain_blocks(inputs, stem, stride, blocks[:gate_after], front_width)  # the static front

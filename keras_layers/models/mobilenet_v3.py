@@ -1,6 +1,6 @@
 """MobileNetV3 blocks and a plain baseline (Howard et al., "Searching for MobileNetV3", ICCV 2019).
 
-Spec rows are the paper's Table 2 (MobileNetV3-Small): (kernel, expansion size, out channels,
+Spec rows are the paper's Table 2 (MobileNetV3-Small; ``spec="large"``: Table 1, MobileNetV3-Large): (kernel, expansion size, out channels,
 squeeze-excite, activation, stride). For inputs under 64 pixels the stem keeps stride 1 and the first
 stride-2 block is made stride 1 (CIFAR-style) so 32x32 images end at 4x4 or 2x2.
 
@@ -38,11 +38,29 @@ SMALL = (
 )
 # A shorter cut of SMALL (one block per resolution stage, plus the last two) that trains in seconds on a CPU.
 TINY = (SMALL[0], SMALL[1], SMALL[3], SMALL[6], SMALL[8], SMALL[9])
-SPECS = {"small": SMALL, "tiny": TINY}
+# MobileNetV3-Large, Table 1 (last conv 960, pooled hidden 1280: pass last_channels / head_channels).
+LARGE = (
+    (3, 16, 16, False, "relu", 1),
+    (3, 64, 24, False, "relu", 2),
+    (3, 72, 24, False, "relu", 1),
+    (5, 72, 40, True, "relu", 2),
+    (5, 120, 40, True, "relu", 1),
+    (5, 120, 40, True, "relu", 1),
+    (3, 240, 80, False, "hswish", 2),
+    (3, 200, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 480, 112, True, "hswish", 1),
+    (3, 672, 112, True, "hswish", 1),
+    (5, 672, 160, True, "hswish", 2),
+    (5, 960, 160, True, "hswish", 1),
+    (5, 960, 160, True, "hswish", 1),
+)
+SPECS = {"small": SMALL, "tiny": TINY, "large": LARGE}
 
 
 def check_spec(spec, field="spec"):
-    """The spec rows of `spec` ("small" | "tiny"); ValueError naming `field` otherwise."""
+    """The spec rows of `spec` ("small" | "tiny" | "large"); ValueError naming `field` otherwise."""
     return SPECS[check_choice(field, spec, tuple(SPECS))]
 
 

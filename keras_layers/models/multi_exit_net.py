@@ -10,6 +10,14 @@ IMTA switches (model_config):
   ``1/(K-i)``, into stage i+1: ``(K-i-1)/(K-i)``).
 * ``inline_collaboration``: exit i > 0 adds exit i-1's detached logits to its own.
 
+Backbone: the paper trains MSDNet (multi-scale dense connections, Huang et al. 2018); MobileNetV2 stages
+stand in here because the platform's target is a phone (MobileNetV2's blocks delegate to XNNPACK and
+share the conv factory, the export path and the MAdds counter with the other families), and IMTA's
+three techniques are backbone-agnostic (Sec. 3: they act on the exits' losses and gradients). MSDNet's
+dense multi-scale features, which shield early exits' features from later ones, are not reproduced:
+Gradient Equilibrium is the part of IMTA that addresses that interference here. ``preset="paper"``
+keeps the registry's defaults (GE and ISC on, as the paper's full model).
+
 Cost: `count_madds(net, shape, exit=k)` is the cumulative cost of an early-exit run that stops at
 exit k (backbone up to stage k plus heads 0..k); `exit_madds(net, shape)` lists it for every exit.
 `exit_prefix(net, k)` is the sub-network up to exit k (shared weights), e.g. for export;

@@ -70,8 +70,17 @@ class TrainConfig:
         return recipes.get(self.recipe_name(), **self.recipe_config)
 
     def to_dict(self):
+        """The config as written to the run's config.json: with a preset, the resolved values it stands for."""
+        from keras_layers import models
+
         d = dataclasses.asdict(self)
         d["recipe"] = self.recipe_name()
+        try:  # an invalid config is written as given (validate() reports it)
+            d["model_config"] = models.resolve_config(self.model, self.model_config)
+            if self.recipe_config.get("preset", "default") != "default":
+                d["recipe_config"] = self.recipe_obj().to_dict()
+        except ValueError:
+            pass
         return d
 
     @classmethod

@@ -121,7 +121,7 @@ def test_save_and_load_round_trip(net, images, tmp_path):
 @pytest.mark.parametrize("field,value", [
     ("num_bases", 0), ("num_bases", 2.5), ("coefficient_activation", "relu"), ("per_layer", "yes"),
     ("synthesized", [99]), ("synthesized", []), ("preview_blocks", 0), ("preview_downsample", 0),
-    ("spec", "large"), ("preview_spec", "huge"), ("width_multiplier", 0), ("dropout", 1.0),
+    ("spec", "xl"), ("preview_spec", "huge"), ("width_multiplier", 0), ("dropout", 1.0),
 ])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}".replace("[", r"\[").replace("]", r"\]")):

@@ -7,6 +7,14 @@ Modules of this package register recipes with `@register`; they are discovered a
 
     recipe = recipes.get("standard", label_smoothing=0.1)
     recipes.for_model("mobilenet_v2")   # -> "standard"
+    recipes.get("slimmable", preset="paper")   # the paper's recipe (`resolve`), explicit fields still win
+
+Presets: every recipe has a ``preset`` field, ``"default"`` (the project's recipe) or ``"paper"`` (the
+recipe as its paper trains; `docs/papers.md` lists what differs). A recipe class declares the paper's
+values in ``PAPER`` (a dict, or a function of the explicit config returning one); `resolve` applies
+them under the fields the caller gave, so ``preset=paper label_smoothing=0.1`` is the paper's recipe
+with label smoothing 0.1, and the recipe object (`Recipe.to_dict`, the run's config.json) records the
+resolved values.
 """
 from __future__ import annotations
 
@@ -16,6 +24,27 @@ from keras_layers.discovery import import_submodules
 
 _RECIPES: dict = {}
 _LOADED = False
+PRESETS = ("default", "paper")
+
+
+def check_preset(preset):
+    """ValueError naming `preset` unless it is one of `PRESETS`."""
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}")
+    return preset
+
+
+def resolve(cls, config):
+    """`config` with the preset's values filled in under the explicit fields (explicit fields win).
+
+    ``preset="default"`` (or none) returns `config` unchanged; ``preset="paper"`` adds ``cls.PAPER``."""
+    config = dict(config)
+    preset = check_preset(config.get("preset", "default"))
+    if preset == "paper":
+        paper = getattr(cls, "PAPER", {})
+        paper = paper(config) if callable(paper) else paper
+        config = {**paper, **config}
+    return config
 
 
 def register(cls):
@@ -46,14 +75,15 @@ def recipe_class(name):
 
 
 def get(name, **config):
-    """Instantiate recipe `name` with `config`; unknown fields raise ValueError naming the field."""
+    """Instantiate recipe `name` with `config` (its preset resolved by `resolve`); unknown fields raise
+    ValueError naming the field."""
     cls = recipe_class(name)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - fields)
     if unknown:
         raise ValueError(f"recipe {name!r}: unknown field {unknown[0]}={config[unknown[0]]!r}; "
                          f"valid fields: {', '.join(sorted(fields))}")
-    return cls(**config)
+    return cls(**resolve(cls, config))
 
 
 def for_model(model_name):

@@ -17,7 +17,26 @@ Knowledge distillation (``teacher`` = a saved ``.keras`` file, a run directory h
 mode, is never trained and gets no gradient. Label smoothing, weight decay and augmentation come from
 the base `Recipe`.
 
+One-hot model selection (Sec. 4.7, "Model selection instead of model synthesis"), two ways:
+
+* the paper's procedure, ``selection_fraction=f``: the last ``f`` of the epochs are a second stage in
+  which the preview is frozen (no updates, inference-mode BN) and its coefficients are turned into one-hot
+  vectors (argmax per layer: the `BasisCoefficients` layer's ``one_hot`` is switched on, so the saved and
+  exported model selects too); the bases (the specialist) are fine-tuned with them. Epsilon mixing and
+  basis dropout are off in that stage; the run's best epoch is chosen in it.
+* the project's variant, ``--model-config one_hot=true``: one-hot coefficients from the start, trained
+  end to end with a straight-through gradient into the preview.
+
+``preset="paper"`` (Sec. 3.3 and 4.3): preview weight lambda = 1, epsilon decaying over the first 20%
+of training, basis-model dropout 0.1, L2 weight decay 4e-5 and knowledge distillation (kd_weight 0.5 at the
+recipe's ``kd_temperature``; the text gives no weight or temperature) when a ``teacher`` is given. The paper's teacher (EfficientNet-B2 with
+noisy-student training, trained on extra data) cannot be shipped: without ``teacher=`` the preset has
+no distillation (kd_weight 0). The text gives no dropout rate or weight decay; 0.1 and 4e-5 (the
+MobileNet papers' value) are this project's choices. The MobileNetV3-Large-shaped specialist is the
+model preset (``--model-config preset=paper``: `keras_layers.models.basisnet_mobilenet_v3`).
+
     python -m pipelines train --model basisnet_mobilenet_v3 --recipe-config preview_weight=1.0 basis_dropout=0.1
+    python -m pipelines train --model basisnet_mobilenet_v3 --recipe-config preset=paper selection_fraction=0.25
 """
 from __future__ import annotations
 
@@ -28,7 +47,7 @@ from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.training.recipes import losses, register
+from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.base import Recipe, StepOutput, check_range
 
 
@@ -121,11 +140,23 @@ def teacher_logits(teacher, x):
     return tf.stop_gradient(out["logits"] if isinstance(out, dict) else out)
 
 
+def paper_config(explicit):
+    """The paper's recipe (Sec. 3.3): basis dropout, weight decay, distillation when a teacher is given."""
+    return {"preview_weight": 1.0, "epsilon_fraction": 0.2, "basis_dropout": 0.1, "weight_decay": 4e-5,
+            "kd_weight": 0.5 if explicit.get("teacher") else 0.0}
+
+
+def coefficients_layer(preview):
+    """The preview's `BasisCoefficients` layer (named "coefficients")."""
+    return preview.get_layer("coefficients")
+
+
 @register
 @dataclasses.dataclass
 class BasisNetRecipe(Recipe):
     name = "basisnet"
     models = ("basisnet_mobilenet_v3",)
+    PAPER = staticmethod(paper_config)
 
     preview_weight: float = 1.0  # lambda of Eq. 6 (1 in the paper)
     basis_dropout: float = 0.0  # DropConnect rate on the coefficients
@@ -133,9 +164,16 @@ class BasisNetRecipe(Recipe):
     teacher: str = ""  # .keras file, run dir or models:/NAME@alias; "" = no distillation
     kd_weight: float = 0.0  # weight of the distillation term (needs a teacher)
     kd_temperature: float = 4.0
+    selection_fraction: float = 0.0  # last fraction of the epochs: frozen preview, one-hot coefficients (Sec. 4.7)
+    preset: str = "default"  # "default" | "paper" (resolved by recipes.get)
 
     def validate(self):
         super().validate()
+        check_preset(self.preset)
+        if isinstance(self.selection_fraction, bool) or not isinstance(self.selection_fraction, (int, float)) \
+                or not 0.0 <= self.selection_fraction < 1.0:
+            raise ValueError(f"selection_fraction must be in [0, 1); received selection_fraction="
+                             f"{self.selection_fraction!r}")
         check_range("preview_weight", self.preview_weight, 0.0, 10.0)
         check_range("basis_dropout", self.basis_dropout, 0.0, 0.9)
         check_range("epsilon_fraction", self.epsilon_fraction, 0.0, 1.0)
@@ -160,9 +198,45 @@ class BasisNetRecipe(Recipe):
         self._decay_steps = tf.Variable(0.0, trainable=False, name="epsilon_decay_steps")
         self.schedule = EpsilonSchedule(self._decay_steps)
         self._teacher = load_teacher(self.teacher) if self.teacher and self.kd_weight > 0 else None
+        self.selecting = False
+
+    def selection_epoch(self, epochs):
+        """First epoch (0-based) of the one-hot model-selection stage, or None without one."""
+        if not self.selection_fraction or epochs < 2:
+            return None
+        return min(epochs - 1, max(1, int(round((1.0 - self.selection_fraction) * epochs))))
+
+    def final_stage_start(self, epochs):
+        start = self.selection_epoch(epochs)
+        return 0 if start is None else start
+
+    def enter_selection(self, model):
+        """Freeze the preview and make its coefficients one-hot (model selection); re-trace the steps."""
+        from keras_layers.models.basisnet_mobilenet_v3 import stages
+
+        preview, _ = stages(model.net)
+        preview.trainable = False
+        coefficients_layer(preview).one_hot = True
+        self.selecting = True
+        model.train_function = None
+        model.test_function = None
+        model.predict_function = None
 
     def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
-        return [EpsilonMixing(self._decay_steps, self.epsilon_fraction, steps_per_epoch, epochs)]
+        callbacks = [EpsilonMixing(self._decay_steps, self.epsilon_fraction, steps_per_epoch, epochs)]
+        start = self.selection_epoch(epochs)
+        if start is not None:
+            recipe = self
+
+            class _Selection(keras.callbacks.Callback):
+                def on_epoch_begin(self, epoch, logs=None):
+                    if epoch >= start and not recipe.selecting:
+                        recipe.enter_selection(model)
+                        model.make_train_function(force=True)
+                        print(f"basisnet: one-hot model selection (preview frozen) from epoch {epoch + 1}", flush=True)
+
+            callbacks.append(_Selection())
+        return callbacks
 
     def log_names(self, net):
         return ["ce", "preview_ce", "kd", "epsilon"]
@@ -187,10 +261,10 @@ class BasisNetRecipe(Recipe):
         from keras_layers.models.basisnet_mobilenet_v3 import stages
 
         preview, specialist = stages(model.net)
-        first = preview(x, training=training)
+        first = preview(x, training=training and not self.selecting)
         alpha = first["coefficients"]
         eps = tf.constant(0.0)
-        if training:
+        if training and not self.selecting:
             optimizer = getattr(model, "optimizer", None)
             step = optimizer.iterations if optimizer is not None else 0
             alpha, eps = self.coefficients_for_training(alpha, step)

@@ -22,7 +22,33 @@ BN statistics of every width are recalibrated on ``recal_batches`` training batc
 (`pipelines.training.bn_recalibration`), as between the two `fit`s of the DS-Net experiment. The run's best
 epoch (saved model, reported metrics) is chosen among the Stage II epochs (`final_stage_start`).
 
+Paper options (Li et al., CVPR 2021) beside the project's defaults:
+
+* ``ema_warmup``: the warm-up of the IEB momentum above is the project's addition (short runs); the
+  paper's Eq. 3 has a constant ``a`` (``ema_warmup=False``).
+* ``ieb``: ``"ieb"`` (Eq. 3-5, default), or the two other rows of the paper's Table 5 ablation:
+  ``"ema_target"`` (every slimmer width learns the EMA teacher's widest soft labels, no ensemble) and
+  ``"inplace"`` (no EMA teacher: the online network's own widest prediction, stopped, is the target of the
+  slimmer widths - US-Nets' in-place distillation).
+* ``sgs_strategy``: ``"try_best"`` (default and the paper's choice) or ``"give_up"`` (Sec. 4.4, Table 6:
+  hard examples - the widest is wrong too - target the slimmest; dependent ones - only the widest is
+  right - the widest).
+* ``max_width``: MAdds targeting as the paper does it (Appendix A: "we set rho in
+  [0.35 : 0.05 : 0.5] to prevent routing to heavier sub-networks"): in Stage II the gate may only choose
+  widths ``<= max_width``; the excluded choices' slimming-head biases are set to -1e4 when Stage II starts,
+  so neither training nor the deployed gate (the same weights in the exported front) can pick them, and
+  SGS's "widest" target is the widest allowed width. ``target_madds`` (scaling T) stays the other way.
+
+BN recalibration between the stages covers every path: each width of ``width_multipliers`` (the paper
+recalibrates all 18 paths of DS-MBNet; with one gate a path is a width).
+
+``preset="paper"``: no EMA warm-up, full IEB, try-best SGS, lambdas 1 / 0.5 / 1, T = the widest path's
+MAdds. The paper's width space (0.35 to 1.0 in steps of 0.05 where channels allow) is the model preset,
+``--model-config preset=paper`` (`keras_layers.models.ds_mobilenet_v1`).
+
     python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --recipe-config target_madds=0.5
+    python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --model-config preset=paper \
+        --recipe-config preset=paper max_width=0.5
 """
 from __future__ import annotations
 
@@ -34,13 +60,13 @@ import tf_keras as keras
 
 from keras_layers.models.ds_mobilenet_v1 import choice_madds, gate_layer
 from keras_layers.slimmable import DYNAMIC, model_width_multipliers, set_width
-from pipelines.training.recipes import losses, register
+from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.base import Recipe, StepOutput
 from pipelines.training.recipes.slimmable import (check_float, check_int, random_width_calls, run_width,
                                          width_name)
 
 
-def ema_update(targets, sources, decay, step=None):
+def ema_update(targets, sources, decay, step=None, warmup=True):
     """``t = d * t + (1 - d) * s`` for paired variables; cross-replica safe (one merge_call).
 
     With a `step` counter (a variable, incremented here) the decay warms up as in
@@ -51,7 +77,8 @@ def ema_update(targets, sources, decay, step=None):
         d = tf.constant(decay, tf.float32)
         if step is not None:
             n = tf.cast(step, tf.float32)
-            d = tf.minimum(d, (1.0 + n) / (10.0 + n))
+            if warmup:
+                d = tf.minimum(d, (1.0 + n) / (10.0 + n))
             step.assign_add(1)
         for t, s in zip(targets, sources):
             t.assign(tf.cast(d, t.dtype) * t + tf.cast(1.0 - d, t.dtype) * tf.cast(s, t.dtype))
@@ -69,14 +96,51 @@ def complexity_loss(choice, madds_table, target):
     return tf.reduce_mean(tf.square(madds / float(target))), madds
 
 
-def sgs_loss(gate_scores, slimmest_logits, labels):
-    """Sandwich Gate Sparsification (Eq. 10, "try best"): easy -> slimmest choice, the rest -> widest."""
+SGS_STRATEGIES = ("try_best", "give_up")
+IEB_MODES = ("ieb", "ema_target", "inplace")
+
+
+def sgs_targets(slimmest_logits, labels, widest_index, widest_logits=None, strategy="try_best"):
+    """Gate target index per example (Eq. 10). Easy (the slimmest is right) -> 0 (the slimmest choice).
+    ``"try_best"``: every other example -> `widest_index`. ``"give_up"``: dependent examples (the widest is
+    right, the slimmest wrong) -> `widest_index`, hard ones (both wrong) -> 0; needs `widest_logits`."""
     labels = tf.cast(tf.reshape(labels, [-1]), tf.int64)
     easy = tf.equal(tf.argmax(slimmest_logits, axis=-1), labels)
-    g = tf.shape(gate_scores)[-1]
-    target = tf.where(easy, tf.zeros_like(labels), tf.cast(g - 1, tf.int64) + tf.zeros_like(labels))
+    widest = tf.cast(widest_index, tf.int64) + tf.zeros_like(labels)
+    slimmest = tf.zeros_like(labels)
+    if strategy == "give_up":
+        if widest_logits is None:
+            raise ValueError("sgs_strategy='give_up' needs the widest width's logits")
+        dependent = tf.logical_and(tf.logical_not(easy), tf.equal(tf.argmax(widest_logits, axis=-1), labels))
+        return tf.where(dependent, widest, slimmest), easy
+    return tf.where(easy, slimmest, widest), easy
+
+
+def sgs_loss(gate_scores, slimmest_logits, labels, widest_logits=None, strategy="try_best", widest_index=None):
+    """Sandwich Gate Sparsification (Eq. 10): cross-entropy of the slimming head's scores against
+    `sgs_targets` (the widest choice is the last one unless `widest_index`). Returns (loss, easy fraction)."""
+    if widest_index is None:
+        widest_index = tf.shape(gate_scores)[-1] - 1
+    target, easy = sgs_targets(slimmest_logits, labels, widest_index, widest_logits, strategy)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(target, tf.cast(gate_scores, tf.float32))
     return tf.reduce_mean(ce), tf.reduce_mean(tf.cast(easy, tf.float32))
+
+
+EXCLUDED_BIAS = -1e4  # slimming-head bias of a choice the gate may not take (max_width)
+
+
+def restrict_gate(gate, max_width):
+    """Exclude the gate's choices wider than `max_width` (bias -1e4: argmax and gumbel-softmax never take
+    them, and their gradients vanish). Returns the index of the widest allowed choice."""
+    widths = list(gate.width_multipliers)
+    allowed = [i for i, w in enumerate(widths) if w <= max_width + 1e-9]
+    if not allowed:
+        raise ValueError(f"max_width={max_width!r} is below every width of the gate {tuple(widths)}")
+    if len(allowed) < len(widths):
+        bias = gate.b2.numpy()
+        bias[allowed[-1] + 1:] = EXCLUDED_BIAS
+        gate.b2.assign(bias)
+    return allowed[-1]
 
 
 @register
@@ -95,9 +159,25 @@ class DSNet(Recipe):
     sgs_weight: float = 1.0  # lambda_3
     train_shared_fc: bool = False  # Stage II also trains the gate's first FC (shared with attention)
     recal_batches: int = 20  # BN recalibration batches per width at the Stage I -> II switch (0 = none)
+    ema_warmup: bool = True  # warm the IEB momentum up from 0.1 (project addition; the paper: constant)
+    ieb: str = "ieb"  # Stage I targets: "ieb" (Eq. 3-5), "ema_target" or "inplace" (Table 5 ablations)
+    sgs_strategy: str = "try_best"  # hard examples' gate target: "try_best" (widest) or "give_up" (slimmest)
+    max_width: float = 1.0  # Stage II: the gate may choose only widths <= max_width (MAdds targeting)
+    preset: str = "default"  # "default" | "paper" (resolved by recipes.get)
+
+    PAPER = {"ema_warmup": False, "ieb": "ieb", "sgs_strategy": "try_best", "cls_weight": 1.0,
+             "complexity_weight": 0.5, "sgs_weight": 1.0, "target_madds": 1.0, "max_width": 1.0}
 
     def validate(self):
         super().validate()
+        check_preset(self.preset)
+        if not isinstance(self.ema_warmup, bool):
+            raise ValueError(f"ema_warmup must be a bool; received ema_warmup={self.ema_warmup!r}")
+        for field, choices in (("ieb", IEB_MODES), ("sgs_strategy", SGS_STRATEGIES)):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {', '.join(choices)}; "
+                                 f"received {field}={getattr(self, field)!r}")
+        check_float("max_width", self.max_width, 0.0, 1.0, low_open=True)
         check_float("stage1_fraction", self.stage1_fraction, 0.0, 1.0)
         check_int("num_random", self.num_random, 0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0)
@@ -118,7 +198,8 @@ class DSNet(Recipe):
         gate.temperature = float(self.temperature)
         self._madds = choice_madds(net, tuple(net.input_shape[1:]))
         self.stage = 1
-        if self.stage1_fraction > 0:
+        self._widest_choice = len(gate.width_multipliers) - 1
+        if self.stage1_fraction > 0 and self.ieb != "inplace":
             teacher = keras.models.clone_model(net)
             teacher.set_weights(net.get_weights())
             teacher.trainable = False
@@ -136,6 +217,7 @@ class DSNet(Recipe):
             if layer is not gate:
                 layer.trainable = False
         set_width(net, DYNAMIC)
+        self._widest_choice = restrict_gate(gate, self.max_width)
         self.stage = 2
 
     def trainable_variables(self, model):
@@ -145,8 +227,8 @@ class DSNet(Recipe):
         return [gate.w1, gate.b1, gate.w2, gate.b2] if self.train_shared_fc else [gate.w2, gate.b2]
 
     def after_step(self, model):
-        if self.stage == 1:
-            ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step)
+        if self.stage == 1 and self.ieb != "inplace":
+            ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step, self.ema_warmup)
 
     def switch_epoch(self, epochs):
         """First epoch (0-based) of Stage II when one `fit` runs both stages, else None."""
@@ -215,24 +297,30 @@ class DSNet(Recipe):
             preds["logits"] = preds[width_name(widths[-1])]
             loss = losses.cross_entropy(y, preds["logits"])
             return StepOutput(loss=loss, logs={"ce": loss}, predictions=preds)
-        teacher = model.ema_teacher
         set_width(net, widths[-1])
         out = net(x, training=True)
         big = out["logits"]
         loss_l = losses.cross_entropy(y, big, self.label_smoothing)
         # keeps the slimming head in the optimizer from the first step (zero gradient, no update)
         loss_l += 0.0 * tf.reduce_sum(out["gate_scores"])
-        t_big = tf.nn.softmax(tf.stop_gradient(run_width(teacher, x, widths[-1], False)))
+        if self.ieb == "inplace":  # no EMA teacher: the online widest prediction, stopped (Table 5, row 1)
+            t_big = tf.nn.softmax(tf.stop_gradient(big))
+        else:
+            t_big = tf.nn.softmax(tf.stop_gradient(run_width(model.ema_teacher, x, widths[-1], False)))
         ensemble, loss_r = [t_big], []
 
         def student_and_teacher(w):
-            return run_width(net, x, w, True), tf.nn.softmax(run_width(teacher, x, w, False))
+            student = run_width(net, x, w, True)
+            if self.ieb != "ieb":  # the ensemble is IEB's alone
+                return student, t_big
+            return student, tf.nn.softmax(run_width(model.ema_teacher, x, w, False))
 
         for logits, t_probs in random_width_calls(widths[1:-1], student_and_teacher, self.num_random):
             loss_r.append(losses.soft_cross_entropy(logits, t_big))
             ensemble.append(tf.stop_gradient(t_probs))
         small = run_width(net, x, widths[0], True)
-        loss_s = losses.soft_cross_entropy(small, tf.add_n(ensemble) / len(ensemble))
+        target_s = tf.add_n(ensemble) / len(ensemble) if self.ieb == "ieb" else t_big
+        loss_s = losses.soft_cross_entropy(small, target_s)
         total = loss_l + loss_s + (tf.add_n(loss_r) if loss_r else 0.0)
         logs = {"ce": loss_l, "ieb_random": tf.add_n(loss_r) / len(loss_r) if loss_r else zero, "ieb_slimmest": loss_s}
         return StepOutput(loss=total, logs=logs,
@@ -249,16 +337,21 @@ class DSNet(Recipe):
             preds["logits"] = out["logits"]
             ce = losses.cross_entropy(y, out["logits"])
             cplx, madds = complexity_loss(out["gate_choice"], self._madds, target)
-            sgs, easy = sgs_loss(out["gate_scores"], preds[width_name(widths[0])], y)
+            sgs, easy = sgs_loss(out["gate_scores"], preds[width_name(widths[0])], y,
+                                 preds[width_name(widths[self._widest_choice])], self.sgs_strategy,
+                                 self._widest_choice)
             logs = {"ce": ce, "cls": ce, "cplx": cplx, "sgs": sgs, "easy": easy,
                     "madds_fraction": tf.reduce_mean(madds) / float(self._madds[-1])}
             return StepOutput(loss=ce, logs=logs, predictions=preds)
         slim_logits = tf.stop_gradient(run_width(net, x, widths[0], False))
+        wide_logits = None
+        if self.sgs_strategy == "give_up":  # dependent vs hard needs the widest allowed width's answer
+            wide_logits = tf.stop_gradient(run_width(net, x, widths[self._widest_choice], False))
         set_width(net, DYNAMIC)
         out = net(x, training=True)
         cls = losses.cross_entropy(y, out["logits"], self.label_smoothing)
         cplx, madds = complexity_loss(out["gate_choice"], self._madds, target)
-        sgs, easy = sgs_loss(out["gate_scores"], slim_logits, y)
+        sgs, easy = sgs_loss(out["gate_scores"], slim_logits, y, wide_logits, self.sgs_strategy, self._widest_choice)
         total = self.cls_weight * cls + self.complexity_weight * cplx + self.sgs_weight * sgs
         logs = {"ce": cls, "cls": cls, "cplx": cplx, "sgs": sgs, "easy": easy,
                 "madds_fraction": tf.reduce_mean(madds) / float(self._madds[-1])}
@@ -266,4 +359,4 @@ class DSNet(Recipe):
                                                               width_name(widths[0]): slim_logits})
 
 
-__all__ = ["DSNet", "complexity_loss", "sgs_loss", "ema_update"]
+__all__ = ["DSNet", "complexity_loss", "sgs_loss", "sgs_targets", "restrict_gate", "ema_update"]

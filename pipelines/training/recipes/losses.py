@@ -15,15 +15,18 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
 
 
-def distillation(student_logits, teacher_logits, temperature=1.0):
-    """`T^2 * KL(softmax(teacher/T) || softmax(student/T))`, mean over the batch; no gradient to the teacher."""
+def distillation(student_logits, teacher_logits, temperature=1.0, t_squared=True):
+    """`T^2 * KL(softmax(teacher/T) || softmax(student/T))`, mean over the batch; no gradient to the teacher.
+
+    The T^2 factor (Hinton et al.: keeps the soft term's gradient scale independent of T) is dropped with
+    ``t_squared=False`` (IMTA's Eq. 8 is the plain KL at temperature T)."""
     t = float(temperature)
     teacher = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
     p_teacher = tf.nn.softmax(teacher / t)
     log_p_teacher = tf.nn.log_softmax(teacher / t)
     log_p_student = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / t)
     kl = tf.reduce_sum(p_teacher * (log_p_teacher - log_p_student), axis=-1)
-    return (t * t) * tf.reduce_mean(kl)
+    return (t * t if t_squared else 1.0) * tf.reduce_mean(kl)
 
 
 def soft_cross_entropy(student_logits, teacher_probs):

@@ -15,7 +15,14 @@ Widths are switched with `keras_layers.slimmable.set_width` before each call, in
 ``tf.switch_case`` over the candidate widths, so each step can train a different one. Evaluation scores
 every width (``val_w0_5_accuracy`` ...; ``val_accuracy`` is the widest).
 
+``preset="paper"`` is Algorithm 1 of Yu et al. (ICLR 2019, Sec. 3.3): ``rule="all"`` with no
+distillation - every width of the list, every step, on the labels, the gradients of all widths summed
+in one tape and ONE optimizer step. The project's default stays the sandwich rule with in-place
+distillation (the universally-slimmable training of Yu & Huang, Sec. 3.2-3.3 of US-Nets), which
+trains 2 + ``num_random`` widths per step instead of all of them.
+
     python -m pipelines train --model slimmable_mobilenet_v1 --epochs 10 --recipe-config rule=sandwich
+    python -m pipelines train --model slimmable_mobilenet_v1 --epochs 10 --recipe-config preset=paper
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 from keras_layers.slimmable import model_width_multipliers, set_width
-from pipelines.training.recipes import losses, register
+from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.base import Recipe, StepOutput
 
 RULES = ("all", "sandwich")
@@ -80,14 +87,17 @@ class Slimmable(Recipe):
 
     name = "slimmable"
     models = ("slimmable_mobilenet_v1",)
+    PAPER = {"rule": "all", "distill": 0.0}  # Algorithm 1 (Yu et al., ICLR 2019, Sec. 3.3)
 
     rule: str = "sandwich"
     num_random: int = 2  # sandwich: random widths per step besides the widest and the slimmest
     distill: float = 1.0  # sandwich: weight of the widest's soft labels for the other widths (0 = labels only)
     distill_temperature: float = 1.0
+    preset: str = "default"  # "default" | "paper" (resolved by recipes.get)
 
     def validate(self):
         super().validate()
+        check_preset(self.preset)
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}; received rule={self.rule!r}")
         check_int("num_random", self.num_random, 0)
