@@ -113,7 +113,8 @@ def measure(net, out, data="cluttered-digits", image_size=32, limit=None, export
     from pipelines.export.bundle import Bundle
 
     check_repeats(repeats)
-    options = ExportOptions.build(quantize=quantize, threads=threads, **(export or {})).validate()
+    # the export's own latency check (into model.json) needs few runs: the measurement below is per image
+    options = ExportOptions.build(quantize=quantize, threads=threads, latency_runs=10, **(export or {})).validate()
     x_val, y_val, info = data_mod.as_numpy(data, "validation", image_size=image_size, limit=limit)
     x_val, y_val = x_val[:options.selection_images], y_val[:options.selection_images]
     result = export_net(net, out, options, info.to_dict(), validation=(x_val, y_val), source=net.name,

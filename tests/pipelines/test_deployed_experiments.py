@@ -37,35 +37,47 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
 @pytest.mark.slow
 def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    argv = ["condconv-eval", "--epochs", "1", "--limit", "64", "--image-size", "16", "--experts", "1", "2",
+    argv = ["condconv-eval", "--epochs", "1", "--limit", "48", "--image-size", "16", "--experts", "2",
             "--test-images", "24", "--repeats", "1", "--model-config", *TINY, "--out", str(tmp_path),
             "--tracking-uri", uri]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "condconv-eval.json").read_text())
-    assert [r["experts"] for r in report["rows"]] == [0, 1, 2]
+    assert [r["experts"] for r in report["rows"]] == [0, 2]
     for r in report["rows"]:
         m = r["measured"]
         assert m["kind"] == "plain" and m["test_images"] == 24 and m["avg_latency_ms"] > 0, m
         assert set(m["buckets"]) <= {"easy", "medium", "hard"} and len(m["buckets"]) >= 2, m["buckets"]
         assert sum(b["images"] for b in m["buckets"].values()) == 24
         assert r["name"] in out
-    static, e1, e2 = report["rows"]
-    assert static["madds"] < e1["madds"] <= e2["madds"]  # routing and mixing the experts are the extra MAdds
+    static, cond = report["rows"]
+    assert static["madds"] < cond["madds"]  # routing and mixing the experts are the extra MAdds
     assert "vs static" in out and "hard" in out
-    # the second call reuses the finished runs (no training) and measures again
-    assert cli.main(argv) == 0
-    assert "reusing" in capsys.readouterr().out
 
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    run = client.search_runs([client.get_experiment_by_name("experiments").experiment_id],
-                             order_by=["attributes.start_time ASC"])[0]
-    assert run.data.params["experts"] == "[1, 2]"
+    run = client.search_runs([client.get_experiment_by_name("experiments").experiment_id])[0]
+    assert run.data.params["experts"] == "[2]"
     assert any(k.endswith(".hard.accuracy") or k.endswith(".easy.accuracy") for k in run.data.metrics)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"result.json", "condconv_accuracy_latency.png"} <= names, names
+
+
+def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path):
+    from pipelines.experiments import ladder
+
+    cfg = ladder.member_config("mobilenet_v2", 0.5, seed=1, epochs=2, out=str(tmp_path))
+    assert cfg.run_name == "ladder-mobilenet_v2-w0.5-s1" and deployed.finished_run(cfg) is None
+    folder = tmp_path / cfg.run_name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (folder / "metrics.json").write_text("{}")
+    assert deployed.finished_run(cfg) is None  # no model.keras: an unfinished run
+    (folder / "model.keras").write_bytes(b"")
+    assert deployed.finished_run(cfg) == folder
+    other = ladder.member_config("mobilenet_v2", 0.5, seed=1, epochs=3, out=str(tmp_path))
+    assert deployed.finished_run(other) is None  # same folder name, another config
 
 
 def test_experiment_commands_refuse_bad_measure_values(capsys):
