@@ -226,20 +226,14 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
 
 def log_result(report, tracking_uri, log=print):
     """The report to one MLflow run: params, metrics, report.json, the early-termination curve."""
-    from pipelines import tracking
     from pipelines.experiments import deployed
 
     table = report["early_termination"]["table"]
-    plt = tracking.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["madds"] / 1e6 for r in table], [100 * r["accuracy"] for r in table], marker="o",
-            label="preview threshold sweep (validation)")
     p = report["early_termination"]["picked"]
-    ax.scatter([p["madds"] / 1e6], [100 * p["accuracy"]], s=60, zorder=3, label=f"picked t={p['threshold']:.2f}")
-    ax.set_xlabel("average MAdds per image (M)")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig = deployed.madds_figure({"preview threshold sweep (validation)": ([r["madds"] for r in table],
+                                                                         [r["accuracy"] for r in table])},
+                                {f"picked t={p['threshold']:.2f}": (p["madds"], p["accuracy"])},
+                                ylabel="validation accuracy (%)")
     figures = {"basisnet_early_termination.png": fig}
     if report["deployed"]:
         figures["basisnet_accuracy_latency.png"] = deployed.accuracy_latency_figure(report["deployed"])

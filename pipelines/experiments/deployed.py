@@ -209,6 +209,24 @@ def accuracy_latency_figure(rows, ladder=None, title=""):
     return fig
 
 
+def madds_figure(curves, points=None, ylabel="test accuracy (%)"):
+    """Accuracy (fractions, plotted in %) against average MAdds per image: `curves` {label: (madds, accuracy)}
+    as lines, `points` {label: (madds, accuracy)} as marked points."""
+    from pipelines import tracking
+
+    plt = tracking.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot([x / 1e6 for x in xs], [100 * y for y in ys], marker="o", ms=4, label=label)
+    for label, (x, y) in (points or {}).items():
+        ax.scatter([x / 1e6], [100 * y], s=60, zorder=3, label=label)
+    ax.set_xlabel("average MAdds per image (M)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def log_result(name, params, rows, result, figures=None, tracking_uri=None, experiment="experiments", metrics=None,
                log=print):
     """One MLflow run named `name` in `experiment`: `params`, `flat_metrics(rows)` (+ `metrics`), the whole `result` as

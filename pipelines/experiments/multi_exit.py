@@ -131,20 +131,13 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
 
 def log_result(result, tracking_uri, log=print):
     """The result to one MLflow run: params, per-exit and deployed metrics, result.json, the budget curve."""
-    from pipelines import tracking
     from pipelines.experiments import deployed
 
-    plt = tracking.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["test_avg_madds"] / 1e6 for r in result["budgeted"]],
-            [100 * r["test_accuracy"] for r in result["budgeted"]], marker="o", label="budgeted (thresholds on val)")
-    for v, accs in result["per_exit_test_accuracy"].items():
-        ax.plot([c / 1e6 for c in result["exit_madds"]], [100 * a for a in accs], marker="s", ls="--",
-                label=f"{v}: each exit alone")
-    ax.set_xlabel("average MAdds per image (M)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    curves = {"budgeted (thresholds on val)": ([r["test_avg_madds"] for r in result["budgeted"]],
+                                               [r["test_accuracy"] for r in result["budgeted"]])}
+    curves.update({f"{v}: each exit alone": (result["exit_madds"], accs)
+                   for v, accs in result["per_exit_test_accuracy"].items()})
+    fig = deployed.madds_figure(curves)
     figures = {"multi_exit_budget_curve.png": fig}
     if result["deployed"]:
         figures["multi_exit_accuracy_latency.png"] = deployed.accuracy_latency_figure(result["deployed"])
