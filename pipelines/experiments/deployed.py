@@ -25,6 +25,7 @@ import numpy as np
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 
 ALL = "all"
+BUCKET_ORDER = ("easy", "medium", "hard")  # pipelines.data.DIFFICULTY_BUCKETS (data is imported lazily here)
 
 
 def finished_run(cfg):
@@ -86,7 +87,8 @@ def summarize(per_image, labels, buckets=None, stage_order=None):
     groups = {ALL: np.ones(len(labels), bool)}
     if buckets is not None:
         buckets = np.asarray(buckets)
-        for name in dict.fromkeys(buckets.tolist()):
+        known = [b for b in BUCKET_ORDER if b in set(buckets.tolist())]
+        for name in known + sorted(set(buckets.tolist()) - set(known)):
             groups[str(name)] = buckets == name
     out = {}
     for name, sel in groups.items():
@@ -128,6 +130,10 @@ def measure(net, out, data="cluttered-digits", image_size=32, limit=None, export
         x, y = x[:test_images], y[:test_images]
         buckets = None if buckets is None else buckets[:test_images]
     per_image = run_bundle(loaded, x, repeats)
+    if np.isnan(per_image["madds"]).all():  # a plain bundle: model.json gives no per-stage MAdds
+        from keras_layers import count_madds
+
+        per_image["madds"][:] = count_madds(net, tuple(net.input_shape[1:]))
     spec = json.loads((Path(result["bundle"]) / "model.json").read_text())
     summary = summarize(per_image, y, buckets, stage_order=list(spec.get("stages") or []))
     policy = {k: spec[k] for k in ("threshold", "threshold_selection", "gate") if k in spec}

@@ -19,6 +19,8 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
     labels = np.array([0, 1, 2, 0, 2, 1])
     buckets = np.array(["easy", "easy", "hard", "easy", "hard", "hard"])
     s = deployed.summarize(per_image, labels, buckets, stage_order=["preview", "specialist"])
+    two = {k: v[2:4] for k, v in per_image.items()}  # a hard image first: the buckets still come in difficulty order
+    assert list(deployed.summarize(two, labels[2:4], buckets[2:4])) == ["all", "easy", "hard"]
     assert s["all"]["accuracy"] == pytest.approx(4 / 6) and s["all"]["avg_latency_ms"] == pytest.approx(20 / 6)
     assert s["all"]["stage_share"] == {"preview": 0.5, "specialist": 0.5}
     assert s["easy"] == {"images": 3, "accuracy": 1.0, "avg_latency_ms": 1.0, "avg_madds": 10.0,
@@ -49,6 +51,7 @@ def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow
         assert m["kind"] == "plain" and m["test_images"] == 24 and m["avg_latency_ms"] > 0, m
         assert set(m["buckets"]) <= {"easy", "medium", "hard"} and len(m["buckets"]) >= 2, m["buckets"]
         assert sum(b["images"] for b in m["buckets"].values()) == 24
+        assert m["avg_madds"] == pytest.approx(r["madds"])  # a plain bundle's MAdds: the whole net per image
         assert r["name"] in out
     static, cond = report["rows"]
     assert static["madds"] < cond["madds"]  # routing and mixing the experts are the extra MAdds
