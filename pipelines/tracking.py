@@ -356,3 +356,64 @@ def start_run(cfg, uri=None, experiment=None, parent_run_id=None, tags=None):
                           parent_run_id=parent_run_id, tags=run_tags) as run:
         mlflow.log_params(config_params(cfg))
         yield run
+
+
+# ---------------------------------------------------------------- an experiment's run (not a training run)
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (for figures logged with `log_figure`)."""
+    return _pyplot()
+
+
+@contextlib.contextmanager
+def experiment_run(name, experiment=DEFAULT_EXPERIMENT, uri=None, tags=None):
+    """Start (and end) an MLflow run `name` in `experiment` for an experiment's results; yields its run id."""
+    import mlflow
+
+    configure(uri)
+    exp_id = ensure_experiment(experiment, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags or {}) as run:
+        yield run.info.run_id
+
+
+def log_params_dict(params):
+    """Log a (nested) dict as params of the active run (`flatten_params`; MLflow keeps 6000 chars a value)."""
+    import mlflow
+
+    mlflow.log_params({k: v[:6000] for k, v in flatten_params(params).items()})
+
+
+def log_metrics_dict(metrics):
+    """Log `{name: number}` as metrics of the active run (non-finite values are skipped: strict JSON)."""
+    import math
+
+    import mlflow
+
+    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if finite:
+        mlflow.log_metrics(finite)
+
+
+def log_dict(data, artifact_file):
+    """`mlflow.log_dict` of `data` (JSON-serialisable; NumPy numbers are converted) to the active run."""
+    import mlflow
+
+    mlflow.log_dict(json.loads(json.dumps(data, default=_json_default)), artifact_file)
+
+
+def log_figure(fig, artifact_file):
+    """`mlflow.log_figure` of a matplotlib figure to the active run, then close it."""
+    import mlflow
+
+    mlflow.log_figure(fig, artifact_file)
+    _pyplot().close(fig)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

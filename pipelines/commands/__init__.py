@@ -18,6 +18,30 @@ def add_tracking_uri(parser, help=TRACKING_URI_HELP):
     parser.add_argument("--tracking-uri", default=None, help=help)
 
 
+def add_measure_arguments(p):
+    """--threads, --repeats, --test-images of the experiment commands that measure bundles (`deployed.measure`)."""
+    p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per test image; its median counts (default 3)")
+    p.add_argument("--test-images", type=int, default=None, help="measure on the first N test images (default all)")
+
+
+def check_measure_args(args):
+    """One-line ValueErrors naming the flag, before any work."""
+    for name in ("epochs", "threads", "repeats", "image_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1; received {name}={value!r}")
+    for name in ("limit", "test_images"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1 or unset; received {name}={value!r}")
+
+
+def experiment_tracking_uri(args):
+    """The MLflow store an experiment logs to: --tracking-uri, else $MLFLOW_TRACKING_URI, else None (not logged)."""
+    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def _commands():
     mods = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):

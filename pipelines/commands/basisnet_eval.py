@@ -17,6 +17,8 @@ HELP = "BasisNet vs static specialist, early-termination threshold sweep, coeffi
 
 
 def add_arguments(p):
+    from pipelines.commands import add_measure_arguments, add_tracking_uri
+
     p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=10, help="epochs for each of the two models (default 10)")
@@ -35,12 +37,19 @@ def add_arguments(p):
                    help="also write the Android bundle (run-bundle / export format) with the picked threshold")
     p.add_argument("--out", default="runs", help="folder for runs and basisnet-eval.json (default runs/)")
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--measure", action="store_true",
+                   help="export BasisNet and its static peer and measure the bundles on the test split: accuracy, "
+                        "average LiteRT latency and MAdds per image, stage shares, per difficulty bucket")
+    add_measure_arguments(p)
+    add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
 
 def run(args):
     from pipelines.experiments import basisnet as ev
+    from pipelines.commands import check_measure_args, experiment_tracking_uri
     from pipelines.commands.train import parse_kv
 
+    check_measure_args(args)
     if not 0 <= args.max_drop <= 100:
         raise ValueError(f"--max-drop is in accuracy points in [0, 100]; received max_drop={args.max_drop!r}")
     if args.num_bases < 1:
@@ -54,7 +63,9 @@ def run(args):
         report, net = ev.run_experiment(data=args.data, image_size=args.image_size, epochs=args.epochs,
                                         num_bases=args.num_bases, seeds=args.seeds, max_drop=args.max_drop / 100,
                                         model_config=model_config, recipe_config=recipe_config, out=args.out,
-                                        limit=args.limit)
+                                        limit=args.limit, measure=args.measure, threads=args.threads,
+                                        repeats=args.repeats, test_images=args.test_images,
+                                        tracking_uri=experiment_tracking_uri(args))
     print(ev.format_report(report))
     if args.export:
         picked = report["early_termination"]["picked"]

@@ -90,6 +90,20 @@ def promote_step(name, version, tracking_uri, log=_say):
     return promotions.promote(name, version=version, tracking_uri=tracking_uri, log=log)
 
 
+def policy_line(spec):
+    """How the bundle's policy splits the validation images (model.json's `threshold_selection`), or "" for a
+    bundle that chose nothing."""
+    sel = spec.get("threshold_selection") or {}
+    if "past_first_stage" in sel:
+        return (f"{spec['kind']}: threshold {spec['threshold']:.2f}; on {sel['images']} validation images "
+                f"{sel['past_first_stage']:.0%} go past the first stage (at least {sel['min_past_first_stage']:.0%} "
+                f"by the export's rule), accuracy {sel['accuracy']:.4f}")
+    if "avg_madds" in sel:
+        return (f"{spec['kind']}: thresholds {[round(t, 3) for t in spec['threshold']]}, chosen on {sel['images']} "
+                f"validation images for {sel['budget_fraction']:g} x the last exit's MAdds")
+    return ""
+
+
 def ui_hint(uri):
     from pipelines import tracking
 
@@ -133,6 +147,7 @@ def run(args):
     champ = client.get_model_version_by_alias(args.name, registry.CHAMPION)
     champ_metrics = tracking.run_summary(client, champ.run_id)
     bundle = Path(exp["bundle"])
+    policy = policy_line(json.loads((bundle / "model.json").read_text()))
     lines = [
         "",
         "=" * 78,
@@ -144,6 +159,7 @@ def run(args):
         f" TFLite       {args.quantize}: {exp['size_bytes'] / 1024:.1f} KiB, latency {exp['latency']['median_ms']:.3f} ms "
         f"(median, {args.threads} thread, XNNPACK), parity top-1 {exp['parity']['agreement']:.3f}, "
         f"accuracy {exp['parity']['tflite_accuracy']:.3f} on {exp['parity']['images']} images",
+        *([f" policy       {policy}"] if policy else []),
         f" bundle       {bundle}/  ({', '.join(export.BUNDLE_FILES)})",
         f" run folder   {best['run_dir']}",
         f" MLflow       {uri}  (bundle also at {exp['artifact_uri']})",

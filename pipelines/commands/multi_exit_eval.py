@@ -4,6 +4,10 @@ budgeted inference (test accuracy vs average MAdds with thresholds chosen on val
     python -m pipelines multi-exit-eval --epochs 15 --seeds 0 1 2
     python -m pipelines multi-exit-eval --epochs 15 --variants plain ge isc ofa imta   # ablation
     python -m pipelines multi-exit-eval --epochs 1 --limit 128 --json out.json     # smoke test
+    python -m pipelines multi-exit-eval --data cluttered-digits --epochs 10 --variants imta --measure --out runs/results
+
+Finished runs of the same config in --out are reused. With --tracking-uri (or MLFLOW_TRACKING_URI) the
+params, metrics, the result and the budget curve are logged to MLflow (log_dict, log_figure).
 
 Model and recipe fields (applied to both variants) as KEY=VALUE, e.g. --model-config num_exits=5.
 """
@@ -12,6 +16,8 @@ HELP = "compare IMTA training with plain summed losses and evaluate budgeted inf
 
 
 def add_arguments(p):
+    from pipelines.commands import add_measure_arguments, add_tracking_uri
+
     p.add_argument("--epochs", type=int, default=15, help="epochs per training run (default 15)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
     p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
@@ -28,22 +34,29 @@ def add_arguments(p):
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
     p.add_argument("--out", default=None, help="folder for the training runs (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the full result as JSON to this file")
+    p.add_argument("--measure", action="store_true",
+                   help="export each seed's budgeted net (thresholds of the cheapest budget within 0.5 points on "
+                        "validation) and measure the bundle on the test split: accuracy, average LiteRT latency and "
+                        "MAdds per image, exit shares, per difficulty bucket")
+    add_measure_arguments(p)
+    add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
 
 def run(args):
     from pathlib import Path
 
     from pipelines.experiments import multi_exit as exp
+    from pipelines.commands import check_measure_args, experiment_tracking_uri
     from pipelines.commands.train import parse_kv
 
-    if args.epochs < 1:
-        raise ValueError(f"epochs must be >= 1; received epochs={args.epochs!r}")
+    check_measure_args(args)
     result = exp.run(epochs=args.epochs, seeds=tuple(args.seeds), data=args.data, image_size=args.image_size,
                      model_config=parse_kv(args.model_config, "--model-config"),
                      recipe_config=parse_kv(args.recipe_config, "--recipe-config"), optimizer=args.optimizer,
                      variants=tuple(args.variants),
-                     learning_rate=args.learning_rate, out=args.out, limit=args.limit,
-                     log=lambda s: print(s, flush=True))
+                     learning_rate=args.learning_rate, out=args.out, limit=args.limit, measure=args.measure,
+                     threads=args.threads, repeats=args.repeats, test_images=args.test_images,
+                     tracking_uri=experiment_tracking_uri(args), log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:
         Path(args.json).write_text(exp.to_json(result))

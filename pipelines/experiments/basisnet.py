@@ -144,15 +144,20 @@ def test_accuracy(net, data, image_size, limit=None, output="logits"):
 
 
 def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(0,), max_drop=0.005,
-                   model_config=None, recipe_config=None, out="runs", limit=None, log=None):
+                   model_config=None, recipe_config=None, out="runs", limit=None, measure=False, threads=1,
+                   repeats=3, test_images=None, tracking_uri=None, log=None):
     """For each seed: train BasisNet and the MAdds-matched static specialist (same epochs, same seed), then
     `evaluate` the BasisNet. Returns `(report, net of the first seed)`; the report (first seed's tables,
-    every seed's summary) is also written to `<out>/basisnet-eval.json`.
+    every seed's summary) is also written to `<out>/basisnet-eval.json`. Finished runs of the same config in
+    `out` are reused. With `measure`, both are exported and their bundles measured on the test split as the
+    phone runs them (`deployed.measure`; BasisNet with the export's threshold rule): the report's
+    "deployed" rows. With `tracking_uri` the report, params, metrics and figures go to MLflow.
     """
     from pathlib import Path
 
     from keras_layers import count_madds
-    from pipelines.training import TrainConfig, run
+    from pipelines.experiments import deployed
+    from pipelines.training import TrainConfig
 
     log = log or (lambda message: print(message, flush=True))
     seeds = [int(s) for s in seeds] or [0]
@@ -164,13 +169,13 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
                 **common).validate()
     static_recipe = {k: v for k, v in recipe_config.items() if k in ("label_smoothing", "weight_decay", "augment")}
 
-    report, first_net, rows = None, None, []
+    report, first_net, rows, measured = None, None, [], []
     for seed in seeds:
         log(f"== seed {seed}: BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at "
             f"{image_size}x{image_size}")
         cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
                           seed=seed, run_name=f"basisnet-eval-basisnet-s{seed}", **common)
-        basis_metrics, basis_dir, net, _ = run(cfg, verbose=2)
+        basis_metrics, basis_dir, net = deployed.train_or_reuse(cfg, log)
         shape = tuple(net.input_shape[1:])
         full = count_madds(net, shape)
         static_base = {k: v for k, v in model_config.items()
@@ -181,7 +186,7 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
         static_cfg = TrainConfig(model="mobilenet_v3", model_config={**static_base, "width_multiplier": width},
                                  recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static-s{seed}",
                                  **common)
-        static_metrics, static_dir, static_net, _ = run(static_cfg, verbose=2)
+        static_metrics, static_dir, static_net = deployed.train_or_reuse(static_cfg, log)
         log(f"== seed {seed}: early termination and disturbance")
         ev = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
         rows.append({
@@ -196,13 +201,52 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
             "picked": ev["early_termination"]["picked"], "test_at_picked": ev["early_termination"]["test_at_picked"],
             "disturbance_validation": ev["disturbance"]["validation"],
         })
+        if measure:
+            kw = dict(data=data, image_size=image_size, limit=limit, threads=threads, repeats=repeats,
+                      test_images=test_images, log=log)
+            b = deployed.measure(net, Path(basis_dir) / "bundle", **kw)
+            sel = b["policy"].get("threshold_selection", {})
+            measured.append({"name": f"BasisNet {num_bases} bases s{seed} (t={b['policy']['threshold']:.2f}, "
+                                     f"{sel.get('past_first_stage', float('nan')):.0%} on)",
+                             "recipe": "default (basisnet)", "seed": seed, "run": str(basis_dir), "measured": b})
+            measured.append({"name": f"static mobilenet_v3 x{width} s{seed}", "recipe": "default", "seed": seed,
+                             "run": str(static_dir),
+                             "measured": deployed.measure(static_net, Path(static_dir) / "bundle", **kw)})
         if report is None:
             report, first_net = ev, net
-    report.update({"epochs": epochs, "num_bases": num_bases, "model_config": model_config,
-                   "recipe_config": recipe_config, "seeds": rows})
+    report.update({"epochs": epochs, "num_bases": num_bases, "model_config": model_config, "limit": limit,
+                   "recipe_config": recipe_config, "recipe": "default (basisnet)", "seeds": rows,
+                   "deployed": measured})
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2))
+    (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2, default=float))
+    if tracking_uri is not None:
+        log_result(report, tracking_uri, log)
     return report, first_net
+
+
+def log_result(report, tracking_uri, log=print):
+    """The report to one MLflow run: params, metrics, report.json, the early-termination curve."""
+    from pipelines.experiments import deployed
+
+    table = report["early_termination"]["table"]
+    p = report["early_termination"]["picked"]
+    fig = deployed.madds_figure({"preview threshold sweep (validation)": ([r["madds"] for r in table],
+                                                                         [r["accuracy"] for r in table])},
+                                {f"picked t={p['threshold']:.2f}": (p["madds"], p["accuracy"])},
+                                ylabel="validation accuracy (%)")
+    figures = {"basisnet_early_termination.png": fig}
+    if report["deployed"]:
+        figures["basisnet_accuracy_latency.png"] = deployed.accuracy_latency_figure(report["deployed"])
+    params = {k: report[k] for k in ("data", "image_size", "epochs", "num_bases", "model_config", "recipe_config",
+                                     "limit", "recipe")}
+    metrics = {}
+    for r in report["seeds"]:
+        for name in ("basisnet", "static"):
+            metrics[f"s{r['seed']}.{name}.test_accuracy"] = r[name]["test_accuracy"]
+        metrics[f"s{r['seed']}.picked.madds_saving"] = r["picked"]["madds_saving"]
+        metrics[f"s{r['seed']}.picked.accuracy_drop"] = r["picked"]["accuracy_drop"]
+    return deployed.log_result("basisnet-eval", params, report["deployed"], report, figures,
+                               tracking_uri=tracking_uri, metrics=metrics, log=log)
 
 
 def format_report(report):
@@ -236,6 +280,11 @@ def format_report(report):
                          f"{t['madds_saving']:.1%}, drop {p['accuracy_drop'] * 100:.2f} / "
                          f"{t['accuracy_drop'] * 100:.2f} points; " +
                          ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES))
+        if report.get("deployed"):
+            from pipelines.experiments import deployed
+
+            lines += ["", deployed.format_rows(report["deployed"], "Deployed bundles on the test split (LiteRT + "
+                                               "XNNPACK batch 1; BasisNet with the export's threshold rule):")]
         lines += ["", f"Tables below: seed {rows[0]['seed']}", ""]
     lines += [
         f"Final BasisNet on validation: specialist {report['val_accuracy']:.4f}, preview alone "

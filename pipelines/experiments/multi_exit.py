@@ -45,13 +45,29 @@ def variant_config(name, seed, epochs, data, image_size, model_config, recipe_co
                        out=out, run_name=f"{name}-seed{seed}", limit=limit).validate()
 
 
+def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
+    """The early-exit thresholds the phone gets: those of the cheapest budget of `curve` (one seed's
+    `budget_curve`) whose *validation* accuracy is within `max_drop` of the last exit's, else of the most
+    accurate budget; as model.json writes them (one per exit but the last, probabilities).
+    Returns (thresholds, that curve row)."""
+    ok = [r for r in curve if r["val_accuracy"] >= val_last_accuracy - max_drop - 1e-12]
+    best = min(ok, key=lambda r: r["val_avg_madds"]) if ok else max(curve, key=lambda r: r["val_accuracy"])
+    return [min(max(float(t), 0.0), 1.0) for t in best["thresholds"][:-1]], best
+
+
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
-        limit=None, batch_size=64, log=print):
-    """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc)."""
+        limit=None, batch_size=64, measure=False, threads=1, repeats=3, test_images=None, tracking_uri=None,
+        log=print):
+    """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc).
+    A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
+    `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
+    the test split (`deployed.measure`: accuracy, average latency and MAdds per image, per difficulty
+    bucket, the share of images leaving at each exit): the result's "deployed" rows. With `tracking_uri` the
+    params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import data as data_mod
-    from pipelines import training
+    from pipelines.experiments import deployed
     from pipelines.export.families import multi_exit as budgeted
 
     model_config = dict(model_config or {})
@@ -67,11 +83,12 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     out = out or tempfile.mkdtemp(prefix="multi_exit_eval-")
     x_val, y_val, info = data_mod.as_numpy(data, "validation", image_size=image_size, limit=limit)
     x_test, y_test, _ = data_mod.as_numpy(data, "test", image_size=image_size, limit=limit)
-    anytime, curves, costs = {v: [] for v in variants}, [], None
+    anytime, curves, costs, measured = {v: [] for v in variants}, [], None, []
     for seed in seeds:
         for variant in variants:
             start = time.time()
-            _, run_dir, net, _ = training.run(dataclasses.replace(configs[seed, variant], out=out), verbose=0)
+            _, run_dir, net = deployed.train_or_reuse(dataclasses.replace(configs[seed, variant], out=out),
+                                                      log=lambda m: None)
             test_probs = budgeted.exit_probabilities(net, x_test)
             acc = budgeted.anytime_accuracy(test_probs, y_test)
             anytime[variant].append(acc)
@@ -82,6 +99,14 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
                 val_probs = budgeted.exit_probabilities(net, x_val)
                 budgets = [f * costs[-1] for f in budget_fractions if f * costs[-1] >= costs[0]]
                 curves.append(budgeted.budget_curve(val_probs, y_val, test_probs, y_test, costs, budgets))
+                if measure:
+                    val_last = float(budgeted.anytime_accuracy(val_probs, y_val)[-1])
+                    thresholds, row = deployed_thresholds(curves[-1], val_last)
+                    m = deployed.measure(net, f"{run_dir}/bundle", data=data, image_size=image_size, limit=limit,
+                                         export={"exit_thresholds": thresholds}, threads=threads, repeats=repeats,
+                                         test_images=test_images, log=log)
+                    measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / costs[-1]:.2f})",
+                                     "recipe": "default", "seed": seed, "run": str(run_dir), "measured": m})
     table = {v: np.mean(a, axis=0).tolist() for v, a in anytime.items()}
     curve = []
     for i, budget in enumerate(curves[0]):
@@ -93,11 +118,36 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     last_acc = table[budget_variant][-1]
     reached = [r for r in curve if r["test_accuracy"] >= last_acc - 0.005]
     best = min(reached, key=lambda r: r["test_avg_madds"]) if reached else None
-    return {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate, "data": data, "image_size": image_size,
-            "exit_madds": costs, "per_exit_test_accuracy": table,
-            "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
-            "budgeted_variant": budget_variant, "budgeted": curve, "last_exit_accuracy": last_acc,
-            "cheapest_within_half_point": best, "out": out}
+    result = {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate,
+              "data": data, "image_size": image_size, "limit": limit, "recipe": "default (multi_exit)",
+              "exit_madds": costs, "per_exit_test_accuracy": table,
+              "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
+              "budgeted_variant": budget_variant, "budgeted": curve, "last_exit_accuracy": last_acc,
+              "cheapest_within_half_point": best, "deployed": measured, "out": out}
+    if tracking_uri is not None:
+        log_result(result, tracking_uri, log)
+    return result
+
+
+def log_result(result, tracking_uri, log=print):
+    """The result to one MLflow run: params, per-exit and deployed metrics, result.json, the budget curve."""
+    from pipelines.experiments import deployed
+
+    curves = {"budgeted (thresholds on val)": ([r["test_avg_madds"] for r in result["budgeted"]],
+                                               [r["test_accuracy"] for r in result["budgeted"]])}
+    curves.update({f"{v}: each exit alone": (result["exit_madds"], accs)
+                   for v, accs in result["per_exit_test_accuracy"].items()})
+    fig = deployed.madds_figure(curves)
+    figures = {"multi_exit_budget_curve.png": fig}
+    if result["deployed"]:
+        figures["multi_exit_accuracy_latency.png"] = deployed.accuracy_latency_figure(result["deployed"])
+    params = {k: result[k] for k in ("epochs", "seeds", "optimizer", "learning_rate", "data", "image_size", "limit",
+                                     "recipe", "budgeted_variant")}
+    rows = list(result["deployed"])
+    extra = {f"{v}.exit_{i}.test_accuracy": a for v, accs in result["per_exit_test_accuracy"].items()
+             for i, a in enumerate(accs)}
+    return deployed.log_result("multi-exit-eval", params, rows, result, figures, tracking_uri=tracking_uri,
+                               metrics=extra, log=log)
 
 
 def format_report(result):
@@ -134,6 +184,11 @@ def format_report(result):
                      f"{best['test_avg_madds'] / 1e6:.2f} M MAdds ({100 * (1 - best['test_avg_madds'] / last):.1f}% fewer)")
     else:
         lines.append("no budget reached the last exit's accuracy within 0.5 points")
+    if result.get("deployed"):
+        from pipelines.experiments import deployed
+
+        lines += ["", deployed.format_rows(result["deployed"], "Deployed policy (bundle, thresholds of the cheapest "
+                                           "budget within 0.5 points on validation), test split:")]
     return "\n".join(lines)
 
 

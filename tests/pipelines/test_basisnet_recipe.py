@@ -226,6 +226,29 @@ def test_pick_threshold_respects_the_allowed_drop():
     assert at["stopped"] == pytest.approx(0.5) and at["reference_accuracy"] == pytest.approx(1.0)
 
 
+def test_pick_threshold_keeps_a_minimum_share_on_the_specialist():
+    """The demo's bug: when the preview is as accurate as the full BasisNet (digits after a few epochs), the
+    paper's rule picks 0.00 and the specialist never runs on the phone; the export's rule (`min_past`) takes
+    the cheapest threshold that still sends at least that share of the images on to the specialist."""
+    labels = np.zeros(10, int)
+    conf = np.array([0.52, 0.63, 0.68, 0.73, 0.78, 0.83, 0.88, 0.93, 0.97, 0.99])
+    outputs = {"probs": np.array([[0.9, 0.1]] * 10), "preview_probs": np.stack([conf, 1 - conf], axis=1)}
+    madds = {"preview": 10.0, "full": 110.0}
+    table = ev.early_termination(outputs, labels, madds)
+    paper = ev.pick_threshold(table)
+    assert paper["threshold"] == 0.0 and paper["stopped"] == 1.0  # everything stops at the preview
+    deployed = ev.pick_threshold(table, min_past=0.1)
+    assert deployed["threshold"] == pytest.approx(0.55) and deployed["stopped"] == pytest.approx(0.9)
+    assert deployed["madds"] == pytest.approx(20.0) and deployed["accuracy"] == 1.0
+    assert ev.pick_threshold(table, min_past=0.3)["stopped"] == pytest.approx(0.7)
+    # the preview wrong on its least confident image: 0.5 points allowed keeps 10% on, 0 points keeps it right
+    outputs["preview_probs"][0] = [0.48, 0.52]
+    table = ev.early_termination(outputs, labels, madds)
+    assert ev.pick_threshold(table, max_drop=0.0, min_past=0.1)["threshold"] == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="min_past=1.5"):
+        ev.pick_threshold(table, min_past=1.5)
+
+
 @pytest.mark.parametrize("value", [1.5, -0.1])
 def test_threshold_outside_unit_interval(value):
     outputs, labels, madds = constructed()

@@ -1,0 +1,44 @@
+"""CondConv experiment: CondConv vs the static mobilenet_v2 of (nearly) equal MAdds, experts 1/2/4/8,
+each measured as the phone runs it (test accuracy, MAdds, measured batch-1 LiteRT latency, per difficulty
+bucket).
+
+    python -m pipelines condconv-eval --data cluttered-digits --epochs 10 --experts 1 2 4 8 --seeds 0 1 2
+    python -m pipelines condconv-eval --epochs 1 --limit 64 --image-size 16 --experts 1 2 \\
+        --model-config width_multiplier=0.25 depth_multiplier=0.25 last_channels=64        # smoke test
+
+Prints the table; writes <out>/condconv-eval.json; with --tracking-uri (or MLFLOW_TRACKING_URI) logs the
+params, metrics, the report (log_dict) and the accuracy-vs-latency figure (log_figure) to MLflow.
+"""
+NAME = "condconv-eval"
+HELP = "CondConv vs static mobilenet_v2 at equal MAdds (experts 1/2/4/8): accuracy and measured latency"
+
+
+def add_arguments(p):
+    from pipelines.commands import add_measure_arguments, add_tracking_uri
+
+    p.add_argument("--data", default="cluttered-digits", help="dataset (default cluttered-digits)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10, help="epochs for every model (default 10)")
+    p.add_argument("--experts", type=int, nargs="+", default=[1, 2, 4, 8], help="expert counts (default 1 2 4 8)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="condconv_mobilenet_v2 fields; width/depth/dropout/last_channels also go to the static peer")
+    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--out", default="runs", help="folder for runs and condconv-eval.json (default runs/)")
+    add_measure_arguments(p)
+    add_tracking_uri(p)
+
+
+def run(args):
+    from pipelines.commands import check_measure_args, experiment_tracking_uri
+    from pipelines.commands.train import parse_kv
+    from pipelines.experiments import condconv
+
+    check_measure_args(args)
+    report = condconv.run_experiment(experts=tuple(args.experts), seeds=tuple(args.seeds), data=args.data,
+                                     image_size=args.image_size, epochs=args.epochs, limit=args.limit, out=args.out,
+                                     model_config=parse_kv(args.model_config, "--model-config"), threads=args.threads,
+                                     repeats=args.repeats, test_images=args.test_images,
+                                     tracking_uri=experiment_tracking_uri(args), log=lambda m: print(m, flush=True))
+    print(condconv.format_report(report))
+    return 0

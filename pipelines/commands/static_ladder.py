@@ -1,0 +1,48 @@
+"""The static reference ladder: `mobilenet_v2` / `mobilenet_v3` at several widths, each measured as the phone
+runs it (test accuracy, MAdds, measured batch-1 LiteRT latency per image, per difficulty bucket): the
+curve every dynamic family is compared against.
+
+    python -m pipelines static-ladder --data cluttered-digits --epochs 10                 # 2 models x 4 widths
+    python -m pipelines static-ladder --models mobilenet_v2 --widths 0.35 0.5 1.0 --train-only   # a queue
+
+Finished runs in --out (same config) are reused, so `--train-only` can train in a background queue and a
+later call measures every member side by side. Prints the table; writes <out>/static-ladder.json; with
+--tracking-uri (or MLFLOW_TRACKING_URI) logs params, metrics, the report and the figure to MLflow.
+"""
+NAME = "static-ladder"
+HELP = "static mobilenet_v2/v3 width ladder: test accuracy, MAdds, measured batch-1 TFLite latency"
+
+
+def add_arguments(p):
+    from pipelines.commands import add_measure_arguments, add_tracking_uri
+
+    p.add_argument("--data", default="cluttered-digits", help="dataset (default cluttered-digits)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10, help="epochs for every member (default 10)")
+    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "mobilenet_v3"])
+    p.add_argument("--widths", type=float, nargs="+", default=[0.35, 0.5, 0.75, 1.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="use only N examples per split")
+    p.add_argument("--out", default="runs", help="folder for runs and static-ladder.json (default runs/)")
+    p.add_argument("--train-only", action="store_true", help="train (or reuse) the members, measure nothing")
+    add_measure_arguments(p)
+    add_tracking_uri(p)
+
+
+def run(args):
+    from keras_layers import models
+    from pipelines.commands import check_measure_args, experiment_tracking_uri
+    from pipelines.experiments import ladder
+
+    check_measure_args(args)
+    for m in args.models:
+        if m not in models.names():
+            raise ValueError(f"unknown model={m!r}; valid: {', '.join(models.names())}")
+    report = ladder.run_ladder(models=tuple(args.models), widths=tuple(args.widths), seeds=tuple(args.seeds),
+                               data=args.data, image_size=args.image_size, epochs=args.epochs, limit=args.limit,
+                               out=args.out, threads=args.threads, repeats=args.repeats,
+                               test_images=args.test_images, train_only=args.train_only,
+                               tracking_uri=experiment_tracking_uri(args), log=lambda m: print(m, flush=True))
+    if not args.train_only:
+        print(ladder.format_report(report))
+    return 0
