@@ -16,7 +16,7 @@ import json
 from collections import Counter
 
 from pipelines.export import families
-from pipelines.export.bundle import Bundle, bundle_files, write_bundle
+from pipelines.export.bundle import Bundle, bundle_files, json_text, write_bundle
 from pipelines.export.convert import MODES, float_ops
 
 
@@ -110,6 +110,7 @@ def export_net(net, out, options, dataset, validation=None, source="", log=print
     options.validate()
     family = families.family_of(net)
     family.check_mode(net, options.quantize)
+    family.check_options(options)
     log(f"export {source or net.name} -> {out} ({options.quantize}, {family.kind} bundle)")
     needed = max(options.parity_images, options.selection_images) if family.selects(options) else options.parity_images
     if validation is None:
@@ -135,7 +136,7 @@ def export_net(net, out, options, dataset, validation=None, source="", log=print
     par, lat = family.checks(net, bundle, images, labels, options, log)
     doc = json.loads((out / "model.json").read_text())
     doc["checks"] = {"parity": par, "latency": lat}
-    (out / "model.json").write_text(json.dumps(doc, indent=2))
+    (out / "model.json").write_text(json_text(doc))
     size = sum((out / f).stat().st_size for f in bundle_files(out) if f.endswith(".tflite"))
     return {"kind": family.kind, "bundle": out, "size_bytes": size, "float_ops": conv.float_ops,
             "notes": conv.notes, "parity": par, "latency": lat}

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import tracking
+
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 
 SUFFIX = ".tflite"
@@ -120,7 +122,6 @@ def log_bundle_model(bundle_dir, artifact_path="tflite_model", run_id=None, regi
 def register_bundle(bundle_dir, keras_version, client=None, tracking_uri=None, log=print):
     """Register `bundle_dir` as a new version of `<NAME>.tflite`, logged in the Keras version's run and
     linked to `keras_version` (a ModelVersion of NAME) by tags both ways. Returns the TFLite ModelVersion."""
-    from pipelines import tracking
     from pipelines.export.bundle import read_spec
 
     client = client or tracking.client(tracking_uri)
@@ -153,7 +154,9 @@ def linked_version(client, keras_name, keras_version, mode=None):
 
     try:
         versions = client.search_model_versions(f"name='{tflite_name(keras_name)}'")
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         return None
     want = f"models:/{keras_name}/{keras_version}"
     found = [v for v in versions if v.tags.get("keras_model") == want and (mode is None or v.tags.get("quantize") == mode)]
@@ -167,18 +170,23 @@ def sync_alias(client, keras_name, alias):
 
     try:
         client.get_registered_model(tflite_name(keras_name))
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         return None
     try:
         keras_mv = client.get_model_version_by_alias(keras_name, alias)
-    except MlflowException:
+    except MlflowException as err:
+        if not tracking.not_found(err):
+            raise
         keras_mv = None
     linked = linked_version(client, keras_name, keras_mv.version) if keras_mv is not None else None
     if linked is None:
         try:
             client.delete_registered_model_alias(tflite_name(keras_name), alias)
-        except MlflowException:
-            pass
+        except MlflowException as err:
+            if not tracking.not_found(err):
+                raise
         return None
     client.set_registered_model_alias(tflite_name(keras_name), alias, linked.version)
     return linked.version

@@ -136,3 +136,15 @@ def test_confidence_equal_to_the_threshold_stops_in_selection_and_in_the_runner(
     table = basisnet.early_termination({"preview_probs": probs, "probs": probs}, labels,
                                        {"preview": 100.0, "full": 1000.0}, thresholds=[threshold])
     assert table["stopped"][0] == ran.mean()
+
+
+def test_model_json_text_is_strict_json_with_null_for_non_finite_numbers():
+    """Android's JSON parsers reject NaN / Infinity: a check with nothing to measure is written as null."""
+    import json as json_mod
+
+    from pipelines.export.bundle import json_text
+
+    doc = {"checks": {"parity": {"max_abs_error": float("nan"), "per_stage": [1.0, float("inf")]}}, "ok": 0.5}
+    text = json_text(doc)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json_mod.loads(text) == {"checks": {"parity": {"max_abs_error": None, "per_stage": [1.0, None]}}, "ok": 0.5}

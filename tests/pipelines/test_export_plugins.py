@@ -32,6 +32,7 @@ class Cascade(families.Family):
     again (two files). Registered by the `cascade` fixture only."""
 
     kind = "cascade"
+    policy_options = ("threshold",)
 
     def detect(self, net):
         return isinstance(net.output_shape, dict) and set(net.output_shape) == {"cheap", "logits"}
@@ -144,3 +145,15 @@ def test_the_bundle_runner_and_the_plugins_import_without_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras_layers') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("field,value", [("threshold", 0.5)])
+def test_a_policy_option_of_another_family_is_refused_before_any_work(tmp_path, field, value):
+    """A BasisNet `threshold` given for a plain model would be silently ignored: refused, nothing written."""
+    inp = keras.Input(bf.SHAPE, name="image")
+    net = keras.Model(inp, L.Dense(bf.CLASSES, name="logits")(L.Flatten()(inp)))
+    x = np.zeros((4, *bf.SHAPE), np.float32)
+    with pytest.raises(ValueError, match=f"{field}={value!r} does not apply to a plain bundle"):
+        export.export_net(net, tmp_path / "b", export.ExportOptions(**{field: value}), DATASET,
+                          validation=(x, np.zeros(4, int)), log=quiet)
+    assert not (tmp_path / "b").exists()

@@ -51,6 +51,19 @@ class Family(abc.ABC):
             raise tflite.ConversionError(f"quantize={mode!r} is not supported for a {self.kind} bundle "
                                          f"({net.name!r}); it supports: {', '.join(self.modes)}")
 
+    # the ExportOptions fields that choose this family's policy; a family refuses the others' (given, they
+    # would be silently ignored)
+    policy_options = ()
+
+    def check_options(self, options):
+        """Refuse, before any work, a policy option of another family (e.g. a BasisNet `threshold` for a
+        multi-exit model): one-line ValueError naming the field."""
+        for name in ("threshold", "exit_thresholds"):
+            value = getattr(options, name, None)
+            if value is not None and name not in self.policy_options:
+                raise ValueError(f"{name}={value!r} does not apply to a {self.kind} bundle "
+                                 f"(it takes: {', '.join(self.policy_options) or 'no policy options'})")
+
     def selects(self, options):
         """Whether `stages` chooses something (thresholds) on the validation images given `options`."""
         return False

@@ -158,6 +158,7 @@ class BasisNet(Family):
     """model.json: stages "preview" and "specialist" (one file, two signatures), "threshold"."""
 
     kind = "basisnet"
+    policy_options = ("threshold",)
 
     def detect(self, net):
         outputs = net.output_shape if isinstance(net.output_shape, dict) else {}

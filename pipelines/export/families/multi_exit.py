@@ -245,6 +245,7 @@ class MultiExit(Family):
     """model.json: "exits" (stage names in order), "threshold" (one per exit but the last, or one for all)."""
 
     kind = "multi_exit"
+    policy_options = ("exit_thresholds",)
 
     def detect(self, net):
         outputs = net.output_shape if isinstance(net.output_shape, dict) else {}

@@ -14,6 +14,7 @@ from pipelines.export.policy import RULE, need
 @register
 class Plain(Family):
     kind = "plain"
+    policy_options = ("exit_thresholds",)  # written into model.json for an app that runs its own exits
     fallback = True
     modes = MODES
 
