@@ -6,6 +6,11 @@ logged to MLflow either way (--no-tracking: not at all). One call: `pipelines.tr
     python -m pipelines train --model mobilenet_v2 --data cifar10 --data-dir ~/tensorflow_datasets
     python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.training.distributed)
     RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 8 --use-gpu   # on a cluster, 1 GPU per worker
+    python -m pipelines train --model mobilenet_v2 --use-gpu --precision bf16 --jit-compile   # in-process GPU(s)
+
+In-process, --use-gpu means the GPUs or a one-line error naming why TensorFlow cannot use one (no GPU
+support in the build, driver, CUDA libraries, none visible), checked before any data is read; several
+visible GPUs train under MirroredStrategy. --no-gpu hides them.
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
     --model-config width_multiplier=0.35 --recipe-config label_smoothing=0.1
@@ -48,6 +53,10 @@ def add_arguments(p):
     p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
     p.add_argument("--run-name", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--precision", default="float32",
+                   help="float32 | bf16 | fp16: Keras mixed precision (fp16 with loss scaling; default float32)")
+    p.add_argument("--jit-compile", action="store_true", default=False,
+                   help="compile the train step with XLA (fixed-size training batches)")
     add_tracking_uri(p)
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
@@ -56,7 +65,8 @@ def add_arguments(p):
                    help="Ray Train workers under MultiWorkerMirroredStrategy (0 = in-process, no Ray; default 0); "
                         "connects to $RAY_ADDRESS or starts a local Ray")
     g.add_argument("--use-gpu", action="store_true", default=None,
-                   help="one GPU per worker (default: on when the Ray cluster has GPUs)")
+                   help="one GPU per worker (default: on when the Ray cluster has GPUs); in-process: the "
+                        "visible GPUs or a one-line error (default: whatever TensorFlow sees)")
     g.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="never use GPUs")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
     g.add_argument("--max-failures", type=int, default=2,
@@ -71,18 +81,23 @@ def config_from_args(args):
         data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, optimizer=args.optimizer, recipe=args.recipe,
         recipe_config=parse_kv(args.recipe_config, "--recipe-config"), early_stopping=args.early_stopping,
-        seed=args.seed, out=args.out, run_name=args.run_name, limit=args.limit)
+        seed=args.seed, out=args.out, run_name=args.run_name, limit=args.limit, precision=args.precision,
+        jit_compile=args.jit_compile)
 
 
 def run(args):
     from pipelines import training
+    from pipelines.training import devices
 
+    cfg = config_from_args(args).validate()
     workers = training.ScalingOptions(num_workers=args.workers, use_gpu=args.use_gpu,
                                       cpus_per_worker=args.cpus_per_worker,
                                       max_failures=args.max_failures) if args.workers else 0
     tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
                                                                        experiment=args.experiment).validate()
-    result = training.run(config_from_args(args), workers=workers, tracking=tracking)
+    if not args.workers:  # in-process: the GPU asked for, or one line naming why not, before any data is read
+        devices.select_in_process(args.use_gpu)
+    result = training.run(cfg, workers=workers, tracking=tracking)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")
     if result.run_id:

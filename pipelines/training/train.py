@@ -73,17 +73,25 @@ def precision_policy(precision):
 
 
 def _float32_policies(config):
-    """`config` (a serialized model) with every mixed dtype policy replaced by "float32"."""
-    if isinstance(config, dict):
-        if config.get("class_name") in ("Policy", "DTypePolicy") and \
-                str(config.get("config", {}).get("name", "")).startswith("mixed_"):
-            return "float32"
-        return {k: _float32_policies(v) for k, v in config.items()}
+    """`config` (a serialized model) with every mixed dtype policy (a layer's "dtype" entry, a string or a
+    serialized `Policy`) replaced by "float32"; nothing else changes (a layer named "mixed_..." keeps its name)."""
     if isinstance(config, list):
         return [_float32_policies(v) for v in config]
-    if isinstance(config, str) and config.startswith("mixed_"):
-        return "float32"
-    return config
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "dtype" and _is_mixed_policy(value):
+            out[key] = "float32"
+        else:
+            out[key] = _float32_policies(value)
+    return out
+
+
+def _is_mixed_policy(value):
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name", "") if value.get("class_name") in ("Policy", "DTypePolicy") else ""
+    return isinstance(value, str) and value.startswith("mixed_")
 
 
 def float32_net(net):
@@ -92,7 +100,8 @@ def float32_net(net):
     training."""
     import tf_keras as keras
 
-    if not any(l.dtype_policy.name.startswith("mixed_") for l in net._flatten_layers(include_self=True)):
+    layers = [m for m in (net, *net.submodules) if isinstance(m, keras.layers.Layer)]
+    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in layers):
         return net
     with precision_policy("float32"):
         plain = keras.saving.deserialize_keras_object(_float32_policies(keras.saving.serialize_keras_object(net)))
