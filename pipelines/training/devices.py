@@ -135,7 +135,12 @@ def select_in_process(use_gpu):
     if use_gpu not in (None, True, False):
         raise ValueError(f"use_gpu must be True, False or None (auto); received use_gpu={use_gpu!r}")
     if use_gpu is False:
-        tf.config.set_visible_devices([], "GPU")
+        if tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError as err:  # TensorFlow's runtime already started with the GPUs
+                raise ValueError(f"use_gpu=False: this process already uses its GPUs ({err}); "
+                                 f"run the training in a new process") from err
         return 0
     if use_gpu:
         return len(require_gpu())
