@@ -84,6 +84,7 @@ class Recipe:
 
     def after_step(self, model: "TrainingModel"):
         """Runs after each optimizer step inside the compiled train step."""
+        return None  # a body besides the docstring: AutoGraph cannot convert a docstring-only method
 
     def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int, train_data=None):
         """Keras callbacks the recipe needs (schedules, stage switches), given the length of training and
