@@ -31,6 +31,7 @@ from keras_layers.condconv import CondConv2D
 from pipelines.training import TrainConfig, devices, train
 from pipelines.training.train import build_training, load_data, steps_per_epoch
 from tests.pipelines.test_every_model_learns import SMALL
+from tests.pipelines.test_precision_xla import Record
 
 BATCH = 128
 FAILURES = []
@@ -42,16 +43,6 @@ def check(ok, what):
         FAILURES.append(what)
 
 
-class _Seen(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seen = {}
-
-    def on_train_begin(self, logs=None):
-        self.seen["dtype"] = self.model.net.layers[-1].compute_dtype
-        self.seen["device"] = self.model.net.trainable_weights[0].device
-
-
 def families(out, epochs=1):
     print("every family, 1 epoch on the GPU (digits 32x32, batch 64, 512 examples) in bf16 and fp16", flush=True)
     for name in sorted(models.names()):
@@ -59,7 +50,7 @@ def families(out, epochs=1):
         for precision, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
             cfg = TrainConfig(model=name, model_config=config, image_size=32, batch_size=64, epochs=epochs,
                               limit=512, precision=precision, out=out, run_name=f"{name}-{precision}")
-            seen = _Seen()
+            seen = Record()
             start = time.time()
             try:
                 metrics, run_dir, _ = train(cfg, callbacks=[seen], verbose=0)
@@ -68,8 +59,8 @@ def families(out, epochs=1):
                 continue
             history = (run_dir / "history.json").read_text()
             finite = all(math.isfinite(v) for v in json.loads(history)["loss"])
-            check(seen.seen.get("dtype") == dtype and "GPU" in seen.seen.get("device", "") and finite,
-                  f"{name} {precision}: compute {seen.seen.get('dtype')} on {seen.seen.get('device')}, "
+            check(seen.seen.get("compute_dtype") == dtype and "GPU" in seen.seen.get("device", "") and finite,
+                  f"{name} {precision}: compute {seen.seen.get('compute_dtype')} on {seen.seen.get('device')}, "
                   f"loss finite {finite}, val_accuracy {metrics['val_accuracy']:.3f}, {time.time() - start:.0f} s")
 
 

@@ -56,7 +56,8 @@ def test_precision_policy_is_restored_even_when_the_build_fails():
 
 
 class Record(keras.callbacks.Callback):
-    """What the trained `TrainingModel` looked like: its compute dtype, jit_compile, per-batch sizes."""
+    """What the trained `TrainingModel` looked like: its compute dtype, jit_compile, optimizer, weights' device
+    (also used by `tests/gpu/gpu_checks.py`)."""
 
     def __init__(self):
         super().__init__()
@@ -66,6 +67,7 @@ class Record(keras.callbacks.Callback):
         self.seen["compute_dtype"] = self.model.net.layers[-1].compute_dtype
         self.seen["jit_compile"] = self.model.jit_compile
         self.seen["optimizer"] = type(self.model.optimizer).__name__
+        self.seen["device"] = self.model.net.trainable_weights[0].device
 
 
 @pytest.mark.slow
