@@ -33,8 +33,9 @@ from pipelines.training.train import build_training, load_data, steps_per_epoch
 from tests.pipelines.test_every_model_learns import SMALL
 from tests.pipelines.test_precision_xla import Record
 
-BATCH = 128
+BATCH = 128  # --batch
 FAILURES = []
+ALLOW_CPU = False  # --allow-cpu: a dry run of this script on a machine without a GPU
 
 
 def check(ok, what):
@@ -43,9 +44,9 @@ def check(ok, what):
         FAILURES.append(what)
 
 
-def families(out, epochs=1):
+def families(out, names, epochs=1):
     print("every family, 1 epoch on the GPU (digits 32x32, batch 64, 512 examples) in bf16 and fp16", flush=True)
-    for name in sorted(models.names()):
+    for name in names:
         config = SMALL.get(name, ({}, 1))[0]
         for precision, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
             cfg = TrainConfig(model=name, model_config=config, image_size=32, batch_size=64, epochs=epochs,
@@ -59,7 +60,8 @@ def families(out, epochs=1):
                 continue
             history = (run_dir / "history.json").read_text()
             finite = all(math.isfinite(v) for v in json.loads(history)["loss"])
-            check(seen.seen.get("compute_dtype") == dtype and "GPU" in seen.seen.get("device", "") and finite,
+            on_gpu = "GPU" in seen.seen.get("device", "") or ALLOW_CPU
+            check(seen.seen.get("compute_dtype") == dtype and on_gpu and finite,
                   f"{name} {precision}: compute {seen.seen.get('compute_dtype')} on {seen.seen.get('device')}, "
                   f"loss finite {finite}, val_accuracy {metrics['val_accuracy']:.3f}, {time.time() - start:.0f} s")
 
@@ -85,14 +87,15 @@ def layer_methods(rounds):
           flush=True)
     x = tf.constant(np.random.RandomState(0).randn(BATCH, 32, 32, 64).astype("float32"))
     fns = {"static": _layer_step(keras.layers.Conv2D(64, 3, padding="same"), x)}
-    for method in ("auto", "grouped", "map_fn", "im2col"):
+    # (no grouped-convolution gradient on a CPU: the dry run leaves grouped out)
+    for method in ("map_fn", "im2col") if ALLOW_CPU else ("auto", "grouped", "map_fn", "im2col"):
         fns[method] = _layer_step(CondConv2D(64, 3, 8, method=method), x)
     wall = side_by_side(fns, rounds)["wall"]
     for name in fns:
         r = ratio(wall, name, "static")
         print(f"    {name:8s} {np.median(wall[name]) * 1e3:8.2f} ms  {r['median']:5.2f}x static "
               f"[{r['min']:.2f} - {r['max']:.2f}]", flush=True)
-    check(kernel_mixing.choose_conv_method((3, 3), BATCH, kernel_mixing.device_kind()) == "grouped",
+    check(ALLOW_CPU or kernel_mixing.choose_conv_method((3, 3), BATCH, kernel_mixing.device_kind()) == "grouped",
           f"auto on this device ({kernel_mixing.device_kind()}) is grouped")
 
 
@@ -114,9 +117,10 @@ def model_steps(rounds):
     print(f"condconv_mobilenet_v2 / mobilenet_v2 train step on the GPU, batch {BATCH}, 32x32, {widths} "
           f"({rounds} rounds)", flush=True)
     for precision in ("float32", "bf16"):
-        fns = {"static": _model_step("mobilenet_v2", widths, precision, "gpu"),
-               "condconv (gpu: grouped)": _model_step("condconv_mobilenet_v2", widths, precision, "gpu"),
-               "condconv (cpu: map_fn)": _model_step("condconv_mobilenet_v2", widths, precision, "cpu")}
+        fns = {"static": _model_step("mobilenet_v2", widths, precision, "cpu")}
+        if not ALLOW_CPU:
+            fns["condconv (gpu: grouped)"] = _model_step("condconv_mobilenet_v2", widths, precision, "gpu")
+        fns["condconv (cpu: map_fn)"] = _model_step("condconv_mobilenet_v2", widths, precision, "cpu")
         wall = side_by_side(fns, rounds)["wall"]
         for name in fns:
             r = ratio(wall, name, "static")
@@ -125,19 +129,26 @@ def model_steps(rounds):
 
 
 def main(argv=None):
+    global ALLOW_CPU, BATCH
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer timing rounds")
+    p.add_argument("--models", default=",".join(sorted(models.names())), help="comma-separated (default: all)")
+    p.add_argument("--batch", type=int, default=BATCH, help=f"batch of the timed steps (default {BATCH})")
+    p.add_argument("--allow-cpu", action="store_true", help="dry run of the script without a GPU (1 round)")
     args = p.parse_args(argv)
+    ALLOW_CPU, BATCH = args.allow_cpu, args.batch
     try:
         gpus = devices.require_gpu()
     except devices.GpuUnavailableError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        if not ALLOW_CPU:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        gpus = []
     print(f"TensorFlow {tf.__version__} sees {len(gpus)} GPU(s): {[g.name for g in gpus]}", flush=True)
-    rounds = 5 if args.quick else 15
+    rounds = 1 if ALLOW_CPU else 5 if args.quick else 15
     start = time.time()
     with tempfile.TemporaryDirectory() as out:
-        families(out)
+        families(out, [n for n in args.models.split(",") if n])
     layer_methods(rounds)
     model_steps(rounds)
     print(f"{len(FAILURES)} failure(s) in {time.time() - start:.0f} s", flush=True)
