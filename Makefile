@@ -12,7 +12,7 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
-.PHONY: postgres install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down
+.PHONY: postgres install demo test test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-unit: install
 
 test-integration: install postgres
 	$(PY) -m pytest -q $(PYTEST_PAR) tests/integration
+
+# On a machine with an NVIDIA GPU: every family 1 epoch in bf16 / fp16, CondConv vs static timings (< 8 min).
+test-gpu: install
+	PY=$(PY) tests/gpu/run_gpu_checks.sh
 
 # `make bench BENCH_ARGS="--quick kernel_mixing"`: fewer rounds, one benchmark.
 BENCH_ARGS ?=

@@ -42,6 +42,9 @@ Training, forward+backward, B=32, E=8, 32x32x64 -> 64, traced with an unknown ba
 * 3x3, dynamic batch: ``map_fn`` 1.44x, ``grouped`` 1.61x (and TF has no float64 grouped-conv
   gradient on CPU), ``im2col`` 7.1x (memory: kh*kw copies of the input), ``experts`` 17x.
   Static batch: ``unrolled`` 1.21x. Auto: ``unrolled`` for static batches up to 64, else ``map_fn``.
+* On a GPU or TPU (`device_kind`, read when the layer is traced) auto takes ``grouped`` for kxk at any
+  batch but 1: one grouped convolution instead of B per-example ones run in sequence (not yet timed on a
+  GPU here: `tests/gpu/run_gpu_checks.sh` measures it); 1x1 and depthwise are the CPU choices there too.
 
 Batch 1 (the phone; `pipelines.export.tflite` converts at batch 1), LiteRT + XNNPACK, 1 thread, 4 layers:
 XNNPACK does not delegate a ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` whose filter is computed at run
@@ -156,12 +159,54 @@ def _spread_taps(kernel, dilation):
 
 # ---------------------------------------------------------------- method choice
 
-def choose_conv_method(kernel_size, batch):
-    """The measured-best conv2d method for `kernel_size` (kh, kw) and static `batch` (None = dynamic)."""
+DEVICE_KINDS = ("cpu", "gpu", "tpu")
+_forced_device = []  # the innermost `on_device(kind)` block's kind, if any
+
+
+def device_kind():
+    """The kind of device the layers train on: "tpu" or "gpu" when TensorFlow lists a logical device of that
+    kind (those run the replicas of every strategy the platform builds; `--no-gpu` hides the GPUs), else
+    "cpu"; inside `on_device(kind)` that kind. Read when a layer is traced, not when it is built."""
+    if _forced_device:
+        return _forced_device[-1]
+    for kind in ("tpu", "gpu"):
+        if tf.config.list_logical_devices(kind.upper()):
+            return kind
+    return "cpu"
+
+
+class on_device:
+    """``with on_device("gpu"): ...`` traces the layers inside as on a device of that kind (the method
+    choice only; the ops run wherever TensorFlow places them): benchmarks and CPU tests of the
+    accelerator methods."""
+
+    def __init__(self, kind):
+        if kind not in DEVICE_KINDS:
+            raise ValueError(f"unknown device kind={kind!r}; valid choices: {', '.join(DEVICE_KINDS)}")
+        self.kind = kind
+
+    def __enter__(self):
+        _forced_device.append(self.kind)
+        return self
+
+    def __exit__(self, *exc):
+        _forced_device.pop()
+
+
+def choose_conv_method(kernel_size, batch, device="cpu"):
+    """The measured-best conv2d method for `kernel_size` (kh, kw), static `batch` (None = dynamic) and the
+    `device` kind the layer trains on ("cpu", "gpu", "tpu"; `device_kind()`). Batch 1 is the phone's
+    path on every device. On a GPU or TPU a kxk kernel takes ``grouped`` - one grouped convolution over the
+    batch, which cuDNN and XLA run as one op, where ``map_fn`` / ``unrolled`` run B convolutions one after
+    the other; 1x1 takes ``einsum`` (a batched matmul) everywhere."""
+    if device not in DEVICE_KINDS:
+        raise ValueError(f"unknown device kind={device!r}; valid choices: {', '.join(DEVICE_KINDS)}")
     if tuple(kernel_size) == (1, 1):
         return "einsum"
     if batch == 1:
         return "im2col"
+    if device != "cpu":
+        return "grouped"
     if batch is not None and batch <= MAX_UNROLLED_BATCH:
         return "unrolled"
     return "map_fn"
@@ -250,7 +295,7 @@ def conv2d(inputs, coefficients, kernel, strides=(1, 1), padding="same", dilatio
     if method == "auto" or (method in ("folded", "unrolled") and batch is None):
         # A batch-dependent method forced on a layer still has to trace with an unknown batch
         # (functional model construction, `model.fit`): there the measured choice is used.
-        method = choose_conv_method((kh, kw), batch)
+        method = choose_conv_method((kh, kw), batch, device_kind() if batch != 1 else "cpu")
     if method not in CONV_METHODS:
         raise ValueError(f"unknown conv2d method={method!r}; valid choices: {', '.join(CONV_METHODS)}")
 

@@ -220,7 +220,7 @@ class _SlicedWeights(SlimmableMixin):
             mask = self._mask(self._full_out, choice, self._slims_out)
             if mask is None:
                 return y
-            return y * tf.reshape(mask, [-1] + [1] * (y.shape.rank - 2) + [self._full_out])
+            return y * tf.cast(tf.reshape(mask, [-1] + [1] * (y.shape.rank - 2) + [self._full_out]), y.dtype)
         c_in, c_out = self.channels(width)
         if inputs.shape[-1] is not None and int(inputs.shape[-1]) != c_in:
             raise ValueError(f"{self.name}: input has {inputs.shape[-1]} channels but width={width} needs {c_in}")

@@ -480,12 +480,13 @@ def _check_limit(limit):
 
 
 def load(name="digits", split="train", image_size=32, batch_size=64, augment=False, data_dir=None,
-         shuffle=None, channels=None, repeat=False, limit=None):
+         shuffle=None, channels=None, repeat=False, limit=None, drop_remainder=False):
     """Return `(dataset, DatasetInfo)` for `split` of dataset `name` (see module docstring).
 
     `image_size` is an int or (H, W); `channels` forces 1 or 3 channels; `shuffle` defaults to True for
     the train split; `limit` (an int >= 1 or None) keeps only the first N examples of each split
     (smoke tests), and `info.num_examples` reports those trimmed counts (the schedules are planned on them).
+    `drop_remainder=True` serves only full batches (a static batch size, as XLA-compiled steps need).
     """
     tf = _tf()
     if split not in SPLITS:
@@ -498,6 +499,8 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None; received channels={channels!r}")
     _check_limit(limit)
+    if not isinstance(drop_remainder, bool):
+        raise DataError(f"drop_remainder must be a bool; received drop_remainder={drop_remainder!r}")
     aug = Augment.parse(augment, size[0])
     shuffle = split == "train" if shuffle is None else shuffle
 
@@ -586,7 +589,7 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
         ds = ds.repeat()
     if aug.active and split == "train":
         ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     return ds, info
 
 

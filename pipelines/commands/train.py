@@ -6,6 +6,11 @@ logged to MLflow either way (--no-tracking: not at all). One call: `pipelines.tr
     python -m pipelines train --model mobilenet_v2 --data cifar10 --data-dir ~/tensorflow_datasets
     python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.training.distributed)
     RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 8 --use-gpu   # on a cluster, 1 GPU per worker
+    python -m pipelines train --model mobilenet_v2 --use-gpu --precision bf16 --jit-compile   # in-process GPU(s)
+
+In-process, --use-gpu means the GPUs or a one-line error naming why TensorFlow cannot use one (no GPU
+support in the build, driver, CUDA libraries, none visible), checked before any data is read; several
+visible GPUs train under MirroredStrategy. --no-gpu hides them.
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
     --model-config width_multiplier=0.35 --recipe-config label_smoothing=0.1
@@ -48,6 +53,16 @@ class Given(argparse.Action):
         setattr(namespace, "_given", {*getattr(namespace, "_given", ()), self.dest})
 
 
+class GivenTrue(Given):
+    """`store_true` that records the flag as given (see `Given`)."""
+
+    def __init__(self, option_strings, dest, default=False, required=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, required=required, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, True, option_string)
+
+
 KV_FIELDS = {"model_config": "--model-config", "recipe_config": "--recipe-config"}
 
 
@@ -76,6 +91,10 @@ def add_arguments(p):
     p.add_argument("--run-name", default=None, action=Given)
     p.add_argument("--limit", type=int, default=None, action=Given,
                    help="use only N examples per split (smoke tests)")
+    p.add_argument("--precision", default="float32", action=Given,
+                   help="float32 | bf16 | fp16: Keras mixed precision (fp16 with loss scaling; default float32)")
+    p.add_argument("--jit-compile", action=GivenTrue, default=False,
+                   help="compile the train step with XLA (fixed-size training batches)")
     add_tracking_uri(p)
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
@@ -84,7 +103,8 @@ def add_arguments(p):
                    help="Ray Train workers under MultiWorkerMirroredStrategy (0 = in-process, no Ray; default 0); "
                         "connects to $RAY_ADDRESS or starts a local Ray")
     g.add_argument("--use-gpu", action="store_true", default=None,
-                   help="one GPU per worker (default: on when the Ray cluster has GPUs)")
+                   help="one GPU per worker (default: on when the Ray cluster has GPUs); in-process: the "
+                        "visible GPUs or a one-line error (default: whatever TensorFlow sees)")
     g.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="never use GPUs")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
     g.add_argument("--max-failures", type=int, default=2,
@@ -141,13 +161,17 @@ def workers_from_args(args):
 
 def run(args):
     from pipelines import training
+    from pipelines.training import devices
 
     n = workers_from_args(args)
     workers = training.ScalingOptions(num_workers=n, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
                                       max_failures=args.max_failures) if n else 0
     tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
                                                                        experiment=args.experiment).validate()
-    result = training.run(config_from_args(args), workers=workers, tracking=tracking, 
+    cfg = config_from_args(args).validate()
+    if not n:  # in-process: the GPU asked for, or one line naming why not, before any data is read
+        devices.select_in_process(args.use_gpu)
+    result = training.run(cfg, workers=workers, tracking=tracking,
                           resume_dir=str(Path(args.resume).expanduser()) if args.resume else None)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")

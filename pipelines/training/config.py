@@ -1,6 +1,12 @@
 """`TrainConfig`: every field of a training run, validated up front (one-line errors naming the field).
 
     cfg = TrainConfig(model="condconv_mobilenet_v2", data="digits", epochs=10).validate()
+    cfg = TrainConfig(model="multi_exit_net", precision="bf16", jit_compile=True)   # mixed bf16, XLA
+
+`precision`: "float32", "bf16" (Keras policy `mixed_bfloat16`: float32 variables, bfloat16 compute) or "fp16"
+(`mixed_float16`, with a `LossScaleOptimizer`); the policy is set only while the net is built
+(`pipelines.training.train.build_training`). `jit_compile`: the train and test steps compile with XLA,
+and the train split is served in fixed batches (`drop_remainder`), the static shapes XLA (and a TPU) needs.
 """
 from __future__ import annotations
 
@@ -29,8 +35,11 @@ class TrainConfig:
     out: str = DEFAULT_OUT
     run_name: str | None = None
     limit: int | None = None  # keep only N examples per split (smoke tests)
+    precision: str = "float32"  # float32 | bf16 | fp16 (Keras mixed-precision policy while the net is built)
+    jit_compile: bool = False  # XLA-compiled steps on fixed-size training batches
 
     OPTIMIZERS = ("adam", "sgd", "adamw")
+    PRECISIONS = ("float32", "bf16", "fp16")
 
     def validate(self):
         """Check every field up front; raise ValueError naming the field and the value."""
@@ -54,6 +63,13 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer={self.optimizer!r}; valid choices: {', '.join(self.OPTIMIZERS)}")
         if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
             raise ValueError(f"early_stopping must be an int >= 0; received early_stopping={self.early_stopping!r}")
+        if self.precision not in self.PRECISIONS:
+            raise ValueError(f"unknown precision={self.precision!r}; valid choices: {', '.join(self.PRECISIONS)}")
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(f"jit_compile must be a bool; received jit_compile={self.jit_compile!r}")
+        if self.jit_compile and isinstance(self.limit, int) and self.limit < self.batch_size:
+            raise ValueError(f"jit_compile serves whole batches only: limit must be >= batch_size={self.batch_size}; "
+                             f"received limit={self.limit!r}")
         self.recipe_obj()  # validates recipe name and fields
         if not (self.data == "digits" or self.data.startswith("folder:") or ":" not in self.data):
             raise ValueError(f"unknown data={self.data!r}; use 'digits', a TFDS name, or 'folder:PATH'")

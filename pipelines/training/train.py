@@ -9,9 +9,21 @@ scalars; `tensorboard --logdir runs/<name>/tensorboard`). `train(cfg, resume_dir
 run folder from its last checkpoint and refuses a config that differs from its `config.json`. The same
 `build_training` / `load_data` functions run inside Ray Train workers (`pipelines.training.distributed`).
 The one entry for both, tracked in MLflow or not, is `pipelines.training.run` (`pipelines.training.entry`).
+
+Accelerators (`TrainConfig.precision`, `TrainConfig.jit_compile`; `pipelines.training.devices`):
+* precision "bf16" / "fp16": the Keras mixed-precision policy (`mixed_bfloat16` / `mixed_float16`) is set
+  only while `build_training` builds the net (`precision_policy`), then restored, so it never leaks into
+  another run of the process; variables (EMA teachers and recipe state included) stay float32, the losses
+  cast logits to float32, and "fp16" wraps the optimizer in a `LossScaleOptimizer` that the one
+  `TrainingModel.train_step` uses (scaled loss, unscaled gradients). The saved `model.keras` (and the
+  net `train` returns) is a float32 copy (`float32_net`): the phone runs float32.
+* jit_compile: `compile(jit_compile=True)` (XLA) and a train split of full batches only
+  (`drop_remainder`): every layer then traces with a static batch.
+* In-process, several visible GPUs train under `MirroredStrategy` (`devices.in_process_strategy`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -25,41 +37,109 @@ from pipelines.training.config import DEFAULT_OUT, TrainConfig  # noqa: F401  (r
 
 
 def load_data(cfg: TrainConfig, split, batch_size=None, shuffle=None):
+    """`split` of the run's dataset; under `jit_compile` the train split is whole batches only."""
     from pipelines import data
 
     recipe = cfg.recipe_obj()
     return data.load(cfg.data, split, image_size=cfg.image_size, batch_size=batch_size or cfg.batch_size,
                      augment=recipe.augment if split == "train" else False, data_dir=cfg.data_dir,
-                     shuffle=shuffle, limit=cfg.limit)
+                     shuffle=shuffle, limit=cfg.limit, drop_remainder=bool(cfg.jit_compile and split == "train"))
 
 
-def steps_per_epoch(info, batch_size, num_workers=1):
-    """Batches per epoch of the train split (100 when the size is unknown)."""
+def steps_per_epoch(info, batch_size, num_workers=1, drop_remainder=False):
+    """Batches per epoch of the train split (100 when the size is unknown); whole batches only with
+    `drop_remainder`."""
     n = info.num_examples.get("train")
-    return max(1, math.ceil(n / (batch_size * num_workers))) if n else 100
+    if not n:
+        return 100
+    return max(1, (math.floor if drop_remainder else math.ceil)(n / (batch_size * num_workers)))
+
+
+POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """The Keras global dtype policy of `precision` (a `TrainConfig.PRECISIONS` name) inside the block, the
+    previous policy after it (also when the block raises)."""
+    from tf_keras import mixed_precision
+
+    if precision not in POLICIES:
+        raise ValueError(f"unknown precision={precision!r}; valid choices: {', '.join(POLICIES)}")
+    previous = mixed_precision.global_policy()
+    mixed_precision.set_global_policy(POLICIES[precision])
+    try:
+        yield
+    finally:
+        mixed_precision.set_global_policy(previous)
+
+
+def _float32_policies(config):
+    """`config` (a serialized model) with every mixed dtype policy (a layer's "dtype" entry, a string or a
+    serialized `Policy`) replaced by "float32"; nothing else changes (a layer named "mixed_..." keeps its name)."""
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "dtype" and _is_mixed_policy(value):
+            out[key] = "float32"
+        else:
+            out[key] = _float32_policies(value)
+    return out
+
+
+def _is_mixed_policy(value):
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name", "") if value.get("class_name") in ("Policy", "DTypePolicy") else ""
+    return isinstance(value, str) and value.startswith("mixed_")
+
+
+def float32_net(net):
+    """`net` itself when it computes in float32, else a float32 copy with its weights (its layers' configs,
+    active widths included, with the float32 policy): what is saved and exported after mixed-precision
+    training."""
+    import tf_keras as keras
+
+    layers = [m for m in (net, *net.submodules) if isinstance(m, keras.layers.Layer)]
+    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in layers):
+        return net
+    with precision_policy("float32"):
+        plain = keras.saving.deserialize_keras_object(_float32_policies(keras.saving.serialize_keras_object(net)))
+    plain.set_weights(net.get_weights())
+    return plain
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch):
+    """The run's optimizer on a cosine schedule; with precision "fp16" inside a dynamic `LossScaleOptimizer`."""
     import tf_keras as keras
 
     schedule = keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.01)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule)
-    return keras.optimizers.Adam(schedule)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(schedule)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
+    if cfg.precision == "fp16":
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def build_training(cfg: TrainConfig, info, steps_per_epoch):
-    """Build net + recipe + compiled `TrainingModel` (call inside a strategy scope when distributed)."""
+    """Build net + recipe + compiled `TrainingModel` (call inside a strategy scope when distributed): the
+    net under the `precision` policy (restored after), the steps XLA-compiled with `jit_compile`."""
     from keras_layers import models
     from pipelines.training.recipes.base import TrainingModel
 
-    net = models.build(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, **cfg.model_config)
+    with precision_policy(cfg.precision):
+        net = models.build(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes,
+                           **cfg.model_config)
     recipe = cfg.recipe_obj()
     model = TrainingModel(net, recipe)
-    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch))
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=cfg.jit_compile)
     return model
 
 
@@ -260,11 +340,18 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
         check_resumable(resume_dir, cfg)  # before any data is read
     import tf_keras as keras
 
+    from pipelines.training import devices
+
     keras.utils.set_random_seed(cfg.seed)
     train_ds, info = load_data(cfg, "train")
     val_ds, _ = load_data(cfg, "validation", shuffle=False)
-    steps = steps_per_epoch(info, cfg.batch_size)
-    model = build_training(cfg, info, steps)
+    n_train = info.num_examples.get("train")
+    if cfg.jit_compile and n_train is not None and n_train < cfg.batch_size:
+        raise ValueError(f"jit_compile serves whole batches only: the train split has {n_train} examples, "
+                         f"fewer than batch_size={cfg.batch_size}")
+    steps = steps_per_epoch(info, cfg.batch_size, drop_remainder=cfg.jit_compile)
+    with devices.in_process_strategy().scope():
+        model = build_training(cfg, info, steps)
 
     if resume_dir:
         run_dir = Path(resume_dir)
@@ -289,8 +376,8 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
                      callbacks=cbs, verbose=verbose)
     seconds = time.time() - start
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-    net = model.net
     best.restore()
+    net = float32_net(model.net)
     net.save(run_dir / "model.keras")
     metrics = summarize(net, info, history, seconds, best=best.index)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))

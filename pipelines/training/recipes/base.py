@@ -4,6 +4,12 @@ A recipe says *what* to minimise (`compute` returns the total loss, named scalar
 logits to score); `TrainingModel` does the rest the same way for every family: gradient tape,
 L2, loss scaling for distribution strategies, one optimizer step, metrics, and the recipe's
 `after_step` hook (EMA teachers, schedules). Only `net` (the plain model) is saved or exported.
+
+Mixed precision: the losses are float32 (`losses` casts logits); with a `LossScaleOptimizer` (precision
+"fp16") the step differentiates the scaled loss and unscales the gradients before the one optimizer step,
+which skips the update and lowers the scale when a gradient is not finite - for every recipe, however many
+losses it sums. Under `compile(jit_compile=True)` this step is what XLA compiles: no Python branch here
+depends on a tensor's value or a dynamic shape.
 """
 from __future__ import annotations
 
@@ -78,6 +84,7 @@ class Recipe:
 
     def after_step(self, model: "TrainingModel"):
         """Runs after each optimizer step inside the compiled train step."""
+        return None  # a body besides the docstring: AutoGraph cannot convert a docstring-only method
 
     def callbacks(self, model: "TrainingModel", steps_per_epoch: int, epochs: int, train_data=None):
         """Keras callbacks the recipe needs (schedules, stage switches), given the length of training and
@@ -137,14 +144,19 @@ class TrainingModel(keras.Model):
     def train_step(self, data):
         x, y = data[0], data[1]
         variables = self.recipe.trainable_variables(self)
+        loss_scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             out = self.recipe.compute(self, x, y, training=True)
-            total = out.loss + losses.l2(variables, self.recipe.weight_decay)
+            total = tf.cast(out.loss, tf.float32) + losses.l2(variables, self.recipe.weight_decay)
             if self.net.losses:
-                total += tf.add_n(self.net.losses)
+                total += tf.add_n([tf.cast(l, tf.float32) for l in self.net.losses])
             # Gradients are summed across replicas by the optimizer: scale so the step matches one device.
             scaled = total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
+            if loss_scaling:  # fp16: keep small gradients representable
+                scaled = self.optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, variables)
+        if loss_scaling:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None])
         self.recipe.after_step(self)
