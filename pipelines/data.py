@@ -51,6 +51,9 @@ import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SEED = 1234
+# An image is decoded only when its header says at most this many pixels (a 48 MP phone photo passes; a
+# 20000x20000 "decompression bomb", 400 MP from a 389 KB PNG, does not): about 300 MB decoded at the bound.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 class DataError(ValueError):
@@ -141,6 +144,58 @@ def _digits():
     return arrays, names
 
 
+def open_image(path, formats, max_pixels=MAX_IMAGE_PIXELS, error=None):
+    """Open image file `path` reading its header only (Pillow, lazily): a format in `formats` of at most
+    `max_pixels` pixels, else one-line `error` (default DataError) naming the file. Nothing is decoded yet:
+    the caller decodes (or `verify()`s) the returned image, inside `with`."""
+    import struct
+    import warnings
+
+    from PIL import Image
+
+    error = error or DataError
+    where = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=formats)  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's own bound (89 MP warns, 179 MP refuses) is above ours: the header says more than ours.
+        raise error(f"image {where!r} has more than {max_pixels} pixels ({err}); refusing to decode it") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
+        raise error(f"cannot read image {where!r}: {err}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise error(f"image {where!r} is {width}x{height} = {width * height} pixels, more than the {max_pixels} "
+                    "allowed; refusing to decode it")
+    return img
+
+
+FOLDER_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what tf.io.decode_image reads
+_FOLDER_CHECKED: dict = {}
+
+
+def _check_images(files, root):
+    """Every image of a folder dataset passes `open_image` and Pillow's `verify()` (structure and checksums,
+    no pixel decode) before any training starts: a text file named .png or a decompression bomb fails here,
+    in one line naming the file, not in the middle of an epoch."""
+    import zlib
+
+    bad = []
+    for f in files:
+        try:
+            with open_image(f, FOLDER_FORMATS) as img:
+                img.verify()
+        except DataError as err:
+            bad.append(str(err))
+        except (OSError, ValueError, SyntaxError, EOFError, zlib.error) as err:
+            bad.append(f"image {f!r} does not decode: {err}")
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"data folder:{root}: {bad[0]}{more}; remove or fix it before training")
+
+
 def _folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -150,10 +205,16 @@ def _folder(path):
         classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
         files, labels = [], []
         for label, cls in enumerate(classes):
-            for f in sorted((directory / cls).rglob("*")):
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    files.append(str(f))
-                    labels.append(label)
+            found = [str(f) for f in sorted((directory / cls).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+            if not found:
+                raise DataError(f"data folder:{path}: class folder {str(directory / cls)!r} has no images "
+                                f"(extensions {', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
+            files.extend(found)
+            labels.extend([label] * len(found))
+        key = (str(directory.resolve()), tuple(files), tuple(os.stat(f).st_mtime_ns for f in files))
+        if _FOLDER_CHECKED.get(str(directory.resolve())) != key:
+            _check_images(files, path)
+            _FOLDER_CHECKED[str(directory.resolve())] = key
         return classes, files, labels
 
     import numpy as np

@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.data import MAX_IMAGE_PIXELS, open_image  # the bound every image decode of the project uses
 from pipelines.export import families
 from pipelines.export.policy import BundleError, softmax, stops  # noqa: F401  (the runner's names)
 from pipelines.export.policy import need as _need
@@ -71,10 +72,6 @@ FORMAT = 1
 MAX_SPEC_BYTES = 1 << 20  # model.json
 MAX_LABELS_BYTES = 1 << 20  # labels.txt
 MAX_INPUT_SIDE = 4096  # input.shape H and W
-# run-bundle decodes an image only when its header says at most this many pixels (a 48 MP phone photo
-# passes; a 20000x20000 "decompression bomb", 400 MP from a 389 KB PNG, does not). The decoded image
-# needs 3 bytes a pixel (RGB) plus a copy: about 300 MB at the bound.
-MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # the decoders run-bundle lets Pillow use
 
 
@@ -358,28 +355,16 @@ class Bundle:
 
 def decode_image(path, mode, size, max_pixels=MAX_IMAGE_PIXELS):
     """The image file `path` as `mode` ("L" or "RGB") resized (bilinear) to `size` (W, H): header checked first
-    (format in `IMAGE_FORMATS`, at most `max_pixels` pixels), then decoded. One-line BundleError naming the file."""
+    (format in `IMAGE_FORMATS`, at most `max_pixels` pixels; `pipelines.data.open_image`), then decoded.
+    One-line BundleError naming the file."""
     from PIL import Image
 
-    where = str(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path, formats=IMAGE_FORMATS)  # reads the header only
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Pillow's own bound (89 MP warns, 179 MP refuses) is above ours: the header says more than ours.
-        raise BundleError(f"image {where!r} has more than {max_pixels} pixels ({err}); refusing to decode it") from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
-        raise BundleError(f"cannot read image {where!r}: {err}") from None
-    with img:
-        width, height = img.size
-        _need(width * height <= max_pixels,
-              f"image {where!r} is {width}x{height} = {width * height} pixels, more than the {max_pixels} run-bundle "
-              "decodes; refusing to decode it")
+    with open_image(path, IMAGE_FORMATS, max_pixels, error=BundleError) as img:
         try:
             return img.convert(mode).resize(size, Image.BILINEAR)
         except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as err:
-            raise BundleError(f"cannot decode image {where!r} ({img.format} {width}x{height}): {err}") from None
+            raise BundleError(f"cannot decode image {str(path)!r} ({img.format} {img.size[0]}x{img.size[1]}): "
+                              f"{err}") from None
 
 
 # ---------------------------------------------------------------- writing a bundle (pipelines.export)

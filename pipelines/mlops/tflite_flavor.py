@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import tracking
+
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 
 SUFFIX = ".tflite"
@@ -120,7 +122,6 @@ def log_bundle_model(bundle_dir, artifact_path="tflite_model", run_id=None, regi
 def register_bundle(bundle_dir, keras_version, client=None, tracking_uri=None, log=print):
     """Register `bundle_dir` as a new version of `<NAME>.tflite`, logged in the Keras version's run and
     linked to `keras_version` (a ModelVersion of NAME) by tags both ways. Returns the TFLite ModelVersion."""
-    from pipelines import tracking
     from pipelines.export.bundle import read_spec
 
     client = client or tracking.client(tracking_uri)

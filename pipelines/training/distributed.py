@@ -219,6 +219,27 @@ EXCLUDES = [".venv", ".git/", "runs/", "mlruns/", "mlartifacts/", "data/", "bund
             ".pytest_cache/", "*.keras", "*.tflite"]
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def keep_loopback(address):
+    """A driver of a loopback head (`platform/ray/start-head.sh`, the tests' heads) or of a new local
+    instance (`address` None) keeps 127.0.0.1 as its node address: Ray otherwise rewrites a loopback
+    address to the machine's, and then neither finds the head's raylet nor keeps a new instance off the
+    network. Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 into a constant when imported, so an already
+    imported Ray gets the constant too. A choice the user made (the variable set) is kept."""
+    import sys
+
+    if address and address != "local":
+        host = address.split("://", 1)[-1].rsplit(":", 1)[0] if address.count(":") <= 2 else address
+        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+            return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("0", "false"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def ensure_ray(address=None):
     """Connect to Ray: `address`, else $RAY_ADDRESS, else a new local instance.
 
@@ -226,6 +247,7 @@ def ensure_ray(address=None):
     on every node) with `TF_USE_LEGACY_KERAS=1`; inside a job (`python -m pipelines submit`) the job's
     runtime env already carries both.
     """
+    keep_loopback(address or os.environ.get("RAY_ADDRESS"))
     import ray
 
     if ray.is_initialized():

@@ -1,7 +1,8 @@
 """A real Ray head on 127.0.0.1 for the integration tests (`ray start --head`), shut down afterwards.
 
-Ray maps a loopback `--node-ip-address` to the machine's address for its internal services; the
-dashboard / job API listens on 127.0.0.1 only and every RPC needs this head's own auth token.
+Every server of the head listens on 127.0.0.1 (`--node-ip-address=127.0.0.1` with
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, as `platform/ray/start-head.sh` starts it; its drivers set the same,
+`pipelines.training.distributed.keep_loopback`), and every RPC needs this head's own auth token.
 
 Every port is picked free, the head has its own `--temp-dir`, and it is stopped by signalling the
 process group it was started in: never `ray stop`, which would stop every Ray on the machine.
@@ -40,7 +41,8 @@ class RayHead:
     def env(self, **extra):
         """Environment for a child process that should use this head."""
         env = dict(os.environ, RAY_ADDRESS=self.address, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
-                   PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+                   PYTHONPATH=str(ROOT), RAY_DEDUP_LOGS="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         env.update(extra)
         return env
 
@@ -82,6 +84,7 @@ def start_head(num_cpus=4, timeout=120) -> RayHead:
     token = secrets.token_hex(32)  # Ray 2.60 token auth, with a token of this head only (not ~/.ray/auth_token)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT),
                RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # keep 127.0.0.1 (see the module docstring)
                # Ray Train's PlacementGroupCleaner finds "its" cluster by auto-detection, which fails when
                # other Ray instances run on the machine: name it for every process of this head.
                RAY_ADDRESS=f"127.0.0.1:{port}")

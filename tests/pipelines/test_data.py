@@ -59,13 +59,13 @@ def test_bad_input_gives_one_line_error(kwargs, match):
 
 
 def test_limit_trims_the_data_and_the_counts_the_schedules_use():
-    from pipelines import train
+    from pipelines.training.train import steps_per_epoch
 
     x, y, info = data.as_numpy("digits", "validation", limit=50)
     assert len(y) == 50
     # every split trimmed alike: the LR schedule reads num_examples["train"] while loading validation too
     assert info.num_examples == {"train": 50, "validation": 50, "test": 50}
-    assert train.steps_per_epoch(info, batch_size=10) == 5
+    assert steps_per_epoch(info, batch_size=10) == 5
     _, y_all, full = data.as_numpy("digits", "test", limit=10_000)  # a limit above the size keeps all
     assert full.num_examples["test"] == len(y_all) < 10_000
 
@@ -116,3 +116,45 @@ def test_image_folder_needs_classes(tmp_path):
     (tmp_path / "only").mkdir()
     with pytest.raises(data.DataError, match="folder:"):
         data.load(f"folder:{tmp_path}")
+
+
+def _class_folders(root, n=4):
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.randint(0, 255, (12, 10, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def test_folder_refuses_an_undecodable_file_before_training(tmp_path):
+    """A text file named .png failed mid-epoch with a traceback; now the dataset is refused up front, naming it."""
+    _class_folders(tmp_path)
+    (tmp_path / "dog" / "notes.png").write_text("not an image")
+    with pytest.raises(data.DataError, match=r"notes\.png"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)
+
+
+def test_folder_refuses_a_decompression_bomb_from_its_header(tmp_path):
+    """A 20000x20000 PNG (a few hundred KB on disk, 1.2 GB decoded) is refused from its header, undecoded."""
+    import zlib
+
+    _class_folders(tmp_path)
+    w = h = 20000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(w) for _ in range(h)), 9)
+
+    def chunk(kind, body):
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0]))
+    (tmp_path / "cat" / "bomb.png").write_bytes(png + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    with pytest.raises(data.DataError, match=r"bomb\.png.*(more than|pixels)"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)
+
+
+def test_folder_refuses_an_empty_class_folder(tmp_path):
+    _class_folders(tmp_path)
+    (tmp_path / "eel").mkdir()
+    with pytest.raises(data.DataError, match=r"class folder .*eel.* has no images"):
+        data.load(f"folder:{tmp_path}", "train", image_size=16)

@@ -143,6 +143,37 @@ def test_importing_modules_leaves_the_environment_alone(tmp_path):
     assert out["mode"] == "token" and out["ray_token_auth"], out
 
 
+LOOPBACK = """
+import json, os, sys
+import ray._private.ray_constants as constants  # imported first: its constant is read at import
+from pipelines.training.distributed import keep_loopback
+out = {}
+for address in sys.argv[1:]:
+    os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    constants.ENABLE_RAY_CLUSTER = True
+    keep_loopback(None if address == "none" else address)
+    out[address] = [os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), constants.ENABLE_RAY_CLUSTER]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_a_driver_of_a_loopback_head_keeps_the_loopback_address():
+    """`RAY_ADDRESS=127.0.0.1:6379 python -m pipelines train --workers 2` hung against the loopback-only head
+    (Ray rewrote the driver's node address to the machine's): a loopback address or a new local instance
+    now keeps 127.0.0.1, even when Ray was imported first; a cluster on another address is left alone."""
+    cases = ["127.0.0.1:6379", "localhost:6379", "ray://127.0.0.1:10001", "none", "10.0.0.5:6379", "auto"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    res = subprocess.run([sys.executable, "-c", LOOPBACK, *cases], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, res.stderr[-3000:]
+    out = json.loads(line[len("RESULT "):])
+    for address in cases[:4]:
+        assert out[address] == ["0", False], (address, out)
+    for address in cases[4:]:
+        assert out[address] == [None, True], (address, out)
+
+
 @pytest.mark.parametrize("kwargs,bad", [
     ({"workers": -1}, "workers=-1"), ({"workers": True}, "workers=True"), ({"workers": "2"}, "workers='2'"),
     ({"workers": ScalingOptions(cpus_per_worker=0)}, "cpus_per_worker=0"),
