@@ -46,6 +46,9 @@ def add_arguments(p):
     p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs", help="folder for run directories (default runs/)")
+    p.add_argument("--storage", default=None, metavar="PATH|s3://...|gs://...",
+                   help="where the run folder and Ray's checkpoints go instead of --out: a path every node mounts "
+                        "or a bucket URI (passed to Ray unchanged); required on a remote Ray cluster")
     p.add_argument("--run-name", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
     add_tracking_uri(p)
@@ -82,7 +85,7 @@ def run(args):
                                       max_failures=args.max_failures) if args.workers else 0
     tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
                                                                        experiment=args.experiment).validate()
-    result = training.run(config_from_args(args), workers=workers, tracking=tracking)
+    result = training.run(config_from_args(args), workers=workers, tracking=tracking, storage=args.storage)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")
     if result.run_id:
