@@ -12,7 +12,7 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
-.PHONY: postgres install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down
+.PHONY: postgres install demo test test-unit test-integration bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu
 
 install: $(VENV)/.installed
 
@@ -57,3 +57,12 @@ cluster-up: install
 
 cluster-down:
 	platform/ray/stop-head.sh
+
+# The project image every cluster node runs (platform/docker/Dockerfile: Ray 2.60 + the runtime requirements.txt
+# + the packages at /app), so jobs install nothing per node. IMAGE=registry/name pushes somewhere else.
+IMAGE ?= dynnets/platform
+image:
+	docker build -f platform/docker/Dockerfile -t $(IMAGE):latest .
+
+image-gpu:
+	docker build -f platform/docker/Dockerfile --build-arg BASE=rayproject/ray:2.60.0-py311-gpu -t $(IMAGE):latest-gpu .

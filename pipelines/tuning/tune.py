@@ -307,8 +307,10 @@ def resume(path, callbacks=(), address=None, tracking_uri=None):
         raise ValueError(f"resume={given!r}: Tune has no saved experiment state there")
     live = _open_parent(tracking_uri, exp_dir, opts)
     print(f"resuming tune experiment {exp_path}", flush=True)
+    # Errored trials too (a node that died took its trials with it): each goes on from its Trainer's last
+    # checkpoint; a trial that failed on a NaN loss fails again at that epoch. Finished trials are not run again.
     tuner = tune.Tuner.restore(exp_path, trainable=_trainable(opts, callbacks, live), resume_unfinished=True,
-                               resume_errored=False)
+                               resume_errored=True)
     return _report_and_upload(tuner.fit(), opts, exp_path, exp_dir, space, live)
 
 
