@@ -70,9 +70,26 @@ def client(address):
         raise ClusterUnreachable(f"cannot reach the Ray job API at address={address!r}: {reason[:160]}") from None
 
 
+DEV_TOOLS = ("pytest", "ruff", "flake8", "pylint", "mypy", "black", "isort", "coverage")
+
+
+def _pins(path):
+    if not path.exists():
+        return []
+    lines = (l.split("#", 1)[0].strip() for l in path.read_text().splitlines())
+    return [l for l in lines if l and not l.startswith("-")]  # no -r / -c / options
+
+
+def _package(pin):
+    return re.split(r"[\[=<>!~; ]", pin, maxsplit=1)[0].lower().replace("_", "-")
+
+
 def pinned_requirements():
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+    """The runtime pins for a job's `runtime_env.pip`: `requirements.txt` without development tools (the
+    packages of `requirements-dev.txt`, and test / lint tools by name)."""
+    dev = {_package(p) for p in _pins(ROOT / "requirements-dev.txt")}
+    return [p for p in _pins(ROOT / "requirements.txt")
+            if _package(p) not in dev and not _package(p).startswith(DEV_TOOLS)]
 
 
 def parse_env(items):

@@ -184,35 +184,33 @@ def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None, live
                                     max_concurrent_trials=opts.max_concurrent_trials),
         run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage_path(),
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                                  callbacks=[ProgressLines()], verbose=0),
+                                  callbacks=[progress_lines()], verbose=0),
     )
 
 
-class ProgressLines:
-    """Tune's console progress in one line per report (trial, epoch, val_accuracy, status) instead of Ray's
-    full-width status tables; every trial's full results stay in the experiment folder (`progress.csv`,
-    `result.json` per trial) and `results.csv`. A `ray.tune.Callback` (built lazily: Ray is imported late)."""
+def progress_lines():
+    """Tune's console progress in one line per report (trial, epoch, val_accuracy, MAdds) instead of Ray's
+    full-width status tables (`RunConfig(verbose=0)`); every trial's full results stay in the experiment folder
+    (`progress.csv` and `result.json` per trial, `results.csv`). A `ray.tune.Callback`."""
+    from ray import tune
 
-    def __new__(cls):
-        from ray import tune
+    class ProgressLines(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            acc = result.get("val_accuracy")
+            acc = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
+            running = sum(t.status == "RUNNING" for t in trials)
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print(f"[tune] trial {trial.trial_id} epoch {result.get('epoch', '?')} val_accuracy={acc} "
+                  f"madds={result.get('madds', '-')} ({running} running, {done} done of {len(trials)})", flush=True)
 
-        class _ProgressLines(tune.Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                acc = result.get("val_accuracy")
-                acc = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
-                running = sum(t.status == "RUNNING" for t in trials)
-                done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-                print(f"[tune] trial {trial.trial_id} epoch {result.get('epoch', '?')} val_accuracy={acc} "
-                      f"madds={result.get('madds', '-')} ({running} running, {done} done)", flush=True)
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            print(f"[tune] trial {trial.trial_id} finished after {last.get('epoch', 0)} epoch(s)", flush=True)
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                last = trial.last_result or {}
-                print(f"[tune] trial {trial.trial_id} finished after {last.get('epoch', 0)} epoch(s)", flush=True)
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"[tune] trial {trial.trial_id} failed (see results.csv)", flush=True)
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                print(f"[tune] trial {trial.trial_id} failed (see results.csv)", flush=True)
-
-        return _ProgressLines()
+    return ProgressLines()
 
 
 def check_cluster(opts: TuneOptions, address=None):
