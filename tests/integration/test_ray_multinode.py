@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mlflow_server import running_server
-from tests.integration.ray_cluster import ROOT, run_cli, start_head, start_worker_node, stop_head
+from tests.integration.ray_cluster import ROOT, alive_nodes, run_cli, start_head, start_worker_node, stop_head
 
 pytestmark = pytest.mark.slow
 SMALL = ["--cpus-per-worker", "0.5", "--limit", "128"]
@@ -49,13 +49,6 @@ def api(head, path):
         return json.loads(r.read())
 
 
-def node_ids(head):
-    """{node id: its resources} of the alive nodes."""
-    nodes = api(head, "/nodes?view=summary")["data"]["summary"]
-    return {n["raylet"]["nodeId"]: n["raylet"].get("resourcesTotal") or {} for n in nodes
-            if n.get("raylet", {}).get("state") == "ALIVE"}
-
-
 def actors(head):
     """Every actor the cluster has seen (dead ones too): class name and node id."""
     data = api(head, "/api/v0/actors?limit=10000&detail=1")["data"]["result"]["result"]
@@ -77,7 +70,7 @@ def copies_of_the_repo(*temp_dirs):
 
 def test_submitted_tune_runs_on_the_worker_node_and_logs_live(cluster, tmp_path):
     head, node, uri = cluster
-    (worker_id,) = [i for i, r in node_ids(head).items() if node.resource in r]
+    (worker_id,) = [i for i, r in alive_nodes(head).items() if node.resource in r]
     shared = tmp_path / "shared"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "submit", "--address", head.dashboard, "--", "tune", "--family",
@@ -162,7 +155,7 @@ def test_ray_train_on_the_worker_node_is_tracked_and_matches_in_process(cluster,
     assert client.get_run(run_id).data.params["model_config.width_multiplier"] == "0.25"
     assert str(registry.register(run_id, "multinode_train", tracking_uri=uri, log=lambda *_: None).version) == "1"
     workers = [n for c, n in actors(head) if "RayTrainWorker" in c]
-    (worker_id,) = [i for i, r in node_ids(head).items() if node.resource in r]
+    (worker_id,) = [i for i, r in alive_nodes(head).items() if node.resource in r]
     assert workers and set(workers) == {worker_id}
 
 
@@ -189,7 +182,7 @@ def test_search_resumes_with_tuner_restore_after_the_worker_node_dies(cluster, t
     assert finished_before, out[-3000:]
     new_node = start_worker_node(head, num_cpus=2)
     try:
-        assert sum(node.resource in r for r in node_ids(head).values()) == 1  # the new node only
+        assert sum(node.resource in r for r in alive_nodes(head).values()) == 1  # the new node only
         res = run_cli(head, "tune", "--resume", str(exp), "--no-tracking", timeout=900)
     finally:
         stop_head(new_node)
