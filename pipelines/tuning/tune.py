@@ -12,12 +12,14 @@ last epoch checkpoint. `OptunaSearch` optimises two objectives (`val_accuracy` m
 `ASHAScheduler` stops weak trials early on `val_accuracy` (time unit: `epoch`). A trial whose loss
 becomes NaN/inf fails (`NonFiniteLossError`): it is listed as failed and kept out of the front.
 
-Writes `<out>/<name>/` (Tune's experiment dir; on a multi-node cluster `--out` must be a shared
-filesystem): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
+Writes `<storage>/<name>/` (Tune's experiment dir; `storage` defaults to `out`; on a multi-node cluster
+a path every node mounts or a bucket URI, `pipelines.training.storage`; a search on a remote cluster
+without one is refused before it starts): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
 trials that ran every epoch), `best/` (the best trial's last checkpoint: `model.keras`, weights +
 optimizer state) with `best.json`, `trainer_runs/<trial_id>/train/` (each trial's Ray Train run and
 epoch checkpoints), `summary.json` (incl. the share of trial-epochs ASHA saved) and
-`tune_options.json` (what `--resume` needs).
+`tune_options.json` (what `--resume` needs) and, when tracked, `mlflow.json` (the parent run, which
+trials log into live: `pipelines.tuning.tracking`). Console: one line per trial report (`progress_lines`).
 """
 from __future__ import annotations
 

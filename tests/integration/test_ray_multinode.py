@@ -86,7 +86,7 @@ def test_submitted_tune_runs_on_the_worker_node_and_logs_live(cluster, tmp_path)
             parents = [r for r in runs if r.data.tags.get("kind") == "tune"]
             trials = [r for r in runs if r.data.tags.get("kind") == "tune-trial"
                       and client.get_metric_history(r.info.run_id, "val_accuracy")]
-            if parents and trials and proc.poll() is None:
+            if seen_live is None and parents and trials and proc.poll() is None:  # the first sighting
                 seen_live = (parents[0].info.status, len(trials))
         except Exception:
             pass
