@@ -24,7 +24,7 @@ import pytest
 from tests.integration.mlflow_server import running_server
 from tests.integration.ray_cluster import ROOT, alive_nodes, run_cli, start_head, start_worker_node, stop_head
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multinode]  # `make test-multinode`; left out of `make test`
 SMALL = ["--cpus-per-worker", "0.5", "--limit", "128"]
 
 
@@ -159,6 +159,17 @@ def test_ray_train_on_the_worker_node_is_tracked_and_matches_in_process(cluster,
     assert workers and set(workers) == {worker_id}
 
 
+SNAPSHOTS = "trainer_runs/*/train/checkpoint_manager_snapshot.json"
+
+
+def committed_epoch(snapshot):
+    """The last epoch Ray Train committed (all workers reported it) in a Trainer run, or None."""
+    try:
+        return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def test_search_resumes_with_tuner_restore_after_the_worker_node_dies(cluster, tmp_path):
     head, node, uri = cluster
     shared = tmp_path / "shared"
@@ -170,9 +181,9 @@ def test_search_resumes_with_tuner_restore_after_the_worker_node_dies(cluster, t
     finished_before = None
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        done = [p.parent.parent.name for p in exp.glob("trainer_runs/*/train/checkpoint_epoch_0002")]
-        started = [p.parent.parent.name for p in exp.glob("trainer_runs/*/train/checkpoint_epoch_0001")]
-        if done and set(started) - set(done):  # one trial finished, the other one mid-way: the node dies
+        committed = {p.parent.parent.name: committed_epoch(p) for p in exp.glob(SNAPSHOTS)}
+        done = [t for t, e in committed.items() if e == 2]
+        if done and 1 in committed.values():  # one trial finished, the other one mid-way: the node dies
             finished_before = {t: sorted(p.name for p in (exp / "trainer_runs" / t / "train").iterdir()) for t in done}
             stop_head(node)
             proc.send_signal(signal.SIGINT)  # the driver saves the experiment state (as on a lost driver node)
