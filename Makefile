@@ -12,7 +12,7 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
-.PHONY: postgres install demo test test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down
+.PHONY: postgres install demo test test-multinode test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu
 
 install: $(VENV)/.installed
 
@@ -27,14 +27,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 demo: install
 	$(PY) -m pipelines demo
 
+# `make test` leaves out the 2-node Ray cluster tests (tests/integration/test_ray_multinode.py: about 25 min
+# on 2 shared cores, over the suite's budget); `make test-multinode` runs them.
 test: install postgres
-	$(PY) -m pytest -q $(PYTEST_PAR) tests
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not multinode" tests
+
+test-multinode: install postgres
+	$(PY) -m pytest -q -p no:xdist -m multinode tests/integration/test_ray_multinode.py
 
 test-unit: install
 	$(PY) -m pytest -q $(PYTEST_PAR) tests --ignore=tests/integration
 
 test-integration: install postgres
-	$(PY) -m pytest -q $(PYTEST_PAR) tests/integration
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not multinode" tests/integration
 
 # On a machine with an NVIDIA GPU: every family 1 epoch in bf16 / fp16, CondConv vs static timings (< 8 min).
 test-gpu: install
@@ -63,3 +68,12 @@ cluster-up: install
 
 cluster-down:
 	platform/ray/stop-head.sh
+
+# The project image every cluster node runs (platform/docker/Dockerfile: Ray 2.60 + the runtime requirements.txt
+# + the packages at /app), so jobs install nothing per node. IMAGE=registry/name pushes somewhere else.
+IMAGE ?= dynnets/platform
+image:
+	docker build -f platform/docker/Dockerfile -t $(IMAGE):latest .
+
+image-gpu:
+	docker build -f platform/docker/Dockerfile --build-arg BASE=rayproject/ray:2.60.0-py311-gpu -t $(IMAGE):latest-gpu .

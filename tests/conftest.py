@@ -18,7 +18,8 @@ if str(ROOT) not in sys.path:
 # down), the MLflow modules share the session's PostgreSQL server and `mlflow_backend` servers.
 # (xdist's own `--dist loadgroup` marks do not take with pytest 9.2, which no longer reads `_nodeid`.)
 SHARED_GROUPS = {
-    "ray": ("tests/integration/test_ray_train.py", "tests/integration/test_ray_tune.py"),
+    "ray": ("tests/integration/test_ray_train.py", "tests/integration/test_ray_tune.py",
+            "tests/integration/test_ray_multinode.py"),
     "mlflow": ("tests/integration/test_mlflow_registry.py", "tests/integration/test_promotions.py",
                "tests/integration/test_tflite_flavor.py"),
 }

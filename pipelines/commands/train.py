@@ -88,6 +88,9 @@ def add_arguments(p):
     p.add_argument("--early-stopping", type=int, default=0, action=Given, help="patience in epochs (0 = off)")
     p.add_argument("--seed", type=int, default=0, action=Given)
     p.add_argument("--out", default="runs", action=Given, help="folder for run directories (default runs/)")
+    p.add_argument("--storage", default=None, action=Given, metavar="PATH|s3://...|gs://...",
+                   help="where the run folder and Ray's checkpoints go instead of --out: a path every node mounts "
+                        "or a bucket URI (passed to Ray unchanged); required on a remote Ray cluster")
     p.add_argument("--run-name", default=None, action=Given)
     p.add_argument("--limit", type=int, default=None, action=Given,
                    help="use only N examples per split (smoke tests)")
@@ -171,7 +174,7 @@ def run(args):
     cfg = config_from_args(args).validate()
     if not n:  # in-process: the GPU asked for, or one line naming why not, before any data is read
         devices.select_in_process(args.use_gpu)
-    result = training.run(cfg, workers=workers, tracking=tracking,
+    result = training.run(cfg, workers=workers, tracking=tracking, storage=args.storage,
                           resume_dir=str(Path(args.resume).expanduser()) if args.resume else None)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")

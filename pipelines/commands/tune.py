@@ -7,7 +7,8 @@
 
 Connects to $RAY_ADDRESS when set, else starts a local Ray. The search space is `tune_spaces/<family>.py`;
 it is validated (every choice, both ends of every range) before any trial starts. Results go to
-OUT/NAME/: results.csv, pareto.csv, pareto.png, best/ (model.keras + checkpoint), summary.json.
+OUT/NAME/ (or STORAGE/NAME/ with --storage): results.csv, pareto.csv, pareto.png, best/ (model.keras +
+checkpoint), summary.json. Console: one line per trial report; Ray's status tables are not printed.
 """
 NAME = "tune"
 HELP = "tune a family's recipe on Ray Tune (Optuna multi-objective + ASHA)"
@@ -34,6 +35,10 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, default=None, help="override the space's epochs (ASHA's max_t)")
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split")
     p.add_argument("--out", default="runs/tune", help="experiments folder (default runs/tune)")
+    p.add_argument("--storage", default=None, metavar="PATH|s3://...|gs://...",
+                   help="where the experiment goes instead of --out (checkpoints, results, Pareto files, best "
+                        "model): a path every node mounts or a bucket URI, passed to Ray unchanged; required on "
+                        "a remote Ray cluster")
     p.add_argument("--name", default=None, help="experiment name (default FAMILY-TIMESTAMP)")
     p.add_argument("--resume", default=None, metavar="EXPERIMENT_DIR", help="continue an interrupted experiment")
     p.add_argument("--tracking-uri", default=None,
@@ -54,7 +59,7 @@ def options_from_args(args):
         max_concurrent_trials=args.max_concurrent_trials, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, cpus_per_trial=args.cpus_per_trial, use_gpu=args.use_gpu,
         max_failures=args.max_failures, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-        seed=args.seed, out=args.out, name=args.name, overrides=overrides)
+        seed=args.seed, out=args.out, name=args.name, storage=args.storage, overrides=overrides)
 
 
 def run(args):

@@ -241,6 +241,15 @@ def keep_loopback(address):
         constants.ENABLE_RAY_CLUSTER = False
 
 
+def is_remote(address):
+    """Whether a Ray address (GCS `HOST:PORT`, `ray://`, or a job API URL) is on another machine."""
+    if not address or address in ("local", "auto"):
+        return False
+    rest = str(address).split("://", 1)[-1].split("/", 1)[0]
+    host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest.strip("[]").rsplit("]:", 1)[0]
+    return host not in LOOPBACK_HOSTS and not host.startswith("127.")
+
+
 def ensure_ray(address=None):
     """Connect to Ray: `address`, else $RAY_ADDRESS, else a new local instance.
 
@@ -332,7 +341,9 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
 
     cfg.validate()
     scaling.validate()
-    storage_path = os.path.abspath(storage_path or os.path.join(cfg.out, "ray"))
+    from pipelines.training import storage
+
+    storage_path = storage.validate(storage_path, default=os.path.join(cfg.out, "ray"), field="storage_path")
     name = name or cfg.run_name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     ensure_ray(address)
     if verbose:

@@ -24,11 +24,14 @@ Tune trials build their Trainer with the same `pipelines.training.distributed.fi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from typing import Any, NamedTuple
 
 import pipelines  # noqa: F401
 from pipelines.training.config import TrainConfig
-from pipelines.training.distributed import ScalingOptions, ensure_ray, fit_distributed  # noqa: F401
+from pipelines.training import storage as storage_mod
+from pipelines.training.distributed import ScalingOptions, ensure_ray, fit_distributed, is_remote  # noqa: F401
 from pipelines.training.tracked import TrackingOptions, finish, tracked_run
 from pipelines.training.train import check_resumable, train, train_tracked
 
@@ -58,8 +61,9 @@ def check_data(cfg: TrainConfig):
               limit=1)
 
 
-def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, resume_dir=None):
-    """All the checks of `run`, in its order; returns `(scaling or None, validated tracking or None)`."""
+def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, resume_dir=None, storage=None,
+             address=None):
+    """All the checks of `run`, in its order; returns `(scaling or None, validated tracking or None, storage)`."""
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig; received cfg={cfg!r}")
     cfg.validate()
@@ -70,22 +74,44 @@ def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = Non
     if resume_dir is not None and scaling is not None:
         raise ValueError(f"resume_dir is for in-process runs (a Ray run resumes from its checkpoints by name); "
                          f"received resume_dir={str(resume_dir)!r} with workers={scaling.num_workers}")
+    given, storage = storage, storage_mod.validate(storage)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if scaling is not None and is_remote(address):
+        problem = storage_mod.cluster_problem(storage, given)
+        if problem:
+            raise ValueError(f"a run on the remote Ray cluster {address} needs a shared --storage (s3://..., gs://... "
+                             f"or a path every node mounts): {problem}")
+    if resume_dir is not None and storage is not None:
+        raise ValueError(f"resume_dir continues a run folder of its own; received storage={given!r} with it")
     if resume_dir is not None:
         check_resumable(resume_dir, cfg)  # a changed config or a folder without checkpoints: refused here
     check_data(cfg)
-    return scaling, tracking
+    return scaling, tracking, storage
 
 
 def run(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, callbacks=(), verbose="auto",
-        resume_dir=None, after_train=None, name=None, address=None) -> TrainResult:
+        resume_dir=None, after_train=None, name=None, address=None, storage=None) -> TrainResult:
     """Train `cfg` in-process (`workers=0`) or on Ray Train workers; tracked when `tracking` is given.
 
     `callbacks`: Keras callbacks (in-process only) or factories `factory(ctx) -> Callback | None` (both;
     on Ray Train they run on every worker, see `pipelines.training.distributed`). `after_train(net, run_dir,
     run_id)` runs inside the MLflow run at the end (tracked runs only). `resume_dir` continues an
     in-process run folder; `name` / `address` are the Ray run's name (re-using one resumes it) and cluster.
+    `storage` (`pipelines.training.storage`): where the run folder (`<storage>/<run name>`) and Ray's
+    checkpoints (`<storage>/ray/<run name>`) go, instead of `cfg.out`: a path every node sees or a bucket URI
+    (the run folder is then written to a local staging folder, returned, and copied to the bucket). A run on
+    a remote Ray cluster is refused without one.
     """
-    scaling, tracking = validate(cfg, workers, tracking, resume_dir)
+    scaling, tracking, storage = validate(cfg, workers, tracking, resume_dir, storage, address)
+    if storage is not None:
+        cfg = dataclasses.replace(cfg, out=storage_mod.staging(storage, storage))
+    result = _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage)
+    if storage_mod.is_uri(storage):
+        storage_mod.upload(result.run_dir, storage_mod.join(storage, result.run_dir.name), remove=False)
+    return result
+
+
+def _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage):
     if scaling is None:
         if tracking is None:
             metrics, run_dir, net = train(cfg, callbacks=callbacks, verbose=verbose, resume_dir=resume_dir)
@@ -94,10 +120,11 @@ def run(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, ca
             cfg, tracking.uri, tracking.experiment, tracking.parent_run_id, tracking.tags, callbacks=callbacks,
             verbose=verbose, after_train=after_train, resume_dir=resume_dir)
         return TrainResult(metrics, run_dir, net, run_id)
-    return _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address)
+    ray_storage = storage_mod.join(storage, "ray") if storage is not None else None
+    return _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address, ray_storage)
 
 
-def _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address):
+def _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address, storage_path):
     if any(hasattr(cb, "set_model") for cb in callbacks):  # a Keras callback object
         raise ValueError("callbacks: Ray Train workers take factories ctx -> keras callback, not callback objects; "
                          f"received callbacks={list(callbacks)!r}")
@@ -111,7 +138,7 @@ def _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, a
 
             run_callbacks.append(EpochReportsToMlflow(tracking.uri, run_id))
         metrics, run_dir, result = fit_distributed(cfg, scaling, callbacks=list(callbacks), name=name,
-                                                   address=address, run_callbacks=run_callbacks,
+                                                   storage_path=storage_path, address=address, run_callbacks=run_callbacks,
                                                    verbose=verbose != 0)
         net = _load_net(run_dir) if after_train is not None else None
         if run_id is not None:

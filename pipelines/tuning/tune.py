@@ -12,12 +12,14 @@ last epoch checkpoint. `OptunaSearch` optimises two objectives (`val_accuracy` m
 `ASHAScheduler` stops weak trials early on `val_accuracy` (time unit: `epoch`). A trial whose loss
 becomes NaN/inf fails (`NonFiniteLossError`): it is listed as failed and kept out of the front.
 
-Writes `<out>/<name>/` (Tune's experiment dir; on a multi-node cluster `--out` must be a shared
-filesystem): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
+Writes `<storage>/<name>/` (Tune's experiment dir; `storage` defaults to `out`; on a multi-node cluster
+a path every node mounts or a bucket URI, `pipelines.training.storage`; a search on a remote cluster
+without one is refused before it starts): `results.csv` (one row per trial), `pareto.csv` and `pareto.png` (accuracy vs MAdds of
 trials that ran every epoch), `best/` (the best trial's last checkpoint: `model.keras`, weights +
 optimizer state) with `best.json`, `trainer_runs/<trial_id>/train/` (each trial's Ray Train run and
 epoch checkpoints), `summary.json` (incl. the share of trial-epochs ASHA saved) and
-`tune_options.json` (what `--resume` needs).
+`tune_options.json` (what `--resume` needs) and, when tracked, `mlflow.json` (the parent run, which
+trials log into live: `pipelines.tuning.tracking`). Console: one line per trial report (`progress_lines`).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class TuneOptions:
     seed: int = 0
     out: str = "runs/tune"
     name: str | None = None
+    storage: str | None = None  # None: `out`; else a path every node mounts or a bucket URI (see `storage_path`)
     overrides: dict = dataclasses.field(default_factory=dict)  # constant TrainConfig fields (data, data_dir)
 
     def validate(self):
@@ -72,7 +75,15 @@ class TuneOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{f} must be an int >= 1; received {f}={v!r}")
         self.scaling().validate()
+        self.storage_path()
         return self
+
+    def storage_path(self):
+        """Tune's `storage_path`: `storage` as Ray takes it (`pipelines.training.storage.validate`), else `out`
+        made absolute. The experiment is `<storage_path>/<name>`."""
+        from pipelines.training import storage
+
+        return storage.validate(self.storage, default=self.out)
 
     def scaling(self):
         from pipelines.training.distributed import ScalingOptions
@@ -111,40 +122,54 @@ class TuneOptions:
 
 # ----------------------------------------------------------------------------- the trial
 
-def trial(config, scaling=None, callbacks=(), runs_dir=None):
+def trial(config, scaling=None, callbacks=(), runs_dir=None, live=None):
     """Tune function trainable: fit one `TensorflowTrainer` on `config` (a TrainConfig dict).
 
     The Trainer's run (its checkpoints) goes to `runs_dir/<trial_id>/train` in the experiment folder
-    (Tune's own trial dir is a per-session staging dir), so `Tuner.restore` finds it again.
+    (Tune's own trial dir is a per-session staging dir), so `Tuner.restore` finds it again. `live`
+    (`pipelines.tuning.tracking.open_parent`): log this trial to MLflow while it trains, when the tracking
+    store can be reached from this node; else the driver logs it after the search.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from pipelines.training import storage as storage_mod
     from pipelines.training.config import TrainConfig
     from pipelines.training.distributed import fit_trainer
 
     ctx = tune.get_context()
-    storage = os.path.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
+    storage = storage_mod.join(runs_dir or ctx.get_trial_dir(), ctx.get_trial_id())
     cfg = TrainConfig.from_dict({**config, "out": storage, "run_name": "train"}).validate()
+    run_callbacks = [TuneReportCallback()]
+    if live is not None:  # this trial's nested MLflow run, per-epoch metrics logged as they are reported
+        from pipelines.training.ray_mlflow import EpochReportsToMlflow
+        from pipelines.tuning.tracking import trial_run
+
+        run_id = trial_run(live, ctx.get_trial_id(), cfg)
+        if run_id is not None:
+            run_callbacks.append(EpochReportsToMlflow(live["tracking_uri"], run_id))
     # A fixed name per trial: a restored trial's Trainer resumes from its own last checkpoint. The Trainer is
     # the one `pipelines.training.run` fits on Ray (`fit_trainer`: raises NonFiniteLossError on a NaN loss).
     fit_trainer(cfg, scaling, name="train", storage_path=storage, callbacks=callbacks,
-                run_callbacks=[TuneReportCallback()],
+                run_callbacks=run_callbacks,
                 extra={"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name(),
                        "experiment": ctx.get_experiment_name()})
 
 
-def _trainable(opts: TuneOptions, callbacks=()):
+def _trainable(opts: TuneOptions, callbacks=(), live=None):
     from ray import tune
 
-    runs_dir = str(Path(opts.out, opts.name, "trainer_runs").resolve())
-    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks), runs_dir=runs_dir)
+    from pipelines.training import storage
+
+    runs_dir = storage.join(opts.storage_path(), opts.name, "trainer_runs")
+    fn = tune.with_parameters(trial, scaling=opts.scaling(), callbacks=list(callbacks), runs_dir=runs_dir,
+                              live=live)
     return tune.with_resources(fn, {"CPU": opts.cpus_per_trial})
 
 
 # ----------------------------------------------------------------------------- the search
 
-def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None):
+def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None, live=None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -155,58 +180,146 @@ def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None):
     scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
                               grace_period=min(opts.grace_period, epochs), reduction_factor=opts.reduction_factor)
     return tune.Tuner(
-        _trainable(opts, callbacks),
+        _trainable(opts, callbacks, live),
         param_space=space,
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=opts.num_trials(),
                                     max_concurrent_trials=opts.max_concurrent_trials),
-        run_config=tune.RunConfig(name=opts.name, storage_path=os.path.abspath(opts.out),
+        run_config=tune.RunConfig(name=opts.name, storage_path=opts.storage_path(),
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                                  verbose=1),
+                                  callbacks=[progress_lines()], verbose=0),
     )
 
 
-def run(opts: TuneOptions, callbacks=(), points_to_evaluate=None, address=None):
-    """Validate, search, write the reports; returns the summary dict (see module docstring)."""
+def progress_lines():
+    """Tune's console progress in one line per report (trial, epoch, val_accuracy, MAdds) instead of Ray's
+    full-width status tables (`RunConfig(verbose=0)`); every trial's full results stay in the experiment folder
+    (`progress.csv` and `result.json` per trial, `results.csv`). A `ray.tune.Callback`."""
+    from ray import tune
+
+    class ProgressLines(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            acc = result.get("val_accuracy")
+            acc = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
+            running = sum(t.status == "RUNNING" for t in trials)
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print(f"[tune] trial {trial.trial_id} epoch {result.get('epoch', '?')} val_accuracy={acc} "
+                  f"madds={result.get('madds', '-')} ({running} running, {done} done of {len(trials)})", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            print(f"[tune] trial {trial.trial_id} finished after {last.get('epoch', 0)} epoch(s)", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"[tune] trial {trial.trial_id} failed (see results.csv)", flush=True)
+
+    return ProgressLines()
+
+
+def check_cluster(opts: TuneOptions, address=None):
+    """A search on a remote Ray cluster needs a storage every node reaches; ValueError naming --storage."""
+    from pipelines.training import storage
+    from pipelines.training.distributed import is_remote
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if is_remote(address):
+        problem = storage.cluster_problem(opts.storage_path() if opts.storage else None, opts.storage)
+        if problem:
+            raise ValueError(f"a search on the remote Ray cluster {address} needs a shared --storage "
+                             f"(s3://..., gs://... or a path every node mounts): {problem}")
+
+
+def experiment_dirs(opts: TuneOptions):
+    """`(experiment path as Ray has it, local folder the reports are written to)`: the same folder for a path
+    storage; for a bucket URI a local staging folder, copied to the bucket after the search."""
+    from pipelines.training import storage
+
+    exp_path = storage.join(opts.storage_path(), opts.name)
+    return exp_path, Path(storage.staging(exp_path, exp_path))
+
+
+def run(opts: TuneOptions, callbacks=(), points_to_evaluate=None, address=None, tracking_uri=None):
+    """Validate, search, write the reports; returns the summary dict (see module docstring). With
+    `tracking_uri`, the parent MLflow run is opened before the first trial and trials log themselves live
+    (`pipelines.tuning.tracking`); `search` completes the runs after the search."""
+    from pipelines.training import storage
+
     opts.validate()
     space = opts.space()  # an invalid space fails here, before Ray is touched
+    check_cluster(opts, address)
     opts.name = opts.name or f"{opts.family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     opts.out = os.path.abspath(opts.out)
-    exp_dir = Path(opts.out, opts.name).resolve()
+    opts.storage = opts.storage_path() if opts.storage else None
+    exp_path, exp_dir = experiment_dirs(opts)
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(opts), indent=2))
     from pipelines.training.distributed import ensure_ray
 
     ensure_ray(address)
+    live = _open_parent(tracking_uri, exp_dir, opts)
+    storage.upload(exp_dir, exp_path, remove=False)
     print(f"tune {opts.family}: {opts.num_trials()} trial(s), {opts.max_concurrent_trials} at a time, "
-          f"{opts.workers_per_trial} worker(s) each -> {exp_dir}", flush=True)
-    grid = _tuner(opts, space, callbacks, points_to_evaluate).fit()
-    return report(grid, opts, exp_dir, space)
+          f"{opts.workers_per_trial} worker(s) each -> {exp_path}", flush=True)
+    grid = _tuner(opts, space, callbacks, points_to_evaluate, live).fit()
+    return _report_and_upload(grid, opts, exp_path, exp_dir, space, live)
 
 
-def resume(path, callbacks=(), address=None):
-    """Continue an interrupted experiment with `Tuner.restore` (unfinished trials resume from checkpoints)."""
+def _open_parent(tracking_uri, exp_dir, opts):
+    if tracking_uri is None:
+        return None
+    from pipelines.tuning.tracking import open_parent
+
+    return open_parent(tracking_uri, exp_dir, dataclasses.asdict(opts), opts.family, opts.name)
+
+
+def _report_and_upload(grid, opts, exp_path, exp_dir, space, live):
+    from pipelines.training import storage
+
+    summary = report(grid, opts, exp_dir, space, exp_path)
+    summary["mlflow"] = live
+    storage.upload(exp_dir, exp_path, remove=False)
+    return summary
+
+
+def resume(path, callbacks=(), address=None, tracking_uri=None):
+    """Continue an interrupted experiment with `Tuner.restore` (unfinished trials resume from checkpoints).
+    `path`: the experiment folder (a path, or its bucket URI)."""
     from ray import tune
 
-    exp_dir = Path(path).resolve()
+    from pipelines.training import storage
+
+    given = str(path)
+    exp_path = storage.validate(given, field="resume")
+    exp_dir = Path(storage.staging(exp_path, exp_path))
+    if storage.is_uri(exp_path):
+        from pipelines.tuning.tracking import TRACKING_FILE
+
+        for name in (OPTIONS_FILE, TRACKING_FILE):
+            storage.fetch_file(storage.join(exp_path, name), exp_dir / name)
     if not (exp_dir / OPTIONS_FILE).exists():
-        raise ValueError(f"resume={str(path)!r} is not a tune experiment folder (no {OPTIONS_FILE})")
+        raise ValueError(f"resume={given!r} is not a tune experiment folder (no {OPTIONS_FILE})")
     opts = TuneOptions(**json.loads((exp_dir / OPTIONS_FILE).read_text()))
     space = opts.space()
+    check_cluster(opts, address)
     from pipelines.training.distributed import ensure_ray
 
     ensure_ray(address)
-    if not tune.Tuner.can_restore(str(exp_dir)):
-        raise ValueError(f"resume={str(path)!r}: Tune has no saved experiment state there")
-    print(f"resuming tune experiment {exp_dir}", flush=True)
-    tuner = tune.Tuner.restore(str(exp_dir), trainable=_trainable(opts, callbacks), resume_unfinished=True,
-                               resume_errored=False)
-    return report(tuner.fit(), opts, exp_dir, space)
+    if not tune.Tuner.can_restore(exp_path):
+        raise ValueError(f"resume={given!r}: Tune has no saved experiment state there")
+    live = _open_parent(tracking_uri, exp_dir, opts)
+    print(f"resuming tune experiment {exp_path}", flush=True)
+    # Errored trials too (a node that died took its trials with it): each goes on from its Trainer's last
+    # checkpoint; a trial that failed on a NaN loss fails again at that epoch. Finished trials are not run again.
+    tuner = tune.Tuner.restore(exp_path, trainable=_trainable(opts, callbacks, live), resume_unfinished=True,
+                               resume_errored=True)
+    return _report_and_upload(tuner.fit(), opts, exp_path, exp_dir, space, live)
 
 
 def search(opts: TuneOptions | None = None, resume_dir=None, tracking_uri=None, track=True, callbacks=(),
            address=None, log=print):
     """A search (`run(opts)`) or the rest of an interrupted one (`resume(resume_dir)`), then, when `track`,
-    its MLflow runs (`pipelines.tuning.tracking.log_experiment`, skipped for an interrupted search).
+    its MLflow runs (`pipelines.tuning.tracking.log_experiment`: the trials logged themselves live where
+    they could reach the store; the rest, the final metrics and the best model are logged here; skipped
+    for an interrupted search, whose parent run stays open for the resume).
     The tracking URI is checked before Ray is touched. Returns `(summary, parent_run_id, best_run_id)`."""
     from pipelines import tracking
     from pipelines.tuning.tracking import log_experiment
@@ -214,11 +327,18 @@ def search(opts: TuneOptions | None = None, resume_dir=None, tracking_uri=None, 
     if (opts is None) == (resume_dir is None):
         raise ValueError(f"search needs opts or resume_dir (not both); received resume_dir={resume_dir!r}")
     uri = tracking.resolve_tracking_uri(tracking_uri) if track else None
-    summary = resume(resume_dir, callbacks, address) if resume_dir else run(opts, callbacks, address=address)
+    if uri is not None:
+        from pipelines.training.tracked import absolute_store_uri
+
+        uri = absolute_store_uri(uri)
+        tracking.check_reachable(uri)
+    summary = (resume(resume_dir, callbacks, address, uri) if resume_dir
+               else run(opts, callbacks, address=address, tracking_uri=uri))
     if uri is None or summary["interrupted"]:
         return summary, None, None
     parent_id, best_id = log_experiment(summary, tracking_uri=uri, log=log)
     return summary, parent_id, best_id
+
 
 
 # ----------------------------------------------------------------------------- reports
@@ -270,13 +390,18 @@ def _trial_statuses(grid, exp_dir):
     return out
 
 
-def report(grid, opts: TuneOptions, exp_dir: Path, space):
-    """Results table, Pareto CSV + plot, best checkpoint, summary; returns the summary dict."""
+def report(grid, opts: TuneOptions, exp_dir: Path, space, exp_path=None):
+    """Results table, Pareto CSV + plot, best checkpoint, summary, written to `exp_dir`; returns the summary
+    dict. `exp_path`: the experiment as Ray has it (a bucket URI when the storage is one; default `exp_dir`)."""
     import pandas as pd
+
+    from pipelines.training import storage
+
+    exp_path = str(exp_dir) if exp_path is None else exp_path
 
     epochs = space.get("epochs", 10)
     searched = _domain_keys(space)
-    statuses = _trial_statuses(grid, exp_dir)
+    statuses = _trial_statuses(grid, exp_path)
     rows = []
     for res in grid:
         m = res.metrics or {}
@@ -310,14 +435,15 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
     _plot(ok, front, exp_dir / "pareto.png", opts.family)
 
     best = max(complete or ok, key=lambda r: (r["val_accuracy"], -r["madds"]), default=None)
-    if best and best["checkpoint_path"] and os.path.isdir(best["checkpoint_path"]):
+    root = opts.storage_path()
+    if best and best["checkpoint_path"] and storage.exists(root, best["checkpoint_path"]):
         shutil.rmtree(exp_dir / "best", ignore_errors=True)
-        shutil.copytree(best["checkpoint_path"], exp_dir / "best")
+        storage.download(root, best["checkpoint_path"], exp_dir / "best")
         (exp_dir / "best" / "best.json").write_text(json.dumps(best, indent=2, default=str))
     ran = sum(r["epochs_run"] for r in rows if not r["status"].startswith("failed"))
     budget = epochs * sum(1 for r in rows if not r["status"].startswith("failed"))
     summary = {
-        "experiment": str(exp_dir), "family": opts.family, "trials": len(rows),
+        "experiment": str(exp_dir), "storage": exp_path, "family": opts.family, "trials": len(rows),
         "completed": sum(r["status"] == "completed" for r in rows),
         "stopped_early": sum(r["status"].startswith("stopped early") for r in rows),
         "failed": sum(r["status"].startswith("failed") for r in rows),
@@ -337,7 +463,7 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space):
               f"-> {exp_dir / 'best'}")
     print(f"results: {exp_dir / 'results.csv'}  pareto: {exp_dir / 'pareto.csv'}, {exp_dir / 'pareto.png'}")
     if interrupted:
-        print(f"interrupted; continue with: python -m pipelines tune --resume {exp_dir}")
+        print(f"interrupted; continue with: python -m pipelines tune --resume {exp_path}")
     return summary
 
 

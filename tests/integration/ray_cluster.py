@@ -60,6 +60,15 @@ class RayHead:
         return found
 
 
+@dataclasses.dataclass
+class RayNode:
+    """A worker node joined to a head (`ray start --address HEAD --block`), in its own process group."""
+
+    temp_dir: str
+    proc: subprocess.Popen
+    resource: str  # a custom resource only this node has (e.g. to pin work to it)
+
+
 def start_head(num_cpus=4, timeout=120) -> RayHead:
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dash, client, node, objects, agent, agent_grpc, metrics, runtime_env = free_ports(9)
@@ -97,7 +106,73 @@ def start_head(num_cpus=4, timeout=120) -> RayHead:
     raise RuntimeError(f"Ray head did not come up in {timeout}s")
 
 
-def stop_head(head: RayHead, timeout=10):
+# `ray start --address` on 127.0.0.1. Ray refuses to join a node while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the
+# variable that keeps the head on loopback, see the module docstring), and with it =1 rewrites the node address
+# 127.0.0.1 to the machine's address. So the worker node runs with =1 and `ray start` keeps the address it is
+# given: every process of that node registers and listens on 127.0.0.1, like the head's.
+JOIN_ON_LOOPBACK = ("import sys; import ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+                    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
+
+
+def start_worker_node(head: RayHead, num_cpus=2, resource="worker_node", timeout=120) -> RayNode:
+    """Join a worker node to `head`: its own ports, `--temp-dir` and process group, `num_cpus` CPUs and one
+    unit of the custom resource `resource`. Returns once the head lists the node as alive."""
+    import json
+
+    temp_dir = tempfile.mkdtemp(prefix="rw-", dir="/tmp")
+    node, objects, agent, agent_grpc, metrics, runtime_env = free_ports(6)
+    low, high = worker_port_range()
+    args = [sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--address", head.address, "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}", "--num-gpus=0", f"--resources={json.dumps({resource: 1})}",
+            f"--temp-dir={temp_dir}", f"--node-manager-port={node}", f"--object-manager-port={objects}",
+            f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+            f"--min-worker-port={low}", f"--max-worker-port={high}", "--object-store-memory=300000000",
+            "--disable-usage-stats"]
+    log = open(Path(temp_dir) / "node.log", "w")
+    proc = subprocess.Popen(args, cwd=ROOT, env=head.env(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1"),
+                            stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    worker = RayNode(temp_dir, proc, resource)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start --address exited {proc.returncode}: "
+                               f"{Path(temp_dir, 'node.log').read_text()[-2000:]}")
+        if resource in alive_resources(head):
+            return worker
+        time.sleep(1)
+    stop_head(worker)
+    raise RuntimeError(f"the worker node did not join {head.address} in {timeout}s")
+
+
+def alive_nodes(head: RayHead):
+    """{node id: total resources} of the head's alive nodes (Ray's state API, from the GCS, over the dashboard;
+    its per-host node summary would merge two nodes of one machine)."""
+    import json
+
+    req = urllib.request.Request(f"{head.dashboard}/api/v0/nodes?detail=1&limit=1000",
+                                 headers={"Authorization": f"Bearer {head.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            nodes = json.loads(r.read())["data"]["result"]["result"]
+    except Exception:
+        return {}
+    return {n["node_id"]: dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"}
+
+
+def alive_resources(head: RayHead):
+    """The total resources of the head's alive nodes."""
+    total = {}
+    for resources in alive_nodes(head).values():
+        for k, v in resources.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def stop_head(head, timeout=10):
+    """Stop a head or a worker node by its own process group (never `ray stop`)."""
     try:
         pgid = os.getpgid(head.proc.pid)
     except ProcessLookupError:

@@ -57,7 +57,9 @@ def test_runtime_env_for_local_and_remote_clusters():
         assert env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1" and env["working_dir"] == str(ROOT)
         assert ".venv" in env["excludes"]
     assert "pip" not in local  # the local head runs this interpreter, whose venv has the requirements
-    assert "tensorflow==2.21.0" in remote["pip"]["packages"] and "ray[default,tune,train]==2.60.0" in remote["pip"]["packages"]
+    assert "pip" not in remote  # a remote cluster runs the project image: nothing installed unless asked
+    asked = jobs.runtime_env("http://10.0.0.5:8265", pip=True)["pip"]["packages"]
+    assert "tensorflow==2.21.0" in asked and "ray[default,tune,train]==2.60.0" in asked
     assert "pip" not in jobs.runtime_env("http://10.0.0.5:8265", pip=False)
     assert jobs.entrypoint(["tune", "--family", "x y"], "http://localhost:8265") == \
         f"{sys.executable} -m pipelines tune --family 'x y'"

@@ -12,8 +12,11 @@ PLATFORM = ROOT / "platform"
 K8S = PLATFORM / "kubernetes"
 
 
-def load(path):
-    return yaml.safe_load(path.read_text())
+def load(path, kind=None):
+    """The document of `kind` in `path` (default: the Ray one, RayCluster or RayJob)."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return next(d for d in docs if d["kind"] == kind or (kind is None and d["apiVersion"] == "ray.io/v1")) \
+        if path.parent == K8S else docs[0]
 
 
 def dockerfile():
@@ -125,3 +128,41 @@ def test_autoscaler_cluster_runs_every_node_with_token_auth():
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         starts = [c for c in cfg[key] if "ray start" in c]
         assert starts and all("RAY_AUTH_MODE=token ray start" in c and "chmod 600" in c for c in starts), starts
+
+
+@pytest.mark.parametrize("name,spec", cluster_specs())
+def test_every_pod_mounts_the_shared_runs_volume_and_gets_the_tracking_uri(name, spec):
+    """The head has 0 CPUs, so every trial runs on another pod: runs must be on a volume all pods share."""
+    pvc = load(K8S / "raycluster.yaml", "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    config = load(K8S / "raycluster.yaml", "ConfigMap")
+    assert config["data"]["MLFLOW_TRACKING_URI"].startswith("http")
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for t in templates:
+        volumes = {v["name"]: v for v in t["spec"]["volumes"]}
+        assert volumes["runs"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+        c = t["spec"]["containers"][0]
+        assert {"name": "runs", "mountPath": "/mnt/runs"} in c["volumeMounts"]
+        assert {"configMapRef": {"name": config["metadata"]["name"]}} in c["envFrom"]
+
+
+def test_rayjob_keeps_its_results_on_the_shared_volume():
+    argv = shlex.split(load(K8S / "rayjob.yaml")["spec"]["entrypoint"])
+    args = parser().parse_args(argv[3:])
+    assert args.storage.startswith("/mnt/runs/")
+
+
+def test_autoscaler_nodes_share_the_runs_volume_and_the_tracking_uri():
+    cfg = load(PLATFORM / "ray" / "cluster.yaml")
+    options = cfg["docker"]["run_options"]
+    assert "-v /mnt/runs:/mnt/runs" in options
+    assert any(o.startswith("--env MLFLOW_TRACKING_URI=http") for o in options)
+    assert any("mount -t nfs4" in c and "/mnt/runs" in c for c in cfg["initialization_commands"])
+    assert cfg["available_node_types"]["head"]["resources"] == {"CPU": 0}
+
+
+def test_make_image_builds_the_image_the_manifests_run():
+    make = (ROOT / "Makefile").read_text()
+    assert "IMAGE ?= dynnets/platform" in make
+    assert "image:\n\tdocker build -f platform/docker/Dockerfile -t $(IMAGE):latest ." in make
+    assert "-t $(IMAGE):latest-gpu" in make
