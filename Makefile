@@ -12,7 +12,7 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
-.PHONY: postgres install demo test test-multinode test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu
+.PHONY: postgres install demo test test-multinode test-xla test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu
 
 install: $(VENV)/.installed
 
@@ -28,15 +28,19 @@ demo: install
 	$(PY) -m pipelines demo
 
 # `make test` leaves out the 2-node Ray cluster tests (tests/integration/test_ray_multinode.py: about 25 min
-# on 2 shared cores, over the suite's budget); `make test-multinode` runs them.
+# on 2 shared cores, over the suite's budget; `make test-multinode`) and the XLA compile of every family
+# beyond two models (`make test-xla`, 5-20 min).
 test: install postgres
-	$(PY) -m pytest -q $(PYTEST_PAR) -m "not multinode" tests
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not multinode and not xla_sweep" tests
+
+test-xla: install
+	$(PY) -m pytest -q $(PYTEST_PAR) -m xla_sweep tests/pipelines/test_precision_xla.py
 
 test-multinode: install postgres
 	$(PY) -m pytest -q -p no:xdist -m multinode tests/integration/test_ray_multinode.py
 
 test-unit: install
-	$(PY) -m pytest -q $(PYTEST_PAR) tests --ignore=tests/integration
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not xla_sweep" tests --ignore=tests/integration
 
 test-integration: install postgres
 	$(PY) -m pytest -q $(PYTEST_PAR) -m "not multinode" tests/integration
