@@ -18,6 +18,17 @@ def add_tracking_uri(parser, help=TRACKING_URI_HELP):
     parser.add_argument("--tracking-uri", default=None, help=help)
 
 
+def add_experiment_arguments(p, data, epochs_help, out_file, seeds_help="seeds (default 0)"):
+    """--data, --image-size, --epochs, --seeds, --limit, --out: what the experiment commands that train
+    models side by side share."""
+    p.add_argument("--data", default=data, help=f"digits | cluttered-digits | TFDS_NAME | folder:PATH (default {data})")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10, help=f"{epochs_help} (default 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help=seeds_help)
+    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
+    p.add_argument("--out", default="runs", help=f"folder for runs and {out_file} (default runs/)")
+
+
 def add_measure_arguments(p):
     """--threads, --repeats, --test-images of the experiment commands that measure bundles (`deployed.measure`)."""
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")

@@ -17,16 +17,13 @@ HELP = "BasisNet vs static specialist, early-termination threshold sweep, coeffi
 
 
 def add_arguments(p):
-    from pipelines.commands import add_measure_arguments, add_tracking_uri
+    from pipelines.commands import add_experiment_arguments, add_measure_arguments, add_tracking_uri
 
-    p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=10, help="epochs for each of the two models (default 10)")
+    add_experiment_arguments(p, "digits", "epochs for each of the two models", "basisnet-eval.json",
+                             "train both models once per seed (default 0); tables for the first")
     p.add_argument("--num-bases", type=int, default=4, help="bases of the specialist (default 4)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="accuracy points the picked threshold may lose on validation (default 0.5)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="train both models once per seed (default 0); tables for the first")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra basisnet_mobilenet_v3 fields, e.g. per_layer=false")
     p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE",
@@ -35,8 +32,6 @@ def add_arguments(p):
                    help="evaluate the model.keras of this run directory (or a .keras file) instead of training")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="also write the Android bundle (run-bundle / export format) with the picked threshold")
-    p.add_argument("--out", default="runs", help="folder for runs and basisnet-eval.json (default runs/)")
-    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
     p.add_argument("--measure", action="store_true",
                    help="export BasisNet and its static peer and measure the bundles on the test split: accuracy, "
                         "average LiteRT latency and MAdds per image, stage shares, per difficulty bucket")

@@ -14,17 +14,12 @@ HELP = "CondConv vs static mobilenet_v2 at equal MAdds (experts 1/2/4/8): accura
 
 
 def add_arguments(p):
-    from pipelines.commands import add_measure_arguments, add_tracking_uri
+    from pipelines.commands import add_experiment_arguments, add_measure_arguments, add_tracking_uri
 
-    p.add_argument("--data", default="cluttered-digits", help="dataset (default cluttered-digits)")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=10, help="epochs for every model (default 10)")
+    add_experiment_arguments(p, "cluttered-digits", "epochs for every model", "condconv-eval.json")
     p.add_argument("--experts", type=int, nargs="+", default=[1, 2, 4, 8], help="expert counts (default 1 2 4 8)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="condconv_mobilenet_v2 fields; width/depth/dropout/last_channels also go to the static peer")
-    p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
-    p.add_argument("--out", default="runs", help="folder for runs and condconv-eval.json (default runs/)")
     add_measure_arguments(p)
     add_tracking_uri(p)
 

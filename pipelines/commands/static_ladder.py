@@ -14,16 +14,11 @@ HELP = "static mobilenet_v2/v3 width ladder: test accuracy, MAdds, measured batc
 
 
 def add_arguments(p):
-    from pipelines.commands import add_measure_arguments, add_tracking_uri
+    from pipelines.commands import add_experiment_arguments, add_measure_arguments, add_tracking_uri
 
-    p.add_argument("--data", default="cluttered-digits", help="dataset (default cluttered-digits)")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=10, help="epochs for every member (default 10)")
+    add_experiment_arguments(p, "cluttered-digits", "epochs for every member", "static-ladder.json")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "mobilenet_v3"])
     p.add_argument("--widths", type=float, nargs="+", default=[0.35, 0.5, 0.75, 1.0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
-    p.add_argument("--limit", type=int, default=None, help="use only N examples per split")
-    p.add_argument("--out", default="runs", help="folder for runs and static-ladder.json (default runs/)")
     p.add_argument("--train-only", action="store_true", help="train (or reuse) the members, measure nothing")
     add_measure_arguments(p)
     add_tracking_uri(p)

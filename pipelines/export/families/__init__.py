@@ -41,6 +41,11 @@ class Family(abc.ABC):
     def detect(self, net):
         """Whether the Keras model `net` is of this family (read off the model itself)."""
 
+    @staticmethod
+    def output_names(net):
+        """The names of a dict-output model's outputs (empty for a single-output model)."""
+        return set(net.output_shape) if isinstance(net.output_shape, dict) else set()
+
     def check_mode(self, net, mode):
         """Refuse a mode before any work: a layer that declares it cannot run `mode` is named first
         (`tflite.check_quantization`), else this family's limit."""

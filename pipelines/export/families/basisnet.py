@@ -187,8 +187,7 @@ class BasisNet(Family):
     policy_options = ("threshold",)
 
     def detect(self, net):
-        outputs = net.output_shape if isinstance(net.output_shape, dict) else {}
-        return {"preview_logits", "coefficients"} <= set(outputs)
+        return {"preview_logits", "coefficients"} <= self.output_names(net)
 
     def selects(self, options):
         return options.threshold is None

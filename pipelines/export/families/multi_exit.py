@@ -248,7 +248,7 @@ class MultiExit(Family):
     policy_options = ("exit_thresholds",)
 
     def detect(self, net):
-        outputs = net.output_shape if isinstance(net.output_shape, dict) else {}
+        outputs = self.output_names(net)
         return bool(outputs) and all(k.startswith("exit_") and k[5:].isdigit() for k in outputs)
 
     def selects(self, options):
