@@ -75,6 +75,8 @@ def test_local_job_writes_outside_rays_copy_of_the_repo(tmp_path, monkeypatch):
     from pipelines import tracking
 
     monkeypatch.chdir(tmp_path)
+    # unset in the submitting shell (mlflow.set_tracking_uri in an earlier test of this process sets it)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     argv, cmd = parsed("tune", "--family", "baseline", "--smoke-test", "--out", "exp")
     out, env = jobs.job_plan(argv, cmd, LOCAL, {})
     assert out == argv + ["--storage", str(tmp_path / "exp")]
