@@ -231,10 +231,8 @@ def keep_loopback(address):
     imported Ray gets the constant too. A choice the user made (the variable set) is kept."""
     import sys
 
-    if address and address != "local":
-        host = address.split("://", 1)[-1].rsplit(":", 1)[0] if address.count(":") <= 2 else address
-        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
-            return
+    if address == "auto" or is_remote(address):  # "auto": whichever cluster Ray finds, not ours to decide
+        return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("0", "false"):
