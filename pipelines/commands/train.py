@@ -7,10 +7,13 @@ logged to MLflow either way (--no-tracking: not at all). One call: `pipelines.tr
     python -m pipelines train --model mobilenet_v2 --workers 2          # Ray Train, 2 workers (pipelines.training.distributed)
     RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 8 --use-gpu   # on a cluster, 1 GPU per worker
     python -m pipelines train --model mobilenet_v2 --use-gpu --precision bf16 --jit-compile   # in-process GPU(s)
+    RAY_ADDRESS=HOST:6379 python -m pipelines train --workers 1 --accelerator tpu   # one single-host TPU VM
 
-In-process, --use-gpu means the GPUs or a one-line error naming why TensorFlow cannot use one (no GPU
-support in the build, driver, CUDA libraries, none visible), checked before any data is read; several
-visible GPUs train under MirroredStrategy. --no-gpu hides them.
+--accelerator cpu|gpu|tpu (--use-gpu is gpu, --no-gpu is cpu; default: GPUs when there are any). In-process,
+gpu means the GPUs or a one-line error naming why TensorFlow cannot use one (no GPU support in the build,
+driver, CUDA libraries, none visible), checked before any data is read; several visible GPUs train under
+MirroredStrategy; cpu hides them; tpu means this TPU VM's chips (TPUStrategy) or one line why not. On Ray
+every worker checks the device it reserved the same way. tpu defaults to --precision bf16 and --jit-compile.
 
 Model and recipe fields are given as KEY=VALUE (values parsed as JSON when they can be):
     --model-config width_multiplier=0.35 --recipe-config label_smoothing=0.1
@@ -94,10 +97,12 @@ def add_arguments(p):
     p.add_argument("--run-name", default=None, action=Given)
     p.add_argument("--limit", type=int, default=None, action=Given,
                    help="use only N examples per split (smoke tests)")
-    p.add_argument("--precision", default="float32", action=Given,
-                   help="float32 | bf16 | fp16: Keras mixed precision (fp16 with loss scaling; default float32)")
-    p.add_argument("--jit-compile", action=GivenTrue, default=False,
-                   help="compile the train step with XLA (fixed-size training batches)")
+    p.add_argument("--precision", default=None, action=Given,
+                   help="float32 | bf16 | fp16: Keras mixed precision (fp16 with loss scaling; default float32, "
+                        "bf16 with --accelerator tpu)")
+    p.add_argument("--jit-compile", action=GivenTrue, default=None,
+                   help="compile the train step with XLA (fixed-size training batches; on by default with "
+                        "--accelerator tpu)")
     add_tracking_uri(p)
     p.add_argument("--experiment", default="pipelines", help="MLflow experiment name (default pipelines)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
@@ -105,10 +110,14 @@ def add_arguments(p):
     g.add_argument("--workers", type=int, default=0, action=Given,
                    help="Ray Train workers under MultiWorkerMirroredStrategy (0 = in-process, no Ray; default 0); "
                         "connects to $RAY_ADDRESS or starts a local Ray")
-    g.add_argument("--use-gpu", action="store_true", default=None,
-                   help="one GPU per worker (default: on when the Ray cluster has GPUs); in-process: the "
-                        "visible GPUs or a one-line error (default: whatever TensorFlow sees)")
-    g.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="never use GPUs")
+    g.add_argument("--accelerator", default=None, choices=("cpu", "gpu", "tpu"),
+                   help="cpu | gpu (one GPU per Ray worker; in-process the visible GPUs) | tpu (one Ray worker on a "
+                        "single-host TPU VM; in-process this TPU VM) - or a one-line error naming why not "
+                        "(default: GPUs when the cluster has or can start them / TensorFlow sees them)")
+    g.add_argument("--use-gpu", action="store_true", default=None, help="the same as --accelerator gpu")
+    g.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="the same as --accelerator cpu")
+    g.add_argument("--tpus-per-worker", type=int, default=4,
+                   help="TPU chips of one TPU VM host reserved per Ray worker with --accelerator tpu (default 4)")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
     g.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts from the last checkpoint before the run fails (default 2)")
@@ -135,9 +144,13 @@ def config_source(args):
     return getattr(args, "config", None)
 
 
+# what --accelerator tpu changes in the fields neither given nor in the --config file (a TPU runs bf16, XLA)
+TPU_DEFAULTS = {"precision": "bf16", "jit_compile": True}
+
+
 def config_from_args(args):
     """The `TrainConfig` of the command line: the flags; with --config / --resume the file's fields,
-    overridden by the flags given."""
+    overridden by the flags given; with --accelerator tpu, `TPU_DEFAULTS` for the fields left open."""
     from pipelines.training import TrainConfig
 
     source = config_source(args)
@@ -149,9 +162,14 @@ def config_from_args(args):
         if not hasattr(args, f.name) or (source and f.name not in given):
             continue
         value = getattr(args, f.name)
+        if value is None and f.name in TPU_DEFAULTS:  # left open: the file's, the TPU's or TrainConfig's default
+            continue
         if f.name in KV_FIELDS:
             value = {**(base.get(f.name) or {}), **parse_kv(value, KV_FIELDS[f.name])}
         values[f.name] = value
+    if getattr(args, "accelerator", None) == "tpu":
+        for name, value in TPU_DEFAULTS.items():
+            values.setdefault(name, value)
     return TrainConfig.from_dict(values)
 
 
@@ -164,18 +182,15 @@ def workers_from_args(args):
 
 def run(args):
     from pipelines import training
-    from pipelines.training import devices
 
     n = workers_from_args(args)
-    workers = training.ScalingOptions(num_workers=n, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                                      max_failures=args.max_failures) if n else 0
+    workers = training.ScalingOptions(num_workers=n, cpus_per_worker=args.cpus_per_worker,
+                                      max_failures=args.max_failures, tpus_per_worker=args.tpus_per_worker) if n else 0
     tracking = None if args.no_tracking else training.TrackingOptions(uri=args.tracking_uri,
                                                                        experiment=args.experiment).validate()
-    cfg = config_from_args(args).validate()
-    if not n:  # in-process: the GPU asked for, or one line naming why not, before any data is read
-        devices.select_in_process(args.use_gpu)
-    result = training.run(cfg, workers=workers, tracking=tracking, storage=args.storage,
-                          resume_dir=str(Path(args.resume).expanduser()) if args.resume else None)
+    result = training.run(config_from_args(args), workers=workers, tracking=tracking, storage=args.storage,
+                          resume_dir=str(Path(args.resume).expanduser()) if args.resume else None,
+                          use_gpu=args.use_gpu, accelerator=args.accelerator)
     print(json.dumps(result.metrics, indent=2))
     print(f"run saved to {result.run_dir}")
     if result.run_id:

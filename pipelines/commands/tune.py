@@ -24,8 +24,12 @@ def add_arguments(p):
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per Train worker (default 1)")
     p.add_argument("--cpus-per-trial", type=float, default=0.1, help="CPUs reserved by each trial's driver (default 0.1)")
-    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker (default: when the cluster has GPUs)")
-    p.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="never use GPUs")
+    p.add_argument("--accelerator", default=None, choices=("cpu", "gpu", "tpu"),
+                   help="cpu | gpu (one GPU per worker) | tpu (one worker per trial on a single-host TPU VM, bf16, "
+                        "XLA) (default: GPUs when the cluster has or its autoscaler can start them)")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="the same as --accelerator gpu")
+    p.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="the same as --accelerator cpu")
+    p.add_argument("--tpus-per-worker", type=int, default=4, help="TPU chips per TPU VM host (default 4)")
     p.add_argument("--max-failures", type=int, default=0, help="worker-group restarts per trial (default 0)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped (default 1)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
@@ -58,6 +62,7 @@ def options_from_args(args):
         family=args.family, smoke_test=args.smoke_test, trials=args.trials,
         max_concurrent_trials=args.max_concurrent_trials, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, cpus_per_trial=args.cpus_per_trial, use_gpu=args.use_gpu,
+        accelerator=args.accelerator, tpus_per_worker=args.tpus_per_worker,
         max_failures=args.max_failures, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
         seed=args.seed, out=args.out, name=args.name, storage=args.storage, overrides=overrides)
 

@@ -6,13 +6,18 @@
 
 `train_func(config)` runs on every worker: it builds the registered model and its recipe with
 `pipelines.training.train.build_training` inside a `MultiWorkerMirroredStrategy` scope (Ray's TF backend sets
-`TF_CONFIG`), feeds a `tf.data` input that the strategy shards per worker (`AutoShardPolicy.DATA`;
+`TF_CONFIG`; a worker on a single-host TPU VM: `TPUStrategy`, see `worker_strategy`), feeds a `tf.data` input that the strategy shards per worker (`AutoShardPolicy.DATA`;
 the global batch is `TrainConfig.batch_size`, the same as in-process, so results are comparable),
 and fits with one callback that, after every epoch, writes weights + optimizer + epoch (the
 `pipelines.training.train.EpochCheckpoint` state) and the plain net (`model.keras`) and calls
 `ray.train.report(metrics, checkpoint)`. A restarted worker group (a killed worker, with
 `FailureConfig(max_failures)`) or a re-run with the same `name`/`storage_path` (Tune's
 `Tuner.restore`) resumes from `ray.train.get_checkpoint()`: no finished epoch is trained twice.
+
+Accelerators (`ScalingOptions.accelerator`, `--accelerator cpu|gpu|tpu`, `--use-gpu` = gpu): a worker that
+reserved a GPU checks that TensorFlow sees it before it builds anything (`devices.require_worker_gpu`), a TPU
+worker that its host has TPU chips and libtpu; the driver re-raises that worker's one line
+(`devices.worker_failure`). Auto (nothing asked): GPUs when the cluster has or its autoscaler can start them.
 
 A loss that becomes NaN/inf stops every worker at the end of that epoch *without reporting it*;
 `fit_distributed` then raises `NonFiniteLossError` (a Tune trial fails; nothing is retried).
@@ -75,12 +80,18 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class ScalingOptions:
-    """Workers and resources of one Trainer run; validated before Ray is touched."""
+    """Workers and resources of one Trainer run; validated before Ray is touched.
+
+    `accelerator`: "cpu", "gpu" (one GPU per worker), "tpu" (each worker on one single-host TPU VM with
+    `tpus_per_worker` chips: Ray's "TPU" resource) or None; `use_gpu` is its older spelling (True = "gpu",
+    False = "cpu"). Neither given: GPUs when the cluster has or its autoscaler can start some."""
 
     num_workers: int = 2
     use_gpu: bool | None = None  # None: use GPUs when the cluster has any
     cpus_per_worker: float = 1.0
     max_failures: int = 2
+    accelerator: str | None = None  # cpu | gpu | tpu | None (auto)
+    tpus_per_worker: int = 4  # TPU chips of one TPU VM host (v4-8, v5p-8: 4; v5e / v6e hosts: 4 or 8)
 
     def validate(self):
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
@@ -91,7 +102,20 @@ class ScalingOptions:
             raise ValueError(f"max_failures must be an int >= -1 (-1 = forever); received max_failures={self.max_failures!r}")
         if self.use_gpu not in (None, True, False):
             raise ValueError(f"use_gpu must be True, False or None (auto); received use_gpu={self.use_gpu!r}")
+        if isinstance(self.tpus_per_worker, bool) or not isinstance(self.tpus_per_worker, int) or \
+                not 1 <= self.tpus_per_worker <= 8:
+            raise ValueError(f"tpus_per_worker must be an int in [1, 8] (the chips of one TPU VM host); "
+                             f"received tpus_per_worker={self.tpus_per_worker!r}")
+        if self.resolved_accelerator() == "tpu" and self.num_workers > 1:
+            raise ValueError(f"accelerator='tpu' runs one Ray Train worker per single-host TPU VM (its TPUStrategy "
+                             f"spans the host's chips): workers must be 1; received workers={self.num_workers}")
         return self
+
+    def resolved_accelerator(self):
+        """"cpu", "gpu", "tpu", or None (auto) from `accelerator` and `use_gpu` (which must agree)."""
+        from pipelines.training import devices
+
+        return devices.resolve_accelerator(self.accelerator, self.use_gpu)
 
 
 # ----------------------------------------------------------------------------- on each worker
@@ -156,9 +180,27 @@ def _report_callback(state, net, info, rank, initial_epoch, madds, outcome):
     return _ReportEpoch()
 
 
+def worker_strategy(accelerator):
+    """The strategy of one Ray Train worker, after checking the accelerator it reserved: "gpu" means
+    TensorFlow sees the GPU Ray gave this worker (`devices.require_worker_gpu`, one line naming the cause
+    otherwise), "tpu" a `TPUStrategy` over this TPU VM's chips (`devices.require_tpu` first); every other
+    worker group trains under `MultiWorkerMirroredStrategy` (Ray's TF backend sets `TF_CONFIG`)."""
+    import tensorflow as tf
+
+    from pipelines.training import devices
+
+    if accelerator == "tpu":
+        devices.require_tpu()
+        return devices.tpu_strategy()
+    if accelerator == "gpu":
+        devices.require_worker_gpu()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def train_func(config: dict):
     """The per-worker training loop (see the module docstring). `config`: {"train": TrainConfig dict,
-    "callbacks": [factory, ...], "extra": {...}}. Returns `{"nonfinite_epoch": k, ...}` or `{}`."""
+    "callbacks": [factory, ...], "extra": {...}, "accelerator": "cpu" | "gpu" | "tpu"}. Returns
+    `{"nonfinite_epoch": k, ...}` or `{}`."""
     from keras_layers import env  # noqa: F401
     import ray.train
     import tensorflow as tf
@@ -172,7 +214,7 @@ def train_func(config: dict):
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     tf.get_logger().setLevel("ERROR")  # the strategy logs every collective at INFO
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = worker_strategy(config.get("accelerator"))  # a GPU / TPU asked for is checked before any work
     keras.utils.set_random_seed(cfg.seed)
 
     options = tf.data.Options()
@@ -180,7 +222,8 @@ def train_func(config: dict):
     train_ds, info = load_data(cfg, "train")  # global batch; the strategy splits it per worker
     val_ds, _ = load_data(cfg, "validation", shuffle=False)
     train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-    steps = steps_per_epoch(info, cfg.batch_size)  # as in-process: the same learning-rate schedule
+    # as in-process: the same learning-rate / epsilon schedules (whole batches only under jit_compile)
+    steps = steps_per_epoch(info, cfg.batch_size, drop_remainder=cfg.jit_compile)
 
     with strategy.scope():
         model = build_training(cfg, info, steps)
@@ -209,9 +252,25 @@ def train_func(config: dict):
 # ----------------------------------------------------------------------------- on the driver
 
 def has_gpus():
-    import ray
+    """Whether the connected cluster has GPUs or its autoscaler can start GPU nodes (`devices.cluster_capacity`):
+    the shipped clusters' GPU worker groups start at 0 nodes."""
+    from pipelines.training import devices
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return devices.cluster_capacity("GPU") > 0
+
+
+def run_accelerator(scaling: ScalingOptions):
+    """The accelerator a Trainer run reserves: the one asked for, else "gpu" when the cluster has or can start
+    GPUs (`has_gpus`), else "cpu"."""
+    return scaling.resolved_accelerator() or ("gpu" if has_gpus() else "cpu")
+
+
+def check_tpu_config(cfg: TrainConfig, accelerator):
+    """A TPU compiles every step with XLA on static shapes: `accelerator="tpu"` needs `jit_compile` (whole
+    batches). One line naming the field otherwise (`train --accelerator tpu` turns it on by default)."""
+    if accelerator == "tpu" and not cfg.jit_compile:
+        raise ValueError("accelerator='tpu' compiles the train step with XLA on whole batches: jit_compile must be "
+                         "True; received jit_compile=False")
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,17 +332,25 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    use_gpu = has_gpus() if scaling.use_gpu is None else scaling.use_gpu
+    accelerator = run_accelerator(scaling)
+    check_tpu_config(cfg, accelerator)
     resources = {"CPU": scaling.cpus_per_worker}  # + 1 GPU per worker when use_gpu
+    if accelerator == "tpu":
+        resources["TPU"] = scaling.tpus_per_worker  # the chips of one single-host TPU VM
+    use_gpu = accelerator == "gpu"
+    env_vars = dict(WORKER_ENV)
+    if accelerator in ("gpu", "tpu"):  # the device runtime's warnings and errors stay visible on the workers
+        env_vars["TF_CPP_MIN_LOG_LEVEL"] = "1"
     return TensorflowTrainer(
         train_func,
-        train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {})},
+        train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {}),
+                           "accelerator": accelerator},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
+                                     use_tpu=accelerator == "tpu", resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=scaling.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             callbacks=list(run_callbacks), worker_runtime_env={"env_vars": dict(WORKER_ENV)}),
+                             callbacks=list(run_callbacks), worker_runtime_env={"env_vars": env_vars}),
     )
 
 
@@ -316,8 +383,16 @@ def fit_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_pa
                 run_callbacks=(), extra=None):
     """`make_trainer(...).fit()`: the Trainer `Result`, or `NonFiniteLossError` when the loss became NaN/inf.
     Both `fit_distributed` and each Tune trial (`pipelines.tuning.tune.trial`) train through here."""
+    from pipelines.training import devices
+
     trainer = make_trainer(cfg, scaling, name, storage_path, callbacks, run_callbacks, extra)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as err:  # a worker without the GPU / TPU it reserved: that worker's one line
+        unavailable = devices.worker_failure(err)
+        if unavailable is None:
+            raise
+        raise unavailable from None
     outcome = result.return_value or {}
     if outcome.get("nonfinite_epoch"):
         raise NonFiniteLossError(f"loss became non-finite at epoch {outcome['nonfinite_epoch']} "

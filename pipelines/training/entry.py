@@ -5,9 +5,16 @@
     cfg = TrainConfig(model="mobilenet_v2", data="digits", epochs=10)
     r = run(cfg)                                                      # in-process, untracked
     r = run(cfg, workers=2, tracking=TrackingOptions(experiment="digits"))   # 2 Ray Train workers, tracked
+    r = run(cfg, use_gpu=True)                                        # in-process on the GPU(s), or one line why not
+    r = run(dataclasses.replace(cfg, jit_compile=True, precision="bf16"), workers=1, accelerator="tpu")  # a TPU VM
     r.metrics, r.run_dir, r.net, r.run_id                             # also unpacks as a tuple
 
-Everything is validated first (config, workers, tracking URI, dataset): a bad value is a one-line
+`accelerator` ("cpu" | "gpu" | "tpu" | None = auto) or its older spelling `use_gpu` (True = "gpu", False =
+"cpu") means the same in-process and on Ray: in-process the device is checked before any data is read
+(`devices.select_in_process`: the GPUs, a TPU, or one line naming why not); on Ray every worker checks the
+device it reserved (`pipelines.training.distributed`).
+
+Everything is validated first (config, workers, accelerator, tracking URI, dataset): a bad value is a one-line
 ValueError naming it, raised before a model is built, Ray is started or MLflow is written to.
 
 With tracking, the MLflow run is opened here, on the driver, with the config as params
@@ -43,14 +50,20 @@ class TrainResult(NamedTuple):
     run_id: str | None  # the MLflow run, None untracked
 
 
-def scaling_options(workers):
+def scaling_options(workers, accelerator=None):
     """`workers` as `ScalingOptions` (validated), or None for in-process training. 0 = in-process, N = N Ray
-    Train workers (defaults of `ScalingOptions`), or a `ScalingOptions` (num_workers=0: Ray's local mode)."""
+    Train workers (defaults of `ScalingOptions`), or a `ScalingOptions` (num_workers=0: Ray's local mode).
+    `accelerator` (resolved, or None) is set on them; one the `ScalingOptions` already name must agree."""
     if isinstance(workers, ScalingOptions):
-        return workers.validate()
+        own = workers.validate().resolved_accelerator()
+        if accelerator is not None and own is not None and own != accelerator:
+            raise ValueError(f"accelerator={accelerator!r} contradicts the ScalingOptions' accelerator={own!r}")
+        if accelerator is None or own is not None:
+            return workers
+        return dataclasses.replace(workers, accelerator=accelerator, use_gpu=None).validate()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an int >= 0 or ScalingOptions; received workers={workers!r}")
-    return ScalingOptions(num_workers=workers).validate() if workers else None
+    return ScalingOptions(num_workers=workers, accelerator=accelerator).validate() if workers else None
 
 
 def check_data(cfg: TrainConfig):
@@ -62,12 +75,20 @@ def check_data(cfg: TrainConfig):
 
 
 def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, resume_dir=None, storage=None,
-             address=None):
-    """All the checks of `run`, in its order; returns `(scaling or None, validated tracking or None, storage)`."""
+             address=None, use_gpu=None, accelerator=None):
+    """All the checks of `run`, in its order; returns `(scaling or None, validated tracking or None, storage,
+    accelerator)`. In-process, the accelerator asked for is checked here, before the dataset is read."""
+    from pipelines.training import devices
+    from pipelines.training.distributed import check_tpu_config
+
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig; received cfg={cfg!r}")
     cfg.validate()
-    scaling = scaling_options(workers)
+    accelerator = devices.resolve_accelerator(accelerator, use_gpu)
+    scaling = scaling_options(workers, accelerator)
+    if scaling is not None:
+        accelerator = scaling.resolved_accelerator()
+    check_tpu_config(cfg, accelerator)
     if tracking is not None and not isinstance(tracking, TrackingOptions):
         raise ValueError(f"tracking must be TrackingOptions or None; received tracking={tracking!r}")
     tracking = tracking.validate() if tracking is not None else None
@@ -85,12 +106,15 @@ def validate(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = Non
         raise ValueError(f"resume_dir continues a run folder of its own; received storage={given!r} with it")
     if resume_dir is not None:
         check_resumable(resume_dir, cfg)  # a changed config or a folder without checkpoints: refused here
+    if scaling is None:  # the GPU / TPU asked for, or one line naming why not, before any data is read
+        devices.select_in_process(accelerator)
     check_data(cfg)
-    return scaling, tracking, storage
+    return scaling, tracking, storage, accelerator
 
 
 def run(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, callbacks=(), verbose="auto",
-        resume_dir=None, after_train=None, name=None, address=None, storage=None) -> TrainResult:
+        resume_dir=None, after_train=None, name=None, address=None, storage=None, use_gpu=None,
+        accelerator=None) -> TrainResult:
     """Train `cfg` in-process (`workers=0`) or on Ray Train workers; tracked when `tracking` is given.
 
     `callbacks`: Keras callbacks (in-process only) or factories `factory(ctx) -> Callback | None` (both;
@@ -101,24 +125,29 @@ def run(cfg: TrainConfig, workers=0, tracking: TrackingOptions | None = None, ca
     checkpoints (`<storage>/ray/<run name>`) go, instead of `cfg.out`: a path every node sees or a bucket URI
     (the run folder is then written to a local staging folder, returned, and copied to the bucket). A run on
     a remote Ray cluster is refused without one.
+    `accelerator` "cpu" | "gpu" | "tpu" (or `use_gpu` True / False), None = auto: see the module docstring;
+    "tpu" needs `cfg.jit_compile` and at most one Ray Train worker (one single-host TPU VM).
     """
-    scaling, tracking, storage = validate(cfg, workers, tracking, resume_dir, storage, address)
+    scaling, tracking, storage, accelerator = validate(cfg, workers, tracking, resume_dir, storage, address,
+                                                       use_gpu, accelerator)
     if storage is not None:
         cfg = dataclasses.replace(cfg, out=storage_mod.staging(storage, storage))
-    result = _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage)
+    result = _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage,
+                  accelerator)
     if storage_mod.is_uri(storage):
         storage_mod.upload(result.run_dir, storage_mod.join(storage, result.run_dir.name), remove=False)
     return result
 
 
-def _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage):
+def _run(cfg, scaling, tracking, callbacks, verbose, resume_dir, after_train, name, address, storage, accelerator):
     if scaling is None:
         if tracking is None:
-            metrics, run_dir, net = train(cfg, callbacks=callbacks, verbose=verbose, resume_dir=resume_dir)
+            metrics, run_dir, net = train(cfg, callbacks=callbacks, verbose=verbose, resume_dir=resume_dir,
+                                          accelerator=accelerator)
             return TrainResult(metrics, run_dir, net, None)
         metrics, run_dir, net, run_id = train_tracked(
             cfg, tracking.uri, tracking.experiment, tracking.parent_run_id, tracking.tags, callbacks=callbacks,
-            verbose=verbose, after_train=after_train, resume_dir=resume_dir)
+            verbose=verbose, after_train=after_train, resume_dir=resume_dir, accelerator=accelerator)
         return TrainResult(metrics, run_dir, net, run_id)
     ray_storage = storage_mod.join(storage, "ray") if storage is not None else None
     return _run_on_ray(cfg, scaling, tracking, callbacks, verbose, after_train, name, address, ray_storage)

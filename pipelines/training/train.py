@@ -331,8 +331,10 @@ def summarize(net, info, history: dict, seconds: float, state=None, best=None):
     return out
 
 
-def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
-    """Train in-process; returns `(metrics dict, run_dir, net)`. Validates the config before any work."""
+def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None, accelerator=None):
+    """Train in-process; returns `(metrics dict, run_dir, net)`. Validates the config before any work.
+    `accelerator="tpu"` trains under `TPUStrategy` on this TPU VM; otherwise several visible GPUs train
+    under `MirroredStrategy` (`devices.strategy_for`; the device itself is checked by `pipelines.training.run`)."""
     import sys
 
     cfg.validate()
@@ -350,7 +352,7 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
         raise ValueError(f"jit_compile serves whole batches only: the train split has {n_train} examples, "
                          f"fewer than batch_size={cfg.batch_size}")
     steps = steps_per_epoch(info, cfg.batch_size, drop_remainder=cfg.jit_compile)
-    with devices.in_process_strategy().scope():
+    with devices.strategy_for(accelerator).scope():
         model = build_training(cfg, info, steps)
 
     if resume_dir:
@@ -387,7 +389,7 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None):
 
 
 def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, tags=None, callbacks=(),
-                  verbose="auto", after_train=None, resume_dir=None):
+                  verbose="auto", after_train=None, resume_dir=None, accelerator=None):
     """`train(cfg)` inside an MLflow run; returns `(metrics, run_dir, net, run_id)`. The in-process half of
     `pipelines.training.run(cfg, tracking=TrackingOptions(...))`, which is the entry to call.
 
@@ -405,6 +407,6 @@ def train_tracked(cfg, tracking_uri=None, experiment=None, parent_run_id=None, t
     options = TrackingOptions(tracking_uri, experiment or tracking.DEFAULT_EXPERIMENT, parent_run_id, tags).validate()
     with tracked_run(cfg, options) as run_id:
         metrics, run_dir, net = train(cfg, callbacks=[tracking.epoch_metrics(run_id), *callbacks], verbose=verbose,
-                                      resume_dir=resume_dir)
+                                      resume_dir=resume_dir, accelerator=accelerator)
         finish(run_id, run_dir, metrics, net, after_train)
     return metrics, run_dir, net, run_id

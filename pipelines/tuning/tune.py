@@ -34,6 +34,7 @@ import pipelines  # noqa: F401
 
 OBJECTIVES = (("val_accuracy", "max"), ("madds", "min"))
 OPTIONS_FILE = "tune_options.json"
+TPU_FIELDS = {"precision": "bf16", "jit_compile": True}  # every trial's TrainConfig on a TPU
 
 
 @dataclasses.dataclass
@@ -45,7 +46,9 @@ class TuneOptions:
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     cpus_per_trial: float = 0.1  # the trial's own process (it only drives the Trainer)
-    use_gpu: bool | None = None  # None: GPUs when the cluster has any
+    use_gpu: bool | None = None  # None: GPUs when the cluster has or can start any
+    accelerator: str | None = None  # cpu | gpu | tpu (one trial per single-host TPU VM); use_gpu is its alias
+    tpus_per_worker: int = 4
     max_failures: int = 0  # worker-group restarts per trial (a failed trial is a result too)
     grace_period: int = 1
     reduction_factor: int = 2
@@ -88,7 +91,8 @@ class TuneOptions:
     def scaling(self):
         from pipelines.training.distributed import ScalingOptions
 
-        return ScalingOptions(num_workers=self.workers_per_trial, use_gpu=self.use_gpu,
+        return ScalingOptions(num_workers=self.workers_per_trial, use_gpu=self.use_gpu, accelerator=self.accelerator,
+                              tpus_per_worker=self.tpus_per_worker,
                               cpus_per_worker=self.cpus_per_worker, max_failures=self.max_failures)
 
     def space(self):
@@ -104,6 +108,8 @@ class TuneOptions:
         from_environment = getattr(tune_spaces.module(self.family), "from_environment", None)
         if from_environment is not None:
             space = tune_spaces.merge(space, from_environment(os.environ))
+        if self.scaling().resolved_accelerator() == "tpu":  # a TPU runs bf16 XLA steps (overrides may say otherwise)
+            space = tune_spaces.merge(space, TPU_FIELDS)
         space = tune_spaces.merge(space, self.overrides)
         spaces.check_space(space, where=f"tune_spaces.{self.family}",
                            smoke_settings=tune_spaces.smoke(self.family))
