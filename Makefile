@@ -12,7 +12,7 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 
 # `postgres`: Debian's postgresql package for MLflow's PostgreSQL backend (tests/integration start a
 # throwaway server with platform/mlflow/postgres.sh); a no-op when it is installed.
-.PHONY: postgres install demo test test-multinode test-xla test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu
+.PHONY: postgres install demo test test-multinode test-xla test-unit test-integration test-gpu bench clean cluster-up cluster-down mlflow-up mlflow-down image image-gpu image-tpu
 
 install: $(VENV)/.installed
 
@@ -80,4 +80,8 @@ image:
 	docker build -f platform/docker/Dockerfile -t $(IMAGE):latest .
 
 image-gpu:
-	docker build -f platform/docker/Dockerfile --build-arg BASE=rayproject/ray:2.60.0-py311-gpu -t $(IMAGE):latest-gpu .
+	docker build -f platform/docker/Dockerfile --build-arg BASE=rayproject/ray:2.60.0-py311-gpu --build-arg ACCELERATOR=gpu -t $(IMAGE):latest-gpu .
+
+# TPU VM pods (platform/kubernetes/raycluster-tpu.yaml): tensorflow-tpu at the pinned TensorFlow version.
+image-tpu:
+	docker build -f platform/docker/Dockerfile --build-arg ACCELERATOR=tpu -t $(IMAGE):latest-tpu .

@@ -1,4 +1,5 @@
 """Cluster manifests parse, carry the required fields, and agree with the Dockerfile and the CLI."""
+import math
 import re
 import shlex
 
@@ -166,3 +167,73 @@ def test_make_image_builds_the_image_the_manifests_run():
     assert "IMAGE ?= dynnets/platform" in make
     assert "image:\n\tdocker build -f platform/docker/Dockerfile -t $(IMAGE):latest ." in make
     assert "-t $(IMAGE):latest-gpu" in make
+
+
+# ----------------------------------------------------------------------------- accelerators (issue 19)
+
+def test_the_gpu_and_tpu_images_install_tensorflow_at_the_pinned_version():
+    text, _, _ = dockerfile()
+    assert re.search(r"^ARG ACCELERATOR=cpu$", text, re.M)
+    # the version is read from requirements.txt inside the build: the same pin, never a second copy of it
+    assert "TF=\"$(sed -n 's/^tensorflow==//p' /app/requirements.txt)\"" in text
+    assert 'gpu) pip install --no-cache-dir "tensorflow[and-cuda]==${TF}"' in text
+    assert '"tensorflow-tpu==${TF}"' in text and "pip uninstall -y tensorflow" in text
+    assert "exit 1" in text  # an unknown ACCELERATOR fails the build
+    make = (ROOT / "Makefile").read_text()
+    gpu = re.search(r"^image-gpu:\n\t(.+)$", make, re.M).group(1)
+    assert "--build-arg ACCELERATOR=gpu" in gpu and "BASE=rayproject/ray:2.60.0-py311-gpu" in gpu
+    assert gpu.endswith("-t $(IMAGE):latest-gpu .")
+    tpu = re.search(r"^image-tpu:\n\t(.+)$", make, re.M).group(1)
+    assert "--build-arg ACCELERATOR=tpu" in tpu and tpu.endswith("-t $(IMAGE):latest-tpu .")
+    assert re.search(r"^image:\n\tdocker build -f platform/docker/Dockerfile -t \$\(IMAGE\):latest \.$", make, re.M)
+
+
+def test_the_kuberay_tpu_cluster_runs_one_single_host_tpu_vm_per_worker_pod():
+    rc = load(K8S / "raycluster-tpu.yaml")
+    assert (rc["apiVersion"], rc["kind"]) == ("ray.io/v1", "RayCluster")
+    spec = rc["spec"]
+    _, workdir, base = dockerfile()
+    assert spec["rayVersion"] == ray_version() == base
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    tpu = groups["tpu-workers"]
+    assert tpu["numOfHosts"] == 1 and tpu["minReplicas"] == 0 <= tpu["replicas"] <= tpu["maxReplicas"]
+    pod = tpu["template"]["spec"]
+    selector = pod["nodeSelector"]
+    assert selector["cloud.google.com/gke-tpu-accelerator"].startswith("tpu-")
+    topology = [int(n) for n in selector["cloud.google.com/gke-tpu-topology"].split("x")]
+    chips = math.prod(topology)
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["google.com/tpu"] == c["resources"]["requests"]["google.com/tpu"] == str(chips)
+    assert chips <= 8  # one host: the chips a `--tpus-per-worker` worker reserves
+    assert c["image"] == "dynnets/platform:latest-tpu" and c["workingDir"] == workdir
+    assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in c["env"]
+    assert {"name": "runs", "mountPath": "/mnt/runs"} in c["volumeMounts"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_the_tpu_vm_autoscaler_config_starts_tpu_vm_hosts_with_the_pinned_tensorflow():
+    cfg = load(PLATFORM / "ray" / "cluster-tpu.yaml")
+    assert cfg["provider"]["type"] == "gcp"
+    assert cfg["head_node_type"] in cfg["available_node_types"]
+    tpus = {n: t for n, t in cfg["available_node_types"].items() if t.get("resources", {}).get("TPU")}
+    assert tpus
+    for t in tpus.values():
+        assert {"acceleratorType", "runtimeVersion"} <= set(t["node_config"])
+        chips_per_host = {"v4-8": 4, "v5p-8": 4, "v5litepod-4": 4, "v5litepod-8": 8, "v6e-8": 8}
+        assert t["resources"]["TPU"] == chips_per_host[t["node_config"]["acceleratorType"]]
+    assert sum(t["max_workers"] for t in cfg["available_node_types"].values()) <= cfg["max_workers"]
+    assert any("tensorflow-tpu==${TF}" in c and "requirements.txt" in c for c in cfg["worker_setup_commands"])
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c and "TF_USE_LEGACY_KERAS=1" in c for c in starts)
+    assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
+
+
+def test_the_tpu_manifest_s_example_command_is_a_valid_cli_command():
+    text = (K8S / "raycluster-tpu.yaml").read_text()
+    command = re.search(r"pipelines submit .*? -- (tune .*?)\n#\s+(.*)\n", text)
+    argv = shlex.split(command.group(1).rstrip("\\ ") + " " + command.group(2))
+    args = parser().parse_args(argv)
+    from pipelines.commands.tune import options_from_args
+
+    assert options_from_args(args).validate().scaling().resolved_accelerator() == "tpu"
