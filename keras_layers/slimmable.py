@@ -205,6 +205,23 @@ class _SlicedWeights(SlimmableMixin):
     A subclass gives `_sliced(c_in, c_out)` -> (kernel, bias or None), `_op(x, kernel, bias)`, `_full_out`
     (output channels at full width), `slim_input` and `_slims_out` (whether its input / output is sliced)."""
 
+    def _init_weights(self, use_bias, initializers, slim_input=None, slim_output=None):
+        """`use_bias`, the initializers ({attribute: identifier}) and, for a layer whose input and output
+        are sliced independently (conv, dense), `slim_input` / `slim_output`."""
+        self.use_bias = bool(use_bias)
+        if slim_input is not None:
+            self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
+        self._initializer_fields = tuple(initializers)
+        for attr, identifier in initializers.items():
+            setattr(self, attr, keras.initializers.get(identifier))
+
+    def _weights_config(self):
+        """The `_init_weights` fields and `_init_slimmable` fields of `get_config`."""
+        config = {"use_bias": self.use_bias, **self._slim_config()}
+        if "slim_input" in vars(self):
+            config.update(slim_input=self.slim_input, slim_output=self.slim_output)
+        return {**config, **{a: keras.initializers.serialize(getattr(self, a)) for a in self._initializer_fields}}
+
     def channels(self, width):
         """(c_in, c_out) at `width`."""
         c_in = self._channels(self.in_channels, width) if self.slim_input else self.in_channels
@@ -251,10 +268,8 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
         self.kernel_size = check_pair("kernel_size", kernel_size)
         self.strides = check_pair("strides", strides)
         self.padding = check_padding(padding)
-        self.use_bias = bool(use_bias)
-        self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_weights(use_bias, {"kernel_initializer": kernel_initializer, "bias_initializer": bias_initializer},
+                           slim_input, slim_output)
         self._init_slimmable(width_multipliers, universal, divisor, width)
 
     def build(self, input_shape):
@@ -298,10 +313,7 @@ class SlimmableConv2D(_SlicedWeights, keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
-                "strides": list(self.strides), "padding": self.padding, "use_bias": self.use_bias,
-                "slim_input": self.slim_input, "slim_output": self.slim_output,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+                "strides": list(self.strides), "padding": self.padding, **self._weights_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
@@ -317,9 +329,8 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
         if self.strides[0] != self.strides[1]:
             fail("strides", "equal in both dims", self.strides)
         self.padding = check_padding(padding)
-        self.use_bias = bool(use_bias)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_weights(use_bias, {"depthwise_initializer": depthwise_initializer,
+                                      "bias_initializer": bias_initializer})
         self._init_slimmable(width_multipliers, universal, divisor, width)
 
     def build(self, input_shape):
@@ -357,9 +368,7 @@ class SlimmableDepthwiseConv2D(_SlicedWeights, keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "use_bias": self.use_bias,
-                "depthwise_initializer": keras.initializers.serialize(self.depthwise_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+                "padding": self.padding, **self._weights_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_layers")
@@ -371,10 +380,8 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.units = check_int("units", units)
-        self.use_bias = bool(use_bias)
-        self.slim_input, self.slim_output = bool(slim_input), bool(slim_output)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._init_weights(use_bias, {"kernel_initializer": kernel_initializer, "bias_initializer": bias_initializer},
+                           slim_input, slim_output)
         self._init_slimmable(width_multipliers, universal, divisor, width)
 
     def build(self, input_shape):
@@ -409,10 +416,7 @@ class SlimmableDense(_SlicedWeights, keras.layers.Layer):
         return keras.layers.Dense(self.channels(width)[1], use_bias=self.use_bias, name=self.name), weights
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
-                "slim_input": self.slim_input, "slim_output": self.slim_output,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer), **self._slim_config()}
+        return {**super().get_config(), "units": self.units, **self._weights_config()}
 
 
 # ------------------------------------------------------------------ switchable batch norm

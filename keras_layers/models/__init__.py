@@ -16,12 +16,10 @@ from __future__ import annotations
 import inspect
 
 from keras_layers.checks import check_int
-from keras_layers.discovery import import_submodules
+from keras_layers.discovery import PRESETS, Registry, apply_preset
 
-_BUILDERS: dict = {}
+_BUILDERS = Registry(__name__, __path__, kind="model", field="model name")
 _PAPER: dict = {}
-_LOADED = False
-PRESETS = ("default", "paper")
 
 
 def register(name, paper=None):
@@ -29,32 +27,21 @@ def register(name, paper=None):
     `paper`: the config fields of the paper's architecture (``preset="paper"``)."""
 
     def wrap(fn):
-        if name in _BUILDERS and _BUILDERS[name] is not fn:
-            raise ValueError(f"model name={name!r} is registered twice")
-        _BUILDERS[name] = fn
+        _BUILDERS.add(name, fn)
         _PAPER[name] = paper or {}
         return fn
 
     return wrap
 
 
-def _load_all():
-    global _LOADED
-    if _LOADED:
-        return
-    import_submodules(__name__, __path__)
-    _LOADED = True
-
-
 def names():
     """Names of every registered model, sorted."""
-    _load_all()
-    return sorted(_BUILDERS)
+    return _BUILDERS.names()
 
 
 def config_fields(name):
     """The config fields a builder accepts, with their defaults (for --help and validation)."""
-    fn = _get(name)
+    fn = _BUILDERS.get(name)
     params = inspect.signature(fn).parameters
     fields = {
         k: p.default
@@ -68,28 +55,13 @@ def resolve_config(name, config):
     """`config` with its preset resolved: the paper's fields of model `name` under the explicit ones.
 
     The result still holds ``preset``; ValueError naming `preset` for an unknown preset."""
-    _get(name)
-    config = dict(config)
-    preset = config.get("preset", "default")
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}")
-    if preset == "paper":
-        paper = _PAPER.get(name) or {}
-        paper = paper(config) if callable(paper) else paper
-        config = {**paper, **config}
-    return config
-
-
-def _get(name):
-    _load_all()
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model name={name!r}; valid choices: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[name]
+    _BUILDERS.get(name)
+    return apply_preset(config, _PAPER.get(name))
 
 
 def build(name, input_shape=(32, 32, 3), num_classes=10, **config):
     """Build registered model `name` for `input_shape` (H, W, C) and `num_classes`."""
-    fn = _get(name)
+    fn = _BUILDERS.get(name)
     fields = config_fields(name)
     unknown = sorted(set(config) - set(fields))
     if unknown:

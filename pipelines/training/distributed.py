@@ -49,6 +49,14 @@ from pipelines.training.train import TENSORBOARD_DIR, TensorBoardOnRankZero
 
 # Environment every Ray worker needs (Keras 2 API; see DESIGN.md "Keras version").
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+# Ray Train waits 60 s (its default) for a worker group to start and retries a start that timed out
+# without limit (FailureConfig.controller_failure_limit=-1): on a busy 2-core machine, or a cluster that
+# must start a node first, TensorFlow workers can take longer, and the run then loops forever. Runs wait
+# START_TIMEOUT_S unless $RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S says otherwise, and fail after
+# START_RETRIES timed-out starts. (The driver's value reaches Ray Train's controller and workers.)
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+START_TIMEOUT_S = 300
+START_RETRIES = 2
 STATE_FILE = "state"  # tf.train.Checkpoint prefix inside a Ray checkpoint directory
 META_FILE = "meta.json"
 MODEL_FILE = "model.keras"
@@ -341,6 +349,7 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
     env_vars = dict(WORKER_ENV)
     if accelerator in ("gpu", "tpu"):  # the device runtime's warnings and errors stay visible on the workers
         env_vars["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    os.environ.setdefault(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
     return TensorflowTrainer(
         train_func,
         train_loop_config={"train": cfg.to_dict(), "callbacks": list(callbacks), "extra": dict(extra or {}),
@@ -348,7 +357,8 @@ def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_p
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=use_gpu,
                                      use_tpu=accelerator == "tpu", resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=scaling.max_failures),
+                             failure_config=FailureConfig(max_failures=scaling.max_failures,
+                                                          controller_failure_limit=START_RETRIES),
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
                              callbacks=list(run_callbacks), worker_runtime_env={"env_vars": env_vars}),
     )

@@ -10,6 +10,8 @@ import pytest
 import tune_spaces
 from pipelines import training
 from pipelines.cluster import jobs
+from pipelines.training import distributed
+from pipelines.training.config import TrainConfig
 from pipelines.training.distributed import ScalingOptions, _finite
 from pipelines.tuning.tune import TuneOptions, _domain_keys, pareto_front
 from tests.conftest import ROOT
@@ -197,3 +199,15 @@ def test_tracking_options_make_local_stores_absolute(monkeypatch, tmp_path):
     assert opts.uri == f"sqlite:///{tmp_path / 'm.db'}" and opts.tags == {"k": "1"}
     assert training.TrackingOptions(uri="sqlite:////abs/m.db").validate().uri == "sqlite:////abs/m.db"
     assert training.TrackingOptions(uri="http://127.0.0.1:5000").validate().uri == "http://127.0.0.1:5000"
+
+
+def test_a_trainer_waits_longer_for_its_workers_and_gives_up_after_a_few_starts(monkeypatch, tmp_path):
+    # Ray's defaults (60 s, retried forever) looped without end on a loaded machine; a user's value still wins.
+    monkeypatch.delenv(distributed.START_TIMEOUT_ENV, raising=False)
+    cfg = TrainConfig(epochs=1, limit=64, image_size=16).validate()
+    trainer = distributed.make_trainer(cfg, ScalingOptions(num_workers=1, use_gpu=False), "t", str(tmp_path))
+    assert trainer.run_config.failure_config.controller_failure_limit == distributed.START_RETRIES >= 1
+    assert os.environ[distributed.START_TIMEOUT_ENV] == str(distributed.START_TIMEOUT_S)
+    monkeypatch.setenv(distributed.START_TIMEOUT_ENV, "17")
+    distributed.make_trainer(cfg, ScalingOptions(num_workers=1, use_gpu=False), "t", str(tmp_path))
+    assert os.environ[distributed.START_TIMEOUT_ENV] == "17"

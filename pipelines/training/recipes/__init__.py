@@ -20,58 +20,29 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_layers.discovery import import_submodules
+from keras_layers.discovery import PRESETS, Registry, apply_preset, check_preset
 
-_RECIPES: dict = {}
-_LOADED = False
-PRESETS = ("default", "paper")
-
-
-def check_preset(preset):
-    """ValueError naming `preset` unless it is one of `PRESETS`."""
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}")
-    return preset
+_RECIPES = Registry(__name__, __path__, kind="recipe", field="recipe")
 
 
 def resolve(cls, config):
     """`config` with the preset's values filled in under the explicit fields (explicit fields win).
 
     ``preset="default"`` (or none) returns `config` unchanged; ``preset="paper"`` adds ``cls.PAPER``."""
-    config = dict(config)
-    preset = check_preset(config.get("preset", "default"))
-    if preset == "paper":
-        paper = getattr(cls, "PAPER", {})
-        paper = paper(config) if callable(paper) else paper
-        config = {**paper, **config}
-    return config
+    return apply_preset(config, getattr(cls, "PAPER", {}))
 
 
 def register(cls):
     """Class decorator: register a `Recipe` subclass under `cls.name`."""
-    if cls.name in _RECIPES and _RECIPES[cls.name] is not cls:
-        raise ValueError(f"recipe name={cls.name!r} is registered twice")
-    _RECIPES[cls.name] = cls
-    return cls
-
-
-def _load_all():
-    global _LOADED
-    if not _LOADED:
-        import_submodules(__name__, __path__)
-        _LOADED = True
+    return _RECIPES.add(cls.name, cls)
 
 
 def names():
-    _load_all()
-    return sorted(_RECIPES)
+    return _RECIPES.names()
 
 
 def recipe_class(name):
-    _load_all()
-    if name not in _RECIPES:
-        raise ValueError(f"unknown recipe={name!r}; valid choices: {', '.join(sorted(_RECIPES))}")
-    return _RECIPES[name]
+    return _RECIPES.get(name)
 
 
 def get(name, **config):
@@ -88,8 +59,7 @@ def get(name, **config):
 
 def for_model(model_name):
     """The default recipe of a registered model (the recipe that lists it in `models`)."""
-    _load_all()
-    for name, cls in sorted(_RECIPES.items()):
+    for name, cls in _RECIPES.items():
         if model_name in getattr(cls, "models", ()):
             return name
     return "standard"
