@@ -24,13 +24,15 @@ SHARED_GROUPS = {
                "tests/integration/test_tflite_flavor.py"),
 }
 # The longest groups are handed out first (minutes each), so that neither worker is left with one at the end.
-LONGEST_FIRST = ("ray", "mlflow", "tests/pipelines/test_recipes_under_strategy.py", "tests/pipelines/test_export.py",
-                 "tests/pipelines/test_every_model_learns.py", "tests/pipelines/test_precision_xla.py",
+LONGEST_FIRST = ("mlflow", "ray", "tests/pipelines/test_recipes_under_strategy.py",
+                 "tests/pipelines/test_every_model_learns.py", "tests/pipelines/test_export.py",
                  "tests/pipelines/test_paper_presets.py", "tests/pipelines/test_experiment_commands.py",
-                 "tests/pipelines/test_train.py", "tests/pipelines/test_train_resume.py",
-                 "tests/pipelines/test_slimmable_recipes.py", "tests/pipelines/test_export_families.py",
-                 "tests/pipelines/test_demo.py", "tests/security/test_server_binds.py",
-                 "tests/pipelines/test_deployed_experiments.py", "tests/pipelines/test_devices.py")
+                 "tests/pipelines/test_demo.py", "tests/pipelines/test_export_families.py",
+                 "tests/pipelines/test_slimmable_recipes.py", "tests/pipelines/test_precision_xla.py",
+                 "tests/pipelines/test_train.py", "tests/security/test_server_binds.py",
+                 "tests/keras_layers/test_models_registry.py", "tests/pipelines/test_deployed_experiments.py",
+                 "tests/pipelines/test_train_resume.py", "tests/pipelines/test_multi_exit_experiment.py",
+                 "tests/security/test_hostile_models.py", "tests/pipelines/test_devices.py")
 _GROUP_OF = {path: group for group, paths in SHARED_GROUPS.items() for path in paths}
 
 

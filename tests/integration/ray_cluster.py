@@ -188,7 +188,7 @@ def stop_head(head, timeout=10):
         pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one head for the Ray modules (they run on one xdist worker)
 def ray_head():
     head = start_head()
     try:

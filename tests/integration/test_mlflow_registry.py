@@ -15,7 +15,8 @@ from pipelines import export
 from pipelines.mlops import promotions, registry, release
 from pipelines.mlops.promotions import PromotionGates
 from pipelines import tracking
-from pipelines.training.train import TrainConfig, train_tracked
+from pipelines.training.tracked import TrackingOptions, finish, tracked_run
+from pipelines.training.train import TrainConfig, train
 from tests.conftest import ROOT
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
@@ -29,17 +30,31 @@ def quiet(*_):
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server, tmp_path_factory):  # noqa: F811
+def trained(tmp_path_factory):
+    """The two runs of the story, trained once for the module (both backends log the same folders)."""
     out = tmp_path_factory.mktemp("runs")
     good = TrainConfig(model="mobilenet_v2", model_config=TINY, epochs=3, batch_size=32, learning_rate=1e-2,
                        out=str(out), run_name="good", limit=512, image_size=SIZE)
     weak = TrainConfig(model="mobilenet_v2", model_config=TINY, epochs=1, batch_size=32, learning_rate=1e-6,
                        out=str(out), run_name="weak", limit=64, image_size=SIZE)
-    g = train_tracked(good, tracking_uri=mlflow_server, experiment="it", verbose=0)
-    w = train_tracked(weak, tracking_uri=mlflow_server, experiment="it", verbose=0)
+    g, w = train(good, verbose=0), train(weak, verbose=0)
     # Precondition of the story: the two runs are clearly ordered.
     assert g[0]["val_accuracy"] > w[0]["val_accuracy"] + 0.2, (g[0], w[0])
-    return {"good": g, "weak": w}
+    return {"good": (good, *g), "weak": (weak, *w)}
+
+
+@pytest.fixture(scope="module")
+def runs(mlflow_server, trained):  # noqa: F811
+    """The trained runs as this backend's MLflow runs, logged by the path every tracked training ends with
+    (params and tags up front, then the final metrics and the `run/` artifacts): (metrics, dir, net, run id)."""
+    options = TrackingOptions(mlflow_server, "it").validate()
+
+    def logged(cfg, metrics, run_dir, net):
+        with tracked_run(cfg, options) as run_id:
+            finish(run_id, run_dir, metrics)
+        return metrics, run_dir, net, run_id
+
+    return {name: logged(*run) for name, run in trained.items()}
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,7 @@ def test_two_workers_match_in_process_accuracy_and_are_tracked(ray_head, tmp_pat
     assert str(mv.version) == "1" and mv.tags["model"] == "mobilenet_v2" and mv.tags["source_run"] == run_id
 
 
+@pytest.mark.extended
 def test_killed_worker_resumes_from_last_checkpoint(ray_head, tmp_path):
     epochs = 3
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

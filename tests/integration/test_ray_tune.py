@@ -64,6 +64,7 @@ def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     assert listed.returncode == 0 and any(job_id in l and "SUCCEEDED" in l for l in listed.stdout.splitlines())
 
 
+@pytest.mark.extended
 def test_interrupted_experiment_resumes_with_tuner_restore(ray_head, tmp_path):
     args = ["tune", "--family", "baseline", "--smoke-test", "--trials", "1", "--epochs", "3", *SMALL,
             "--out", str(tmp_path), "--name", "r", "--no-tracking"]
@@ -97,6 +98,7 @@ print("SUMMARY " + json.dumps(tune.run(opts, callbacks=[PoisonWeights(epoch=1)])
 """
 
 
+@pytest.mark.extended
 def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path):
     # A driver process with a callback that turns a kernel to NaN at the start of epoch 2.
     res = subprocess.run([sys.executable, "-c", NAN_DRIVER, str(tmp_path)], cwd=ROOT, env=ray_head.env(),

@@ -35,6 +35,7 @@ def test_every_registered_model_has_a_small_config():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_model_learns_digits_with_its_recipe(name, tmp_path):
     config, epochs = SMALL[name]

@@ -129,13 +129,13 @@ def test_fp16_scales_the_summed_losses_and_applies_finite_unscaled_gradients(tmp
     assert opt.iterations.numpy() == 1  # finite gradients: the step was applied, not skipped
 
 
-# `make test` compiles two models under XLA (the standard recipe, and multi-exit's several losses); the other
-# families (1-7 min each on 2 cores: XLA compiles every step function) run with `make test-xla`.
-IN_MAKE_TEST = ("mobilenet_v2", "multi_exit_net")
+# `make test-extended` (and CI) compiles two models under XLA (the standard recipe, and multi-exit's several
+# losses); the other families (1-7 min each on 2 cores: XLA compiles every step function) run with `make test-xla`.
+IN_EXTENDED = ("mobilenet_v2", "multi_exit_net")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n if n in IN_MAKE_TEST else pytest.param(n, marks=pytest.mark.xla_sweep)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.extended if n in IN_EXTENDED else pytest.mark.xla_sweep)
                                   for n in sorted(SMALL)])
 def test_every_model_trains_under_xla_with_its_own_recipe(name, tmp_path):
     # 32 examples a split: 2 whole batches of 16, so each step function compiles for one shape only

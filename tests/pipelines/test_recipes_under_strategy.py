@@ -117,6 +117,7 @@ STATE_ATOL = 1e-5  # measured: <= 3e-7
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_every_family_recipe_under_two_replicas_matches_one_device():
     res = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], cwd=ROOT, capture_output=True,
                          text=True, timeout=900)
