@@ -54,7 +54,28 @@ def test_full_splits_sizes_ranges_and_disjoint_source_digits(full):
     assert not used["train"] & used["test"]
     assert not used["validation"] & used["test"]
     images = full["train"].images
-    assert images.min() == 0 and images.max() == 255 and 100 < images.mean() < 155
+    assert images.min() == 0 and images.max() == 255 and 60 < images.mean() < 130
+
+
+def test_ink_is_always_lighter_than_the_background(monkeypatch):
+    """One polarity: light strokes on a darker coloured background. With white-on-dark and black-on-light
+    mixed, a feature's gradient for one polarity cancels the other's: a plain CNN stayed at chance for 300
+    steps (11%) and reached 83% with the polarity made one (the cause of the baseline's slow start)."""
+    monkeypatch.setitem(data.CLUTTER, "noise", (0.0, 0.0))  # no noise, no ramp, no fragments: bg + digit only
+    monkeypatch.setitem(data.CLUTTER, "gradient", 0.0)
+    monkeypatch.setitem(data.CLUTTER, "fragments", 0)
+    part = _fresh(monkeypatch, seed=3, sizes=SMALL)["train"]
+    x = part.images.astype(np.int16)
+    flat = x.reshape(len(x), -1, 3)
+    corner = x[:, 0, 0, :]  # some images' digit reaches the corner: take each image's commonest colour
+    background = np.array([np.unique(f, axis=0, return_counts=True)[0][np.argmax(
+        np.unique(f, axis=0, return_counts=True)[1])] for f in flat])
+    assert (corner == background).mean() > 0.9
+    lighter = (flat >= background[:, None, :] - 1).all(axis=(1, 2))  # every pixel: bg or towards white
+    assert lighter.all(), f"{(~lighter).sum()} of {len(x)} images have ink darker than their background"
+    assert (background <= 0.6 * 255 + 1).all()
+    strongest = (flat.sum(-1) - background.sum(-1)[:, None]).max(1)  # the ink is visible in every image
+    assert (strongest > 0.5 * 0.4 * 255).all()
 
 
 def test_buckets_are_train_terciles(full):
