@@ -235,9 +235,10 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seed
     resolved_model = {**models.config_fields("basisnet_mobilenet_v3"),
                       **models.resolve_config("basisnet_mobilenet_v3", model_config)}
     num_bases = resolved_model["num_bases"]
-    # the static peer trains with the standard recipe and the BasisNet recipe's resolved regularization
-    resolved = recipes.resolve(recipes.recipe_class("basisnet"), recipe_config)
-    static_recipe = {k: v for k, v in resolved.items() if k in ("label_smoothing", "weight_decay", "augment")}
+    # the static peer trains with the standard recipe and the BasisNet recipe's regularization as given
+    # (with the paper preset: as the preset resolves it, e.g. the paper's weight decay)
+    given = recipes.resolve(recipes.recipe_class("basisnet"), recipe_config) if preset == "paper" else recipe_config
+    static_recipe = {k: v for k, v in given.items() if k in ("label_smoothing", "weight_decay", "augment", "mixup")}
     if preset != "default":
         static_recipe["preset"] = preset
     basis_label, static_label = recipe_label("basisnet", preset), recipe_label("standard", preset)
