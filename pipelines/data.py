@@ -480,14 +480,30 @@ def _check_limit(limit):
         raise DataError(f"limit must be an int >= 1 or None; received limit={limit!r}")
 
 
+def mixup_batch(images, labels, alpha, num_classes):
+    """Mixup (Zhang et al., ICLR 2018) of one batch: ``lam ~ Beta(alpha, alpha)``, each image mixed with the
+    image of a random permutation of the batch, ``lam * x + (1 - lam) * x[perm]``, and the labels likewise as
+    soft labels ``lam * onehot(y) + (1 - lam) * onehot(y[perm])`` (float, (batch, num_classes)). Returns
+    (images, soft labels); the recipes' losses take soft labels (`recipes.losses.cross_entropy`)."""
+    tf = _tf()
+    a = tf.random.gamma([], alpha)
+    b = tf.random.gamma([], alpha)
+    lam = a / (a + b)  # Beta(alpha, alpha) as a ratio of two Gamma(alpha) draws
+    perm = tf.random.shuffle(tf.range(tf.shape(images)[0]))
+    onehot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
+    mixed = lam * images + (1.0 - lam) * tf.gather(images, perm)
+    return mixed, lam * onehot + (1.0 - lam) * tf.gather(onehot, perm)
+
+
 def load(name="digits", split="train", image_size=32, batch_size=64, augment=False, data_dir=None,
-         shuffle=None, channels=None, repeat=False, limit=None, drop_remainder=False):
+         shuffle=None, channels=None, repeat=False, limit=None, drop_remainder=False, mixup=0.0):
     """Return `(dataset, DatasetInfo)` for `split` of dataset `name` (see module docstring).
 
     `image_size` is an int or (H, W); `channels` forces 1 or 3 channels; `shuffle` defaults to True for
     the train split; `limit` (an int >= 1 or None) keeps only the first N examples of each split
     (smoke tests), and `info.num_examples` reports those trimmed counts (the schedules are planned on them).
     `drop_remainder=True` serves only full batches (a static batch size, as XLA-compiled steps need).
+    `mixup=alpha` (> 0, train split only) serves Mixup batches with soft labels (`mixup_batch`).
     """
     tf = _tf()
     if split not in SPLITS:
@@ -503,6 +519,8 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
     if not isinstance(drop_remainder, bool):
         raise DataError(f"drop_remainder must be a bool; received drop_remainder={drop_remainder!r}")
     aug = Augment.parse(augment, size[0])
+    if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not 0 <= mixup <= 10:
+        raise DataError(f"mixup must be a Beta alpha in [0, 10] (0 = off); received mixup={mixup!r}")
     shuffle = split == "train" if shuffle is None else shuffle
 
     def to_unit(img, y):  # uint8 images -> [0, 1]
@@ -590,8 +608,11 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
         ds = ds.repeat()
     if aug.active and split == "train":
         ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-    return ds, info
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if mixup and split == "train":
+        alpha, classes = float(mixup), info.num_classes
+        ds = ds.map(lambda x, y: mixup_batch(x, y, alpha, classes), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), info
 
 
 def as_numpy(name="digits", split="validation", image_size=32, limit=None, with_difficulty=False, **kwargs):

@@ -18,15 +18,25 @@ def add_tracking_uri(parser, help=TRACKING_URI_HELP):
     parser.add_argument("--tracking-uri", default=None, help=help)
 
 
+PRESET_HELP = ("paper: each model trains with its paper's recipe (and the paper's architecture where the family has "
+               "one; docs/papers.md); default: the project's (default: the recipe config's preset, else default)")
+
+
+def add_preset_argument(p):
+    """`--preset paper|default` of every experiment command (`pipelines.experiments.resolve_preset` applies it)."""
+    p.add_argument("--preset", default=None, choices=("default", "paper"), help=PRESET_HELP)
+
+
 def add_experiment_arguments(p, data, epochs_help, out_file, seeds_help="seeds (default 0)"):
-    """--data, --image-size, --epochs, --seeds, --limit, --out: what the experiment commands that train
-    models side by side share."""
+    """--data, --image-size, --epochs, --seeds, --limit, --out, --preset: what the experiment commands that
+    train models side by side share."""
     p.add_argument("--data", default=data, help=f"digits | cluttered-digits | TFDS_NAME | folder:PATH (default {data})")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=10, help=f"{epochs_help} (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help=seeds_help)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
     p.add_argument("--out", default="runs", help=f"folder for runs and {out_file} (default runs/)")
+    add_preset_argument(p)
 
 
 def add_measure_arguments(p):

@@ -2,13 +2,15 @@
 
     python -m pipelines basisnet-eval                                  # digits at 32x32, 10 epochs, 4 bases
     python -m pipelines basisnet-eval --epochs 15 --num-bases 8 --max-drop 0.5 --seeds 0 1 2
+    python -m pipelines basisnet-eval --preset paper --epochs 15     # the paper's recipe and BasisNet-MV3 shape
     python -m pipelines basisnet-eval --run runs/basisnet-eval-basisnet-s0 --export out/   # evaluate a trained run
 
 Trains `basisnet_mobilenet_v3` and `mobilenet_v3` widened to the closest MAdds (preview + specialist; the
 static net's MAdds move in steps as channels round to multiples of 8) for the same epochs and seeds, then on the validation split sweeps early-termination thresholds (accuracy, fraction stopped
 after the preview, average MAdds per example), picks the cheapest threshold within --max-drop points of
 the full BasisNet, checks it on the test split, and runs the disturbance analysis (predicted
-coefficients vs top-1, mean, uniform, shuffled). Prints the tables; writes <out>/basisnet-eval.json.
+coefficients vs top-1, mean, uniform, shuffled across examples, shuffled within each layer; and the
+per-layer table: one layer's coefficients shuffled within the layer at a time). Prints the tables; writes <out>/basisnet-eval.json.
 """
 import json
 
@@ -21,7 +23,8 @@ def add_arguments(p):
 
     add_experiment_arguments(p, "digits", "epochs for each of the two models", "basisnet-eval.json",
                              "train both models once per seed (default 0); tables for the first")
-    p.add_argument("--num-bases", type=int, default=4, help="bases of the specialist (default 4)")
+    p.add_argument("--num-bases", type=int, default=None,
+                   help="bases of the specialist (default 4; 16 with --preset paper)")
     p.add_argument("--max-drop", type=float, default=0.5,
                    help="accuracy points the picked threshold may lose on validation (default 0.5)")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
@@ -47,7 +50,7 @@ def run(args):
     check_measure_args(args)
     if not 0 <= args.max_drop <= 100:
         raise ValueError(f"--max-drop is in accuracy points in [0, 100]; received max_drop={args.max_drop!r}")
-    if args.num_bases < 1:
+    if args.num_bases is not None and args.num_bases < 1:
         raise ValueError(f"num_bases must be an int >= 1; received num_bases={args.num_bases!r}")
     model_config = parse_kv(args.model_config, "--model-config")
     recipe_config = parse_kv(args.recipe_config, "--recipe-config")
@@ -60,7 +63,7 @@ def run(args):
                                         model_config=model_config, recipe_config=recipe_config, out=args.out,
                                         limit=args.limit, measure=args.measure, threads=args.threads,
                                         repeats=args.repeats, test_images=args.test_images,
-                                        tracking_uri=experiment_tracking_uri(args))
+                                        tracking_uri=experiment_tracking_uri(args), preset=args.preset)
     print(ev.format_report(report))
     if args.export:
         picked = report["early_termination"]["picked"]

@@ -3,6 +3,7 @@ each measured as the phone runs it (test accuracy, MAdds, measured batch-1 LiteR
 bucket).
 
     python -m pipelines condconv-eval --data cluttered-digits --epochs 10 --experts 1 2 4 8 --seeds 0 1 2
+    python -m pipelines condconv-eval --data cluttered-digits --epochs 10 --experts 8 --preset paper   # CC-MobileNetV2
     python -m pipelines condconv-eval --epochs 1 --limit 64 --image-size 16 --experts 1 2 \\
         --model-config width_multiplier=0.25 depth_multiplier=0.25 last_channels=64        # smoke test
 
@@ -20,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--experts", type=int, nargs="+", default=[1, 2, 4, 8], help="expert counts (default 1 2 4 8)")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="condconv_mobilenet_v2 fields; width/depth/dropout/last_channels also go to the static peer")
+    p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="condconv recipe fields, e.g. label_smoothing=0.1 (the static peer keeps its own recipe)")
     add_measure_arguments(p)
     add_tracking_uri(p)
 
@@ -34,6 +37,8 @@ def run(args):
                                      image_size=args.image_size, epochs=args.epochs, limit=args.limit, out=args.out,
                                      model_config=parse_kv(args.model_config, "--model-config"), threads=args.threads,
                                      repeats=args.repeats, test_images=args.test_images,
-                                     tracking_uri=experiment_tracking_uri(args), log=lambda m: print(m, flush=True))
+                                     tracking_uri=experiment_tracking_uri(args), preset=args.preset,
+                                     recipe_config=parse_kv(args.recipe_config, "--recipe-config"),
+                                     log=lambda m: print(m, flush=True))
     print(condconv.format_report(report))
     return 0

@@ -3,6 +3,7 @@ budgeted inference (test accuracy vs average MAdds with thresholds chosen on val
 
     python -m pipelines multi-exit-eval --epochs 15 --seeds 0 1 2
     python -m pipelines multi-exit-eval --epochs 15 --variants plain ge isc ofa imta   # ablation
+    python -m pipelines multi-exit-eval --epochs 16 --preset paper --optimizer sgd --learning-rate 0.1  # IMTA's recipe
     python -m pipelines multi-exit-eval --epochs 1 --limit 128 --json out.json     # smoke test
     python -m pipelines multi-exit-eval --data cluttered-digits --epochs 10 --variants imta --measure --out runs/results
 
@@ -16,7 +17,7 @@ HELP = "compare IMTA training with plain summed losses and evaluate budgeted inf
 
 
 def add_arguments(p):
-    from pipelines.commands import add_measure_arguments, add_tracking_uri
+    from pipelines.commands import add_measure_arguments, add_preset_argument, add_tracking_uri
 
     p.add_argument("--epochs", type=int, default=15, help="epochs per training run (default 15)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
@@ -31,6 +32,7 @@ def add_arguments(p):
     p.add_argument("--learning-rate", type=float, default=3e-3, help="(default 3e-3; 0.05 suits sgd)")
     p.add_argument("--model-config", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE")
+    add_preset_argument(p)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
     p.add_argument("--out", default=None, help="folder for the training runs (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the full result as JSON to this file")
@@ -56,7 +58,8 @@ def run(args):
                      variants=tuple(args.variants),
                      learning_rate=args.learning_rate, out=args.out, limit=args.limit, measure=args.measure,
                      threads=args.threads, repeats=args.repeats, test_images=args.test_images,
-                     tracking_uri=experiment_tracking_uri(args), log=lambda s: print(s, flush=True))
+                     tracking_uri=experiment_tracking_uri(args), preset=args.preset,
+                     log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:
         Path(args.json).write_text(exp.to_json(result))

@@ -2,6 +2,7 @@
 
     python -m pipelines slimmable-eval widths --epochs 15
     python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
+    python -m pipelines slimmable-eval widths --epochs 15 --preset paper     # Algorithm 1 (same as --rule all)
 
 ``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
 ``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
@@ -12,6 +13,8 @@ HELP = "slimmable widths vs networks trained alone; DS-Net gates against the sta
 
 
 def add_arguments(p):
+    from pipelines.commands import add_preset_argument
+
     p.add_argument("experiment", choices=("widths", "dsnet"))
     p.add_argument("--epochs", type=int, default=15, help="epochs per model (DS-Net: Stage I)")
     p.add_argument("--gate-epochs", type=int, default=4, help="DS-Net Stage II epochs per target")
@@ -24,8 +27,12 @@ def add_arguments(p):
                    "for SGS when the supernet fits the training set)")
     p.add_argument("--supernet", default=None, help="weights file: load the Stage I supernet if it exists, "
                    "else train it and save it there")
-    p.add_argument("--rule", default="sandwich", choices=("all", "sandwich"), help="slimmable training rule")
-    p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--rule", default=None, choices=("all", "sandwich"),
+                   help="slimmable training rule (default: the preset's, sandwich by default, all = Algorithm 1 in "
+                        "the paper preset)")
+    p.add_argument("--widths", type=float, nargs="+", default=None,
+                   help="widths (default 0.25 0.5 0.75 1.0; dsnet with --preset paper: the paper's 0.35..1.0)")
+    add_preset_argument(p)
     p.add_argument("--base-width", type=float, default=0.25)
     p.add_argument("--depth-multiplier", type=float, default=0.2)
     p.add_argument("--image-size", type=int, default=32)

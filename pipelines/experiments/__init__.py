@@ -1,3 +1,39 @@
 """The papers' experiments, each a `python -m pipelines` command: `basisnet` (basisnet-eval),
-`multi_exit` (multi-exit-eval), `slimmable` (slimmable-eval). They compose training and the family
-policies; nothing below them imports them."""
+`multi_exit` (multi-exit-eval), `slimmable` (slimmable-eval), `condconv` (condconv-eval). They compose
+training and the family policies; nothing below them imports them.
+
+`resolve_preset` is the one place the experiment commands' ``--preset paper|default`` becomes the
+recipe's and the model's ``preset`` field (`pipelines.training.recipes.resolve`,
+`keras_layers.models.resolve_config` then fill in the paper's values); `recipe_label` is how every table
+row names the recipe and preset it trained with."""
+
+
+def resolve_preset(preset, model_config=None, recipe_config=None):
+    """`(model_config, recipe_config, preset)` with ``--preset`` applied to both configs.
+
+    ``preset=None`` (flag not given): the recipe's own ``preset`` field decides (``--recipe-config
+    preset=paper`` keeps working; the model config is left as given). ``preset="paper"|"default"`` sets
+    the field in both configs; a config that names another preset is a one-line ValueError naming it."""
+    from pipelines.training.recipes import check_preset
+
+    model_config, recipe_config = dict(model_config or {}), dict(recipe_config or {})
+    if preset is None:
+        return model_config, recipe_config, check_preset(recipe_config.get("preset", "default"))
+    check_preset(preset)
+    for field, config in (("recipe_config", recipe_config), ("model_config", model_config)):
+        if config.get("preset", preset) != preset:
+            raise ValueError(f"preset={preset!r} conflicts with {field} preset={config['preset']!r}; "
+                             f"give one of them")
+        config["preset"] = preset
+    return model_config, recipe_config, preset
+
+
+def recipe_label(recipe, preset):
+    """How a table row names its training recipe: ``"basisnet (paper)"``."""
+    return f"{recipe} ({preset})"
+
+
+def run_tag(preset):
+    """What a run folder's name adds for a preset (``"-paper"``), so the runs of both presets live side by
+    side in one `--out` (and finished ones are reused) instead of overwriting each other."""
+    return "" if preset in (None, "default") else f"-{preset}"

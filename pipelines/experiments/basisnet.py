@@ -5,6 +5,7 @@
     table = early_termination(out, labels, cost)                   # per threshold: accuracy, stopped, MAdds
     best = pick_threshold(table, max_drop=0.005)                   # cheapest within 0.5 points
     disturbance(net, images, labels)                               # predicted vs top-1/mean/uniform/shuffled
+    per_layer_disturbance(net, images, labels)                     # one layer shuffled within at a time
 
 Early termination: when the preview's max softmax probability is at or above the threshold
 (`pipelines.export.policy.stops`, the rule the bundle runner applies), its initial prediction is the
@@ -29,11 +30,32 @@ from pipelines.export.families.basisnet import (DEFAULT_THRESHOLDS, apply_thresh
 
 
 
-DISTURBANCES = ("predicted", "top1", "mean", "uniform", "shuffled")
+DISTURBANCES = ("predicted", "top1", "mean", "uniform", "shuffled", "shuffled_within")
+
+
+def shuffle_within_layer(alpha, groups=None, seed=0):
+    """Coefficients (examples, groups, bases) with the entries of each example's vector permuted within a
+    layer (Zhang et al., Sec. 4.9: "shuffled within a layer"): for every example and every group in `groups`
+    (None: all) an independent random permutation of the bases; other groups unchanged."""
+    alpha = np.asarray(alpha, np.float32)
+    if alpha.ndim != 3:
+        raise ValueError(f"coefficients must have shape (examples, groups, bases); received shape={alpha.shape}")
+    selected = range(alpha.shape[1]) if groups is None else list(groups)
+    for g in selected:
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 0 <= g < alpha.shape[1]:
+            raise ValueError(f"groups must be indices in [0, {alpha.shape[1]}); received groups={groups!r}")
+    rng = np.random.RandomState(seed)
+    order = np.argsort(rng.random_sample(alpha.shape), axis=-1)  # one uniform permutation per (example, group)
+    out = alpha.copy()
+    for g in selected:
+        out[:, g] = np.take_along_axis(alpha[:, g], order[:, g], axis=-1)
+    return out
 
 
 def disturbed_coefficients(alpha, kind, seed=0):
-    """The paper's disturbances of coefficients (examples, groups, bases)."""
+    """The paper's disturbances of coefficients (examples, groups, bases): "shuffled" permutes the examples
+    (each gets another example's coefficients), "shuffled_within" permutes each example's coefficient
+    vector within every layer (`shuffle_within_layer`)."""
     alpha = np.asarray(alpha, np.float32)
     n = alpha.shape[-1]
     if kind == "predicted":
@@ -46,7 +68,21 @@ def disturbed_coefficients(alpha, kind, seed=0):
         return np.full_like(alpha, 1.0 / n)
     if kind == "shuffled":
         return alpha[np.random.RandomState(seed).permutation(len(alpha))]
+    if kind == "shuffled_within":
+        return shuffle_within_layer(alpha, None, seed)
     raise ValueError(f"unknown disturbance={kind!r}; valid choices: {', '.join(DISTURBANCES)}")
+
+
+def _coefficients(preview, images, batch_size):
+    return np.concatenate([np.asarray(preview(images[i:i + batch_size], training=False)["coefficients"])
+                           for i in range(0, len(images), batch_size)])
+
+
+def _specialist_accuracy(specialist, images, coefficients, labels, batch_size):
+    preds = np.concatenate([
+        np.asarray(specialist([images[i:i + batch_size], coefficients[i:i + batch_size]], training=False)).argmax(-1)
+        for i in range(0, len(images), batch_size)])
+    return float((preds == labels).mean())
 
 
 def disturbance(net, images, labels, kinds=DISTURBANCES, seed=0, batch_size=256):
@@ -55,16 +91,38 @@ def disturbance(net, images, labels, kinds=DISTURBANCES, seed=0, batch_size=256)
 
     preview, specialist = stages(net)
     labels = np.asarray(labels).reshape(-1)
-    alpha = np.concatenate([np.asarray(preview(images[i:i + batch_size], training=False)["coefficients"])
-                            for i in range(0, len(images), batch_size)])
-    result = {}
-    for kind in kinds:
-        c = disturbed_coefficients(alpha, kind, seed)
-        preds = np.concatenate([
-            np.asarray(specialist([images[i:i + batch_size], c[i:i + batch_size]], training=False)).argmax(-1)
-            for i in range(0, len(images), batch_size)])
-        result[kind] = float((preds == labels).mean())
-    return result
+    alpha = _coefficients(preview, images, batch_size)
+    return {kind: _specialist_accuracy(specialist, images, disturbed_coefficients(alpha, kind, seed), labels,
+                                       batch_size) for kind in kinds}
+
+
+def group_layers(specialist):
+    """{group: names of the specialist layers its coefficients synthesize} (read from the functional config)."""
+    groups = {}
+    for layer in specialist.get_config()["layers"]:
+        text = json.dumps(layer.get("inbound_nodes", []))
+        for g in range(int(specialist.input[1].shape[1])):
+            if f'"coefficients_{g}"' in text:
+                groups.setdefault(g, []).append(layer["name"])
+    return groups
+
+
+def per_layer_disturbance(net, images, labels, seed=0, batch_size=256):
+    """The paper's per-layer table (Sec. 4.9): specialist accuracy when only one layer's coefficients are
+    shuffled within the layer (per example), for each coefficient group; the drop is against the predicted
+    coefficients. One group per synthesized layer with ``per_layer=True`` (one for the whole model otherwise)."""
+    from keras_layers.models.basisnet_mobilenet_v3 import stages
+
+    preview, specialist = stages(net)
+    labels = np.asarray(labels).reshape(-1)
+    alpha = _coefficients(preview, images, batch_size)
+    reference = _specialist_accuracy(specialist, images, alpha, labels, batch_size)
+    names = group_layers(specialist)
+    rows = []
+    for g in range(alpha.shape[1]):
+        acc = _specialist_accuracy(specialist, images, shuffle_within_layer(alpha, [g], seed), labels, batch_size)
+        rows.append({"group": g, "layers": names.get(g, []), "accuracy": acc, "drop": reference - acc})
+    return {"reference_accuracy": reference, "rows": rows}
 
 
 # -- the must-show experiment ------------------------------------------------------------------------
@@ -114,6 +172,8 @@ def evaluate(net, data="digits", image_size=32, max_drop=0.005, seed=0, limit=No
                                                                 best["threshold"])},
         "disturbance": {split: disturbance(net, images, labels, seed=seed)
                         for split, (images, labels, _) in splits.items()},
+        "disturbance_per_layer": {split: per_layer_disturbance(net, images, labels, seed=seed)
+                                  for split, (images, labels, _) in splits.items()},
     }
 
 
@@ -143,58 +203,73 @@ def test_accuracy(net, data, image_size, limit=None, output="logits"):
     return float((np.concatenate(preds) == labels.reshape(-1)).mean())
 
 
-def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(0,), max_drop=0.005,
+def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seeds=(0,), max_drop=0.005,
                    model_config=None, recipe_config=None, out="runs", limit=None, measure=False, threads=1,
-                   repeats=3, test_images=None, tracking_uri=None, log=None):
+                   repeats=3, test_images=None, tracking_uri=None, preset=None, log=None):
     """For each seed: train BasisNet and the MAdds-matched static specialist (same epochs, same seed), then
     `evaluate` the BasisNet. Returns `(report, net of the first seed)`; the report (first seed's tables,
     every seed's summary) is also written to `<out>/basisnet-eval.json`. Finished runs of the same config in
     `out` are reused. With `measure`, both are exported and their bundles measured on the test split as the
     phone runs them (`deployed.measure`; BasisNet with the export's threshold rule): the report's
     "deployed" rows. With `tracking_uri` the report, params, metrics and figures go to MLflow.
+    `preset` ("paper" | "default" | None, `pipelines.experiments.resolve_preset`): both recipes' and the
+    BasisNet architecture's preset; `num_bases` None: the resolved model's (4 by default, 16 in the paper's).
     """
     from pathlib import Path
 
-    from keras_layers import count_madds
+    from keras_layers import count_madds, models
     from pipelines.experiments import deployed
-    from pipelines.training import TrainConfig
+    from pipelines.training import TrainConfig, recipes
+
+    from pipelines.experiments import recipe_label, resolve_preset, run_tag
 
     log = log or (lambda message: print(message, flush=True))
     seeds = [int(s) for s in seeds] or [0]
-    model_config = {"num_bases": num_bases, **(model_config or {})}
-    recipe_config = dict(recipe_config or {})
+    model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
+    if num_bases is not None:
+        model_config = {"num_bases": num_bases, **model_config}
     check_threshold(max_drop, "max_drop")
     common = dict(data=data, image_size=image_size, epochs=epochs, out=out, limit=limit)
     TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
                 **common).validate()
-    static_recipe = {k: v for k, v in recipe_config.items() if k in ("label_smoothing", "weight_decay", "augment")}
+    resolved_model = {**models.config_fields("basisnet_mobilenet_v3"),
+                      **models.resolve_config("basisnet_mobilenet_v3", model_config)}
+    num_bases = resolved_model["num_bases"]
+    # the static peer trains with the standard recipe and the BasisNet recipe's regularization as given
+    # (with the paper preset: as the preset resolves it, e.g. the paper's weight decay)
+    given = recipes.resolve(recipes.recipe_class("basisnet"), recipe_config) if preset == "paper" else recipe_config
+    static_recipe = {k: v for k, v in given.items() if k in ("label_smoothing", "weight_decay", "augment", "mixup")}
+    if preset != "default":
+        static_recipe["preset"] = preset
+    basis_label, static_label = recipe_label("basisnet", preset), recipe_label("standard", preset)
 
     report, first_net, rows, measured = None, None, [], []
     for seed in seeds:
         log(f"== seed {seed}: BasisNet-MV3 ({num_bases} bases), {epochs} epochs on {data} at "
             f"{image_size}x{image_size}")
         cfg = TrainConfig(model="basisnet_mobilenet_v3", model_config=model_config, recipe_config=recipe_config,
-                          seed=seed, run_name=f"basisnet-eval-basisnet-s{seed}", **common)
+                          seed=seed, run_name=f"basisnet-eval-basisnet{run_tag(preset)}-s{seed}", **common)
         basis_metrics, basis_dir, net = deployed.train_or_reuse(cfg, log)
         shape = tuple(net.input_shape[1:])
         full = count_madds(net, shape)
-        static_base = {k: v for k, v in model_config.items()
-                       if k in ("spec", "dropout", "last_channels", "head_channels")}
+        static_defaults = models.config_fields("mobilenet_v3")
+        static_base = {k: resolved_model[k] for k in ("spec", "dropout", "last_channels", "head_channels")
+                       if resolved_model[k] != static_defaults[k]}
         width, static_madds = matched_static_width(full, shape, int(net.output["logits"].shape[-1]), static_base)
         log(f"== seed {seed}: static specialist mobilenet_v3 x{width} ({static_madds / 1e6:.2f}M MAdds vs "
             f"BasisNet {full / 1e6:.2f}M), {epochs} epochs")
         static_cfg = TrainConfig(model="mobilenet_v3", model_config={**static_base, "width_multiplier": width},
-                                 recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static-s{seed}",
+                                 recipe_config=static_recipe, seed=seed, run_name=f"basisnet-eval-static{run_tag(preset)}-s{seed}",
                                  **common)
         static_metrics, static_dir, static_net = deployed.train_or_reuse(static_cfg, log)
         log(f"== seed {seed}: early termination and disturbance")
         ev = evaluate(net, data=data, image_size=image_size, max_drop=max_drop, seed=seed, limit=limit)
         rows.append({
             "seed": seed,
-            "basisnet": {"val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
+            "basisnet": {"recipe": basis_label, "val_accuracy": basis_metrics["val_accuracy"], "best_epoch": basis_metrics["best_epoch"],
                          "test_accuracy": test_accuracy(net, data, image_size, limit), "madds": full,
                          "params": basis_metrics["params"], "run": str(basis_dir)},
-            "static": {"model": "mobilenet_v3", "width_multiplier": width,
+            "static": {"model": "mobilenet_v3", "width_multiplier": width, "recipe": static_label,
                        "val_accuracy": static_metrics["val_accuracy"], "best_epoch": static_metrics["best_epoch"],
                        "test_accuracy": test_accuracy(static_net, data, image_size, limit),
                        "madds": static_metrics["madds"], "params": static_metrics["params"], "run": str(static_dir)},
@@ -208,14 +283,15 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=4, seeds=(
             sel = b["policy"].get("threshold_selection", {})
             measured.append({"name": f"BasisNet {num_bases} bases s{seed} (t={b['policy']['threshold']:.2f}, "
                                      f"{sel.get('past_first_stage', float('nan')):.0%} on)",
-                             "recipe": "default (basisnet)", "seed": seed, "run": str(basis_dir), "measured": b})
-            measured.append({"name": f"static mobilenet_v3 x{width} s{seed}", "recipe": "default", "seed": seed,
+                             "recipe": basis_label, "seed": seed, "run": str(basis_dir), "measured": b})
+            measured.append({"name": f"static mobilenet_v3 x{width} s{seed}", "recipe": static_label, "seed": seed,
                              "run": str(static_dir),
                              "measured": deployed.measure(static_net, Path(static_dir) / "bundle", **kw)})
         if report is None:
             report, first_net = ev, net
     report.update({"epochs": epochs, "num_bases": num_bases, "model_config": model_config, "limit": limit,
-                   "recipe_config": recipe_config, "recipe": "default (basisnet)", "seeds": rows,
+                   "recipe_config": recipe_config, "recipe": basis_label, "static_recipe": static_label,
+                   "preset": preset, "seeds": rows,
                    "deployed": measured})
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2, default=float))
@@ -237,8 +313,8 @@ def log_result(report, tracking_uri, log=print):
     figures = {"basisnet_early_termination.png": fig}
     if report["deployed"]:
         figures["basisnet_accuracy_latency.png"] = deployed.accuracy_latency_figure(report["deployed"])
-    params = {k: report[k] for k in ("data", "image_size", "epochs", "num_bases", "model_config", "recipe_config",
-                                     "limit", "recipe")}
+    params = {k: report.get(k) for k in ("data", "image_size", "epochs", "num_bases", "model_config",
+                                         "recipe_config", "limit", "recipe", "static_recipe", "preset")}
     metrics = {}
     for r in report["seeds"]:
         for name in ("basisnet", "static"):
@@ -258,20 +334,23 @@ def format_report(report):
         lines += [
             f"BasisNet vs static specialist of the same MAdds ({report['data']} {report['image_size']}x"
             f"{report['image_size']}, {report['epochs']} epochs each; val and test of the best validation epoch)",
-            f"  {'seed':<5}{'model':<40}{'MAdds':>9}{'params':>9}{'val acc':>9}{'test acc':>9}",
+            f"  {'seed':<5}{'model':<40}{'recipe':<18}{'MAdds':>9}{'params':>9}{'val acc':>9}{'test acc':>9}",
         ]
+        labels = {"basisnet": report.get("recipe", "basisnet (default)"),
+                  "static": report.get("static_recipe", "standard (default)")}
         for r in rows:
             b, st = r["basisnet"], r["static"]
             lines += [
                 f"  {r['seed']:<5}{'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview+specialist)':<40}"
+                f"{labels['basisnet']:<18}"
                 f"{b['madds'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}{b['test_accuracy']:>9.4f}",
-                f"  {r['seed']:<5}{'static mobilenet_v3 x' + str(st['width_multiplier']):<40}"
+                f"  {r['seed']:<5}{'static mobilenet_v3 x' + str(st['width_multiplier']):<40}{labels['static']:<18}"
                 f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}{st['test_accuracy']:>9.4f}",
             ]
         for name in ("basisnet", "static"):
             val = np.mean([r[name]["val_accuracy"] for r in rows])
             test = np.mean([r[name]["test_accuracy"] for r in rows])
-            lines.append(f"  {'mean':<5}{name:<40}{'':>18}{val:>9.4f}{test:>9.4f}")
+            lines.append(f"  {'mean':<5}{name:<40}{labels[name]:<18}{'':>18}{val:>9.4f}{test:>9.4f}")
         lines += ["", "Per seed: picked threshold on validation -> its MAdds saving and accuracy drop (val / test); "
                       "disturbance (val)"]
         for r in rows:
@@ -279,7 +358,7 @@ def format_report(report):
             lines.append(f"  seed {r['seed']}: t={p['threshold']:.2f} saving {p['madds_saving']:.1%} / "
                          f"{t['madds_saving']:.1%}, drop {p['accuracy_drop'] * 100:.2f} / "
                          f"{t['accuracy_drop'] * 100:.2f} points; " +
-                         ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES))
+                         ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES if k in d))
         if report.get("deployed"):
             from pipelines.experiments import deployed
 
@@ -307,11 +386,22 @@ def format_report(report):
         f"-{t['madds_saving']:.1%}",
         "",
         "Disturbance of the coefficients (specialist accuracy)",
-        f"  {'coefficients':<12}{'validation':>11}{'test':>9}",
+        f"  {'coefficients':<16}{'validation':>11}{'test':>9}",
     ]
     for kind in DISTURBANCES:
-        lines.append(f"  {kind:<12}{report['disturbance']['validation'][kind]:>11.4f}"
-                     f"{report['disturbance']['test'][kind]:>9.4f}")
+        if kind in report["disturbance"]["validation"]:
+            lines.append(f"  {kind:<16}{report['disturbance']['validation'][kind]:>11.4f}"
+                         f"{report['disturbance']['test'][kind]:>9.4f}")
+    per_layer = report.get("disturbance_per_layer")
+    if per_layer:
+        val, test = per_layer["validation"], per_layer["test"]
+        lines += ["", "Per layer: coefficients of one layer shuffled within the layer (per example), the others "
+                      "predicted; accuracy drop in points vs the predicted coefficients "
+                      f"({100 * val['reference_accuracy']:.2f} / {100 * test['reference_accuracy']:.2f}%)",
+                  f"  {'group':<6}{'layers':<44}{'val drop':>9}{'test drop':>10}"]
+        for rv, rt in zip(val["rows"], test["rows"]):
+            names = ", ".join(rv["layers"]) or "-"
+            lines.append(f"  {rv['group']:<6}{names[:43]:<44}{100 * rv['drop']:>+9.2f}{100 * rt['drop']:>+10.2f}")
     return "\n".join(lines)
 
 

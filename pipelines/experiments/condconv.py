@@ -6,8 +6,8 @@ The paper's claim: routing E expert kernels per example adds capacity at almost 
 (the kernels are mixed once per example), so CondConv beats the static network of the same MAdds. Per
 seed this trains the static `mobilenet_v2` and `condconv_mobilenet_v2` with each number of experts, the
 same architecture config (width, depth, head; the CondConv model's routing is its only extra MAdds), the
-same data, epochs, optimizer and seed, each with its family's default recipe (`condconv` for CondConv;
-the papers' presets are issue 16), and measures each as the phone runs it
+same data, epochs, optimizer and seed, each with its family's recipe (`condconv` for CondConv) in the
+chosen preset (``--preset paper``: the paper's recipe and CC-MobileNetV2 placement), and measures each as the phone runs it
 (`pipelines.experiments.deployed.measure`: test accuracy, MAdds, measured batch-1 LiteRT latency per
 image, per difficulty bucket). E = 1 is the control: one "expert" scaled by its routing weight, the
 static network's capacity.
@@ -29,11 +29,16 @@ SHARED = ("width_multiplier", "depth_multiplier", "dropout", "last_channels")  #
 
 
 def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epochs=10, limit=None, out="runs",
-            model_config=None):
-    """{"static": TrainConfig, 1: ..., 2: ...} for one seed, validated."""
+            model_config=None, preset=None, recipe_config=None):
+    """{"static": TrainConfig, 1: ..., 2: ...} for one seed, validated. `preset`: the recipes' and the models'
+    (`pipelines.experiments.resolve_preset`); the static peer gets the same preset (its `standard` recipe
+    and `mobilenet_v2` have no paper values of their own)."""
+    from pipelines.experiments import resolve_preset, run_tag
     from pipelines.training import TrainConfig
 
-    model_config = dict(model_config or {})
+    model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
+    tag = run_tag(preset)
+    peer_preset = {} if preset == "default" else {"preset": preset}
     if "num_experts" in model_config:
         raise ValueError(f"num_experts comes from --experts; received model_config num_experts="
                          f"{model_config['num_experts']!r}")
@@ -43,18 +48,19 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
             raise ValueError(f"experts must be ints >= 1; received experts={list(experts)!r}")
     common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out)
-    static = {k: v for k, v in model_config.items() if k in SHARED}
-    out_cfgs = {"static": TrainConfig(model="mobilenet_v2", model_config=static, run_name=f"condconv-static-s{seed}",
-                                      **common).validate()}
+    static = {**{k: v for k, v in model_config.items() if k in SHARED}, **peer_preset}
+    out_cfgs = {"static": TrainConfig(model="mobilenet_v2", model_config=static, recipe_config=dict(peer_preset),
+                                      run_name=f"condconv-static{tag}-s{seed}", **common).validate()}
     for e in experts:
         out_cfgs[e] = TrainConfig(model="condconv_mobilenet_v2", model_config={**model_config, "num_experts": e},
-                                  run_name=f"condconv-e{e}-s{seed}", **common).validate()
+                                  recipe_config=recipe_config, run_name=f"condconv-e{e}{tag}-s{seed}",
+                                  **common).validate()
     return out_cfgs
 
 
 def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_size=32, epochs=10, limit=None,
                    out="runs", model_config=None, threads=1, repeats=3, test_images=None, tracking_uri=None,
-                   log=print):
+                   preset=None, recipe_config=None, log=print):
     """Train (or reuse) and measure the static peer and every CondConv; returns the report (also written to
     ``<out>/condconv-eval.json``; logged to MLflow when `tracking_uri` is given)."""
     from keras_layers import count_madds
@@ -63,7 +69,11 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={list(seeds)!r}")
     deployed.check_repeats(repeats)
-    plan = {seed: configs(experts, seed, data, image_size, epochs, limit, out, model_config) for seed in seeds}
+    from pipelines.experiments import recipe_label, resolve_preset
+
+    model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
+    plan = {seed: configs(experts, seed, data, image_size, epochs, limit, out, model_config, preset, recipe_config)
+            for seed in seeds}
     rows = []
     for seed, cfgs in plan.items():
         for key, cfg in cfgs.items():
@@ -72,7 +82,7 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
                                  threads=threads, repeats=repeats, test_images=test_images, log=log)
             name = f"mobilenet_v2 (static) s{seed}" if key == "static" else f"condconv_mobilenet_v2 E={key} s{seed}"
             rows.append({"name": name, "experts": 0 if key == "static" else key, "seed": seed,
-                         "recipe": f"{cfg.recipe_name()} (default)", "run": str(folder),
+                         "recipe": recipe_label(cfg.recipe_name(), preset), "run": str(folder),
                          "val_accuracy": metrics.get("val_accuracy"), "params": metrics.get("params"),
                          "madds": count_madds(net, tuple(net.input_shape[1:])), "measured": m})
     summary = []
@@ -84,14 +94,15 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
                         "avg_latency_ms": float(np.mean([r["measured"]["avg_latency_ms"] for r in rs])),
                         "madds": float(np.mean([r["madds"] for r in rs]))})
     report = {"data": data, "image_size": image_size, "epochs": epochs, "limit": limit, "seeds": list(seeds),
-              "experts": list(experts), "model_config": dict(model_config or {}), "threads": threads,
+              "experts": list(experts), "model_config": model_config, "recipe_config": recipe_config,
+              "preset": preset, "threads": threads,
               "repeats": repeats, "rows": rows, "summary": summary}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "condconv-eval.json").write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",
-                                         "threads", "repeats")}
+                                         "recipe_config", "preset", "threads", "repeats")}
         deployed.log_result("condconv-eval", params, rows, report, {"condconv_accuracy_latency.png": fig},
                             tracking_uri=tracking_uri, log=log)
     return report
@@ -102,7 +113,8 @@ def format_report(report):
 
     lines = [deployed.format_rows(report["rows"], (
         f"CondConv vs static mobilenet_v2 on {report['data']} {report['image_size']}x{report['image_size']}, "
-        f"{report['epochs']} epochs, limit {report['limit']}, seeds {report['seeds']} (test split; latency: LiteRT + "
+        f"{report['epochs']} epochs, limit {report['limit']}, seeds {report['seeds']}, preset "
+        f"{report.get('preset', 'default')} (test split; latency: LiteRT + "
         f"XNNPACK batch 1, {report['threads']} thread, mean of per-image medians of {report['repeats']} runs)")), "",
         f"  {'experts':<10}{'seeds':>6}{'MAdds':>10}{'test acc (mean +- std)':>26}{'avg ms':>9}{'vs static':>11}"]
     static = report["summary"][0]

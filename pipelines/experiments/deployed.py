@@ -160,11 +160,11 @@ def format_rows(rows, title=""):
     """The shared table: one row per measured model/policy (`name`, `measure` fields, optional `recipe`),
     then its per-bucket lines."""
     lines = [title] if title else []
-    lines.append(f"  {'model / policy':<42}{'recipe':<16}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}  stages")
+    lines.append(f"  {'model / policy':<42}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}  stages")
     for r in rows:
         m = r["measured"]
         shares = " ".join(f"{s} {v:.0%}" for s, v in m["stage_share"].items())
-        lines.append(f"  {r['name']:<42}{r.get('recipe', 'default'):<16}{m['accuracy']:>9.4f}"
+        lines.append(f"  {r['name']:<42}{r.get('recipe', 'default'):<22}{m['accuracy']:>9.4f}"
                      f"{m['avg_madds'] / 1e6:>10.2f}M{m['avg_latency_ms']:>9.3f}  {shares}")
     for r in rows:
         lines += bucket_lines(r["name"], r["measured"])

@@ -35,6 +35,7 @@ BUDGET_FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
 def variant_config(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
                    learning_rate, batch_size):
     """The `TrainConfig` of one variant and seed (validated; `out` is set when the run starts)."""
+    from pipelines.experiments import run_tag
     from pipelines.training import TrainConfig
 
     spec = VARIANTS[name]
@@ -42,7 +43,8 @@ def variant_config(name, seed, epochs, data, image_size, model_config, recipe_co
                        optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
                        model_config={**model_config, **spec["model_config"]},
                        recipe_config={**recipe_config, **spec["recipe_config"]},
-                       out=out, run_name=f"{name}-seed{seed}", limit=limit).validate()
+                       out=out, run_name=f"{name}{run_tag(recipe_config.get('preset'))}-seed{seed}",
+                       limit=limit).validate()
 
 
 def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
@@ -58,20 +60,24 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
         limit=None, batch_size=64, measure=False, threads=1, repeats=3, test_images=None, tracking_uri=None,
-        log=print):
+        preset=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc).
     A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
     `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
     the test split (`deployed.measure`: accuracy, average latency and MAdds per image, per difficulty
     bucket, the share of images leaving at each exit): the result's "deployed" rows. With `tracking_uri` the
-    params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow."""
+    params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow.
+    `preset` ("paper" | "default" | None: `pipelines.experiments.resolve_preset`) is every variant's recipe and
+    model preset; the variants' switches still apply on top of it."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import data as data_mod
     from pipelines.experiments import deployed
     from pipelines.export.families import multi_exit as budgeted
 
-    model_config = dict(model_config or {})
-    recipe_config = dict(recipe_config or {})
+    from pipelines.experiments import recipe_label, resolve_preset
+
+    model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
+    label = recipe_label("multi_exit", preset)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
@@ -106,7 +112,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
                                          export={"exit_thresholds": thresholds}, threads=threads, repeats=repeats,
                                          test_images=test_images, log=log)
                     measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / costs[-1]:.2f})",
-                                     "recipe": "default", "seed": seed, "run": str(run_dir), "measured": m})
+                                     "recipe": label, "seed": seed, "run": str(run_dir), "measured": m})
     table = {v: np.mean(a, axis=0).tolist() for v, a in anytime.items()}
     curve = []
     for i, budget in enumerate(curves[0]):
@@ -119,7 +125,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     reached = [r for r in curve if r["test_accuracy"] >= last_acc - 0.005]
     best = min(reached, key=lambda r: r["test_avg_madds"]) if reached else None
     result = {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate,
-              "data": data, "image_size": image_size, "limit": limit, "recipe": "default (multi_exit)",
+              "data": data, "image_size": image_size, "limit": limit, "recipe": label, "preset": preset,
               "exit_madds": costs, "per_exit_test_accuracy": table,
               "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
               "budgeted_variant": budget_variant, "budgeted": curve, "last_exit_accuracy": last_acc,
@@ -142,7 +148,7 @@ def log_result(result, tracking_uri, log=print):
     if result["deployed"]:
         figures["multi_exit_accuracy_latency.png"] = deployed.accuracy_latency_figure(result["deployed"])
     params = {k: result[k] for k in ("epochs", "seeds", "optimizer", "learning_rate", "data", "image_size", "limit",
-                                     "recipe", "budgeted_variant")}
+                                     "recipe", "preset", "budgeted_variant") if k in result}
     rows = list(result["deployed"])
     extra = {f"{v}.exit_{i}.test_accuracy": a for v, accs in result["per_exit_test_accuracy"].items()
              for i, a in enumerate(accs)}
@@ -156,19 +162,20 @@ def format_report(result):
     lines = [f"{result['data']} {result['image_size']}x{result['image_size']}, {result['epochs']} epochs, "
              f"{result['optimizer']} lr {result['learning_rate']}, "
              f"seeds {result['seeds']} (test accuracy, mean over seeds)", "",
-             "| variant | " + " | ".join(f"exit {i}" for i in range(k)) + " |",
-             "|---" * (k + 1) + "|",
-             "| cumulative MAdds (M) | " + " | ".join(f"{c / 1e6:.2f}" for c in result["exit_madds"]) + " |"]
+             "| variant | recipe | " + " | ".join(f"exit {i}" for i in range(k)) + " |",
+             "|---" * (k + 2) + "|",
+             "| cumulative MAdds (M) | | " + " | ".join(f"{c / 1e6:.2f}" for c in result["exit_madds"]) + " |"]
+    label = result.get("recipe", "multi_exit (default)")
     for v, accs in result["per_exit_test_accuracy"].items():
-        lines.append(f"| {v} | " + " | ".join(f"{100 * a:.2f}" for a in accs) + " |")
+        lines.append(f"| {v} | {label} | " + " | ".join(f"{100 * a:.2f}" for a in accs) + " |")
     table = result["per_exit_test_accuracy"]
     if "plain" in table:
         for v in table:
             if v != "plain":
                 diff = np.subtract(table[v], table["plain"])
-                lines.append(f"| {v} - plain | " + " | ".join(f"{100 * d:+.2f}" for d in diff) + " |")
-    lines += ["", f"Budgeted batch classification ({result['budgeted_variant']}; thresholds from the validation "
-              "split):", "",
+                lines.append(f"| {v} - plain | | " + " | ".join(f"{100 * d:+.2f}" for d in diff) + " |")
+    lines += ["", f"Budgeted batch classification ({result['budgeted_variant']}, recipe {label}; thresholds from "
+              "the validation split):", "",
               "| budget (x last exit) | test avg MAdds (M) | saving vs last exit | test accuracy | exit shares |",
               "|---|---|---|---|---|"]
     last = result["exit_madds"][-1]

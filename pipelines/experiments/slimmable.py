@@ -20,6 +20,16 @@ from pathlib import Path
 import pipelines  # noqa: F401
 
 
+WIDTHS = (0.25, 0.5, 0.75, 1.0)  # --widths' default (Slimmable Networks' widths); DS-Net's paper preset has its own
+
+
+def _presets(args, recipe_config=None):
+    """(model_config, recipe_config, preset) of `--preset` (`pipelines.experiments.resolve_preset`)."""
+    from pipelines.experiments import resolve_preset
+
+    return resolve_preset(getattr(args, "preset", None), {}, recipe_config)
+
+
 def _data(args):
     from pipelines import data
 
@@ -91,23 +101,28 @@ def run_widths(args):
     from keras_layers.models.slimmable_mobilenet_v1 import build_mobilenet_v1
     import tf_keras as keras
 
+    from pipelines.experiments import recipe_label
     from pipelines.training import recipes
     from pipelines.training.bn_recalibration import recalibrate_bn
 
+    _, recipe_config, preset = _presets(args, {"rule": args.rule} if getattr(args, "rule", None) else {})
+    recipe = recipes.get("slimmable", **recipe_config)  # bad fields fail here, before data is read
     train_ds, val_ds, info = _data(args)
-    widths = tuple(args.widths)
+    widths = tuple(getattr(args, "widths", None) or WIDTHS)
     arch = dict(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+    alone_label = recipe_label("standard", preset)
+    slim_label = f"{recipe_label('slimmable', preset)}, rule {recipe.rule}"
     rows = {}
     for w in widths:
         keras.utils.set_random_seed(args.seed)
         net = build_mobilenet_v1(info.input_shape, info.num_classes, width=w, **arch)
-        _, secs = _fit(net, recipes.get("standard"), train_ds, val_ds, info, args, args.epochs)
+        _, secs = _fit(net, recipes.get("standard", preset=preset), train_ds, val_ds, info, args, args.epochs)
         rows[w] = {"alone": _accuracy(net, val_ds), "madds": count_madds(net, info.input_shape),
                    "alone_seconds": round(secs, 1)}
         print(f"alone {w}: {rows[w]}", flush=True)
     keras.utils.set_random_seed(args.seed)
-    net = models.build("slimmable_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths, **arch)
-    recipe = recipes.get("slimmable", rule=args.rule)
+    net = models.build("slimmable_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
+                       preset=preset, **arch)
     _, secs = _fit(net, recipe, train_ds, val_ds, info, args, args.epochs)
     for w in widths:
         rows[w]["slimmable"] = _accuracy(net, val_ds, w)
@@ -115,9 +130,11 @@ def run_widths(args):
     for w in widths:
         recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
-    result = {"experiment": "widths", "rule": args.rule, "epochs": args.epochs, "slimmable_seconds": round(secs, 1),
+    result = {"experiment": "widths", "rule": recipe.rule, "preset": preset, "recipes": {"alone": alone_label,
+              "slimmable": slim_label}, "epochs": args.epochs, "slimmable_seconds": round(secs, 1),
               "rows": {str(k): v for k, v in rows.items()}}
-    lines = ["| width | MAdds | alone | slimmable | slimmable (BN recal.) | delta |", "|---|---|---|---|---|---|"]
+    lines = [f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |",
+             "|---|---|---|---|---|---|"]
     for w in widths:
         r = rows[w]
         lines.append(f"| {w:g}x | {r['madds']:,} | {100 * r['alone']:.1f} | {100 * r['slimmable']:.1f} | "
@@ -130,21 +147,30 @@ def run_dsnet(args):
     import tf_keras as keras
 
     from keras_layers import models
-    from keras_layers.models.ds_mobilenet_v1 import choice_madds, expected_madds
+    from keras_layers.models.ds_mobilenet_v1 import choice_madds, expected_madds, gate_layer
+    from pipelines.experiments import recipe_label
     from pipelines.training import recipes
     from pipelines.training.bn_recalibration import recalibrate_bn
 
+    model_config, recipe_config, preset = _presets(args)
+    label = recipe_label("ds_net", preset)
+    recipes.get("ds_net", **recipe_config)  # bad fields fail here, before data is read
     train_ds, val_ds, info = _data(args)
-    widths = tuple(args.widths)
+    if getattr(args, "widths", None):
+        model_config["width_multipliers"] = tuple(args.widths)
+    elif preset != "paper":
+        model_config["width_multipliers"] = WIDTHS
+    model_config.update(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
     keras.utils.set_random_seed(args.seed)
-    net = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
-                       base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+    net = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, **model_config)
+    widths = tuple(gate_layer(net).width_multipliers)
     secs = 0.0
     if args.supernet and Path(args.supernet).exists():
         net.load_weights(args.supernet)
         print(f"loaded the Stage I supernet from {args.supernet}", flush=True)
     else:
-        _, secs = _fit(net, recipes.get("ds_net", stage1_fraction=1.0), train_ds, val_ds, info, args, args.epochs)
+        _, secs = _fit(net, recipes.get("ds_net", stage1_fraction=1.0, **recipe_config), train_ds, val_ds, info, args,
+                       args.epochs)
         for w in widths:
             recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         if args.supernet:
@@ -164,11 +190,10 @@ def run_dsnet(args):
     for spec in args.gates:
         target, cw, sw = (float(v) for v in spec.split(","))
         keras.utils.set_random_seed(args.seed)
-        gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
-                             base_width=args.base_width, depth_multiplier=args.depth_multiplier)
+        gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, **model_config)
         gated.set_weights(supernet_weights)
         recipe = recipes.get("ds_net", stage1_fraction=0.0, target_madds=target, complexity_weight=cw,
-                             sgs_weight=sw, train_shared_fc=args.train_shared_fc)
+                             sgs_weight=sw, train_shared_fc=args.train_shared_fc, **recipe_config)
         _fit(gated, recipe, gate_train_ds, val_ds, info, args, args.gate_epochs, lr=args.gate_learning_rate)
         madds, fractions = expected_madds(gated, (x for x, _ in val_ds))
         acc = _accuracy(gated, val_ds, "dynamic")
@@ -177,16 +202,17 @@ def run_dsnet(args):
                       "choice_fractions": [round(float(f), 3) for f in fractions]})
         print(f"gate {spec}: {gates[-1]}", flush=True)
     full = static[widths[-1]]
-    lines = ["| model | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |", "|---|---|---|---|---|"]
+    lines = ["| model | recipe | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |",
+             "|---|---|---|---|---|---|"]
     for w in widths:
         s = static[w]
-        lines.append(f"| supernet {w:g}x | {100 * s['accuracy']:.1f} | {s['madds']:,.0f} | "
+        lines.append(f"| supernet {w:g}x | {label} | {100 * s['accuracy']:.1f} | {s['madds']:,.0f} | "
                      f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |")
     for g in gates:
         lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
-                     f"{100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
+                     f"{label} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
                      f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
-    result = {"experiment": "dsnet", "epochs": args.epochs, "gate_epochs": args.gate_epochs,
+    result = {"experiment": "dsnet", "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
               "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
     return result, "\n".join(lines)

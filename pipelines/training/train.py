@@ -43,6 +43,7 @@ def load_data(cfg: TrainConfig, split, batch_size=None, shuffle=None):
     recipe = cfg.recipe_obj()
     return data.load(cfg.data, split, image_size=cfg.image_size, batch_size=batch_size or cfg.batch_size,
                      augment=recipe.augment if split == "train" else False, data_dir=cfg.data_dir,
+                     mixup=recipe.mixup if split == "train" else 0.0,
                      shuffle=shuffle, limit=cfg.limit, drop_remainder=bool(cfg.jit_compile and split == "train"))
 
 

@@ -253,6 +253,34 @@ def test_ds_net_ieb_ablation_without_ema_teacher_and_constant_momentum():
     assert np.isfinite(logs["loss"]) and logs["ieb_slimmest"] > 0
 
 
+def test_ds_net_paper_gate_learning_rate_restarts_and_decays_0_9x_per_epoch():
+    import tf_keras as keras
+    from pipelines.training.recipes.ds_net import GateDecay
+    from pipelines.training.recipes.schedules import EpochDecay
+
+    cosine = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=100, alpha=0.01)
+    schedule = EpochDecay(cosine, 0.1, start_step=60, steps_per_epoch=10, decay=0.9)
+    for step in (0, 30, 59):  # Stage I: the run's schedule
+        assert np.isclose(float(schedule(step)), float(cosine(step)))
+    for step, want in ((60, 0.1), (69, 0.1), (70, 0.09), (85, 0.081), (99, 0.1 * 0.9 ** 3)):
+        assert np.isclose(float(schedule(step)), want), step
+    assert recipes.get("ds_net", preset="paper").gate_lr_decay == 0.9
+    paper = recipes.get("ds_net", preset="paper", recal_batches=0).callbacks(None, 10, 8)
+    decays = [c for c in paper if isinstance(c, GateDecay)]
+    assert len(decays) == 1 and decays[0].start_step == 60 and decays[0].decay == 0.9  # Stage II from epoch 6
+    gate_only = recipes.get("ds_net", preset="paper", stage1_fraction=0.0).callbacks(None, 10, 4)
+    assert [c.start_step for c in gate_only] == [0]
+    assert not any(isinstance(c, GateDecay) for c in recipes.get("ds_net", recal_batches=0).callbacks(None, 10, 8))
+    # installed over the optimizer's schedule when training starts
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    net.compile(optimizer=keras.optimizers.SGD(cosine), loss="mse")
+    decays[0].set_model(net)
+    decays[0].on_train_begin()
+    assert np.isclose(float(net.optimizer._learning_rate(75)), 0.09)
+    with pytest.raises(ValueError, match="gate_lr_decay=1.5"):
+        recipes.get("ds_net", gate_lr_decay=1.5)
+
+
 # ---------------------------------------------------------------- BasisNet: one-hot model selection
 
 def test_basisnet_one_hot_selection_freezes_the_preview_and_selects_one_basis():

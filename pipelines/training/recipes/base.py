@@ -37,7 +37,13 @@ def check_range(name, value, low, high):
 
 @dataclasses.dataclass
 class Recipe:
-    """Base recipe: cross-entropy on the model's logits, label smoothing, L2 weight decay, augmentation.
+    """Base recipe: cross-entropy on the model's logits, label smoothing, L2 weight decay, augmentation, Mixup.
+
+    ``mixup=alpha`` (every recipe): the training batches come mixed from the data path
+    (`pipelines.data.mixup_batch`: ``lam ~ Beta(alpha, alpha)`` per batch, each image mixed with another of
+    the batch) with soft labels; `losses.cross_entropy` takes them as they are, so every label term of every
+    recipe is Mixup's ``lam CE(y_a) + (1 - lam) CE(y_b)``; accuracies and label-based choices (DS-Net's SGS)
+    read the larger share (`losses.hard_labels`).
 
     Subclasses add fields (validated in `validate`) and override `compute`; `main_output` names the
     output that is "the prediction" of the model (its accuracy is logged as `accuracy`).
@@ -50,6 +56,7 @@ class Recipe:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     augment: float = 0.0  # augmentation strength in [0, 1] (random crop + brightness), 0 = off
+    mixup: float = 0.0  # Mixup's Beta(alpha, alpha) on the training batches (`pipelines.data`), 0 = off
 
     def __post_init__(self):
         self.validate()
@@ -58,6 +65,7 @@ class Recipe:
         check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
         check_range("weight_decay", self.weight_decay, 0.0, 0.1)
         check_range("augment", self.augment, 0.0, 1.0)
+        check_range("mixup", self.mixup, 0.0, 10.0)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -138,7 +146,7 @@ class TrainingModel(keras.Model):
                 add(self._log_metrics[n], v)
         for n, logits in out.predictions.items():
             if n in self._acc_metrics:
-                self._acc_metrics[n].update_state(y, logits)
+                self._acc_metrics[n].update_state(losses.hard_labels(y), logits)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):

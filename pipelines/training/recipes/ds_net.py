@@ -42,9 +42,13 @@ Paper options (Li et al., CVPR 2021) beside the project's defaults:
 BN recalibration between the stages covers every path: each width of ``width_multipliers`` (the paper
 recalibrates all 18 paths of DS-MBNet; with one gate a path is a width).
 
+``gate_lr_decay``: the paper's gate schedule (Sec. 4: 0.9x per epoch): Stage II restarts at the run's
+initial learning rate and multiplies it by ``gate_lr_decay`` every epoch (`GateDecay`); None (default)
+keeps the run's cosine schedule.
+
 ``preset="paper"``: no EMA warm-up, full IEB, try-best SGS, lambdas 1 / 0.5 / 1, T = the widest path's
-MAdds. The paper's width space (0.35 to 1.0 in steps of 0.05 where channels allow) is the model preset,
-``--model-config preset=paper`` (`keras_layers.models.ds_mobilenet_v1`).
+MAdds, gate learning rate x0.9 per epoch. The paper's width space (0.35 to 1.0 in steps of 0.05 where
+channels allow) is the model preset, ``--model-config preset=paper`` (`keras_layers.models.ds_mobilenet_v1`).
 
     python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --recipe-config target_madds=0.5
     python -m pipelines train --model ds_mobilenet_v1 --epochs 12 --model-config preset=paper \
@@ -61,6 +65,7 @@ import tf_keras as keras
 from keras_layers.models.ds_mobilenet_v1 import choice_madds, gate_layer
 from keras_layers.slimmable import DYNAMIC, model_width_multipliers, set_width
 from pipelines.training.recipes import check_preset, losses, register
+from pipelines.training.recipes.schedules import EpochDecay, initial_learning_rate
 from pipelines.training.recipes.base import Recipe, StepOutput
 from pipelines.training.recipes.slimmable import (check_float, check_int, random_width_calls, run_width,
                                          width_name)
@@ -121,7 +126,7 @@ def sgs_loss(gate_scores, slimmest_logits, labels, widest_logits=None, strategy=
     `sgs_targets` (the widest choice is the last one unless `widest_index`). Returns (loss, easy fraction)."""
     if widest_index is None:
         widest_index = tf.shape(gate_scores)[-1] - 1
-    target, easy = sgs_targets(slimmest_logits, labels, widest_index, widest_logits, strategy)
+    target, easy = sgs_targets(slimmest_logits, losses.hard_labels(labels), widest_index, widest_logits, strategy)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(target, tf.cast(gate_scores, tf.float32))
     return tf.reduce_mean(ce), tf.reduce_mean(tf.cast(easy, tf.float32))
 
@@ -141,6 +146,24 @@ def restrict_gate(gate, max_width):
         bias[allowed[-1] + 1:] = EXCLUDED_BIAS
         gate.b2.assign(bias)
     return allowed[-1]
+
+
+class GateDecay(keras.callbacks.Callback):
+    """The paper's gate schedule (Li et al., CVPR 2021, Sec. 4 "Training details": "The learning rate decays
+    to 0.9x of its value in every epoch"): when training starts, the optimizer's schedule becomes
+    `schedules.EpochDecay` - the run's schedule during Stage I, then from Stage II's first step the run's
+    initial rate times ``decay ** k`` in its k-th epoch (a function of the optimizer's step count, so a
+    resumed run lands on the right rate)."""
+
+    def __init__(self, start_step, steps_per_epoch, decay):
+        super().__init__()
+        self.start_step, self.steps_per_epoch, self.decay = start_step, steps_per_epoch, decay
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        optimizer.learning_rate = EpochDecay(optimizer._learning_rate, initial_learning_rate(optimizer),
+                                             self.start_step, self.steps_per_epoch, self.decay)
+        self.model.make_train_function(force=True)
 
 
 @register
@@ -163,10 +186,13 @@ class DSNet(Recipe):
     ieb: str = "ieb"  # Stage I targets: "ieb" (Eq. 3-5), "ema_target" or "inplace" (Table 5 ablations)
     sgs_strategy: str = "try_best"  # hard examples' gate target: "try_best" (widest) or "give_up" (slimmest)
     max_width: float = 1.0  # Stage II: the gate may choose only widths <= max_width (MAdds targeting)
+    gate_lr_decay: float | None = None  # Stage II learning rate: None = the run's schedule; a factor = restart
+    #                                     at the run's initial rate, times this factor every epoch (paper: 0.9)
     preset: str = "default"  # "default" | "paper" (resolved by recipes.get)
 
     PAPER = {"ema_warmup": False, "ieb": "ieb", "sgs_strategy": "try_best", "cls_weight": 1.0,
-             "complexity_weight": 0.5, "sgs_weight": 1.0, "target_madds": 1.0, "max_width": 1.0}
+             "complexity_weight": 0.5, "sgs_weight": 1.0, "target_madds": 1.0, "max_width": 1.0,
+             "gate_lr_decay": 0.9}
 
     def validate(self):
         super().validate()
@@ -178,6 +204,8 @@ class DSNet(Recipe):
                 raise ValueError(f"{field} must be one of {', '.join(choices)}; "
                                  f"received {field}={getattr(self, field)!r}")
         check_float("max_width", self.max_width, 0.0, 1.0, low_open=True)
+        if self.gate_lr_decay is not None:
+            check_float("gate_lr_decay", self.gate_lr_decay, 0.0, 1.0, low_open=True)
         check_float("stage1_fraction", self.stage1_fraction, 0.0, 1.0)
         check_int("num_random", self.num_random, 0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0)
@@ -254,8 +282,12 @@ class DSNet(Recipe):
 
     def callbacks(self, model, steps_per_epoch, epochs, train_data=None):
         switch = self.switch_epoch(epochs)
+        decay = []
+        if self.gate_lr_decay is not None and self.stage1_fraction < 1:
+            start = 0 if switch is None else switch * steps_per_epoch
+            decay = [GateDecay(start, steps_per_epoch, self.gate_lr_decay)]
         if switch is None:
-            return []
+            return decay
         if train_data is None and self.recal_batches:
             raise ValueError("ds_net: the Stage I -> II switch recalibrates BN on training batches; pass "
                              "train_data=... to callbacks() (or recal_batches=0)")
@@ -271,7 +303,7 @@ class DSNet(Recipe):
                     model.make_train_function(force=True)
                     print(f"ds_net: Stage II (gate training) from epoch {epoch + 1}", flush=True)
 
-        return [_StageSwitch()]
+        return [_StageSwitch(), *decay]
 
     # -- losses --------------------------------------------------------------------
     def prediction_names(self, net):

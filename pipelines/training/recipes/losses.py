@@ -5,11 +5,27 @@ from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 
+def is_soft(labels):
+    """Whether `labels` are soft targets (float, (batch, classes): Mixup's, `pipelines.data.mixup_batch`)
+    rather than integer class indices (decided by dtype, a static property, so XLA-safe)."""
+    dtype = labels.dtype if hasattr(labels, "dtype") else tf.convert_to_tensor(labels).dtype
+    return tf.as_dtype(dtype).is_floating
+
+
+def hard_labels(labels):
+    """Integer class indices: `labels` themselves, or the largest share of soft (Mixup) labels."""
+    return tf.argmax(labels, axis=-1, output_type=tf.int32) if is_soft(labels) else labels
+
+
 def cross_entropy(labels, logits, label_smoothing=0.0):
-    """Mean softmax cross-entropy of integer `labels` against `logits`, with label smoothing."""
+    """Mean softmax cross-entropy of integer `labels` (or soft labels, (batch, classes) floats: Mixup)
+    against `logits`, with label smoothing."""
     logits = tf.cast(logits, tf.float32)
     num_classes = tf.shape(logits)[-1]
-    onehot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
+    if is_soft(labels):
+        onehot = tf.cast(labels, tf.float32)
+    else:
+        onehot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
     if label_smoothing:
         onehot = onehot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, tf.float32)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))

@@ -52,6 +52,7 @@ import tf_keras as keras
 
 from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.base import Recipe, StepOutput, check_range
+from pipelines.training.recipes.schedules import initial_learning_rate
 
 
 def _exit_names(outputs_or_net):
@@ -255,18 +256,6 @@ class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"initial": self.initial, "phase1_steps": self.phase1_steps, "phase2_steps": self.phase2_steps,
                 "shape": self.shape, "alpha": self.alpha}
-
-
-def initial_learning_rate(optimizer):
-    """The learning rate a run starts with (a schedule's initial rate, or the optimizer's constant rate)."""
-    lr = optimizer._learning_rate
-    if isinstance(lr, PhaseSchedule):
-        return lr.initial
-    if hasattr(lr, "initial_learning_rate"):
-        return float(lr.initial_learning_rate)
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        return float(lr(0))
-    return float(keras.backend.get_value(lr))
 
 
 class PhaseRestart(keras.callbacks.Callback):

@@ -1,0 +1,47 @@
+"""`--preset paper|default` of the experiment commands: one resolver (`pipelines.experiments.resolve_preset`)."""
+import pytest
+
+from pipelines import cli
+from pipelines.experiments import recipe_label, resolve_preset, run_tag
+
+
+def test_the_flag_sets_both_presets_and_the_old_recipe_config_spelling_still_works():
+    model, recipe, preset = resolve_preset("paper", {"num_bases": 2}, {"basis_dropout": 0.2})
+    assert (model, recipe, preset) == ({"num_bases": 2, "preset": "paper"},
+                                       {"basis_dropout": 0.2, "preset": "paper"}, "paper")
+    # no flag: the recipe config's own preset decides, the model config stays as given
+    assert resolve_preset(None, {}, {"preset": "paper"}) == ({}, {"preset": "paper"}, "paper")
+    assert resolve_preset(None, None, None) == ({}, {}, "default")
+    assert resolve_preset("paper", {"preset": "paper"}, {})[2] == "paper"  # agreeing spellings are fine
+    assert recipe_label("basisnet", "paper") == "basisnet (paper)"
+    assert run_tag("paper") == "-paper" and run_tag("default") == ""
+
+
+@pytest.mark.parametrize("preset, model, recipe, message", [
+    ("paper", {}, {"preset": "default"}, "recipe_config preset='default'"),
+    ("default", {"preset": "paper"}, {}, "model_config preset='paper'"),
+    ("fast", {}, {}, "preset='fast'"),
+    (None, {}, {"preset": "fast"}, "preset='fast'"),
+])
+def test_conflicting_or_unknown_presets_are_one_line_errors(preset, model, recipe, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_preset(preset, model, recipe)
+
+
+@pytest.mark.parametrize("command", [
+    ["basisnet-eval", "--recipe-config", "preset=default"],
+    ["multi-exit-eval", "--recipe-config", "preset=default"],
+    ["condconv-eval", "--model-config", "preset=default"],
+])
+def test_every_experiment_command_refuses_a_conflict_before_training(command, capsys):
+    assert cli.main([*command, "--preset", "paper", "--limit", "8", "--out", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert "conflicts" in err and "preset" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", [["basisnet-eval"], ["multi-exit-eval"], ["condconv-eval"],
+                                     ["slimmable-eval", "widths"], ["slimmable-eval", "dsnet"]])
+def test_every_experiment_command_takes_the_flag(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--preset", "fast"])
+    assert "argument --preset: invalid choice: 'fast'" in capsys.readouterr().err
