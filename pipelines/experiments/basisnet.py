@@ -338,15 +338,15 @@ def format_report(report):
         ]
         labels = {"basisnet": report.get("recipe", "basisnet (default)"),
                   "static": report.get("static_recipe", "standard (default)")}
+        def seed_row(seed, model, label, m):
+            return (f"  {seed:<5}{model:<40}{label:<18}{m['madds'] / 1e6:>8.2f}M{m['params'] / 1e3:>8.0f}K"
+                    f"{m['val_accuracy']:>9.4f}{m['test_accuracy']:>9.4f}")
+
         for r in rows:
-            b, st = r["basisnet"], r["static"]
-            lines += [
-                f"  {r['seed']:<5}{'BasisNet-MV3 ' + str(report['num_bases']) + ' bases (preview+specialist)':<40}"
-                f"{labels['basisnet']:<18}"
-                f"{b['madds'] / 1e6:>8.2f}M{b['params'] / 1e3:>8.0f}K{b['val_accuracy']:>9.4f}{b['test_accuracy']:>9.4f}",
-                f"  {r['seed']:<5}{'static mobilenet_v3 x' + str(st['width_multiplier']):<40}{labels['static']:<18}"
-                f"{st['madds'] / 1e6:>8.2f}M{st['params'] / 1e3:>8.0f}K{st['val_accuracy']:>9.4f}{st['test_accuracy']:>9.4f}",
-            ]
+            lines += [seed_row(r["seed"], f"BasisNet-MV3 {report['num_bases']} bases (preview+specialist)",
+                               labels["basisnet"], r["basisnet"]),
+                      seed_row(r["seed"], f"static mobilenet_v3 x{r['static']['width_multiplier']}", labels["static"],
+                               r["static"])]
         for name in ("basisnet", "static"):
             val = np.mean([r[name]["val_accuracy"] for r in rows])
             test = np.mean([r[name]["test_accuracy"] for r in rows])

@@ -6,11 +6,8 @@ import pytest
 from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
-from keras_layers.basis import BasisCoefficients, CoefficientGroup
 from pipelines.experiments import basisnet as ev
-
-L = keras.layers
-SHAPE = (4, 4, 1)
+from tests.pipelines.basisnet_toys import SHAPE, toy_basisnet
 
 
 def test_shuffle_within_layer_permutes_each_examples_vector_of_the_chosen_layers_only():
@@ -39,25 +36,9 @@ def test_shuffle_within_layer_refuses_a_bad_group(groups):
         ev.shuffle_within_layer(np.zeros((2, 4)), None)
 
 
-def toy_basisnet(groups=2, bases=3, classes=3):
-    """Preview + a specialist whose logits read group 0's coefficients only (group 1 is predicted, unused)."""
-    image = keras.Input(SHAPE, name="image")
-    h = L.Dense(8, activation="tanh")(L.Flatten()(image))
-    preview = keras.Model(image, {"preview_logits": L.Dense(classes)(h),
-                                  "coefficients": BasisCoefficients(groups, bases)(h)}, name="preview")
-    img2, coeffs = keras.Input(SHAPE, name="image"), keras.Input((groups, bases), name="coefficients")
-    c0 = CoefficientGroup(0, name="coefficients_0")(coeffs)
-    z = L.Concatenate(name="mix")([L.Flatten()(img2), L.Dense(16, name="amplify")(c0)])
-    specialist = keras.Model([img2, coeffs], L.Dense(classes)(z), name="specialist")
-    x = keras.Input(SHAPE, name="image")
-    first = preview(x)
-    return keras.Model(x, {"preview_logits": first["preview_logits"], "coefficients": first["coefficients"],
-                           "logits": specialist([x, first["coefficients"]])}, name="toy")
-
-
 def test_per_layer_table_disturbs_one_layer_at_a_time():
     keras.utils.set_random_seed(0)
-    net = toy_basisnet()
+    net = toy_basisnet(read_group=0)
     rs = np.random.RandomState(1)
     x, y = rs.randn(64, *SHAPE).astype("float32"), rs.randint(0, 3, 64)
     preview, specialist = net.get_layer("preview"), net.get_layer("specialist")

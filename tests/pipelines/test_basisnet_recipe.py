@@ -5,30 +5,15 @@ from keras_layers import env  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_layers.models.basisnet_mobilenet_v3 import BasisCoefficients
 from pipelines.experiments import basisnet as ev
 from pipelines.training import recipes
 from pipelines.training.recipes.base import TrainingModel
 from pipelines.training.recipes.basisnet import (EpsilonMixing, EpsilonSchedule, drop_bases, load_teacher, mix_uniform,
                                         random_drop_bases)
 
+from tests.pipelines.basisnet_toys import SHAPE, toy_basisnet
+
 L = keras.layers
-SHAPE = (4, 4, 1)
-
-
-def toy_basisnet(groups=2, bases=3, classes=3):
-    """The two-stage structure with plain layers (no BN or dropout), so losses can be computed by hand."""
-    image = keras.Input(SHAPE, name="image")
-    h = L.Dense(8, activation="tanh")(L.Flatten()(image))
-    preview = keras.Model(image, {"preview_logits": L.Dense(classes)(h),
-                                  "coefficients": BasisCoefficients(groups, bases)(h)}, name="preview")
-    img2, coeffs = keras.Input(SHAPE, name="image"), keras.Input((groups, bases), name="coefficients")
-    z = L.Concatenate()([L.Flatten()(img2), L.Flatten()(coeffs)])
-    specialist = keras.Model([img2, coeffs], L.Dense(classes)(z), name="specialist")
-    x = keras.Input(SHAPE, name="image")
-    first = preview(x)
-    return keras.Model(x, {"preview_logits": first["preview_logits"], "coefficients": first["coefficients"],
-                           "logits": specialist([x, first["coefficients"]])}, name="toy")
 
 
 def np_ce(labels, logits, smoothing=0.0):
