@@ -116,10 +116,7 @@ def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path):
 def test_asha_saves_most_trial_epochs_of_an_8_trial_search(ray_head, tmp_path):
     # ASHA with the defaults: grace period 1 epoch, reduction factor 4, so rungs at epochs 1 and 4 of 8 where
     # a trial goes on only when it is in the top quarter of the trials that reached that rung before it.
-    # 1,024 images (32 steps an epoch): on 192 every trial stayed near chance, the rungs saw ties and 5 of 8
-    # trials ran all 8 epochs (33% saved).
-    res = run_cli(ray_head, "tune", "--family", "baseline", "--smoke-test", "--trials", "8", "--epochs", "8",
-                  "--cpus-per-worker", "0.5", "--limit", "1024",
+    res = run_cli(ray_head, "tune", "--family", "baseline", "--smoke-test", "--trials", "8", "--epochs", "8", *SMALL,
                   "--grace-period", "1", "--reduction-factor", "4", "--out", str(tmp_path), "--name", "asha",
                   "--no-tracking", timeout=1200)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
