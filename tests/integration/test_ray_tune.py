@@ -110,19 +110,3 @@ def test_nan_trial_is_stopped_and_marked_failed(ray_head, tmp_path):
     assert int(trial["epochs_run"]) == 1  # epoch 1 was reported; the NaN epoch 2 never was
     assert summary["failed"] == 1 and summary["best"] is None and summary["pareto"] == []
     assert not (tmp_path / "nan" / "best").exists()
-
-
-@pytest.mark.extended
-def test_asha_saves_most_trial_epochs_of_an_8_trial_search(ray_head, tmp_path):
-    # ASHA with the defaults: grace period 1 epoch, reduction factor 4, so rungs at epochs 1 and 4 of 8 where
-    # a trial goes on only when it is in the top quarter of the trials that reached that rung before it.
-    res = run_cli(ray_head, "tune", "--family", "baseline", "--smoke-test", "--trials", "8", "--epochs", "8", *SMALL,
-                  "--grace-period", "1", "--reduction-factor", "4", "--out", str(tmp_path), "--name", "asha",
-                  "--no-tracking", timeout=1200)
-    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
-    summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
-    trials = rows(tmp_path / "asha" / "results.csv")
-    assert summary["trials"] == 8 and summary["failed"] == 0, summary
-    assert summary["trial_epochs_budget"] == 64 and summary["trial_epochs_run"] == sum(int(t["epochs_run"]) for t in trials)
-    assert summary["asha_saved_share"] >= 0.5, (summary["asha_saved_share"], [t["epochs_run"] for t in trials])
-    assert "ASHA (" in res.stdout and "of trial-epochs saved" in res.stdout
