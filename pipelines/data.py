@@ -69,6 +69,7 @@ class DatasetInfo:
     input_shape: tuple  # (H, W, C) after resizing
     normalization: dict  # {"scale": 1/255 or 1/16, "mean": [...], "std": [...]}
     num_examples: dict  # split -> count
+    generator_version: int | None = None  # embedded datasets (`GENERATOR_VERSIONS`); None for TFDS and folders
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -273,6 +274,18 @@ def _tfds(name, split, data_dir):
 
 
 # ---------------------------------------------------------------- cluttered digits (synthesised at load time)
+
+# The version of each embedded dataset's generator, recorded in every run's dataset.json: bump it when the
+# images a seed makes change, so that runs made from older images are never taken for runs of these (the
+# experiments' `deployed.finished_run` reuses a finished run only of the same version).
+# cluttered-digits 2: one ink polarity (light strokes on a darker background).
+GENERATOR_VERSIONS = {"digits": 1, "cluttered-digits": 2}
+
+
+def generator_version(name):
+    """The generator version of embedded dataset `name` (`GENERATOR_VERSIONS`); None for other datasets."""
+    return GENERATOR_VERSIONS.get(name)
+
 
 CLUTTERED = "cluttered-digits"
 CLUTTERED_SEED = 20240607
@@ -575,7 +588,7 @@ def load(name="digits", split="train", image_size=32, batch_size=64, augment=Fal
         name=name, num_classes=len(class_names), class_names=tuple(class_names),
         input_shape=(size[0], size[1], out_c),
         normalization={"input_range": [0.0, 1.0], "mean": list(mean), "std": list(std)},
-        num_examples=counts,
+        num_examples=counts, generator_version=generator_version(name),
     )
     mean_t = tf.constant(mean, tf.float32)
     std_t = tf.constant(std, tf.float32)

@@ -29,7 +29,8 @@ BUCKET_ORDER = ("easy", "medium", "hard")  # pipelines.data.DIFFICULTY_BUCKETS (
 
 
 def finished_run(cfg):
-    """The run folder of `cfg` (``<out>/<run_name>``) when it holds a finished run of the same config, else None."""
+    """The run folder of `cfg` (``<out>/<run_name>``) when it holds a finished run of the same config made from
+    the same data (`data.generator_version`), else None."""
     folder = Path(cfg.out) / cfg.run_name
     try:
         saved = json.loads((folder / "config.json").read_text())
@@ -37,6 +38,13 @@ def finished_run(cfg):
         return None
     want = json.loads(json.dumps(cfg.to_dict(), default=str))  # as config.json stores it (tuples are lists)
     same = all(saved.get(k) == v for k, v in want.items() if k not in ("out", "run_name"))
+    from pipelines import data
+
+    try:  # made from the same images: an embedded dataset's generator may have changed since
+        same = same and json.loads((folder / "dataset.json").read_text()).get(
+            "generator_version") == data.generator_version(cfg.data)
+    except (OSError, ValueError, AttributeError):
+        return None
     return folder if same and (folder / "model.keras").exists() and (folder / "metrics.json").exists() else None
 
 

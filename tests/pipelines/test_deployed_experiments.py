@@ -78,6 +78,12 @@ def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path
     (folder / "metrics.json").write_text("{}")
     assert deployed.finished_run(cfg) is None  # no model.keras: an unfinished run
     (folder / "model.keras").write_bytes(b"")
+    assert deployed.finished_run(cfg) is None  # no dataset.json: the data it was made from is unknown
+    from pipelines import data
+
+    (folder / "dataset.json").write_text(json.dumps({"generator_version": data.generator_version(cfg.data) - 1}))
+    assert deployed.finished_run(cfg) is None  # made from an older generator's images (before a data fix)
+    (folder / "dataset.json").write_text(json.dumps({"generator_version": data.generator_version(cfg.data)}))
     assert deployed.finished_run(cfg) == folder
     other = ladder.member_config("mobilenet_v2", 0.5, seed=1, epochs=3, out=str(tmp_path))
     assert deployed.finished_run(other) is None  # same folder name, another config
