@@ -215,8 +215,8 @@ def train_func(config: dict):
     import tf_keras as keras
 
     from keras_layers import count_madds
-    from pipelines.training.train import (EpochCheckpoint, build_training, load_data, resolve_callbacks,
-                                          steps_per_epoch)
+    from pipelines.training.train import (EpochCheckpoint, build_training, load_data, planned_steps,
+                                          resolve_callbacks)
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
     ctx = ray.train.get_context()
@@ -230,8 +230,7 @@ def train_func(config: dict):
     train_ds, info = load_data(cfg, "train")  # global batch; the strategy splits it per worker
     val_ds, _ = load_data(cfg, "validation", shuffle=False)
     train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-    # as in-process: the same learning-rate / epsilon schedules (whole batches only under jit_compile)
-    steps = steps_per_epoch(info, cfg.batch_size, drop_remainder=cfg.jit_compile)
+    steps = planned_steps(cfg, info)  # as in-process: the same learning-rate / epsilon schedules
 
     with strategy.scope():
         model = build_training(cfg, info, steps)

@@ -47,6 +47,12 @@ def load_data(cfg: TrainConfig, split, batch_size=None, shuffle=None):
                      shuffle=shuffle, limit=cfg.limit, drop_remainder=bool(cfg.jit_compile and split == "train"))
 
 
+def planned_steps(cfg, info):
+    """Optimizer steps in one epoch of `cfg`'s train split as `load_data` serves it (whole batches only under
+    `jit_compile`): what the learning-rate and epsilon schedules plan on, in-process and on Ray alike."""
+    return steps_per_epoch(info, cfg.batch_size, drop_remainder=bool(cfg.jit_compile))
+
+
 def steps_per_epoch(info, batch_size, num_workers=1, drop_remainder=False):
     """Batches per epoch of the train split (100 when the size is unknown); whole batches only with
     `drop_remainder`."""
@@ -352,7 +358,7 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None, accel
     if cfg.jit_compile and n_train is not None and n_train < cfg.batch_size:
         raise ValueError(f"jit_compile serves whole batches only: the train split has {n_train} examples, "
                          f"fewer than batch_size={cfg.batch_size}")
-    steps = steps_per_epoch(info, cfg.batch_size, drop_remainder=cfg.jit_compile)
+    steps = planned_steps(cfg, info)
     with devices.strategy_for(accelerator).scope():
         model = build_training(cfg, info, steps)
 
