@@ -142,17 +142,16 @@ def require_worker_gpu(environ=None, gpus=None, build_info=None, log=None):
     `GpuUnavailableError` with one line naming the GPU Ray reserved (`CUDA_VISIBLE_DEVICES`, which Ray sets
     for the worker) and the cause (`diagnose`: build, driver, CUDA libraries, none visible). The arguments
     default to this process's (see `gpu_problem`)."""
+    import tensorflow as tf
+
     environ = os.environ if environ is None else environ
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
     problem = gpu_problem(gpus, build_info, log, environ)
     if problem:
         reserved = environ.get("CUDA_VISIBLE_DEVICES")
         where = f"CUDA_VISIBLE_DEVICES={reserved!r}" if reserved is not None else "CUDA_VISIBLE_DEVICES not set"
         raise GpuUnavailableError(f"a Ray Train worker reserved a GPU ({where}) but TensorFlow cannot use it: "
                                   f"{problem}")
-    if gpus is None:
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
     return gpus
 
 
