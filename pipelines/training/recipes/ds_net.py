@@ -65,7 +65,7 @@ import tf_keras as keras
 from keras_layers.models.ds_mobilenet_v1 import choice_madds, gate_layer
 from keras_layers.slimmable import DYNAMIC, model_width_multipliers, set_width
 from pipelines.training.recipes import check_preset, losses, register
-from pipelines.training.recipes.schedules import EpochDecay, initial_learning_rate
+from pipelines.training.recipes.schedules import EpochDecay, InstallSchedule, initial_learning_rate
 from pipelines.training.recipes.base import Recipe, StepOutput
 from pipelines.training.recipes.slimmable import (check_float, check_int, random_width_calls, run_width,
                                          width_name)
@@ -148,7 +148,7 @@ def restrict_gate(gate, max_width):
     return allowed[-1]
 
 
-class GateDecay(keras.callbacks.Callback):
+class GateDecay(InstallSchedule):
     """The paper's gate schedule (Li et al., CVPR 2021, Sec. 4 "Training details": "The learning rate decays
     to 0.9x of its value in every epoch"): when training starts, the optimizer's schedule becomes
     `schedules.EpochDecay` - the run's schedule during Stage I, then from Stage II's first step the run's
@@ -159,11 +159,9 @@ class GateDecay(keras.callbacks.Callback):
         super().__init__()
         self.start_step, self.steps_per_epoch, self.decay = start_step, steps_per_epoch, decay
 
-    def on_train_begin(self, logs=None):
-        optimizer = self.model.optimizer
-        optimizer.learning_rate = EpochDecay(optimizer._learning_rate, initial_learning_rate(optimizer),
-                                             self.start_step, self.steps_per_epoch, self.decay)
-        self.model.make_train_function(force=True)
+    def schedule(self, optimizer):
+        return EpochDecay(optimizer._learning_rate, initial_learning_rate(optimizer), self.start_step,
+                          self.steps_per_epoch, self.decay)
 
 
 @register

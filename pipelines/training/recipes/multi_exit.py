@@ -52,7 +52,7 @@ import tf_keras as keras
 
 from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.base import Recipe, StepOutput, check_range
-from pipelines.training.recipes.schedules import initial_learning_rate
+from pipelines.training.recipes.schedules import InstallSchedule, initial_learning_rate
 
 
 def _exit_names(outputs_or_net):
@@ -258,7 +258,7 @@ class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "shape": self.shape, "alpha": self.alpha}
 
 
-class PhaseRestart(keras.callbacks.Callback):
+class PhaseRestart(InstallSchedule):
     """Replaces the optimizer's schedule by a `PhaseSchedule` from the run's initial learning rate when
     training starts (a function of the optimizer's step count, so a resumed run lands in the right phase)."""
 
@@ -266,8 +266,5 @@ class PhaseRestart(keras.callbacks.Callback):
         super().__init__()
         self.phase1_steps, self.phase2_steps, self.shape = phase1_steps, phase2_steps, shape
 
-    def on_train_begin(self, logs=None):
-        optimizer = self.model.optimizer
-        optimizer.learning_rate = PhaseSchedule(initial_learning_rate(optimizer), self.phase1_steps,
-                                                self.phase2_steps, self.shape)
-        self.model.make_train_function(force=True)
+    def schedule(self, optimizer):
+        return PhaseSchedule(initial_learning_rate(optimizer), self.phase1_steps, self.phase2_steps, self.shape)

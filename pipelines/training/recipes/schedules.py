@@ -1,5 +1,6 @@
 """Learning-rate schedules the recipes install over the run's cosine schedule (`training.train.make_optimizer`):
-IMTA's restart between phases lives in `recipes.multi_exit` (`PhaseSchedule`); DS-Net's gate decay here.
+IMTA's restart between phases lives in `recipes.multi_exit` (`PhaseSchedule`); DS-Net's gate decay here;
+`InstallSchedule`, the one callback that puts a recipe's schedule on the optimizer when training starts.
 
     schedule = EpochDecay(before=optimizer.learning_rate, initial=0.05, start_step=600, steps_per_epoch=100,
                           decay=0.9)   # from step 600: 0.05, 0.045, 0.0405, ... one factor per epoch
@@ -47,3 +48,14 @@ class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
             before = keras.optimizers.schedules.serialize(before)
         return {"before": before, "initial": self.initial, "start_step": self.start_step,
                 "steps_per_epoch": self.steps_per_epoch, "decay": self.decay}
+
+
+class InstallSchedule(keras.callbacks.Callback):
+    """When training starts, the optimizer's learning rate becomes `self.schedule(optimizer)` (a subclass's
+    method: IMTA's `PhaseRestart`, DS-Net's `GateDecay`) and the train step is retraced to read it. The
+    schedules are functions of the optimizer's step count, so a resumed run lands on the right rate."""
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        optimizer.learning_rate = self.schedule(optimizer)
+        self.model.make_train_function(force=True)
