@@ -60,18 +60,21 @@ class Registry:
         self._entries[name] = entry
         return entry
 
-    def items(self):
-        """(name, entry) pairs, sorted by name."""
+    def _load(self):
         if not self._loaded:
             import_submodules(self._package, self._path)
             self._loaded = True
-        return sorted(self._entries.items())
+        return self._entries
+
+    def items(self):
+        """(name, entry) pairs, sorted by name."""
+        return sorted(self._load().items())
 
     def names(self):
-        return [name for name, _ in self.items()]
+        return sorted(self._load())
 
     def get(self, name):
-        entries = dict(self.items())
+        entries = self._load()
         if name not in entries:
             raise ValueError(f"unknown {self.field}={name!r}; valid choices: {', '.join(sorted(entries))}")
         return entries[name]
