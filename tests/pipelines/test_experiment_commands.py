@@ -1,4 +1,9 @@
-"""The papers' experiments run as `python -m pipelines` commands (smoke sizes: one epoch, a few images)."""
+"""The papers' experiments run as `python -m pipelines` commands (smoke sizes: one epoch, a few images).
+
+The two end-to-end runs here are `extended` (`make test-extended`, CI): their pieces (training, early
+termination, disturbance, export, the widths table) have their own tests in `make test`, and `make test` runs
+one experiment command end to end with measurement and MLflow logging (condconv-eval,
+tests/pipelines/test_deployed_experiments.py)."""
 import json
 
 import pytest
@@ -12,6 +17,7 @@ TINY_BASISNET = ["width_multiplier=0.25", "last_channels=64", "head_channels=64"
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_basisnet_eval_trains_both_models_and_exports_the_run_bundle(tmp_path, capsys):
     bundle = tmp_path / "bundle"
     code = cli.main(["basisnet-eval", "--epochs", "1", "--limit", "96", "--image-size", "16", "--num-bases", "2",
@@ -29,6 +35,7 @@ def test_basisnet_eval_trains_both_models_and_exports_the_run_bundle(tmp_path, c
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_slimmable_eval_widths_writes_its_table(tmp_path, capsys):
     code = cli.main(["slimmable-eval", "widths", "--epochs", "1", "--limit", "64", "--widths", "0.5", "1.0",
                      "--depth-multiplier", "0.1", "--image-size", "16", "--out", str(tmp_path)])

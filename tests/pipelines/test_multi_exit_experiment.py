@@ -10,6 +10,7 @@ from tests.conftest import ROOT
 TINY = {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 32}
 
 
+@pytest.mark.extended  # a learning check, like tests/pipelines/test_every_model_learns.py
 def test_experiment_smoke_reports_per_exit_table_and_budget_curve(tmp_path):
     # 3 epochs of 32 steps: enough for BatchNorm's moving statistics, so the exits beat chance (0.1) clearly
     result = exp.run(epochs=3, seeds=(0,), image_size=16, model_config=TINY, limit=512, batch_size=16,
