@@ -14,7 +14,7 @@ Format of a family module (`tune_spaces/<family>.py`)::
     SMOKE = {"trials": 2, "epochs": 1, "limit": 256}   # overrides for --smoke-test
 
     from tune_spaces import get
-    space = get("basisnet")           # dict of ray.tune domains / constants
+    space = get("basisnet")           # dict of ray.tune domains / constants (COMMON's entries included)
     space = get("basisnet", smoke=True)   # SMOKE's constants merged in (nested dicts merged key by key)
 
 Domains must be ones Optuna can search: `tune.choice`, `tune.uniform`, `tune.loguniform`,
@@ -28,6 +28,11 @@ import importlib
 import pkgutil
 
 SMOKE_KEYS = ("trials",)
+# Entries every family's space starts from (its own SPACE wins): ASHA stops trials on the validation accuracy
+# of their first epochs, which on short epochs Keras' lagging BatchNorm statistics leave at chance whatever the
+# weights (pipelines.training.bn_recalibration.PreciseBN); recomputing them from 8 training batches before each
+# validation makes those epochs rank the trials.
+COMMON = {"precise_bn_batches": 8}
 
 
 def names():
@@ -61,7 +66,7 @@ _smoke_settings = smoke  # `get` and `validate` take a `smoke` flag that shadows
 
 def get(name, smoke=False):
     """The search space dict of family `name` (with its SMOKE constants merged in when `smoke`)."""
-    space = copy.deepcopy(module(name).SPACE)
+    space = merge(COMMON, module(name).SPACE)
     if smoke:
         space = merge(space, {k: v for k, v in _smoke_settings(name).items() if k not in SMOKE_KEYS})
     return space

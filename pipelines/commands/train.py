@@ -89,6 +89,9 @@ def add_arguments(p):
     p.add_argument("--model-config", nargs="*", default=[], action=Given, metavar="KEY=VALUE")
     p.add_argument("--recipe-config", nargs="*", default=[], action=Given, metavar="KEY=VALUE")
     p.add_argument("--early-stopping", type=int, default=0, action=Given, help="patience in epochs (0 = off)")
+    p.add_argument("--precise-bn-batches", type=int, default=0, action=Given, metavar="N",
+                   help="before each validation, recompute BatchNorm statistics from N training batches (precise "
+                        "BN; 0 = off, the default): honest metrics from the first epoch on short epochs")
     p.add_argument("--seed", type=int, default=0, action=Given)
     p.add_argument("--out", default="runs", action=Given, help="folder for run directories (default runs/)")
     p.add_argument("--storage", default=None, action=Given, metavar="PATH|s3://...|gs://...",

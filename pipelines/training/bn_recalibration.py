@@ -9,6 +9,13 @@ other widths' statistics and plain BatchNormalization layers (a DS-Net's fixed-w
 untouched.
 
     recalibrate_bn(net, train_ds, width=0.5, num_batches=20)
+
+`precise_bn(net, batches, num_batches)` does the same for the plain `BatchNormalization` layers of any
+network ("precise BN": Wu & Johnson, *Rethinking "Batch" in BatchNorm*, 2021, Sec. 3). Keras' moving
+averages (momentum 0.99) lag the weights by about a hundred steps, so a run of a few dozen steps per epoch
+validates with statistics that are mostly their initial values: its first epochs score chance whatever the
+weights. `PreciseBN` (the `precise_bn_batches` field of `TrainConfig`) recomputes them before each
+validation during `fit`; the weights, and so training itself, are unchanged.
 """
 from __future__ import annotations
 
@@ -25,8 +32,7 @@ def switchable_bn_layers(net):
 
 def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
     """Recompute the statistics of `width` from up to `num_batches` batches of `batches` (images or (x, y))."""
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be an int >= 1; received num_batches={num_batches!r}")
+    _check_num_batches(num_batches)
     bns = switchable_bn_layers(net)
     if not bns:
         raise ValueError(f"recalibrate_bn: model {net.name!r} has no SwitchableBatchNormalization layers")
@@ -34,8 +40,7 @@ def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
         check_width(width, layer.width_multipliers, False)
         layer.slot_variables(width)  # raises ValueError naming the width if it has no statistics
     previous = get_width(net)
-    plain_bns = [l for l in net._flatten_layers(include_self=False, recursive=True)
-                 if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+    plain_bns = plain_bn_layers(net)
     for layer in plain_bns:
         layer.trainable = False  # inference mode: their statistics are not ours to change
     set_width(net, width)
@@ -43,24 +48,98 @@ def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
         i = layer.width_multipliers.index(min(layer.width_multipliers, key=lambda w: abs(w - width)))
         layer.moving_means[i].assign(0.0 * layer.moving_means[i])
         layer.moving_variances[i].assign(0.0 * layer.moving_variances[i] + 1.0)
-    seen = 0
-    try:
-        for batch in batches:
-            if seen >= num_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            for layer in bns:
-                layer.momentum_override = seen / (seen + 1.0)
-            net(x, training=True)
-            seen += 1
-            if verbose:
-                print(f"recalibrate width={width}: batch {seen}/{num_batches}", flush=True)
-    finally:
+
+    def momentum(value):
         for layer in bns:
-            layer.momentum_override = None
+            layer.momentum_override = value
+
+    try:
+        seen = _cumulative_average(net, batches, num_batches, momentum,
+                                   lambda seen: print(f"recalibrate width={width}: batch {seen}/{num_batches}",
+                                                      flush=True) if verbose else None)
+    finally:
+        momentum(None)
         for layer in plain_bns:
             layer.trainable = True
         set_width(net, previous)
     if seen == 0:
         raise ValueError("recalibrate_bn: batches is empty")
     return seen
+
+
+def _check_num_batches(num_batches):
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be an int >= 1; received num_batches={num_batches!r}")
+
+
+def _cumulative_average(net, batches, num_batches, set_momentum, progress=None):
+    """Run `net` in training mode on up to `num_batches` of `batches` (eagerly: the layers read their momentum
+    on every call) with momentum ``i / (i + 1)`` at batch ``i``, so the statistics `set_momentum` points at end
+    as the exact average of those batches' statistics. Returns the number of batches seen."""
+    seen = 0
+    for batch in batches:
+        if seen >= num_batches:
+            break
+        set_momentum(seen / (seen + 1.0))
+        net(batch[0] if isinstance(batch, (tuple, list)) else batch, training=True)
+        seen += 1
+        if progress is not None:
+            progress(seen)
+    return seen
+
+
+def plain_bn_layers(net):
+    """The `BatchNormalization` layers of `net` that training updates (a frozen one runs in inference mode)."""
+    return [l for l in net._flatten_layers(include_self=False, recursive=True)
+            if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+
+
+def precise_bn(net, batches, num_batches):
+    """Recompute the moving mean and variance of every trainable plain `BatchNormalization` of `net` as the
+    average of the batch statistics of up to `num_batches` batches of `batches` (images or (x, y, ...)).
+    `SwitchableBatchNormalization` statistics are kept as they are (`recalibrate_bn` is theirs). Returns the
+    number of batches used (0 when `net` has no plain BatchNormalization)."""
+    _check_num_batches(num_batches)
+    layers = plain_bn_layers(net)
+    if not layers:
+        return 0
+    momenta = [l.momentum for l in layers]
+    switchable = switchable_bn_layers(net)
+
+    def momentum(value):
+        for layer in layers:
+            layer.momentum = value
+
+    for layer in switchable:
+        layer.momentum_override = 1.0  # keep each width's statistics
+    try:
+        seen = _cumulative_average(net, batches, num_batches, momentum)
+    finally:
+        for layer, m in zip(layers, momenta):
+            layer.momentum = m
+        for layer in switchable:
+            layer.momentum_override = None
+    if seen == 0:
+        raise ValueError("precise_bn: batches is empty")
+    return seen
+
+
+class PreciseBN(keras.callbacks.Callback):
+    """During `fit`, before each validation: `precise_bn` on `num_batches` batches of `batches` (the training
+    data), so the validation, the best-epoch weights and the checkpoints carry statistics of the current
+    weights. `model.evaluate` outside `fit` is left alone."""
+
+    def __init__(self, batches, num_batches):
+        super().__init__()
+        _check_num_batches(num_batches)
+        self.batches, self.num_batches, self._fitting = batches, num_batches, False
+
+    def on_train_begin(self, logs=None):
+        self._fitting = True
+
+    def on_train_end(self, logs=None):
+        self._fitting = False
+
+    def on_test_begin(self, logs=None):
+        if self._fitting:
+            precise_bn(getattr(self.model, "net", self.model), self.batches, self.num_batches)

@@ -37,6 +37,9 @@ class TrainConfig:
     limit: int | None = None  # keep only N examples per split (smoke tests)
     precision: str = "float32"  # float32 | bf16 | fp16 (Keras mixed-precision policy while the net is built)
     jit_compile: bool = False  # XLA-compiled steps on fixed-size training batches
+    # before each validation, recompute BatchNorm statistics from this many training batches (0 = off;
+    # pipelines.training.bn_recalibration.PreciseBN): honest early-epoch metrics on short epochs
+    precise_bn_batches: int = 0
 
     OPTIMIZERS = ("adam", "sgd", "adamw")
     PRECISIONS = ("float32", "bf16", "fp16")
@@ -61,6 +64,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be in (0, 10); received learning_rate={self.learning_rate!r}")
         if self.optimizer not in self.OPTIMIZERS:
             raise ValueError(f"unknown optimizer={self.optimizer!r}; valid choices: {', '.join(self.OPTIMIZERS)}")
+        if isinstance(self.precise_bn_batches, bool) or not isinstance(self.precise_bn_batches, int) \
+                or self.precise_bn_batches < 0:
+            raise ValueError(f"precise_bn_batches must be an int >= 0; received "
+                             f"precise_bn_batches={self.precise_bn_batches!r}")
         if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
             raise ValueError(f"early_stopping must be an int >= 0; received early_stopping={self.early_stopping!r}")
         if self.precision not in self.PRECISIONS:

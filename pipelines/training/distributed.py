@@ -216,7 +216,7 @@ def train_func(config: dict):
 
     from keras_layers import count_madds
     from pipelines.training.train import (EpochCheckpoint, build_training, load_data, planned_steps,
-                                          resolve_callbacks)
+                                          recipe_callbacks, resolve_callbacks)
 
     cfg = TrainConfig.from_dict(config["train"]).validate()
     ctx = ray.train.get_context()
@@ -246,7 +246,7 @@ def train_func(config: dict):
     madds = int(count_madds(model.net, info.input_shape))
 
     wctx = WorkerContext(cfg, rank, world, initial_epoch, dict(config.get("extra") or {}))
-    cbs = [*model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds)]
+    cbs = recipe_callbacks(cfg, model, steps, train_ds)
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))
     cbs.append(_report_callback(state, model.net, info, rank, initial_epoch, madds, outcome))

@@ -53,6 +53,18 @@ def planned_steps(cfg, info):
     return steps_per_epoch(info, cfg.batch_size, drop_remainder=bool(cfg.jit_compile))
 
 
+def recipe_callbacks(cfg, model, steps, train_ds):
+    """The callbacks every `fit` of `cfg` needs, in-process and on Ray Train workers alike: the recipe's
+    (schedules, stage switches), then precise BatchNorm statistics before each validation when
+    `cfg.precise_bn_batches` asks for them (after the recipe's, so a stage switch comes first)."""
+    from pipelines.training.bn_recalibration import PreciseBN
+
+    cbs = list(model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds))
+    if cfg.precise_bn_batches:
+        cbs.append(PreciseBN(train_ds, cfg.precise_bn_batches))
+    return cbs
+
+
 def steps_per_epoch(info, batch_size, num_workers=1, drop_remainder=False):
     """Batches per epoch of the train split (100 when the size is unknown); whole batches only with
     `drop_remainder`."""
@@ -373,8 +385,8 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None, accel
     best = BestEpoch(model.net, first=max(0, model.recipe.final_stage_start(cfg.epochs) - initial_epoch))
 
     ctx = WorkerContext(cfg, world_rank=0, world_size=1, initial_epoch=initial_epoch, extra={})
-    cbs = [ckpt.callback(), *model.recipe.callbacks(model, steps, cfg.epochs, train_data=train_ds),
-           best.callback(), *resolve_callbacks(callbacks, ctx)]
+    cbs = [ckpt.callback(), *recipe_callbacks(cfg, model, steps, train_ds), best.callback(),
+           *resolve_callbacks(callbacks, ctx)]
     cbs.append(tensorboard_callback(run_dir / TENSORBOARD_DIR))  # TensorBoard: events in the run folder
     if cfg.early_stopping:  # BestEpoch restores the best weights (of the recipe's last stage)
         cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping, mode="max"))

@@ -456,14 +456,18 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space, exp_path=None):
         "interrupted": interrupted,
         "trial_epochs_run": ran, "trial_epochs_budget": budget,
         "asha_saved_share": round(1 - ran / budget, 4) if budget else 0.0,
+        "asha": {"grace_period": min(opts.grace_period, epochs), "reduction_factor": opts.reduction_factor,
+                 "max_t": epochs},
         "best": best, "pareto": front,
     }
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     with pd.option_context("display.max_columns", 50, "display.width", 200):
         shown = table.drop(columns=["checkpoint_path", "error"], errors="ignore")
         print(shown.to_string(index=False) if len(shown) else "(no trials)")
+    asha = summary["asha"]
     print(f"{summary['completed']} completed, {summary['stopped_early']} stopped early by ASHA "
-          f"({summary['asha_saved_share']:.0%} of trial-epochs saved), {summary['failed']} failed")
+          f"({summary['asha_saved_share']:.0%} of trial-epochs saved; grace period {asha['grace_period']}, "
+          f"reduction factor {asha['reduction_factor']}, max_t {asha['max_t']} epochs), {summary['failed']} failed")
     if best:
         print(f"best: {best['trial_id']} val_accuracy={best['val_accuracy']:.4f} madds={best['madds']} "
               f"-> {exp_dir / 'best'}")
