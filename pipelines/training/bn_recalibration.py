@@ -49,16 +49,18 @@ def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
         layer.moving_means[i].assign(0.0 * layer.moving_means[i])
         layer.moving_variances[i].assign(0.0 * layer.moving_variances[i] + 1.0)
 
-    def momentum(value):
+    def call(x, momentum):  # eager: the layers read momentum_override on every call
         for layer in bns:
-            layer.momentum_override = value
+            layer.momentum_override = momentum
+        net(x, training=True)
 
     try:
-        seen = _cumulative_average(net, batches, num_batches, momentum,
+        seen = _cumulative_average(call, batches, num_batches,
                                    lambda seen: print(f"recalibrate width={width}: batch {seen}/{num_batches}",
                                                       flush=True) if verbose else None)
     finally:
-        momentum(None)
+        for layer in bns:
+            layer.momentum_override = None
         for layer in plain_bns:
             layer.trainable = True
         set_width(net, previous)
@@ -72,16 +74,15 @@ def _check_num_batches(num_batches):
         raise ValueError(f"num_batches must be an int >= 1; received num_batches={num_batches!r}")
 
 
-def _cumulative_average(net, batches, num_batches, set_momentum, progress=None):
-    """Run `net` in training mode on up to `num_batches` of `batches` (eagerly: the layers read their momentum
-    on every call) with momentum ``i / (i + 1)`` at batch ``i``, so the statistics `set_momentum` points at end
-    as the exact average of those batches' statistics. Returns the number of batches seen."""
+def _cumulative_average(call, batches, num_batches, progress=None):
+    """`call(x, momentum)` (the net in training mode with that momentum) on up to `num_batches` of `batches`
+    with momentum ``i / (i + 1)`` at batch ``i``: the statistics end as the exact average of those batches'
+    statistics. Returns the number of batches seen."""
     seen = 0
     for batch in batches:
         if seen >= num_batches:
             break
-        set_momentum(seen / (seen + 1.0))
-        net(batch[0] if isinstance(batch, (tuple, list)) else batch, training=True)
+        call(batch[0] if isinstance(batch, (tuple, list)) else batch, seen / (seen + 1.0))
         seen += 1
         if progress is not None:
             progress(seen)
@@ -94,31 +95,44 @@ def plain_bn_layers(net):
             if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
 
 
-def precise_bn(net, batches, num_batches):
+class BatchStatistics:
+    """`net(x, training=True)` as one traced function in which every trainable plain `BatchNormalization`
+    reads its momentum from one variable (Keras reads a float momentum at trace time) and every
+    `SwitchableBatchNormalization` keeps its statistics. `stats(x, momentum)` runs it; trace once, call per batch."""
+
+    def __init__(self, net):
+        import tensorflow as tf
+
+        self.net, self.layers, self.switchable = net, plain_bn_layers(net), switchable_bn_layers(net)
+        self.momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="precise_bn_momentum")
+        self._fn = tf.function(lambda x: net(x, training=True), reduce_retracing=True)
+
+    def __call__(self, x, momentum):
+        self.momentum.assign(momentum)
+        momenta = [l.momentum for l in self.layers]
+        for layer in self.layers:
+            layer.momentum = self.momentum
+        for layer in self.switchable:
+            layer.momentum_override = 1.0  # keep each width's statistics (recalibrate_bn is theirs)
+        try:
+            self._fn(x)
+        finally:
+            for layer, m in zip(self.layers, momenta):
+                layer.momentum = m
+            for layer in self.switchable:
+                layer.momentum_override = None
+
+
+def precise_bn(net, batches, num_batches, stats=None):
     """Recompute the moving mean and variance of every trainable plain `BatchNormalization` of `net` as the
     average of the batch statistics of up to `num_batches` batches of `batches` (images or (x, y, ...)).
-    `SwitchableBatchNormalization` statistics are kept as they are (`recalibrate_bn` is theirs). Returns the
-    number of batches used (0 when `net` has no plain BatchNormalization)."""
+    `SwitchableBatchNormalization` statistics are kept as they are. `stats`: a `BatchStatistics(net)` to reuse
+    (its trace) across calls. Returns the number of batches used (0 when `net` has no plain BatchNormalization)."""
     _check_num_batches(num_batches)
-    layers = plain_bn_layers(net)
-    if not layers:
+    stats = stats or BatchStatistics(net)
+    if not stats.layers:
         return 0
-    momenta = [l.momentum for l in layers]
-    switchable = switchable_bn_layers(net)
-
-    def momentum(value):
-        for layer in layers:
-            layer.momentum = value
-
-    for layer in switchable:
-        layer.momentum_override = 1.0  # keep each width's statistics
-    try:
-        seen = _cumulative_average(net, batches, num_batches, momentum)
-    finally:
-        for layer, m in zip(layers, momenta):
-            layer.momentum = m
-        for layer in switchable:
-            layer.momentum_override = None
+    seen = _cumulative_average(stats, batches, num_batches)
     if seen == 0:
         raise ValueError("precise_bn: batches is empty")
     return seen
@@ -132,7 +146,7 @@ class PreciseBN(keras.callbacks.Callback):
     def __init__(self, batches, num_batches):
         super().__init__()
         _check_num_batches(num_batches)
-        self.batches, self.num_batches, self._fitting = batches, num_batches, False
+        self.batches, self.num_batches, self._fitting, self._stats = batches, num_batches, False, None
 
     def on_train_begin(self, logs=None):
         self._fitting = True
@@ -142,4 +156,7 @@ class PreciseBN(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         if self._fitting:
-            precise_bn(getattr(self.model, "net", self.model), self.batches, self.num_batches)
+            net = getattr(self.model, "net", self.model)
+            if self._stats is None or self._stats.net is not net:
+                self._stats = BatchStatistics(net)  # traced on its first batch, reused every epoch
+            precise_bn(net, self.batches, self.num_batches, stats=self._stats)
