@@ -52,6 +52,8 @@ def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and parent.data.metrics["trials"] == 2
     assert all("learning_rate" in r.data.params for r in children)
+    # every space turns precise BN statistics on (tune_spaces.COMMON); the trials ran with it
+    assert all(r.data.params.get("precise_bn_batches") == "8" for r in children), [r.data.params for r in children]
     by_id = {t["trial_id"]: t for t in trials}
     for r in children:  # the trial's last epoch, as logged per epoch, is what results.csv reports
         row = by_id[r.data.tags["trial_id"]]
