@@ -42,7 +42,10 @@ def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     assert saved == pytest.approx(best["val_accuracy"], abs=1e-6), (saved, best)
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["failed"] == 0 and not summary["interrupted"]
-    assert summary["asha"] == {"grace_period": 1, "reduction_factor": 2, "max_t": 1}, summary  # smoke: 1 epoch
+    import tune_spaces
+
+    smoke_epochs = tune_spaces.smoke("baseline")["epochs"]  # ASHA's max_t: the smoke search's epochs
+    assert summary["asha"] == {"grace_period": 1, "reduction_factor": 2, "max_t": smoke_epochs}, summary["asha"]
     # MLflow: one parent run, one nested run per trial; the best trial's run can be registered.
     from pipelines import tracking
 
