@@ -121,6 +121,15 @@ class TrainingModel(keras.Model):
             self._acc_metrics[n] = keras.metrics.SparseCategoricalAccuracy(name=metric_name)
         recipe.setup(self)
 
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # The optimizer's slots (Adam's moments, ...) are made now for the variables the first step trains,
+        # as its first apply_gradients would: a tf.function that creates variables on its first call is
+        # traced twice, and the train step's trace is most of a short run's time.
+        variables = self.recipe.trainable_variables(self)
+        if variables and self.optimizer is not None:
+            self.optimizer.build(variables)
+
     def call(self, inputs, training=False):
         return self.net(inputs, training=training)
 
