@@ -35,7 +35,7 @@ demo: install
 #   steps do not depend on the store (the promotion lock and concurrent promotions run on both in `make test`),
 #   the paper-preset train command of the families beyond one, and the end-to-end runs of basisnet-eval,
 #   slimmable-eval and the multi-exit experiment (`make test` runs condconv-eval end to end);
-# - the 2-node Ray cluster tests (`make test-multinode`, about 25 min on 2 shared cores);
+# - the 2-node Ray cluster tests (`make test-multinode`, 6 min on 2 quiet cores, 2026-11-30);
 # - the XLA compile of every family beyond those two models (`make test-xla`, 5-20 min).
 test: install postgres
 	$(PY) -m pytest -q $(PYTEST_PAR) -m "not extended and not multinode and not xla_sweep" tests
