@@ -22,6 +22,7 @@ from __future__ import annotations
 from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
+from keras_layers.checks import check_int
 from keras_layers.slimmable import SwitchableBatchNormalization, check_width, get_width, set_width
 
 
@@ -32,7 +33,7 @@ def switchable_bn_layers(net):
 
 def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
     """Recompute the statistics of `width` from up to `num_batches` batches of `batches` (images or (x, y))."""
-    _check_num_batches(num_batches)
+    check_int("num_batches", num_batches)
     bns = switchable_bn_layers(net)
     if not bns:
         raise ValueError(f"recalibrate_bn: model {net.name!r} has no SwitchableBatchNormalization layers")
@@ -67,11 +68,6 @@ def recalibrate_bn(net, batches, width, num_batches=20, verbose=False):
     if seen == 0:
         raise ValueError("recalibrate_bn: batches is empty")
     return seen
-
-
-def _check_num_batches(num_batches):
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be an int >= 1; received num_batches={num_batches!r}")
 
 
 def _cumulative_average(call, batches, num_batches, progress=None):
@@ -128,7 +124,7 @@ def precise_bn(net, batches, num_batches, stats=None):
     average of the batch statistics of up to `num_batches` batches of `batches` (images or (x, y, ...)).
     `SwitchableBatchNormalization` statistics are kept as they are. `stats`: a `BatchStatistics(net)` to reuse
     (its trace) across calls. Returns the number of batches used (0 when `net` has no plain BatchNormalization)."""
-    _check_num_batches(num_batches)
+    check_int("num_batches", num_batches)
     stats = stats or BatchStatistics(net)
     if not stats.layers:
         return 0
@@ -145,18 +141,15 @@ class PreciseBN(keras.callbacks.Callback):
 
     def __init__(self, batches, num_batches):
         super().__init__()
-        _check_num_batches(num_batches)
-        self.batches, self.num_batches, self._fitting, self._stats = batches, num_batches, False, None
+        self.batches, self.num_batches = batches, check_int("num_batches", num_batches)
+        self._stats = None  # a BatchStatistics while `fit` runs (traced on its first batch, reused every epoch)
 
     def on_train_begin(self, logs=None):
-        self._fitting = True
+        self._stats = BatchStatistics(getattr(self.model, "net", self.model))
 
     def on_train_end(self, logs=None):
-        self._fitting = False
+        self._stats = None
 
     def on_test_begin(self, logs=None):
-        if self._fitting:
-            net = getattr(self.model, "net", self.model)
-            if self._stats is None or self._stats.net is not net:
-                self._stats = BatchStatistics(net)  # traced on its first batch, reused every epoch
-            precise_bn(net, self.batches, self.num_batches, stats=self._stats)
+        if self._stats is not None:
+            precise_bn(self._stats.net, self.batches, self.num_batches, stats=self._stats)

@@ -56,7 +56,7 @@ class TrainConfig:
             if k not in fields:
                 raise ValueError(f"model {self.model!r}: unknown model_config field {k}={self.model_config[k]!r}; "
                                  f"valid: {', '.join(sorted(fields))}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 8), ("precise_bn_batches", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}; received {name}={v!r}")
@@ -64,10 +64,6 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be in (0, 10); received learning_rate={self.learning_rate!r}")
         if self.optimizer not in self.OPTIMIZERS:
             raise ValueError(f"unknown optimizer={self.optimizer!r}; valid choices: {', '.join(self.OPTIMIZERS)}")
-        if isinstance(self.precise_bn_batches, bool) or not isinstance(self.precise_bn_batches, int) \
-                or self.precise_bn_batches < 0:
-            raise ValueError(f"precise_bn_batches must be an int >= 0; received "
-                             f"precise_bn_batches={self.precise_bn_batches!r}")
         if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
             raise ValueError(f"early_stopping must be an int >= 0; received early_stopping={self.early_stopping!r}")
         if self.precision not in self.PRECISIONS:

@@ -118,6 +118,12 @@ class TuneOptions:
                              f"received epochs={space['epochs']!r}")
         return space
 
+    def asha(self, epochs):
+        """ASHA's settings for a search of `epochs` epochs per trial (its max_t; the grace period at most that):
+        what the scheduler is built with and what `summary.json` states."""
+        return {"grace_period": min(self.grace_period, epochs), "reduction_factor": self.reduction_factor,
+                "max_t": epochs}
+
     def num_trials(self):
         import tune_spaces
 
@@ -183,8 +189,7 @@ def _tuner(opts: TuneOptions, space, callbacks=(), points_to_evaluate=None, live
     epochs = space.get("epochs", 10)
     search = OptunaSearch(metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
                           points_to_evaluate=points_to_evaluate, seed=opts.seed)
-    scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
-                              grace_period=min(opts.grace_period, epochs), reduction_factor=opts.reduction_factor)
+    scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", **opts.asha(epochs))
     return tune.Tuner(
         _trainable(opts, callbacks, live),
         param_space=space,
@@ -456,8 +461,7 @@ def report(grid, opts: TuneOptions, exp_dir: Path, space, exp_path=None):
         "interrupted": interrupted,
         "trial_epochs_run": ran, "trial_epochs_budget": budget,
         "asha_saved_share": round(1 - ran / budget, 4) if budget else 0.0,
-        "asha": {"grace_period": min(opts.grace_period, epochs), "reduction_factor": opts.reduction_factor,
-                 "max_t": epochs},
+        "asha": opts.asha(epochs),
         "best": best, "pareto": front,
     }
     (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
