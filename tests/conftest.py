@@ -1,6 +1,7 @@
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -62,3 +63,38 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep LONGEST_FIRST, not "most tests first"
     return GroupScheduling(config, log)
+
+
+class CliResult(NamedTuple):
+    """What `python -m pipelines ARGS` gave: exit status, stdout, stderr (as `subprocess.run` reports them)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `python -m pipelines ARGS` in this process (`pipelines.cli.main`): `cli("train", "--epochs", "0")`.
+
+    For the error paths of the command line, which answer before any work starts: a subprocess would spend
+    most of its seconds importing TensorFlow again. The environment is restored after each call.
+    `tests/pipelines/test_train.py` keeps one real `python -m pipelines` subprocess for the exit status and the
+    one-line stderr of the process itself."""
+    from pipelines.cli import main
+
+    def run(*args, env=None):
+        saved = dict(os.environ)
+        os.environ.update(env or {})
+        capsys.readouterr()  # drop what the test printed before
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

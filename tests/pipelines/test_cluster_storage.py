@@ -1,15 +1,11 @@
 """Storage (`--storage`), the job plan of `submit` (env forwarding, paths outside Ray's working-dir copy,
 refusals for remote clusters) and the live MLflow runs of Tune trials: unit tests, no cluster."""
-import os
-import subprocess
-import sys
 
 import pytest
 
 from pipelines.cluster import jobs
 from pipelines.training import storage
 from pipelines.tuning.tune import TuneOptions, check_cluster
-from tests.conftest import ROOT
 
 REMOTE = "http://10.0.0.5:8265"
 LOCAL = "http://127.0.0.1:8265"
@@ -119,10 +115,9 @@ def test_remote_job_with_bucket_and_server_goes_as_given():
     assert jobs.job_plan(argv, cmd, REMOTE, {}) == (argv, {})
 
 
-def test_submit_to_a_remote_cluster_without_storage_fails_before_contacting_it():
-    res = subprocess.run([sys.executable, "-m", "pipelines", "submit", "--address", "http://10.255.255.1:8265",
-                          "--", "tune", "--family", "baseline", "--smoke-test"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+def test_submit_to_a_remote_cluster_without_storage_fails_before_contacting_it(cli):
+    res = cli("submit", "--address", "http://10.255.255.1:8265", "--", "tune", "--family", "baseline", "--smoke-test",
+              env={"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "set --storage" in lines[0], res.stderr
     assert "cannot reach" not in lines[0]

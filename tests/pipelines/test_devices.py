@@ -3,9 +3,6 @@
 The causes are read from what TensorFlow says (`pipelines.training.devices.diagnose`): its build info, the
 CUDA loader's messages and `CUDA_VISIBLE_DEVICES`; the loader lines below are TensorFlow 2.21's own.
 """
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +10,6 @@ from keras_layers import env  # noqa: F401
 import tensorflow as tf
 
 from pipelines.training import devices
-from tests.conftest import ROOT
 
 CUDA_BUILD = {"is_cuda_build": True, "cuda_version": "12.5.1", "cudnn_version": "9"}
 GLOG = "W0000 00:00:1796029853.239679    2963 gpu_device.cc:2341] "
@@ -64,12 +60,10 @@ def test_use_gpu_must_be_true_false_or_auto():
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU")
-def test_train_use_gpu_without_a_gpu_is_one_line_naming_the_cause_before_any_data_is_read(tmp_path):
+def test_train_use_gpu_without_a_gpu_is_one_line_naming_the_cause_before_any_data_is_read(cli, tmp_path):
     # a folder that does not exist: reading data first would fail on it instead
-    cmd = [sys.executable, "-m", "pipelines", "train", "--use-gpu", "--no-tracking", "--data",
-           f"folder:{tmp_path / 'no-such-folder'}", "--out", str(tmp_path), "--epochs", "1"]
-    env_vars = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(cmd, cwd=ROOT, env=env_vars, capture_output=True, text=True, timeout=300)
+    done = cli("train", "--use-gpu", "--no-tracking", "--data", f"folder:{tmp_path / 'no-such-folder'}", "--out",
+               tmp_path, "--epochs", "1")
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

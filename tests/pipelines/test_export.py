@@ -1,7 +1,5 @@
 """Export: every quantization mode on the baseline, parity, the Android bundle, the layer protocol refusal."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ from pipelines import export
 from pipelines.mlops import release
 from pipelines.export import families, tflite
 from pipelines.training.train import TrainConfig, train
-from tests.conftest import ROOT
 
 L = keras.layers
 
@@ -184,8 +181,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
         release.export_model(tmp_path / "nothing.keras", log=quiet)
 
 
-def test_cli_bad_quantize_is_one_line():
-    res = subprocess.run([sys.executable, "-m", "pipelines", "export", "--model", "x.keras", "--quantize", "int4"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_cli_bad_quantize_is_one_line(cli):
+    res = cli("export", "--model", "x.keras", "--quantize", "int4")
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "quantize='int4'" in lines[0], res.stderr

@@ -1,11 +1,8 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
 from pipelines.experiments import multi_exit as exp
-from tests.conftest import ROOT
 
 TINY = {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 32}
 
@@ -35,7 +32,6 @@ def test_experiment_rejects_unknown_variant():
         exp.run(variants=("nosuch",))
 
 
-def test_cli_help():
-    res = subprocess.run([sys.executable, "-m", "pipelines", "multi-exit-eval", "--help"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+def test_cli_help(cli):
+    res = cli("multi-exit-eval", "--help")
     assert res.returncode == 0 and "--variants" in res.stdout and "--seeds" in res.stdout

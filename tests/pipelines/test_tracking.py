@@ -128,14 +128,8 @@ def test_bad_config_fails_before_mlflow(tmp_path):
     assert not (tmp_path / "never.db").exists()
 
 
-def test_train_cli_bad_tracking_uri_is_one_line(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    res = subprocess.run([sys.executable, "-m", "pipelines", "train", "--tracking-uri", "nonsense", "--out",
-                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_train_cli_bad_tracking_uri_is_one_line(cli, tmp_path):
+    res = cli("train", "--tracking-uri", "nonsense", "--out", tmp_path)
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "tracking_uri='nonsense'" in lines[0], res.stderr
     assert not any(tmp_path.iterdir())  # nothing trained

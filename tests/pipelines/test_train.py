@@ -128,11 +128,18 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("args,bad", [(("--data", "nosuch"), "nosuch"), (("--model", "nosuch"), "nosuch")])
-def test_cli_bad_value_is_one_line_and_nonzero(args, bad):
-    res = run_cli("train", *args)
-    assert res.returncode != 0
+def test_cli_bad_value_is_one_line_and_nonzero(cli, args, bad):
+    res = cli("train", *args)
+    assert res.returncode == 2
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and bad in lines[0] and lines[0].startswith("error:"), res.stderr
+
+
+def test_the_process_itself_prints_one_error_line_and_exits_2():
+    """The in-process `cli` fixture's errors, seen from outside: no traceback, no TensorFlow log line."""
+    res = run_cli("train", "--model", "nosuch")
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: unknown model='nosuch'"), res.stderr
 
 
 def test_cli_help_lists_commands():
@@ -142,8 +149,8 @@ def test_cli_help_lists_commands():
     assert res.returncode == 0 and "--data" in res.stdout
 
 
-def test_cli_models_lists_registry():
-    res = run_cli("models", "--image-size", "32")
+def test_cli_models_lists_registry(cli):
+    res = cli("models", "--image-size", "32")
     assert res.returncode == 0 and "mobilenet_v2" in res.stdout, res.stderr
 
 

@@ -1,6 +1,4 @@
 """Search spaces are validated before any trial starts; SMOKE sizes merge into the space."""
-import subprocess
-import sys
 
 import pytest
 from ray import tune
@@ -8,7 +6,6 @@ from ray import tune
 import tune_spaces
 from pipelines.tuning import spaces
 from pipelines.training.train import TrainConfig
-from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("family", tune_spaces.names())
@@ -61,9 +58,8 @@ def test_unknown_family():
     (("--family", "baseline", "--workers-per-trial", "0"), "workers_per_trial=0"),
     (("--family", "baseline", "--smoke-test", "--limit", "0"), "limit"),
 ])
-def test_tune_cli_rejects_bad_input_before_ray(args, bad):
-    res = subprocess.run([sys.executable, "-m", "pipelines", "tune", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+def test_tune_cli_rejects_bad_input_before_ray(cli, args, bad):
+    res = cli("tune", *args)
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.returncode == 2 and len(lines) == 1 and bad in lines[0], res.stderr
 
