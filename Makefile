@@ -31,10 +31,11 @@ demo: install
 # measured 13 min 47 s and 15 min 15 s on 2026-11-30). It leaves out three kinds of test, each with its own target:
 # - `extended` (`make test-extended`; CI runs it after `make test`): the Ray fault paths (a
 #   killed worker, an interrupted search, a NaN trial), every family's recipe under a 2-replica strategy,
-#   every model learning digits, two models under XLA, the PostgreSQL run of the MLflow stories whose
-#   steps do not depend on the store (the promotion lock and concurrent promotions run on both in `make test`),
-#   the paper-preset train command of the families beyond one, and the end-to-end runs of basisnet-eval,
-#   slimmable-eval and the multi-exit experiment (`make test` runs condconv-eval end to end);
+#   every model learning digits (CondConv's routers too), bf16 training, two models under XLA, the
+#   PostgreSQL run of the MLflow stories whose steps do not depend on the store (the promotion lock and
+#   concurrent promotions run on both in `make test`), the paper-preset train command of the families
+#   beyond one, and the end-to-end runs of basisnet-eval, slimmable-eval and the multi-exit experiment
+#   (`make test` runs condconv-eval end to end);
 # - the 2-node Ray cluster tests (`make test-multinode`, 6 min on 2 quiet cores, 2026-11-30);
 # - the XLA compile of every family beyond those two models (`make test-xla`, 5-20 min).
 test: install postgres

@@ -5,19 +5,18 @@ the alias; the worse one is refused; a candidate whose int8 export misses the pa
 refused; every refusal leaves the champion (alias, tags, weights) untouched; the champion loads back
 from `models:/NAME@champion` and its Android bundle is logged next to the version.
 """
-import subprocess
-import sys
+import contextlib
+import io
 
 import numpy as np
 import pytest
 
-from pipelines import export
+from pipelines import cli, export
 from pipelines.mlops import promotions, registry, release
 from pipelines.mlops.promotions import PromotionGates
 from pipelines import tracking
 from pipelines.training.tracked import TrackingOptions, finish, tracked_run
 from pipelines.training.train import TrainConfig, train
-from tests.conftest import ROOT
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 NAME = "digits_it"
@@ -61,9 +60,10 @@ def runs(mlflow_server, trained):  # noqa: F811
 def champion(mlflow_server, runs):  # noqa: F811
     """weak -> v1 (first champion, via the CLI); good -> v2, promoted over v1."""
     weak_id = runs["weak"][3]
-    res = subprocess.run([sys.executable, "-m", "pipelines", "register", "--run", weak_id, "--name", NAME,
-                          "--tracking-uri", mlflow_server], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and f"models:/{NAME}/1" in res.stdout, res.stdout + res.stderr
+    printed = io.StringIO()  # `python -m pipelines register`, in this process (no second TensorFlow import)
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["register", "--run", weak_id, "--name", NAME, "--tracking-uri", mlflow_server])
+    assert code == 0 and f"models:/{NAME}/1" in printed.getvalue(), printed.getvalue()
     first = promotions.promote(NAME, tracking_uri=mlflow_server, log=quiet)
     assert first.promoted and first.previous_champion is None, first
     mv = registry.register(runs["good"][3], NAME, tracking_uri=mlflow_server, log=quiet)
@@ -126,9 +126,8 @@ def test_candidate_failing_parity_is_refused(mlflow_server, champion, runs):  # 
     assert snapshot(mlflow_server, "2") == before
 
 
-def test_cli_refusal_exits_nonzero_and_says_why(mlflow_server, champion):  # noqa: F811
-    res = subprocess.run([sys.executable, "-m", "pipelines", "promote", "--model", NAME, "--version", "2",
-                          "--tracking-uri", mlflow_server], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_cli_refusal_exits_nonzero_and_says_why(mlflow_server, champion, cli):  # noqa: F811
+    res = cli("promote", "--model", NAME, "--version", "2", "--tracking-uri", mlflow_server)
     assert res.returncode == 1 and "already the champion" in res.stdout, res.stdout + res.stderr
 
 

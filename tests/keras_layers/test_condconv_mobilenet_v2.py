@@ -61,6 +61,7 @@ def test_bad_config_names_the_field(field, value):
         models.build("condconv_mobilenet_v2", **{field: value})
 
 
+@pytest.mark.extended  # a learning check, like tests/pipelines/test_every_model_learns.py
 def test_trains_far_above_chance_and_its_routers_learn():
     """Colour-coded noise (the class is the channel with the higher mean) is learnable in a few steps: a
     network whose gradients did not reach the CondConv layers and their routers would still be near 1/3."""

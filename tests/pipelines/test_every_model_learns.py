@@ -46,6 +46,7 @@ def test_model_learns_digits_with_its_recipe(name, tmp_path):
     assert metrics["val_accuracy"] > MIN_VAL_ACCURACY, (name, cfg.recipe_name(), metrics)
 
 
+@pytest.mark.extended  # make test trains CondConv with its recipe in condconv-eval; the .keras round trip: test_models_registry
 def test_condconv_trains_with_its_own_recipe_and_saves_a_loadable_model(tmp_path):
     assert recipes.for_model("condconv_mobilenet_v2") == "condconv"
     cfg = TrainConfig(model="condconv_mobilenet_v2", model_config=SMALL["condconv_mobilenet_v2"][0], epochs=1,

@@ -71,6 +71,7 @@ class Record(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the mixed-precision path of make test's fp16 test, without loss scaling
 def test_baseline_trains_in_bf16_and_saves_a_float32_model(tmp_path):
     cfg = tiny("mobilenet_v2", tmp_path, precision="bf16", epochs=3, limit=384, batch_size=32, learning_rate=5e-3)
     record = Record()

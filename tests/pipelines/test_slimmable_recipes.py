@@ -185,9 +185,9 @@ def test_bn_recalibration_of_a_ds_net_leaves_the_front_alone():
     assert all(l.trainable for l in plain)  # restored after recalibration
 
 
-def test_export_a_slimmable_width_and_a_ds_net_as_bundles(tmp_path):
-    """One width of a slimmable net is a plain bundle of the narrow network; a DS-Net is a ds_net bundle
-    (front + gate, one back per width) whose runner picks the gate's width per image."""
+def test_export_a_slimmable_width_as_a_plain_bundle(tmp_path):
+    """One width of a slimmable net is a plain bundle of the narrow network. (A DS-Net's bundle, front + gate
+    and one back per width: tests/pipelines/test_export_families.py.)"""
     from keras_layers.models.slimmable_mobilenet_v1 import export_width
     from pipelines import export
     from pipelines.export.bundle import Bundle
@@ -205,19 +205,6 @@ def test_export_a_slimmable_width_and_a_ds_net_as_bundles(tmp_path):
     preds = Bundle.load(tmp_path / "slim").predict(x)
     np.testing.assert_allclose(np.stack([p.logits for p in preds]), ref, atol=1e-4)
     assert [p.index for p in preds] == list(ref.argmax(-1))
-
-    dsn = randomize(build("ds_mobilenet_v1", SHAPE, 10, width_multipliers=(0.5, 1.0), gate_after=3))
-    gate = ds.gate_layer(dsn)
-    gate.w2.assign(rng.normal(0, 3, gate.w2.shape).astype("float32"))
-    export.export_net(dsn, tmp_path / "ds", options, dataset, (x, np.zeros(3, int)), log=quiet)
-    doc = json.loads((tmp_path / "ds" / "model.json").read_text())
-    assert doc["kind"] == "ds_net" and doc["widths"] == [[0.5, "back_0_5"], [1.0, "back_1"]]
-    set_width(dsn, "dynamic")
-    out = dsn(x, training=False)
-    ref = out["logits"].numpy()
-    preds = Bundle.load(tmp_path / "ds").predict(x)
-    assert [p.stopped_at for p in preds] == [doc["widths"][c][1] for c in out["gate_scores"].numpy().argmax(-1)]
-    np.testing.assert_allclose(np.stack([p.logits for p in preds]), ref, atol=1e-4)
     assert np.abs(ref).max() > 1e-2  # a meaningful comparison
 
 
