@@ -17,11 +17,15 @@ PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadsc
 install: $(VENV)/.installed
 
 # requirements-dev.txt = the runtime pins (requirements.txt) + the test tools. `.venv/bin/pip install --no-deps -e .`
-# adds the `dynnets` command (pyproject.toml); the two commands below do not need it.
+# adds the `dynnets` command (pyproject.toml); the two commands below do not need it. The installed modules
+# are compiled to bytecode on every core after pip (pip compiles one file at a time; the tests run with
+# PYTHONDONTWRITEBYTECODE, so a module left uncompiled would be compiled again in every process); a file
+# that does not compile stays as pip would leave it.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt
+	@$(PY) -m compileall -qq -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	@touch $@
 
 demo: install
