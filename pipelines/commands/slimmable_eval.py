@@ -1,6 +1,7 @@
-"""Slimmable Networks / DS-Net experiments on digits at 32x32 (see `pipelines.experiments.slimmable`).
+"""Slimmable Networks / DS-Net experiments at 32x32, on digits by default (see `pipelines.experiments.slimmable`).
 
     python -m pipelines slimmable-eval widths --epochs 15
+    python -m pipelines slimmable-eval widths --data cluttered-digits --epochs 10 --recipe-config rule=all
     python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
     python -m pipelines slimmable-eval widths --epochs 15 --preset paper     # Algorithm 1 (same as --rule all)
 
@@ -33,6 +34,10 @@ def add_arguments(p):
     p.add_argument("--widths", type=float, nargs="+", default=None,
                    help="widths (default 0.25 0.5 0.75 1.0; dsnet with --preset paper: the paper's 0.35..1.0)")
     add_preset_argument(p)
+    p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="fields of the slimmable (widths) or ds_net (dsnet) recipe, e.g. rule=all or ieb_weight=0.5 "
+                        "(the networks trained alone take the standard recipe)")
+    p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--base-width", type=float, default=0.25)
     p.add_argument("--depth-multiplier", type=float, default=0.2)
     p.add_argument("--image-size", type=int, default=32)

@@ -1,4 +1,4 @@
-"""The numbers issue 6 asks for, on digits at 32x32 (small, CPU):
+"""The numbers issue 6 asks for, at 32x32 on `--data` (digits by default; small, CPU):
 
 * ``widths`` - each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone
   (`build_mobilenet_v1`), same data, epochs, optimizer and schedule;
@@ -24,18 +24,25 @@ WIDTHS = (0.25, 0.5, 0.75, 1.0)  # --widths' default (Slimmable Networks' widths
 
 
 def _presets(args, recipe_config=None):
-    """(model_config, recipe_config, preset) of `--preset` (`pipelines.experiments.resolve_preset`)."""
+    """(model_config, recipe_config, preset) of `--preset` (`pipelines.experiments.resolve_preset`), the
+    recipe config being `--recipe-config` with `recipe_config` over it."""
+    from pipelines.commands.train import parse_kv
     from pipelines.experiments import resolve_preset
 
-    return resolve_preset(getattr(args, "preset", None), {}, recipe_config)
+    given = parse_kv(getattr(args, "recipe_config", None) or [], "--recipe-config")
+    return resolve_preset(getattr(args, "preset", None), {}, {**given, **(recipe_config or {})})
 
 
-def _data(args):
+def _data(args, augment=0.0):
+    """`(train, validation, info)` of `--data`; with `augment`, only the augmented training split `(dataset, info)`."""
     from pipelines import data
 
-    train_ds, info = data.load("digits", "train", image_size=args.image_size, batch_size=args.batch_size,
-                               augment=False, limit=args.limit)
-    val_ds, _ = data.load("digits", "validation", image_size=args.image_size, batch_size=256, shuffle=False,
+    name = getattr(args, "data", "digits")
+    train_ds, info = data.load(name, "train", image_size=args.image_size, batch_size=args.batch_size,
+                               augment=augment, limit=args.limit)
+    if augment:
+        return train_ds, info
+    val_ds, _ = data.load(name, "validation", image_size=args.image_size, batch_size=256, shuffle=False,
                           limit=args.limit)
     return train_ds, val_ds, info
 
@@ -130,7 +137,7 @@ def run_widths(args):
     for w in widths:
         recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
-    result = {"experiment": "widths", "rule": recipe.rule, "preset": preset, "recipes": {"alone": alone_label,
+    result = {"experiment": "widths", "data": getattr(args, "data", "digits"), "rule": recipe.rule, "preset": preset, "recipes": {"alone": alone_label,
               "slimmable": slim_label}, "epochs": args.epochs, "slimmable_seconds": round(secs, 1),
               "rows": {str(k): v for k, v in rows.items()}}
     lines = [f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |",
@@ -182,10 +189,7 @@ def run_dsnet(args):
     supernet_weights = net.get_weights()
     gate_train_ds = train_ds
     if args.gate_augment:
-        from pipelines import data
-
-        gate_train_ds, _ = data.load("digits", "train", image_size=args.image_size, batch_size=args.batch_size,
-                                     augment=args.gate_augment, limit=args.limit)
+        gate_train_ds, _ = _data(args, augment=args.gate_augment)
     gates = []
     for spec in args.gates:
         target, cw, sw = (float(v) for v in spec.split(","))
@@ -212,7 +216,7 @@ def run_dsnet(args):
         lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
                      f"{label} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
                      f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
-    result = {"experiment": "dsnet", "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
+    result = {"experiment": "dsnet", "data": getattr(args, "data", "digits"), "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
               "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
     return result, "\n".join(lines)

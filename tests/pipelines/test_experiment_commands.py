@@ -38,12 +38,14 @@ def test_basisnet_eval_trains_both_models_and_exports_the_run_bundle(tmp_path, c
 @pytest.mark.extended
 def test_slimmable_eval_widths_writes_its_table(tmp_path, capsys):
     code = cli.main(["slimmable-eval", "widths", "--epochs", "1", "--limit", "64", "--widths", "0.5", "1.0",
-                     "--depth-multiplier", "0.1", "--image-size", "16", "--out", str(tmp_path)])
+                     "--depth-multiplier", "0.1", "--image-size", "16", "--out", str(tmp_path),
+                     "--data", "cluttered-digits", "--recipe-config", "rule=all"])
     out = capsys.readouterr().out
     assert code == 0, out
     result = json.loads((tmp_path / "widths.json").read_text())
     assert (tmp_path / "widths.md").read_text().strip() in out
-    assert result["experiment"] == "widths", result
+    assert result["experiment"] == "widths" and result["data"] == "cluttered-digits", result
+    assert result["rule"] == "all" and "rule all" in out  # --recipe-config reached the slimmable recipe
 
 
 def test_experiment_commands_refuse_bad_values_before_training(capsys):
@@ -51,4 +53,8 @@ def test_experiment_commands_refuse_bad_values_before_training(capsys):
     assert "num_bases" in capsys.readouterr().err
     assert cli.main(["basisnet-eval", "--max-drop", "101"]) == 2
     assert "max_drop" in capsys.readouterr().err
+    for experiment in ("widths", "dsnet"):  # the recipe's fields are checked before any data is read
+        assert cli.main(["slimmable-eval", experiment, "--recipe-config", "nosuch=1", "--data", "nosuch"]) == 2
+        err = capsys.readouterr().err
+        assert "nosuch=1" in err and "data" not in err, err
     assert models.names()  # the registry still imports after the refusals
