@@ -34,6 +34,7 @@ in-process and Ray Train runs, tracked or not.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -321,16 +322,50 @@ def ensure_ray(address=None):
     on every node) with `TF_USE_LEGACY_KERAS=1`; inside a job (`python -m pipelines submit`) the job's
     runtime env already carries both.
     """
-    keep_loopback(address or os.environ.get("RAY_ADDRESS"))
+    address = address or os.environ.get("RAY_ADDRESS")
+    keep_loopback(address)
     import ray
 
     if ray.is_initialized():
         return
     use_local_token_auth()
-    kwargs = {}
+    kwargs, env_vars, gcs_port = {}, dict(WORKER_ENV), None
+    if not address or address == "local":
+        # A new local instance. Its processes are told its address: Ray Train's PlacementGroupCleaner
+        # otherwise finds "its" cluster by auto-detection, which fails as soon as another Ray runs on the
+        # machine; the trial's placement group then outlives the trial and the next trial of a search
+        # waits for CPUs until its worker group times out.
+        gcs_port = free_port()
+        env_vars["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
-        kwargs["runtime_env"] = {"env_vars": dict(WORKER_ENV), "working_dir": str(ROOT), "excludes": EXCLUDES}
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level="WARNING", **kwargs)
+        kwargs["runtime_env"] = {"env_vars": env_vars, "working_dir": str(ROOT), "excludes": EXCLUDES}
+    with _env(RAY_GCS_SERVER_PORT=gcs_port and str(gcs_port)):  # the port Ray's own start reads
+        ray.init(address=address, logging_level="WARNING", **kwargs)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _env(**values):
+    """Environment variables set for a `with` block (a value None: left alone), then restored."""
+    values = {k: v for k, v in values.items() if v is not None}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def make_trainer(cfg: TrainConfig, scaling: ScalingOptions, name: str, storage_path: str, callbacks=(),

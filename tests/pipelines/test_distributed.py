@@ -212,3 +212,37 @@ def test_a_trainer_waits_longer_for_its_workers_and_gives_up_after_a_few_starts(
     monkeypatch.setenv(distributed.START_TIMEOUT_ENV, "17")
     distributed.make_trainer(cfg, ScalingOptions(num_workers=1, use_gpu=False), "t", str(tmp_path))
     assert os.environ[distributed.START_TIMEOUT_ENV] == "17"
+
+
+LOCAL_INSTANCE = r"""
+import json, os
+import ray
+from ray._private.services import canonicalize_bootstrap_address_or_die
+from pipelines.training.distributed import ensure_ray
+
+ensure_ray()  # no address, no RAY_ADDRESS: a new local instance
+
+@ray.remote(num_cpus=0)
+def seen():  # what Ray Train's PlacementGroupCleaner does to find its cluster, in a process of the instance
+    return os.environ.get("RAY_ADDRESS"), canonicalize_bootstrap_address_or_die(None)
+
+print("RESULT " + json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker": ray.get(seen.remote()),
+                              "driver_env": [os.environ.get("RAY_ADDRESS"), os.environ.get("RAY_GCS_SERVER_PORT")]}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_new_local_instance_names_its_address_to_its_processes(tmp_path):
+    """A local search leaked each trial's placement group, and its third trial timed out waiting for CPUs, when
+    another Ray ran on the machine: Ray Train's PlacementGroupCleaner finds its cluster by auto-detection.
+    Every process of a local instance started by `ensure_ray` now has its GCS address as RAY_ADDRESS."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    res = subprocess.run([sys.executable, "-c", LOCAL_INSTANCE], cwd=ROOT, env={**env, "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, res.stderr[-3000:]
+    out = json.loads(line[len("RESULT "):])
+    assert out["gcs"].startswith("127.0.0.1:"), out
+    assert out["worker"] == [out["gcs"], out["gcs"]], out
+    assert out["driver_env"] == [None, None], out  # the driver's own environment is left as it was
