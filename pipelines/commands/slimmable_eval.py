@@ -54,8 +54,10 @@ def run(args):
     import json
     from pathlib import Path
 
+    from pipelines.commands.train import parse_kv
     from pipelines.experiments import slimmable
 
+    args.recipe_config = parse_kv(args.recipe_config, "--recipe-config")
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

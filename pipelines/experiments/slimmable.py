@@ -25,11 +25,11 @@ WIDTHS = (0.25, 0.5, 0.75, 1.0)  # --widths' default (Slimmable Networks' widths
 
 def _presets(args, recipe_config=None):
     """(model_config, recipe_config, preset) of `--preset` (`pipelines.experiments.resolve_preset`), the
-    recipe config being `--recipe-config` with `recipe_config` over it."""
-    from pipelines.commands.train import parse_kv
+    recipe config being `args.recipe_config` (a dict: `--recipe-config` as the command parsed it) with
+    `recipe_config` over it."""
     from pipelines.experiments import resolve_preset
 
-    given = parse_kv(getattr(args, "recipe_config", None) or [], "--recipe-config")
+    given = dict(getattr(args, "recipe_config", None) or {})
     return resolve_preset(getattr(args, "preset", None), {}, {**given, **(recipe_config or {})})
 
 
