@@ -32,7 +32,8 @@ def add_arguments(p):
     p.add_argument("--tpus-per-worker", type=int, default=4, help="TPU chips per TPU VM host (default 4)")
     p.add_argument("--max-failures", type=int, default=0, help="worker-group restarts per trial (default 0)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped (default 1)")
-    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    p.add_argument("--reduction-factor", type=int, default=4,
+                   help="ASHA reduction factor: a trial goes on past a rung when in the top 1/N there (default 4)")
     p.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
     p.add_argument("--data", default=None, help="override the space's dataset (digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--data-dir", default=None, help="folder with prepared TFDS data")

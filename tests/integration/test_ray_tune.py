@@ -45,7 +45,7 @@ def test_submit_smoke_tuning_job_over_http(ray_head, tmp_path):
     import tune_spaces
 
     smoke_epochs = tune_spaces.smoke("baseline")["epochs"]  # ASHA's max_t: the smoke search's epochs
-    assert summary["asha"] == {"grace_period": 1, "reduction_factor": 2, "max_t": smoke_epochs}, summary["asha"]
+    assert summary["asha"] == {"grace_period": 1, "reduction_factor": 4, "max_t": smoke_epochs}, summary["asha"]
     # MLflow: one parent run, one nested run per trial; the best trial's run can be registered.
     from pipelines import tracking
 

@@ -26,9 +26,9 @@ def test_scaling_options_name_the_bad_field(field, value):
 
 
 def test_asha_settings_cap_the_grace_period_at_the_epochs():
-    assert TuneOptions(grace_period=3, reduction_factor=4).asha(8) == {"grace_period": 3, "reduction_factor": 4,
+    assert TuneOptions(grace_period=3, reduction_factor=3).asha(8) == {"grace_period": 3, "reduction_factor": 3,
                                                                         "max_t": 8}
-    assert TuneOptions(grace_period=3).asha(2) == {"grace_period": 2, "reduction_factor": 2, "max_t": 2}
+    assert TuneOptions(grace_period=3).asha(2) == {"grace_period": 2, "reduction_factor": 4, "max_t": 2}
 
 
 def test_tune_options_validate():
