@@ -33,16 +33,24 @@ def _presets(args, recipe_config=None):
     return resolve_preset(getattr(args, "preset", None), {}, {**given, **(recipe_config or {})})
 
 
-def _data(args, augment=0.0):
-    """`(train, validation, info)` of `--data`; with `augment`, only the augmented training split `(dataset, info)`."""
+def _data_name(args):
+    return getattr(args, "data", "digits")
+
+
+def _train_split(args, augment=0.0):
+    """`(dataset, info)`: the training split of `--data`, augmented with strength `augment`."""
     from pipelines import data
 
-    name = getattr(args, "data", "digits")
-    train_ds, info = data.load(name, "train", image_size=args.image_size, batch_size=args.batch_size,
-                               augment=augment, limit=args.limit)
-    if augment:
-        return train_ds, info
-    val_ds, _ = data.load(name, "validation", image_size=args.image_size, batch_size=256, shuffle=False,
+    return data.load(_data_name(args), "train", image_size=args.image_size, batch_size=args.batch_size,
+                     augment=augment, limit=args.limit)
+
+
+def _data(args):
+    """`(train, validation, info)` of `--data`, the training split not augmented."""
+    from pipelines import data
+
+    train_ds, info = _train_split(args)
+    val_ds, _ = data.load(_data_name(args), "validation", image_size=args.image_size, batch_size=256, shuffle=False,
                           limit=args.limit)
     return train_ds, val_ds, info
 
@@ -137,9 +145,9 @@ def run_widths(args):
     for w in widths:
         recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
-    result = {"experiment": "widths", "data": getattr(args, "data", "digits"), "rule": recipe.rule, "preset": preset, "recipes": {"alone": alone_label,
-              "slimmable": slim_label}, "epochs": args.epochs, "slimmable_seconds": round(secs, 1),
-              "rows": {str(k): v for k, v in rows.items()}}
+    result = {"experiment": "widths", "data": _data_name(args), "rule": recipe.rule, "preset": preset,
+              "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs,
+              "slimmable_seconds": round(secs, 1), "rows": {str(k): v for k, v in rows.items()}}
     lines = [f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |",
              "|---|---|---|---|---|---|"]
     for w in widths:
@@ -189,7 +197,7 @@ def run_dsnet(args):
     supernet_weights = net.get_weights()
     gate_train_ds = train_ds
     if args.gate_augment:
-        gate_train_ds, _ = _data(args, augment=args.gate_augment)
+        gate_train_ds, _ = _train_split(args, augment=args.gate_augment)
     gates = []
     for spec in args.gates:
         target, cw, sw = (float(v) for v in spec.split(","))
@@ -216,7 +224,7 @@ def run_dsnet(args):
         lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
                      f"{label} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
                      f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
-    result = {"experiment": "dsnet", "data": getattr(args, "data", "digits"), "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
+    result = {"experiment": "dsnet", "data": _data_name(args), "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
               "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
     return result, "\n".join(lines)
