@@ -72,6 +72,14 @@ class CliResult(NamedTuple):
     stdout: str
     stderr: str
 
+    def error_line(self):
+        """The one line a refused command prints: asserts exit status 2 and exactly one non-blank stderr line,
+        starting with ``error:``, and returns it."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert self.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), (self.returncode,
+                                                                                          self.stderr)
+        return lines[0]
+
 
 @pytest.fixture
 def cli(capsys):

@@ -64,11 +64,9 @@ def test_train_use_gpu_without_a_gpu_is_one_line_naming_the_cause_before_any_dat
     # a folder that does not exist: reading data first would fail on it instead
     done = cli("train", "--use-gpu", "--no-tracking", "--data", f"folder:{tmp_path / 'no-such-folder'}", "--out",
                tmp_path, "--epochs", "1")
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2, done.stderr
+    line = done.error_line()
     assert "Traceback" not in done.stderr
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: a GPU was asked for (--use-gpu) but TensorFlow cannot use one: "), lines
-    assert any(cause in lines[0] for cause in ("built without GPU support", "driver", "CUDA libraries",
-                                               "none visible")), lines
-    assert "no-such-folder" not in lines[0] and not list(tmp_path.iterdir())  # no data read, no run folder
+    assert line.startswith("error: a GPU was asked for (--use-gpu) but TensorFlow cannot use one: "), line
+    assert any(cause in line for cause in ("built without GPU support", "driver", "CUDA libraries",
+                                           "none visible")), line
+    assert "no-such-folder" not in line and not list(tmp_path.iterdir())  # no data read, no run folder

@@ -74,15 +74,9 @@ def test_runtime_env_for_local_and_remote_clusters():
     assert jobs.entrypoint(["tune"], "http://10.0.0.5:8265") == "python -m pipelines tune"
 
 
-def one_error_line(res):
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    return lines[0]
-
-
 def test_submit_to_unreachable_address_is_one_line_naming_it(cli):
-    line = one_error_line(cli("submit", "--address", "http://127.0.0.1:9", "--", "tune", "--family", "baseline",
-                                  "--smoke-test"))
+    line = cli("submit", "--address", "http://127.0.0.1:9", "--", "tune", "--family", "baseline",
+               "--smoke-test").error_line()
     assert "http://127.0.0.1:9" in line and "cannot reach" in line
 
 
@@ -93,17 +87,17 @@ def test_submit_to_unreachable_address_is_one_line_naming_it(cli):
     (("--", "train", "--epochs", "0"), "epochs=0"),
 ])
 def test_submit_validates_the_command_before_contacting_the_cluster(cli, args, bad):
-    assert bad in one_error_line(cli("submit", "--address", "http://127.0.0.1:9", *args))
+    assert bad in cli("submit", "--address", "http://127.0.0.1:9", *args).error_line()
 
 
 def test_submit_rejects_a_non_url_address(cli):
-    assert "address='127.0.0.1:8265'" in one_error_line(cli("submit", "--address", "127.0.0.1:8265", "--",
-                                                            "tune", "--family", "baseline"))
+    assert "address='127.0.0.1:8265'" in cli("submit", "--address", "127.0.0.1:8265", "--", "tune", "--family",
+                                             "baseline").error_line()
 
 
 def test_jobs_unreachable_and_train_bad_workers(cli):
-    assert "http://127.0.0.1:9" in one_error_line(cli("jobs", "--address", "http://127.0.0.1:9"))
-    assert "workers=-1" in one_error_line(cli("train", "--workers", "-1"))
+    assert "http://127.0.0.1:9" in cli("jobs", "--address", "http://127.0.0.1:9").error_line()
+    assert "workers=-1" in cli("train", "--workers", "-1").error_line()
 
 
 def test_tune_report_lists_the_searched_keys():
