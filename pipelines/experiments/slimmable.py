@@ -210,6 +210,21 @@ def run_widths(args):
     return result, _with_deployed("\n".join(lines), result)
 
 
+def parse_gates(specs):
+    """The Stage II runs of `--gates` ("TARGET,CPLX,SGS" each) as (target MAdds, complexity weight, SGS weight)
+    tuples; a one-line ValueError naming the spec, before any data is read or a model trained."""
+    out = []
+    for spec in specs:
+        try:
+            values = tuple(float(v) for v in str(spec).split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise ValueError(f"gates must be TARGET,CPLX,SGS (three numbers); received gates={spec!r}")
+        out.append(values)
+    return out
+
+
 def run_dsnet(args):
     """Stage I once, BN recalibration, then Stage II for each target: accuracy vs average MAdds; with
     `args.measure` each static width and each gate measured as bundles too (see the module doc). Returns
@@ -225,6 +240,7 @@ def run_dsnet(args):
     model_config, recipe_config, preset = _presets(args)
     label = recipe_label("ds_net", preset)
     recipes.get("ds_net", **recipe_config)  # bad fields fail here, before data is read
+    gate_specs = parse_gates(args.gates)
     measure = _measurer(args, "dsnet")
     train_ds, val_ds, info = _data(args)
     if getattr(args, "widths", None):
@@ -258,8 +274,7 @@ def run_dsnet(args):
     if args.gate_augment:
         gate_train_ds, _ = _train_split(args, augment=args.gate_augment)
     gates = []
-    for spec in args.gates:
-        target, cw, sw = (float(v) for v in spec.split(","))
+    for spec, (target, cw, sw) in zip(args.gates, gate_specs):
         keras.utils.set_random_seed(args.seed)
         gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, **model_config)
         gated.set_weights(supernet_weights)

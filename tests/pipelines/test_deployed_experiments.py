@@ -194,3 +194,11 @@ def test_slimmable_eval_refuses_bad_measure_values_before_reading_data(cli, expe
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
         name = flag[2:].replace("-", "_")
         assert f"{name}={value}" in lines[0] and "nosuch" not in lines[0], lines[0]
+
+
+def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_before_training(cli):
+    for spec in ("1.0,0.5", "1.0,x,1.0"):
+        r = cli("slimmable-eval", "dsnet", "--gates", "1.0,0.5,1.0", spec, "--data", "nosuch")
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
+        assert f"gates={spec!r}" in lines[0] and "nosuch" not in lines[0], lines[0]
