@@ -20,7 +20,8 @@ front (5 blocks at 0.5).
 ``set_width(net, "dynamic")`` lets the gate choose (Stage II and deployment; the default after
 building). For deployment `export_front` gives the front + gate as one small model (features and
 gate scores; the app takes the argmax) and `export_choice(net, w)` the rest of the network at each
-width as an ordinary narrow model, so the phone runs ``back[argmax(scores)](features)``.
+width as an ordinary narrow model, so the phone runs ``back[argmax(scores)](features)``; `export_width(net, w)`
+is the whole supernet at one fixed width as one ordinary model (the static peer of the gate).
 """
 from __future__ import annotations
 
@@ -135,13 +136,11 @@ def expected_madds(net, batches, input_shape=None):
     return float(fractions @ table), fractions
 
 
-def export_front(net):
-    """The fixed-width front + gate as an ordinary Keras model: image -> {"features", "gate_scores"}.
-
-    The app picks the width ``width_multipliers[argmax(gate_scores)]`` and runs `export_choice` of it."""
+def _export_front_chain(net, inputs):
+    """The fixed-width front + gate applied to `inputs` with plain layers (weights set): (the attended
+    features, the slimming head's scores)."""
     front, _ = _split(net)
     gate = gate_layer(net)
-    inputs = keras.Input(shape=net.input_shape[1:], name="image")
     x = export_chain(front, inputs, 1.0)
     pooled = L.GlobalAveragePooling2D(name="gate_pool")(x)
     fc1 = L.Dense(gate.hidden_units, activation="relu", name="gate_fc1")
@@ -156,6 +155,15 @@ def export_front(net):
         att_fc.set_weights([gate.w3.numpy(), gate.b3.numpy()])
         att = L.Reshape((1, 1, gate.channels_in), name="gate_attention_map")(att)
         x = L.Multiply(name="gate_attend")([x, att])
+    return x, scores
+
+
+def export_front(net):
+    """The fixed-width front + gate as an ordinary Keras model: image -> {"features", "gate_scores"}.
+
+    The app picks the width ``width_multipliers[argmax(gate_scores)]`` and runs `export_choice` of it."""
+    inputs = keras.Input(shape=net.input_shape[1:], name="image")
+    x, scores = _export_front_chain(net, inputs)
     return keras.Model(inputs, {"features": x, "gate_scores": scores}, name=f"{net.name}_front")
 
 
@@ -167,3 +175,17 @@ def export_choice(net, width):
     inputs = keras.Input(shape=gate.output_shape[0][1:], name="features")
     outputs = export_chain(back, inputs, width)
     return keras.Model(inputs, outputs, name=f"{net.name}_back_{width:g}x")
+
+
+def export_width(net, width):
+    """The supernet at one fixed `width` (what ``set_width(net, width)`` computes: the front, the gate's channel
+    attention, the rest of the network at `width`) as one ordinary narrow Keras model: image -> logits. The
+    static peer of the gated network; the slimming head is left out (nothing reads its scores), so its MAdds
+    are those of `choice_madds` less the head's ``hidden_units * len(width_multipliers)``."""
+    gate = gate_layer(net)
+    width = check_width(width, gate.width_multipliers)
+    _, back = _split(net)
+    inputs = keras.Input(shape=net.input_shape[1:], name="image")
+    x, _ = _export_front_chain(net, inputs)
+    outputs = export_chain(back, x, width)
+    return keras.Model(inputs, outputs, name=f"{net.name}_{width:g}x")

@@ -4,17 +4,27 @@
     python -m pipelines slimmable-eval widths --data cluttered-digits --epochs 10 --recipe-config rule=all
     python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
     python -m pipelines slimmable-eval widths --epochs 15 --preset paper     # Algorithm 1 (same as --rule all)
+    python -m pipelines slimmable-eval dsnet --data cluttered-digits --epochs 10 --measure --tracking-uri URI
+    python -m pipelines slimmable-eval widths --epochs 1 --limit 64 --widths 0.5 1.0 --measure \\
+        --test-images 20 --repeats 1                                          # smoke test
 
 ``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
 ``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
 Markdown table and writes JSON + Markdown into --out.
+
+--measure: every model also measured as the phone runs it (bundles under <out>/bundles/; test accuracy,
+average LiteRT latency and MAdds per image, per difficulty bucket): widths - each network trained alone and
+each width of the slimmable one as its own plain narrow model; dsnet - each gate's DS-Net bundle (front + gate,
+one back per width) and each static width of the supernet as one plain model. With --tracking-uri (or
+MLFLOW_TRACKING_URI) the params, the accuracies per width, the measured fields, the result and the figures
+(accuracy vs MAdds; accuracy vs measured latency) are logged to one MLflow run (log_dict, log_figure).
 """
 NAME = "slimmable-eval"
 HELP = "slimmable widths vs networks trained alone; DS-Net gates against the static widths"
 
 
 def add_arguments(p):
-    from pipelines.commands import add_preset_argument
+    from pipelines.commands import add_measure_arguments, add_preset_argument, add_tracking_uri
 
     p.add_argument("experiment", choices=("widths", "dsnet"))
     p.add_argument("--epochs", type=int, default=15, help="epochs per model (DS-Net: Stage I)")
@@ -47,21 +57,34 @@ def add_arguments(p):
     p.add_argument("--recal-batches", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/slimmable-eval", help="folder for the JSON result")
+    p.add_argument("--out", default="runs/slimmable-eval", help="folder for the JSON result (and, with --measure, "
+                   "the bundles: <out>/bundles/)")
+    p.add_argument("--measure", action="store_true",
+                   help="also export every model to its bundle and measure it on the test split: accuracy, average "
+                        "LiteRT latency and MAdds per image, per difficulty bucket (widths: each network trained "
+                        "alone and each slimmable width as a plain model; dsnet: each gate's DS-Net bundle and "
+                        "each static supernet width)")
+    add_measure_arguments(p)
+    add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
 
 def run(args):
     import json
     from pathlib import Path
 
+    from pipelines.commands import check_measure_args, experiment_tracking_uri
     from pipelines.commands.train import parse_kv
     from pipelines.experiments import slimmable
 
+    check_measure_args(args)
     args.recipe_config = parse_kv(args.recipe_config, "--recipe-config")
+    tracking_uri = experiment_tracking_uri(args)
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.experiment}.json").write_text(json.dumps(result, indent=2))
     (out / f"{args.experiment}.md").write_text(table + "\n")
     print(table)
+    if tracking_uri is not None:
+        slimmable.log_result(result, args, tracking_uri, log=lambda m: print(m, flush=True))
     return 0

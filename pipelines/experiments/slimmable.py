@@ -8,6 +8,23 @@
 
     python -m pipelines slimmable-eval widths --epochs 15
     python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
+    python -m pipelines slimmable-eval dsnet --data cluttered-digits --epochs 10 --measure \\
+        --tracking-uri sqlite:///mlruns.db
+
+With ``measure`` (``--measure``) every model is also measured as the phone runs it
+(`pipelines.experiments.deployed.measure`: exported to its bundle under ``<out>/bundles/<experiment>/``, run
+on the test split one image at a time: test accuracy, average LiteRT latency and MAdds per image, per
+difficulty bucket). ``widths``: each network trained alone (a plain model) and each width of the slimmable
+network as its own plain narrow model (`slimmable_mobilenet_v1.export_width`, after BN recalibration: the
+weights the experiment ends with); the rows get ``alone_measured`` and ``slimmable_measured``. ``dsnet``: each
+gated network as its DS-Net bundle (front + gate, one back per width; ``stage_share`` is the share of test
+images the gate sent to each width) and each static width of the supernet as one plain narrow model
+(`ds_mobilenet_v1.export_width`), so the gates are compared with the static widths on measured latency;
+``static[w]`` and each gate get ``measured``.
+
+`log_result` logs a result to one MLflow run (`deployed.log_result`: params, the accuracies per width and
+the measured fields as metrics, the result as ``result.json``, the accuracy-vs-MAdds figure and, when
+measured, the accuracy-vs-latency figure).
 
 Prints a Markdown table and writes JSON next to it (``--out``). Uses `TrainingModel` + the recipes
 (no training loop of its own).
@@ -110,10 +127,34 @@ def _accuracy(net, val_ds, width=None):
     return correct / total
 
 
+def _measurer(args, experiment):
+    """`net, name -> deployed.measure(...)` of the bundle ``<out>/bundles/<experiment>/<name>`` when
+    `args.measure`, else None. `args.repeats` is checked here, before any data is read."""
+    if not getattr(args, "measure", False):
+        return None
+    from pipelines.experiments import deployed
+
+    repeats = deployed.check_repeats(getattr(args, "repeats", 3))
+    folder = Path(getattr(args, "out", "runs/slimmable-eval")) / "bundles" / experiment
+
+    def measure(net, name):
+        return deployed.measure(net, folder / name, data=_data_name(args), image_size=args.image_size,
+                                limit=args.limit, threads=getattr(args, "threads", 1), repeats=repeats,
+                                test_images=getattr(args, "test_images", None), log=lambda m: print(m, flush=True))
+
+    return measure
+
+
+def _measured_cells(m):
+    """The Markdown cells of a `deployed.measure` result: test accuracy (%) | average ms per image."""
+    return f"{100 * m['accuracy']:.1f} | {m['avg_latency_ms']:.3f}"
+
+
 def run_widths(args):
-    """Each width of a slimmable MobileNetV1 vs the same width trained alone."""
+    """Each width of a slimmable MobileNetV1 vs the same width trained alone; with `args.measure` each
+    network's bundle measured too (see the module doc). Returns (result, Markdown table)."""
     from keras_layers import count_madds, models
-    from keras_layers.models.slimmable_mobilenet_v1 import build_mobilenet_v1
+    from keras_layers.models.slimmable_mobilenet_v1 import build_mobilenet_v1, export_width
     import tf_keras as keras
 
     from pipelines.experiments import recipe_label
@@ -122,6 +163,7 @@ def run_widths(args):
 
     _, recipe_config, preset = _presets(args, {"rule": args.rule} if getattr(args, "rule", None) else {})
     recipe = recipes.get("slimmable", **recipe_config)  # bad fields fail here, before data is read
+    measure = _measurer(args, "widths")
     train_ds, val_ds, info = _data(args)
     widths = tuple(getattr(args, "widths", None) or WIDTHS)
     arch = dict(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
@@ -135,6 +177,8 @@ def run_widths(args):
         rows[w] = {"alone": _accuracy(net, val_ds), "madds": count_madds(net, info.input_shape),
                    "alone_seconds": round(secs, 1)}
         print(f"alone {w}: {rows[w]}", flush=True)
+        if measure:
+            rows[w]["alone_measured"] = measure(net, f"alone_{w:g}x")
     keras.utils.set_random_seed(args.seed)
     net = models.build("slimmable_mobilenet_v1", info.input_shape, info.num_classes, width_multipliers=widths,
                        preset=preset, **arch)
@@ -145,24 +189,50 @@ def run_widths(args):
     for w in widths:
         recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
+    if measure:  # each width as its own plain narrow model, with the recalibrated statistics
+        for w in widths:
+            rows[w]["slimmable_measured"] = measure(export_width(net, w), f"slimmable_{w:g}x")
     result = {"experiment": "widths", "data": _data_name(args), "rule": recipe.rule, "preset": preset,
               "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs,
               "slimmable_seconds": round(secs, 1), "rows": {str(k): v for k, v in rows.items()}}
-    lines = [f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |",
-             "|---|---|---|---|---|---|"]
+    head = f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |"
+    if measure:
+        head += (" alone bundle: test acc | alone bundle: avg ms | slimmable bundle (BN recal.): test acc | "
+                 "slimmable bundle: avg ms |")
+    lines = [head, "|---" * (10 if measure else 6) + "|"]
     for w in widths:
         r = rows[w]
-        lines.append(f"| {w:g}x | {r['madds']:,} | {100 * r['alone']:.1f} | {100 * r['slimmable']:.1f} | "
-                     f"{100 * r['slimmable_recalibrated']:.1f} | {100 * (r['slimmable'] - r['alone']):+.1f} |")
-    return result, "\n".join(lines)
+        line = (f"| {w:g}x | {r['madds']:,} | {100 * r['alone']:.1f} | {100 * r['slimmable']:.1f} | "
+                f"{100 * r['slimmable_recalibrated']:.1f} | {100 * (r['slimmable'] - r['alone']):+.1f} |")
+        if measure:
+            line += f" {_measured_cells(r['alone_measured'])} | {_measured_cells(r['slimmable_measured'])} |"
+        lines.append(line)
+    return result, _with_deployed("\n".join(lines), result)
+
+
+def parse_gates(specs):
+    """The Stage II runs of `--gates` ("TARGET,CPLX,SGS" each) as (target MAdds, complexity weight, SGS weight)
+    tuples; a one-line ValueError naming the spec, before any data is read or a model trained."""
+    out = []
+    for spec in specs:
+        try:
+            values = tuple(float(v) for v in str(spec).split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise ValueError(f"gates must be TARGET,CPLX,SGS (three numbers); received gates={spec!r}")
+        out.append(values)
+    return out
 
 
 def run_dsnet(args):
-    """Stage I once, BN recalibration, then Stage II for each target: accuracy vs average MAdds."""
+    """Stage I once, BN recalibration, then Stage II for each target: accuracy vs average MAdds; with
+    `args.measure` each static width and each gate measured as bundles too (see the module doc). Returns
+    (result, Markdown table)."""
     import tf_keras as keras
 
     from keras_layers import models
-    from keras_layers.models.ds_mobilenet_v1 import choice_madds, expected_madds, gate_layer
+    from keras_layers.models.ds_mobilenet_v1 import choice_madds, expected_madds, export_width, gate_layer
     from pipelines.experiments import recipe_label
     from pipelines.training import recipes
     from pipelines.training.bn_recalibration import recalibrate_bn
@@ -170,6 +240,8 @@ def run_dsnet(args):
     model_config, recipe_config, preset = _presets(args)
     label = recipe_label("ds_net", preset)
     recipes.get("ds_net", **recipe_config)  # bad fields fail here, before data is read
+    gate_specs = parse_gates(args.gates)
+    measure = _measurer(args, "dsnet")
     train_ds, val_ds, info = _data(args)
     if getattr(args, "widths", None):
         model_config["width_multipliers"] = tuple(args.widths)
@@ -194,13 +266,15 @@ def run_dsnet(args):
     static = {w: {"accuracy": _accuracy(net, val_ds, w), "madds": float(m)} for w, m in zip(widths, table)}
     for w in widths:
         print(f"supernet {w}: {static[w]}", flush=True)
+    if measure:  # each static width as one plain narrow model: the gates' peers on measured latency
+        for w in widths:
+            static[w]["measured"] = measure(export_width(net, w), f"static_{w:g}x")
     supernet_weights = net.get_weights()
     gate_train_ds = train_ds
     if args.gate_augment:
         gate_train_ds, _ = _train_split(args, augment=args.gate_augment)
     gates = []
-    for spec in args.gates:
-        target, cw, sw = (float(v) for v in spec.split(","))
+    for spec, (target, cw, sw) in zip(args.gates, gate_specs):
         keras.utils.set_random_seed(args.seed)
         gated = models.build("ds_mobilenet_v1", info.input_shape, info.num_classes, **model_config)
         gated.set_weights(supernet_weights)
@@ -213,18 +287,121 @@ def run_dsnet(args):
                       "madds": madds,
                       "choice_fractions": [round(float(f), 3) for f in fractions]})
         print(f"gate {spec}: {gates[-1]}", flush=True)
+        if measure:  # the DS-Net bundle: front + gate, one back per width
+            gates[-1]["measured"] = measure(gated, "gate_" + spec.replace(",", "_"))
     full = static[widths[-1]]
-    lines = ["| model | recipe | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |",
-             "|---|---|---|---|---|---|"]
+    head = "| model | recipe | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |"
+    rule = "|---" * 6 + "|"
+    if measure:
+        head, rule = head + " bundle: test acc | bundle: avg ms |", rule + "---|---|"
+    lines = [head, rule]
     for w in widths:
         s = static[w]
         lines.append(f"| supernet {w:g}x | {label} | {100 * s['accuracy']:.1f} | {s['madds']:,.0f} | "
-                     f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |")
+                     f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |"
+                     + (f" {_measured_cells(s['measured'])} |" if measure else ""))
     for g in gates:
-        lines.append(f"| gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g} | "
+        lines.append(f"| {_gate_name(g)} | "
                      f"{label} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
-                     f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |")
+                     f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |"
+                     + (f" {_measured_cells(g['measured'])} |" if measure else ""))
     result = {"experiment": "dsnet", "data": _data_name(args), "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
               "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
-    return result, "\n".join(lines)
+    return result, _with_deployed("\n".join(lines), result)
+
+
+def _gate_name(g):
+    return f"gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g}"
+
+
+def measured_rows(result):
+    """The measured bundles of a `run_widths` / `run_dsnet` result as `deployed.format_rows` rows (name,
+    recipe, measured); empty when nothing was measured."""
+    from pipelines.experiments import recipe_label
+
+    rows = []
+    if result["experiment"] == "widths":
+        slim_label = recipe_label("slimmable", result["preset"])  # the rule is in the table's header
+        for w, r in result["rows"].items():
+            if "alone_measured" in r:
+                rows.append({"name": f"mobilenet_v1 {float(w):g}x alone", "recipe": result["recipes"]["alone"],
+                             "measured": r["alone_measured"]})
+            if "slimmable_measured" in r:
+                rows.append({"name": f"slimmable_mobilenet_v1 {float(w):g}x", "recipe": slim_label,
+                             "measured": r["slimmable_measured"]})
+    else:
+        rows += [{"name": f"supernet {float(w):g}x static", "recipe": result["recipe"], "measured": s["measured"]}
+                 for w, s in result["static"].items() if "measured" in s]
+        rows += [{"name": _gate_name(g), "recipe": result["recipe"], "measured": g["measured"]}
+                 for g in result["gates"] if "measured" in g]
+    return rows
+
+
+def _with_deployed(table, result):
+    """The Markdown table, followed by the shared table of the measured bundles (`deployed.format_rows`: the
+    stage / width shares and the difficulty buckets) when there are any."""
+    rows = measured_rows(result)
+    if not rows:
+        return table
+    from pipelines.experiments import deployed
+
+    m = rows[0]["measured"]
+    return "\n".join([table, "", deployed.format_rows(rows, (
+        f"Bundles on the test split ({m['test_images']} images; LiteRT + XNNPACK batch 1, {m['threads']} thread(s), "
+        f"per image the median of {m['repeats']} runs):"))])
+
+
+def log_result(result, args, tracking_uri, log=print):
+    """`result` (of `run_widths` / `run_dsnet` with `args`) to one MLflow run (`deployed.log_result`): the
+    experiment's params, the validation accuracy and MAdds of each width (and gate) as metrics with the measured
+    fields of the bundles, ``result.json``, the accuracy-vs-MAdds figure and, when measured, the
+    accuracy-vs-latency figure. Returns the run id."""
+    from pipelines.experiments import deployed
+
+    experiment = result["experiment"]
+    params = {"experiment": experiment, "data": result["data"], "preset": result["preset"],
+              "epochs": result["epochs"], "seed": args.seed, "base_width": args.base_width,
+              "depth_multiplier": args.depth_multiplier, "image_size": args.image_size, "limit": args.limit}
+    metrics = {}
+    if experiment == "widths":
+        rows = {float(w): r for w, r in result["rows"].items()}
+        params.update(rule=result["rule"], recipes=result["recipes"], widths=list(rows))
+        for w, r in rows.items():
+            for key in ("alone", "slimmable", "slimmable_recalibrated"):
+                metrics[f"w{w:g}.{key}.val_accuracy"] = r[key]
+            metrics[f"w{w:g}.madds"] = r["madds"]
+        ws = sorted(rows)
+        curves = {f"alone: {result['recipes']['alone']}": ([rows[w]["madds"] for w in ws],
+                                                          [rows[w]["alone"] for w in ws]),
+                  f"slimmable: {result['recipes']['slimmable']}": ([rows[w]["slimmable_madds"] for w in ws],
+                                                                  [rows[w]["slimmable"] for w in ws]),
+                  "slimmable (BN recal.)": ([rows[w]["slimmable_madds"] for w in ws],
+                                            [rows[w]["slimmable_recalibrated"] for w in ws])}
+        points = None
+    else:
+        static = {float(w): s for w, s in result["static"].items()}
+        params.update(recipe=result["recipe"], widths=result["widths"], gate_epochs=result["gate_epochs"],
+                      gates=list(args.gates),
+                      gate_augment=result["gate_augment"], train_shared_fc=result["train_shared_fc"])
+        for w, s in static.items():
+            metrics[f"supernet_w{w:g}.val_accuracy"] = s["accuracy"]
+            metrics[f"supernet_w{w:g}.madds"] = s["madds"]
+        for i, g in enumerate(result["gates"]):
+            metrics[f"gate{i}.val_accuracy"] = g["accuracy"]
+            metrics[f"gate{i}.avg_madds"] = g["madds"]
+        ws = sorted(static)
+        curves = {f"supernet static widths: {result['recipe']}": ([static[w]["madds"] for w in ws],
+                                                                   [static[w]["accuracy"] for w in ws])}
+        points = {_gate_name(g): (g["madds"], g["accuracy"]) for g in result["gates"]}
+    rows = measured_rows(result)
+    if rows:
+        m = rows[0]["measured"]
+        params.update(threads=m["threads"], repeats=m["repeats"], test_images=m["test_images"])
+    figures = {f"slimmable_{experiment}_madds.png": deployed.madds_figure(curves, points,
+                                                                           ylabel="validation accuracy (%)")}
+    if rows:
+        figures[f"slimmable_{experiment}_accuracy_latency.png"] = deployed.accuracy_latency_figure(
+            rows, title=f"slimmable-eval {experiment} on {result['data']}, {result['epochs']} epochs")
+    return deployed.log_result(f"slimmable-eval-{experiment}", params, rows, result, figures, tracking_uri=tracking_uri,
+                               metrics=metrics, log=log)

@@ -120,6 +120,22 @@ def test_ds_front_and_backs_equal_the_network(ds_net, images):
         np.testing.assert_allclose(f["gate_scores"].numpy(), out["gate_scores"].numpy(), atol=1e-5)
 
 
+def test_ds_export_width_is_the_supernet_at_that_width_as_one_plain_model(ds_net, images):
+    gate = ds.gate_layer(ds_net)
+    table = ds.choice_madds(ds_net, SHAPE)
+    for k, w in enumerate(WIDTHS):
+        set_width(ds_net, w)
+        static = ds.export_width(ds_net, w)
+        assert not any(hasattr(layer, "width_multipliers") for layer in static.layers)  # plain layers only
+        np.testing.assert_allclose(static(images, training=False).numpy(),
+                                   ds_net(images, training=False)["logits"].numpy(), atol=1e-5)
+        # the slimming head's scores are not computed: nothing reads them
+        assert count_madds(static, SHAPE) == table[k] - gate.hidden_units * len(WIDTHS)
+    set_width(ds_net, "dynamic")
+    with pytest.raises(ValueError, match="0.3"):
+        ds.export_width(ds_net, 0.3)
+
+
 def test_ds_dynamic_equals_sliced_path_per_example(ds_net, images):
     gate = ds.gate_layer(ds_net)
     gate.w2.assign(rng.normal(0, 3, gate.w2.shape).astype("float32"))

@@ -96,3 +96,109 @@ def test_experiment_commands_refuse_bad_measure_values(capsys):
     assert "repeats=0" in capsys.readouterr().err
     assert cli.main(["static-ladder", "--models", "nosuch"]) == 2
     assert "model='nosuch'" in capsys.readouterr().err
+
+
+SLIM_TINY = ["--epochs", "1", "--limit", "64", "--widths", "0.5", "1.0", "--depth-multiplier", "0.1", "--image-size",
+             "16", "--measure", "--test-images", "20", "--repeats", "1"]
+
+
+def _slimmable_run(uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("experiments").experiment_id])
+    return run, {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_slimmable_eval_widths_measures_every_width_alone_and_slimmable_and_logs_to_mlflow(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert cli.main(["slimmable-eval", "widths", *SLIM_TINY, "--out", str(tmp_path), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "widths.json").read_text())
+    assert list(result["rows"]) == ["0.5", "1.0"]
+    for w, r in result["rows"].items():
+        for kind, madds in (("alone", r["madds"]), ("slimmable", r["slimmable_madds"])):
+            m = r[f"{kind}_measured"]
+            assert m["kind"] == "plain" and m["test_images"] == 20 and m["avg_latency_ms"] > 0, m
+            assert 0.0 <= m["accuracy"] <= 1.0
+            assert m["avg_madds"] == pytest.approx(madds)  # one plain network at that width per image
+            folder = tmp_path / "bundles" / "widths" / f"{kind}_{float(w):g}x"
+            assert m["bundle"] == str(folder) and (folder / "model.tflite").exists()
+            assert json.loads((folder / "model.json").read_text())["kind"] == "plain"
+    table = (tmp_path / "widths.md").read_text()
+    assert "alone bundle: avg ms" in table and "slimmable_mobilenet_v1 0.5x" in table and table.strip() in out
+
+    run, artifacts = _slimmable_run(uri)
+    assert run.info.run_name == "slimmable-eval-widths"
+    p = run.data.params
+    assert (p["experiment"], p["widths"], p["epochs"], p["limit"], p["rule"], p["repeats"]) == (
+        "widths", "[0.5, 1.0]", "1", "64", "sandwich", "1")
+    metrics = run.data.metrics
+    assert metrics["w0.5.alone.val_accuracy"] == pytest.approx(result["rows"]["0.5"]["alone"])
+    assert metrics["w1.slimmable_recalibrated.val_accuracy"] == pytest.approx(
+        result["rows"]["1.0"]["slimmable_recalibrated"])
+    assert metrics["slimmable_mobilenet_v1_1x.avg_latency_ms"] == pytest.approx(
+        result["rows"]["1.0"]["slimmable_measured"]["avg_latency_ms"])
+    assert metrics["mobilenet_v1_0.5x_alone.accuracy"] == pytest.approx(
+        result["rows"]["0.5"]["alone_measured"]["accuracy"])
+    assert {"result.json", "slimmable_widths_madds.png", "slimmable_widths_accuracy_latency.png"} <= artifacts
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths_and_logs_to_mlflow(tmp_path,
+                                                                                                   capsys):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert cli.main(["slimmable-eval", "dsnet", *SLIM_TINY, "--gate-epochs", "1", "--gates", "1.0,0.5,1.0",
+                     "--out", str(tmp_path), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "dsnet.json").read_text())
+    assert list(result["static"]) == ["0.5", "1.0"] and len(result["gates"]) == 1
+    for w, s in result["static"].items():  # each static width: one plain narrow model
+        m = s["measured"]
+        assert m["kind"] == "plain" and m["test_images"] == 20 and m["avg_latency_ms"] > 0, m
+        assert m["bundle"] == str(tmp_path / "bundles" / "dsnet" / f"static_{float(w):g}x")
+        assert m["avg_madds"] <= s["madds"]  # the static model leaves the gate's slimming head out
+    (gate,) = result["gates"]
+    m = gate["measured"]
+    assert m["kind"] == "ds_net" and m["test_images"] == 20 and m["avg_latency_ms"] > 0, m
+    assert m["bundle"] == str(tmp_path / "bundles" / "dsnet" / "gate_1.0_0.5_1.0")
+    spec = json.loads((tmp_path / "bundles" / "dsnet" / "gate_1.0_0.5_1.0" / "model.json").read_text())
+    assert spec["widths"] == [[0.5, "back_0_5"], [1.0, "back_1"]]
+    shares = m["stage_share"]  # per gate choice: every test image runs the front, then one back
+    assert sum(shares[b] for b in ("back_0_5", "back_1")) == pytest.approx(1.0) and shares["front"] == 0.0
+    paths = [result["static"][w]["madds"] for w in ("0.5", "1.0")]
+    assert paths[0] - 1 <= m["avg_madds"] <= paths[1] + 1  # a mix of the two paths' MAdds
+    table = (tmp_path / "dsnet.md").read_text()
+    assert "bundle: avg ms" in table and "supernet 0.5x static" in table and table.strip() in out
+
+    run, artifacts = _slimmable_run(uri)
+    assert run.info.run_name == "slimmable-eval-dsnet"
+    p = run.data.params
+    assert (p["experiment"], p["gate_epochs"], p["gates"], p["recipe"]) == (
+        "dsnet", "1", '["1.0,0.5,1.0"]', "ds_net (default)")
+    metrics = run.data.metrics
+    assert metrics["gate0.val_accuracy"] == pytest.approx(gate["accuracy"])
+    assert metrics["supernet_w0.5.val_accuracy"] == pytest.approx(result["static"]["0.5"]["accuracy"])
+    assert metrics["gate_T_1_cplx_0.5_sgs_1.avg_latency_ms"] == pytest.approx(m["avg_latency_ms"])
+    assert metrics["supernet_1x_static.avg_latency_ms"] > 0
+    assert {"result.json", "slimmable_dsnet_madds.png", "slimmable_dsnet_accuracy_latency.png"} <= artifacts
+
+
+@pytest.mark.parametrize("experiment", ["widths", "dsnet"])
+def test_slimmable_eval_refuses_bad_measure_values_before_reading_data(cli, experiment):
+    for flag, value in (("--repeats", "0"), ("--test-images", "0"), ("--threads", "0")):
+        r = cli("slimmable-eval", experiment, "--measure", flag, value, "--data", "nosuch")
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
+        name = flag[2:].replace("-", "_")
+        assert f"{name}={value}" in lines[0] and "nosuch" not in lines[0], lines[0]
+
+
+def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_before_training(cli):
+    for spec in ("1.0,0.5", "1.0,x,1.0"):
+        r = cli("slimmable-eval", "dsnet", "--gates", "1.0,0.5,1.0", spec, "--data", "nosuch")
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
+        assert f"gates={spec!r}" in lines[0] and "nosuch" not in lines[0], lines[0]
