@@ -189,16 +189,12 @@ def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths
 @pytest.mark.parametrize("experiment", ["widths", "dsnet"])
 def test_slimmable_eval_refuses_bad_measure_values_before_reading_data(cli, experiment):
     for flag, value in (("--repeats", "0"), ("--test-images", "0"), ("--threads", "0")):
-        r = cli("slimmable-eval", experiment, "--measure", flag, value, "--data", "nosuch")
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
+        line = cli("slimmable-eval", experiment, "--measure", flag, value, "--data", "nosuch").error_line()
         name = flag[2:].replace("-", "_")
-        assert f"{name}={value}" in lines[0] and "nosuch" not in lines[0], lines[0]
+        assert f"{name}={value}" in line and "nosuch" not in line, line
 
 
 def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_before_training(cli):
     for spec in ("1.0,0.5", "1.0,x,1.0"):
-        r = cli("slimmable-eval", "dsnet", "--gates", "1.0,0.5,1.0", spec, "--data", "nosuch")
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r
-        assert f"gates={spec!r}" in lines[0] and "nosuch" not in lines[0], lines[0]
+        line = cli("slimmable-eval", "dsnet", "--gates", "1.0,0.5,1.0", spec, "--data", "nosuch").error_line()
+        assert f"gates={spec!r}" in line and "nosuch" not in line, line
