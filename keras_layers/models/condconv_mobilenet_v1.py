@@ -9,15 +9,16 @@ CondConv blocks the depthwise 3x3 and the pointwise 1x1 convolution are mixed-ke
 routing function computed from the block input (``GAP -> FC -> sigmoid``, one `CondRouting` per block,
 passed as the coefficients of the Basis twins the conv factory of `keras_layers.models.blocks` builds),
 as the paper does: "a single routing function ... for both the depth-wise and point-wise CondConv layers
-within a separable convolutional block from the input to the block". With ``cond_head=True`` the final
-classification layer is a CondConv layer with its own router (the paper's "1x1 CondConv block" on the
-pooled features: a `CondDense`).
+within a separable convolutional block from the input to the block". With ``cond_classifier=True`` the
+final classification layer is a CondConv layer with its own router (the paper's "1x1 CondConv block" on
+the pooled features: a `CondDense`); it is static by default and routed in the paper preset, for the reason
+`condconv_mobilenet_v2` gives (a sigmoid-routed classifier closed for good on cluttered-digits).
 
 Placement: ``cond_blocks=n`` makes the last n of the 13 blocks of the full-depth network CondConv (the
 paper: "the final 8 separable convolutional blocks", i.e. the stride-2 512 block, the five 512 blocks,
 and the two 1024 blocks). At ``depth_multiplier`` d < 1 the repeated 512 group has ceil(5 d) blocks and
 keeps its share (`condconv_mobilenet_v2.cond_block_flags`, the same rule as CC-MobileNetV2): at the
-registry's d = 0.2, 4 of the 9 blocks. ``cond_blocks=0, cond_head=False`` is the plain MobileNetV1 of the
+registry's d = 0.2, 4 of the 9 blocks. ``cond_blocks=0, cond_classifier=False`` is the plain MobileNetV1 of the
 same widths (the static peer). ``preset="paper"``: 8 blocks, CondConv classifier, sigmoid routing, 8
 experts (Table 1 scales 1-32 experts; 8 is the paper's CC-MobileNetV2 and CC-SSD count); widths and input
 size stay the registry's (CPU-sized; the paper's headline is the 0.5x model at 224x224).
@@ -46,16 +47,17 @@ def block_flags(depth_multiplier, cond_blocks):
     return cond_block_flags(depth_multiplier, cond_stages=0, cond_blocks=cond_blocks, spec=_STAGES)
 
 
-@register("condconv_mobilenet_v1", paper={"cond_blocks": PAPER_COND_BLOCKS, "cond_head": True,
+@register("condconv_mobilenet_v1", paper={"cond_blocks": PAPER_COND_BLOCKS, "cond_classifier": True,
                                           "routing_activation": "sigmoid", "num_experts": 8})
 def build_condconv_mobilenet_v1(input_shape, num_classes, *, num_experts=4, cond_blocks=PAPER_COND_BLOCKS,
-                                cond_head=True, routing_activation="sigmoid", base_width=0.25, depth_multiplier=0.2,
+                                cond_classifier=False, routing_activation="sigmoid", base_width=0.25, depth_multiplier=0.2,
                                 dropout=0.0):
-    """CC-MobileNetV1 with `num_experts` experts in the last `cond_blocks` blocks (and the classifier)."""
+    """CC-MobileNetV1 with `num_experts` experts in the last `cond_blocks` blocks (and the classifier with
+    `cond_classifier`)."""
     check_int("num_experts", num_experts)
     if isinstance(cond_blocks, bool) or not isinstance(cond_blocks, int) or not 0 <= cond_blocks <= NUM_BLOCKS:
         fail("cond_blocks", f"an int in [0, {NUM_BLOCKS}] (blocks of the full-depth network)", cond_blocks)
-    check_bool("cond_head", cond_head)
+    check_bool("cond_classifier", cond_classifier)
     check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
     check_config(base_width, depth_multiplier, dropout)
 
@@ -68,6 +70,6 @@ def build_condconv_mobilenet_v1(input_shape, num_classes, *, num_experts=4, cond
         routing = CondRouting(num_experts, routing_activation, name=f"{name}_routing")(x) if cond else None
         x = depthwise_bn(x, 3, s, name=name, coefficients=routing)  # the router is shared by both convs
         x = conv_bn(x, filters, 1, name=f"{name}_pw", coefficients=routing)
-    logits = classifier(x, num_classes, dropout, num_experts=num_experts if cond_head else None,
+    logits = classifier(x, num_classes, dropout, num_experts=num_experts if cond_classifier else None,
                         routing_activation=routing_activation)
     return keras.Model(inputs, logits, name="condconv_mobilenet_v1")

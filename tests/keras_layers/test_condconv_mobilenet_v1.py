@@ -42,7 +42,7 @@ def test_one_router_per_block_feeds_both_convolutions_and_the_classifier_routes_
 
 
 def test_without_condconv_it_is_the_plain_mobilenet_v1_and_routing_costs_few_madds():
-    static = models.build("condconv_mobilenet_v1", SHAPE, 10, cond_blocks=0, cond_head=False)
+    static = models.build("condconv_mobilenet_v1", SHAPE, 10, cond_blocks=0, cond_classifier=False)
     plain = build_mobilenet_v1(SHAPE, 10, width=1.0)
     assert static.count_params() == plain.count_params()
     assert count_madds(static, SHAPE) == count_madds(plain, SHAPE)
@@ -52,7 +52,7 @@ def test_without_condconv_it_is_the_plain_mobilenet_v1_and_routing_costs_few_mad
 
 
 @pytest.mark.parametrize("field, value", [("cond_blocks", 14), ("cond_blocks", True), ("num_experts", 0),
-                                          ("routing_activation", "relu"), ("cond_head", "yes")])
+                                          ("routing_activation", "relu"), ("cond_classifier", "yes")])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
         models.build("condconv_mobilenet_v1", SHAPE, 10, **{field: value})

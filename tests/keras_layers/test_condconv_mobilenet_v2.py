@@ -32,8 +32,17 @@ def test_one_router_per_block_shared_by_its_three_convs():
         assert isinstance(net.get_layer(f"{block}_dw"), BasisDepthwiseConv2D)
         assert net.get_layer(f"{block}_expand_conv").kernel.shape[0] == 3
     assert isinstance(net.get_layer("last_conv"), CondConv2D)
-    assert isinstance(net.get_layer("head_logits"), CondDense)
     assert not any(isinstance(l, BasisConv2D) for l in net.layers if l.name.startswith("block0_"))
+
+
+def test_the_classifier_is_static_by_default_and_routed_in_the_paper_preset():
+    """A sigmoid-routed classifier closed for good on cluttered-digits (the module docstring), so it is opt-in."""
+    head = models.build("condconv_mobilenet_v2", **SMALL).get_layer("head_logits")
+    assert isinstance(head, keras.layers.Dense) and not isinstance(head, CondDense)
+    assert isinstance(models.build("condconv_mobilenet_v2", **SMALL, cond_classifier=True).get_layer("head_logits"),
+                      CondDense)
+    assert models.resolve_config("condconv_mobilenet_v2", {"preset": "paper"})["cond_classifier"] is True
+    assert models.resolve_config("condconv_mobilenet_v1", {"preset": "paper"})["cond_classifier"] is True
 
 
 def test_num_experts_and_stages_are_configurable():
@@ -55,7 +64,7 @@ def test_madds_exceed_the_static_baseline_by_mixing_and_routing():
 
 
 @pytest.mark.parametrize("field,value", [("num_experts", 0), ("cond_stages", 9), ("routing_activation", "tanh"),
-                                         ("cond_head", "yes"), ("dropout", 1.5)])
+                                         ("cond_head", "yes"), ("cond_classifier", 1), ("dropout", 1.5)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
         models.build("condconv_mobilenet_v2", **{field: value})
