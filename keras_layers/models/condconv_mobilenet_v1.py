@@ -11,8 +11,7 @@ passed as the coefficients of the Basis twins the conv factory of `keras_layers.
 as the paper does: "a single routing function ... for both the depth-wise and point-wise CondConv layers
 within a separable convolutional block from the input to the block". With ``cond_classifier=True`` the
 final classification layer is a CondConv layer with its own router (the paper's "1x1 CondConv block" on
-the pooled features: a `CondDense`); it is static by default and routed in the paper preset, for the reason
-`condconv_mobilenet_v2` gives (a sigmoid-routed classifier closed for good on cluttered-digits).
+the pooled features: a `CondDense`; `condconv_mobilenet_v2` describes how it can close for good).
 
 Placement: ``cond_blocks=n`` makes the last n of the 13 blocks of the full-depth network CondConv (the
 paper: "the final 8 separable convolutional blocks", i.e. the stride-2 512 block, the five 512 blocks,
@@ -50,7 +49,7 @@ def block_flags(depth_multiplier, cond_blocks):
 @register("condconv_mobilenet_v1", paper={"cond_blocks": PAPER_COND_BLOCKS, "cond_classifier": True,
                                           "routing_activation": "sigmoid", "num_experts": 8})
 def build_condconv_mobilenet_v1(input_shape, num_classes, *, num_experts=4, cond_blocks=PAPER_COND_BLOCKS,
-                                cond_classifier=False, routing_activation="sigmoid", base_width=0.25, depth_multiplier=0.2,
+                                cond_classifier=True, routing_activation="sigmoid", base_width=0.25, depth_multiplier=0.2,
                                 dropout=0.0):
     """CC-MobileNetV1 with `num_experts` experts in the last `cond_blocks` blocks (and the classifier with
     `cond_classifier`)."""

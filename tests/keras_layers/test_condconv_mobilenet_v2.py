@@ -35,12 +35,13 @@ def test_one_router_per_block_shared_by_its_three_convs():
     assert not any(isinstance(l, BasisConv2D) for l in net.layers if l.name.startswith("block0_"))
 
 
-def test_the_classifier_is_static_by_default_and_routed_in_the_paper_preset():
-    """A sigmoid-routed classifier closed for good on cluttered-digits (the module docstring), so it is opt-in."""
-    head = models.build("condconv_mobilenet_v2", **SMALL).get_layer("head_logits")
+def test_the_classifier_is_routed_unless_cond_classifier_is_false():
+    """The last 1x1 conv (`cond_head`) and the classifier (`cond_classifier`) are routed separately."""
+    assert isinstance(models.build("condconv_mobilenet_v2", **SMALL).get_layer("head_logits"), CondDense)
+    net = models.build("condconv_mobilenet_v2", **SMALL, cond_classifier=False)
+    head = net.get_layer("head_logits")
     assert isinstance(head, keras.layers.Dense) and not isinstance(head, CondDense)
-    assert isinstance(models.build("condconv_mobilenet_v2", **SMALL, cond_classifier=True).get_layer("head_logits"),
-                      CondDense)
+    assert isinstance(net.get_layer("last_conv"), CondConv2D)
     assert models.resolve_config("condconv_mobilenet_v2", {"preset": "paper"})["cond_classifier"] is True
     assert models.resolve_config("condconv_mobilenet_v1", {"preset": "paper"})["cond_classifier"] is True
 
@@ -48,7 +49,7 @@ def test_the_classifier_is_static_by_default_and_routed_in_the_paper_preset():
 def test_num_experts_and_stages_are_configurable():
     four = models.build("condconv_mobilenet_v2", **{**SMALL, "num_experts": 4})
     assert four.get_layer("last_conv").kernel.shape[0] == 4
-    none = models.build("condconv_mobilenet_v2", **{**SMALL, "cond_stages": 0, "cond_head": False})
+    none = models.build("condconv_mobilenet_v2", **SMALL, cond_stages=0, cond_head=False, cond_classifier=False)
     assert not any(isinstance(l, (CondRouting, BasisConv2D)) for l in none.layers)
     static = models.build("mobilenet_v2", width_multiplier=0.25, depth_multiplier=0.25, last_channels=64)
     assert none.count_params() == static.count_params()
