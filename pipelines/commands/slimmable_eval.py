@@ -77,6 +77,8 @@ def run(args):
     from pipelines.experiments import slimmable
 
     check_measure_args(args)
+    if args.gate_epochs < 1:
+        raise ValueError(f"gate_epochs must be >= 1; received gate_epochs={args.gate_epochs!r}")
     args.recipe_config = parse_kv(args.recipe_config, "--recipe-config")
     tracking_uri = experiment_tracking_uri(args)
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)

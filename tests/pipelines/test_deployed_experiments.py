@@ -194,7 +194,9 @@ def test_slimmable_eval_refuses_bad_measure_values_before_reading_data(cli, expe
         assert f"{name}={value}" in line and "nosuch" not in line, line
 
 
-def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_before_training(cli):
+def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_or_gate_epochs_before_training(cli):
     for spec in ("1.0,0.5", "1.0,x,1.0"):
         line = cli("slimmable-eval", "dsnet", "--gates", "1.0,0.5,1.0", spec, "--data", "nosuch").error_line()
         assert f"gates={spec!r}" in line and "nosuch" not in line, line
+    line = cli("slimmable-eval", "dsnet", "--gate-epochs", "0", "--data", "nosuch").error_line()
+    assert "gate_epochs=0" in line and "nosuch" not in line, line
