@@ -36,7 +36,7 @@ def add_arguments(p):
     p.add_argument("--gate-augment", type=float, default=0.0,
                    help="augmentation strength in [0, 1] of the Stage II training data (more non-easy examples "
                    "for SGS when the supernet fits the training set)")
-    p.add_argument("--supernet", default=None, help="weights file: load the Stage I supernet if it exists, "
+    p.add_argument("--supernet", default=None, help="weights file (*.weights.h5): load the Stage I supernet if it exists, "
                    "else train it and save it there")
     p.add_argument("--rule", default=None, choices=("all", "sandwich"),
                    help="slimmable training rule (default: the preset's, sandwich by default, all = Algorithm 1 in "
@@ -79,6 +79,12 @@ def run(args):
     check_measure_args(args)
     if args.gate_epochs < 1:
         raise ValueError(f"gate_epochs must be >= 1; received gate_epochs={args.gate_epochs!r}")
+    if args.supernet:  # checked and its folder made before any training: Stage I must not be lost at the save
+        supernet = Path(args.supernet)
+        if supernet.suffix != ".h5" or (supernet.exists() and not supernet.is_file()):
+            raise ValueError("supernet must be an HDF5 weights file (*.weights.h5); "
+                             f"received supernet={args.supernet!r}")
+        supernet.parent.mkdir(parents=True, exist_ok=True)
     args.recipe_config = parse_kv(args.recipe_config, "--recipe-config")
     tracking_uri = experiment_tracking_uri(args)
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)

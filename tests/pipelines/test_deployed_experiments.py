@@ -150,9 +150,11 @@ def test_slimmable_eval_widths_measures_every_width_alone_and_slimmable_and_logs
 def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths_and_logs_to_mlflow(tmp_path,
                                                                                                    capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    supernet = tmp_path / "weights" / "supernet.weights.h5"  # in a folder that does not exist yet
     assert cli.main(["slimmable-eval", "dsnet", *SLIM_TINY, "--gate-epochs", "1", "--gates", "1.0,0.5,1.0",
-                     "--out", str(tmp_path), "--tracking-uri", uri]) == 0
+                     "--out", str(tmp_path), "--tracking-uri", uri, "--supernet", str(supernet)]) == 0
     out = capsys.readouterr().out
+    assert supernet.is_file()  # Stage I saved for the next run
     result = json.loads((tmp_path / "dsnet.json").read_text())
     assert list(result["static"]) == ["0.5", "1.0"] and len(result["gates"]) == 1
     for w, s in result["static"].items():  # each static width: one plain narrow model
@@ -200,3 +202,13 @@ def test_slimmable_eval_dsnet_refuses_a_bad_gate_spec_or_gate_epochs_before_trai
         assert f"gates={spec!r}" in line and "nosuch" not in line, line
     line = cli("slimmable-eval", "dsnet", "--gate-epochs", "0", "--data", "nosuch").error_line()
     assert "gate_epochs=0" in line and "nosuch" not in line, line
+
+
+def test_slimmable_eval_dsnet_checks_the_supernet_path_and_makes_its_folder_before_training(cli, tmp_path):
+    for bad in (str(tmp_path), str(tmp_path / "supernet.ckpt")):  # a folder; a name that is no HDF5 file
+        line = cli("slimmable-eval", "dsnet", "--supernet", bad, "--data", "nosuch").error_line()
+        assert f"supernet={bad!r}" in line and "nosuch" not in line, line
+    target = tmp_path / "new" / "dsnet" / "supernet.weights.h5"
+    line = cli("slimmable-eval", "dsnet", "--supernet", str(target), "--data", "nosuch").error_line()
+    assert "nosuch" in line  # the path was accepted: the data is the first thing to fail ...
+    assert target.parent.is_dir() and not target.exists()  # ... after the folder the save needs was made
