@@ -53,9 +53,15 @@ class CondRouting(keras.layers.Layer):
     """The CondConv router: global average pooling -> Dense(num_experts) -> sigmoid | softmax.
 
     Inputs (B, H, W, C) are pooled over H, W; inputs (B, C) are used as they are.
+
+    The kernel starts at zero (the paper does not say how it starts): every example then gets the same
+    routing weights (0.5 each with sigmoid, 1/E with softmax) until the router has trained, and the
+    network starts as its static self with the experts averaged. A random start (glorot) gives each
+    example its own random scale of every routed kernel; on cluttered-digits that kept the CondConv
+    MobileNetV2 at chance even with the routers frozen (docs/results.md).
     """
 
-    def __init__(self, num_experts, routing_activation="sigmoid", kernel_initializer="glorot_uniform",
+    def __init__(self, num_experts, routing_activation="sigmoid", kernel_initializer="zeros",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_experts = check_int("num_experts", num_experts)

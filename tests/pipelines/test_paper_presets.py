@@ -22,7 +22,7 @@ FAMILIES = {  # model -> its recipe
 
 @pytest.mark.parametrize("name,expected", [
     ("standard", {}),
-    ("condconv", {"label_smoothing": 0.0, "weight_decay": 0.0, "augment": 0.0}),
+    ("condconv", {"label_smoothing": 0.0, "weight_decay": 0.0, "augment": 0.0, "router_warmup": 0.0}),
     ("slimmable", {"rule": "all", "distill": 0.0}),
     ("multi_exit", {"distill": True, "kd_t_squared": False, "isc_phase": "phase2", "phase_lr": "step",
                     "phase2_train": "last", "phase1_fraction": 0.625, "weight_decay": 1e-4}),

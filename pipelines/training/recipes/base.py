@@ -90,6 +90,11 @@ class Recipe:
     def trainable_variables(self, model: "TrainingModel"):
         return model.net.trainable_variables
 
+    def optimizer_variables(self, model: "TrainingModel"):
+        """Every variable the recipe trains at some stage: the optimizer makes its slots for these when the
+        model is compiled (a built optimizer takes no new variable later; default: `trainable_variables`)."""
+        return self.trainable_variables(model)
+
     def after_step(self, model: "TrainingModel"):
         """Runs after each optimizer step inside the compiled train step."""
         return None  # a body besides the docstring: AutoGraph cannot convert a docstring-only method
@@ -126,7 +131,7 @@ class TrainingModel(keras.Model):
         # The optimizer's slots (Adam's moments, ...) are made now for the variables the first step trains,
         # as its first apply_gradients would: a tf.function that creates variables on its first call is
         # traced twice, and the train step's trace is most of a short run's time.
-        variables = self.recipe.trainable_variables(self)
+        variables = self.recipe.optimizer_variables(self)
         if variables and self.optimizer is not None:
             self.optimizer.build(variables)
 
