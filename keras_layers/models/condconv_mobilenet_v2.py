@@ -11,16 +11,12 @@ carries an unused router. With ``cond_head=True`` the final 1x1 convolution is a
 own router, and with ``cond_classifier=True`` the classifier too (a `CondDense`; the paper replaces both);
 the layers come from the conv factory of `keras_layers.models.blocks`.
 
-Known failure (docs/results.md "CondConv on cluttered-digits"): on cluttered-digits the routed classifier's
-sigmoid router closes for good before the features carry signal (mean routing weight 0.5 -> 0.000 in 80 steps
-with Adam 3e-3, 0.004 in 160 with SGD 0.05; its router reads non-negative pooled features and no batch norm
-follows it, so once closed the gradients of its kernel and router both vanish) and the network stays at
-chance (loss ln 10). ``cond_classifier=False`` avoids that collapse, but the network then still never left
-chance in 10 epochs (training accuracy 9.5-11%; the loss only fell to ln 10), and softmax routing with 4
-experts did no better in 3 epochs; the block routers saturate for some examples (routing weights of 1.0
-beside a mean of 0.33-0.41). The static MobileNetV2 of the same widths learns this data (75% test). Not
-fixed; on digits every variant learns.
-
+Training (docs/results.md "CondConv on cluttered-digits"): on cluttered-digits this network stayed at chance
+(loss ln 10) with routers trained from their first step: the routers scaled some examples' kernels towards 0
+(the routed classifier's mean routing weight fell from 0.5 to 0.000 in 80 steps) before the features
+carried signal. The routers now start at zero (`CondRouting`: one routing for every example) and the
+`condconv` recipe holds them still for its first ``router_warmup`` epochs (project additions); the paper
+preset of the recipe has no warm-up.
 Placement: ``cond_stages`` (default 3) makes every block of the last stages CondConv; ``cond_blocks=n``
 instead counts blocks as the paper does (Sec. 4.1.2: "the last 6 inverted residual blocks" of the 17 of
 MobileNetV2 1.0x, i.e. the last 2 of the three 96-channel blocks, the three 160-channel blocks and the

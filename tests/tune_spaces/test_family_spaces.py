@@ -12,7 +12,7 @@ from pipelines.training.train import TrainConfig
 
 # family -> (model_config keys, recipe_config keys) its space must search
 SEARCHED = {
-    "condconv": ({"num_experts", "dropout"}, {"weight_decay", "label_smoothing", "augment"}),
+    "condconv": ({"num_experts", "dropout"}, {"weight_decay", "label_smoothing", "augment", "router_warmup"}),
     "basisnet": (set(), {"preview_weight", "basis_dropout", "epsilon_fraction", "kd_weight", "kd_temperature",
                          "label_smoothing", "weight_decay", "augment"}),
 }
