@@ -23,6 +23,8 @@ def add_arguments(p):
                    help="condconv_mobilenet_v2 fields; width/depth/dropout/last_channels also go to the static peer")
     p.add_argument("--recipe-config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="condconv recipe fields, e.g. label_smoothing=0.1 (the static peer keeps its own recipe)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="every model's, the static peer's too (default: train's, 3e-3); more experts may need less")
     add_measure_arguments(p)
     add_tracking_uri(p)
 
@@ -39,6 +41,6 @@ def run(args):
                                      repeats=args.repeats, test_images=args.test_images,
                                      tracking_uri=experiment_tracking_uri(args), preset=args.preset,
                                      recipe_config=parse_kv(args.recipe_config, "--recipe-config"),
-                                     log=lambda m: print(m, flush=True))
+                                     learning_rate=args.learning_rate, log=lambda m: print(m, flush=True))
     print(condconv.format_report(report))
     return 0

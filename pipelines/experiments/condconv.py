@@ -29,15 +29,19 @@ SHARED = ("width_multiplier", "depth_multiplier", "dropout", "last_channels")  #
 
 
 def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epochs=10, limit=None, out="runs",
-            model_config=None, preset=None, recipe_config=None):
+            model_config=None, preset=None, recipe_config=None, learning_rate=None):
     """{"static": TrainConfig, 1: ..., 2: ...} for one seed, validated. `preset`: the recipes' and the models'
     (`pipelines.experiments.resolve_preset`); the static peer gets the same preset (its `standard` recipe
-    and `mobilenet_v2` have no paper values of their own)."""
+    and `mobilenet_v2` have no paper values of their own). `learning_rate` (default: `TrainConfig`'s) is
+    every model's, static peer included; a non-default one is part of the run names."""
     from pipelines.experiments import resolve_preset, run_tag
     from pipelines.training import TrainConfig
 
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
     tag = run_tag(preset)
+    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
+    if lr:
+        tag += f"-lr{learning_rate:g}" if isinstance(learning_rate, (int, float)) else "-lr"
     peer_preset = {} if preset == "default" else {"preset": preset}
     if "num_experts" in model_config:
         raise ValueError(f"num_experts comes from --experts; received model_config num_experts="
@@ -47,7 +51,7 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
     for e in experts:
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
             raise ValueError(f"experts must be ints >= 1; received experts={list(experts)!r}")
-    common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out)
+    common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out, **lr)
     static = {**{k: v for k, v in model_config.items() if k in SHARED}, **peer_preset}
     out_cfgs = {"static": TrainConfig(model="mobilenet_v2", model_config=static, recipe_config=dict(peer_preset),
                                       run_name=f"condconv-static{tag}-s{seed}", **common).validate()}
@@ -60,7 +64,7 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
 
 def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_size=32, epochs=10, limit=None,
                    out="runs", model_config=None, threads=1, repeats=3, test_images=None, tracking_uri=None,
-                   preset=None, recipe_config=None, log=print):
+                   preset=None, recipe_config=None, learning_rate=None, log=print):
     """Train (or reuse) and measure the static peer and every CondConv; returns the report (also written to
     ``<out>/condconv-eval.json``; logged to MLflow when `tracking_uri` is given)."""
     from keras_layers import count_madds
@@ -72,8 +76,8 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
     from pipelines.experiments import recipe_label, resolve_preset
 
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
-    plan = {seed: configs(experts, seed, data, image_size, epochs, limit, out, model_config, preset, recipe_config)
-            for seed in seeds}
+    plan = {seed: configs(experts, seed, data, image_size, epochs, limit, out, model_config, preset, recipe_config,
+                          learning_rate) for seed in seeds}
     rows = []
     for seed, cfgs in plan.items():
         for key, cfg in cfgs.items():
@@ -95,14 +99,14 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
                         "madds": float(np.mean([r["madds"] for r in rs]))})
     report = {"data": data, "image_size": image_size, "epochs": epochs, "limit": limit, "seeds": list(seeds),
               "experts": list(experts), "model_config": model_config, "recipe_config": recipe_config,
-              "preset": preset, "threads": threads,
+              "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "threads": threads,
               "repeats": repeats, "rows": rows, "summary": summary}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "condconv-eval.json").write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",
-                                         "recipe_config", "preset", "threads", "repeats")}
+                                         "recipe_config", "preset", "learning_rate", "threads", "repeats")}
         deployed.log_result("condconv-eval", params, rows, report, {"condconv_accuracy_latency.png": fig},
                             tracking_uri=tracking_uri, log=log)
     return report

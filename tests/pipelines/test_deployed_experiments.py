@@ -41,7 +41,7 @@ def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     argv = ["condconv-eval", "--epochs", "1", "--limit", "48", "--image-size", "16", "--experts", "2",
             "--test-images", "24", "--repeats", "1", "--model-config", *TINY, "--out", str(tmp_path),
-            "--tracking-uri", uri]
+            "--tracking-uri", uri, "--learning-rate", "0.002"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "condconv-eval.json").read_text())
@@ -61,10 +61,24 @@ def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow
 
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("experiments").experiment_id])[0]
-    assert run.data.params["experts"] == "[2]"
+    assert run.data.params["experts"] == "[2]" and run.data.params["learning_rate"] == "0.002"
+    assert report["learning_rate"] == 0.002 and all("-lr0.002-" in r["run"] for r in report["rows"])
     assert any(k.endswith(".hard.accuracy") or k.endswith(".easy.accuracy") for k in run.data.metrics)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"result.json", "condconv_accuracy_latency.png"} <= names, names
+
+
+def test_condconv_eval_learning_rate_goes_to_every_model_and_its_run_names(cli):
+    from pipelines.experiments import condconv
+
+    plain = condconv.configs(experts=(1, 8), seed=0)
+    slow = condconv.configs(experts=(1, 8), seed=0, learning_rate=1e-3)
+    assert {c.learning_rate for c in plain.values()} == {3e-3} and not any("lr" in c.run_name for c in plain.values())
+    assert {c.learning_rate for c in slow.values()} == {1e-3}  # the static peer too
+    assert [c.run_name for c in slow.values()] == ["condconv-static-lr0.001-s0", "condconv-e1-lr0.001-s0",
+                                                   "condconv-e8-lr0.001-s0"]
+    line = cli("condconv-eval", "--learning-rate", "0", "--data", "nosuch").error_line()
+    assert "learning_rate=0.0" in line and "nosuch" not in line, line
 
 
 def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path):

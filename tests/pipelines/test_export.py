@@ -23,10 +23,13 @@ def quiet(*_):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     cfg = TrainConfig(model="mobilenet_v2", model_config={"width_multiplier": 0.25, "depth_multiplier": 0.25},
-                      epochs=3, batch_size=32, learning_rate=1e-2, out=str(tmp_path_factory.mktemp("runs")),
+                      epochs=6, batch_size=32, learning_rate=1e-2, out=str(tmp_path_factory.mktemp("runs")),
                       run_name="baseline", limit=512)
     metrics, run_dir, _ = train(cfg, verbose=0)
-    assert metrics["val_accuracy"] > 0.5, metrics  # a model worth quantizing
+    # A model worth quantizing. At 3 epochs (val 0.51-0.56) QAT's fine-tune moved a quarter of the predictions
+    # (its TFLite model 83% accurate where the float one was 58%), so QAT's agreement with the float model
+    # fell below the bar on some CPUs and measured the fine-tune, not the conversion.
+    assert metrics["val_accuracy"] > 0.8, metrics
     return run_dir
 
 
@@ -47,7 +50,7 @@ AGREEMENT = {"float32": 1.0, "float16": 0.97, "dynamic": 0.9, "int8": 0.85, "qat
 def test_every_mode_converts_and_agrees(mode, exported):
     s = exported[mode]
     assert s["quantize"] == mode and s["parity"]["images"] == 48
-    assert s["parity"]["agreement"] >= AGREEMENT[mode], s["parity"]
+    assert s["parity"]["agreement"] >= AGREEMENT[mode], json.dumps(s["parity"])
     if mode == "float32":
         assert s["parity"]["max_abs_error"] < 1e-3
     # the quantized model's accuracy stays near the Keras accuracy on the same images

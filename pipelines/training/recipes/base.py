@@ -142,13 +142,15 @@ class TrainingModel(keras.Model):
     def metrics(self):
         return [self._loss_metric, *self._log_metrics.values(), *self._acc_metrics.values()]
 
-    def _update(self, y, out: StepOutput, total):
+    def _update(self, y, out: StepOutput, total, size=None):
         # Each batch counts by its size, so an epoch's value is the mean over its examples (a short last
         # batch does not weigh as much as a full one), and an empty batch counts for nothing: on Ray Train
         # a last global batch smaller than the number of workers leaves a worker with 0 examples, whose
         # mean loss is 0/0 = NaN, which made the whole epoch's val_loss NaN and stopped the run.
-        size = tf.shape(y)[0]
+        # `size`: the batch's real size when `y` carries a stand-in example (`_stand_in`).
+        size = tf.shape(y)[0] if size is None else size
         weight = tf.cast(size, tf.float32)
+        counted = tf.fill([tf.shape(y)[0]], tf.cast(size > 0, tf.float32))  # 0 for a stand-in example
 
         def add(metric, value):
             value = tf.cast(value, tf.float32)
@@ -160,7 +162,7 @@ class TrainingModel(keras.Model):
                 add(self._log_metrics[n], v)
         for n, logits in out.predictions.items():
             if n in self._acc_metrics:
-                self._acc_metrics[n].update_state(losses.hard_labels(y), logits)
+                self._acc_metrics[n].update_state(losses.hard_labels(y), logits, sample_weight=counted)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
@@ -184,7 +186,25 @@ class TrainingModel(keras.Model):
         self.recipe.after_step(self)
         return self._update(y, out, total)
 
+    def _stand_in(self, x, y):
+        """(x, y, size): an empty batch replaced by one all-zero example, which `_update` then counts for
+        nothing. TF's oneDNN convolution returns its *input* for an empty batch on some CPUs (AVX-512 ones:
+        (0, 16, 16, 1) in, (0, 16, 16, 1) out instead of (0, 16, 16, 8)), so the next layer's shape check
+        failed on a Ray worker's empty last batch. Not under XLA, whose kernels are not oneDNN's and which
+        wants one shape per branch."""
+        size = tf.shape(tf.nest.flatten(y)[0])[0]
+        if self._jit_compile:
+            return x, y, size
+
+        def one_zero(t):
+            return tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype)
+
+        def pick(t):
+            return tf.cond(size > 0, lambda: t, lambda: one_zero(t))
+
+        return tf.nest.map_structure(pick, x), tf.nest.map_structure(pick, y), size
+
     def test_step(self, data):
-        x, y = data[0], data[1]
+        x, y, size = self._stand_in(data[0], data[1])
         out = self.recipe.compute(self, x, y, training=False)
-        return self._update(y, out, out.loss)
+        return self._update(y, out, out.loss, size)
