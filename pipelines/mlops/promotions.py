@@ -187,6 +187,16 @@ class PromotionLocked(ValueError):
 
 # ---------------------------------------------------------------- the lock
 
+def _acquired_at(tags):
+    """The lock's `acquired_at` tag as a time, or None when it is missing or not a finite number: a lock whose
+    age is unknown is never broken as stale (a lock read without its tags must not look 55 years old)."""
+    try:
+        value = float(tags.get("acquired_at", ""))
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 @contextlib.contextmanager
 def promotion_lock(client, name, timeout_s=600.0, stale_after_s=1800.0, poll_s=0.5, log=print):
     """Hold `<name>.promotion-lock` for the duration of the block (see module doc)."""
@@ -214,15 +224,16 @@ def promotion_lock(client, name, timeout_s=600.0, stale_after_s=1800.0, poll_s=0
             continue  # released between our create and this read: try again at once
         if held.get("owner") == owner:
             break  # our create went through although the call reported an error
-        since = float(held.get("acquired_at", "0") or 0)
-        if time.time() - since > stale_after_s:
+        since = _acquired_at(held)
+        if since is not None and time.time() - since > stale_after_s:
             log(f"breaking a stale promotion lock of {name} held by {held.get('owner')}")
             with contextlib.suppress(MlflowException):
                 client.delete_registered_model(lock)
             continue
         if time.time() > deadline:
-            raise PromotionLocked(f"promotion of {name!r} is locked by {held.get('owner', '?')} "
-                                  f"for {time.time() - since:.0f} s; retry later or delete the registered "
+            held_for = "" if since is None else f" for {time.time() - since:.0f} s"
+            raise PromotionLocked(f"promotion of {name!r} is locked by {held.get('owner', '?')}"
+                                  f"{held_for}; retry later or delete the registered "
                                   f"model {lock!r} if that promotion died")
         if not waited:
             log(f"waiting for another promotion of {name} ({held.get('owner', '?')})")

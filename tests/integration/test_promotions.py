@@ -19,11 +19,11 @@ quiet = lambda *a, **k: None  # noqa: E731
 def test_lock_serialises_holders_and_reports_the_owner(mlflow_backend):
     client = tracking.client(mlflow_backend.uri)
     name = f"lock_{mlflow_backend.backend}"
-    spans, errors = [], []
+    spans, errors, said = [], [], []
 
     def hold(i):
         try:
-            with promotions.promotion_lock(client, name, timeout_s=60, poll_s=0.05, log=quiet):
+            with promotions.promotion_lock(client, name, timeout_s=60, poll_s=0.05, log=said.append):
                 start = time.monotonic()
                 time.sleep(0.3)
                 spans.append((start, time.monotonic(), i))
@@ -37,7 +37,8 @@ def test_lock_serialises_holders_and_reports_the_owner(mlflow_backend):
         t.join()
     assert not errors and len(spans) == 4
     spans.sort()
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"lock holders overlapped: {spans}"
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"lock holders overlapped: {spans}; {said}"
+    assert not [m for m in said if "stale" in m], said
     # released: the lock model is gone
     assert not [m for m in client.search_registered_models() if m.name == name + promotions.LOCK_SUFFIX]
 
@@ -51,6 +52,16 @@ def test_lock_serialises_holders_and_reports_the_owner(mlflow_backend):
     with promotions.promotion_lock(client, name, timeout_s=5, stale_after_s=60, log=broke.append):
         pass
     assert broke and "stale" in broke[0]
+    # a lock whose age is unknown (no acquired_at, or not a number) is waited for, never broken as stale
+    for tags in ({"owner": "someone"}, {"owner": "someone", "acquired_at": "nan"}):
+        client.create_registered_model(name + promotions.LOCK_SUFFIX, tags=tags)
+        said.clear()
+        with pytest.raises(promotions.PromotionLocked, match=r"locked by someone; retry later"):
+            with promotions.promotion_lock(client, name, timeout_s=0.3, stale_after_s=60, poll_s=0.1,
+                                           log=said.append):
+                pass
+        assert not [m for m in said if "stale" in m], said
+        client.delete_registered_model(name + promotions.LOCK_SUFFIX)
 
 
 def test_rollback_restores_previous_champion_and_history_shows_both_moves(mlflow_backend, capsys):
