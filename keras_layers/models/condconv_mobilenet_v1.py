@@ -49,8 +49,8 @@ def block_flags(depth_multiplier, cond_blocks):
 @register("condconv_mobilenet_v1", paper={"cond_blocks": PAPER_COND_BLOCKS, "cond_classifier": True,
                                           "routing_activation": "sigmoid", "num_experts": 8})
 def build_condconv_mobilenet_v1(input_shape, num_classes, *, num_experts=4, cond_blocks=PAPER_COND_BLOCKS,
-                                cond_classifier=True, routing_activation="sigmoid", base_width=0.25, depth_multiplier=0.2,
-                                dropout=0.0):
+                                cond_classifier=True, routing_activation="sigmoid", base_width=0.25,
+                                depth_multiplier=0.2, dropout=0.0):
     """CC-MobileNetV1 with `num_experts` experts in the last `cond_blocks` blocks (and the classifier with
     `cond_classifier`)."""
     check_int("num_experts", num_experts)

@@ -36,8 +36,8 @@ def add_arguments(p):
     p.add_argument("--gate-augment", type=float, default=0.0,
                    help="augmentation strength in [0, 1] of the Stage II training data (more non-easy examples "
                    "for SGS when the supernet fits the training set)")
-    p.add_argument("--supernet", default=None, help="weights file (*.weights.h5): load the Stage I supernet if it exists, "
-                   "else train it and save it there")
+    p.add_argument("--supernet", default=None, help="weights file (*.weights.h5): load the Stage I supernet if it "
+                   "exists, else train it and save it there")
     p.add_argument("--rule", default=None, choices=("all", "sandwich"),
                    help="slimmable training rule (default: the preset's, sandwich by default, all = Algorithm 1 in "
                         "the paper preset)")

@@ -43,8 +43,8 @@ def test_routers_stay_still_during_the_warmup_then_train_while_the_rest_trains_t
     rng = np.random.default_rng(0)
     x = rng.random((64, 16, 16, 1), dtype=np.float32)
     y = rng.integers(0, 10, 64).astype(np.int32)
-    routers, others = router_variables(net), [v for v in net.trainable_variables
-                                              if v.ref() not in {r.ref() for r in router_variables(net)}]
+    routers = router_variables(net)
+    others = [v for v in net.trainable_variables if v.ref() not in {r.ref() for r in routers}]
     snapshots = []
 
     class Snap(keras.callbacks.Callback):

@@ -77,8 +77,7 @@ class CondConv(Standard):
                 frozen = epoch < warmup
                 if frozen != recipe.routers_frozen:
                     recipe.routers_frozen = frozen
-                    model.train_function = None  # the train step is traced again with the new variables
-                    model.make_train_function(force=True)
+                    model.make_train_function(force=True)  # traced again with the new variables
                     if not frozen:
                         print(f"condconv: routers train from epoch {epoch + 1}", flush=True)
 
