@@ -41,6 +41,10 @@ def add_arguments(p):
     p.add_argument("--rule", default=None, choices=("all", "sandwich"),
                    help="slimmable training rule (default: the preset's, sandwich by default, all = Algorithm 1 in "
                         "the paper preset)")
+    p.add_argument("--skip-alone", action="store_true",
+                   help="widths: train (and measure) only the slimmable network, not each width alone; the "
+                        "alone columns read '-' (the networks alone take the standard recipe, the same under "
+                        "either preset: compare presets against one run that has them)")
     p.add_argument("--widths", type=float, nargs="+", default=None,
                    help="widths (default 0.25 0.5 0.75 1.0; dsnet with --preset paper: the paper's 0.35..1.0)")
     add_preset_argument(p)
@@ -77,7 +81,13 @@ def run(args):
     from pipelines.experiments import slimmable
 
     check_measure_args(args)
-    if args.gate_epochs < 1:
+    if args.experiment == "widths":  # the dsnet options do nothing here: a given one is a mistake, not a no-op
+        if args.supernet:
+            raise ValueError(f"supernet is for the dsnet experiment only; received supernet={args.supernet!r} "
+                             "with widths")
+    elif args.skip_alone:
+        raise ValueError("skip_alone is for the widths experiment only; received skip_alone=True with dsnet")
+    elif args.gate_epochs < 1:
         raise ValueError(f"gate_epochs must be >= 1; received gate_epochs={args.gate_epochs!r}")
     if args.supernet:  # checked and its folder made before any training: Stage I must not be lost at the save
         supernet = Path(args.supernet)

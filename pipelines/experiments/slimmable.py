@@ -1,7 +1,9 @@
 """The numbers issue 6 asks for, at 32x32 on `--data` (digits by default; small, CPU):
 
 * ``widths`` - each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone
-  (`build_mobilenet_v1`), same data, epochs, optimizer and schedule;
+  (`build_mobilenet_v1`), same data, epochs, optimizer and schedule (``skip_alone``: the slimmable network
+  only, e.g. to compare its presets when the networks alone were trained already: the ``standard`` recipe's
+  paper preset is its default, so they do not change with ``--preset``);
 * ``dsnet`` - DS-Net: Stage I (IEB supernet) once, BN recalibration of every width, then Stage II
   gate training for several target MAdds; reports each static width and each gate as
   (validation accuracy, average MAdds per example) - the accuracy/MAdds curve.
@@ -169,13 +171,14 @@ def run_widths(args):
     arch = dict(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
     alone_label = recipe_label("standard", preset)
     slim_label = f"{recipe_label('slimmable', preset)}, rule {recipe.rule}"
-    rows = {}
-    for w in widths:
+    rows = {w: {"alone": None} for w in widths}
+    skip_alone = bool(getattr(args, "skip_alone", False))
+    for w in () if skip_alone else widths:
         keras.utils.set_random_seed(args.seed)
         net = build_mobilenet_v1(info.input_shape, info.num_classes, width=w, **arch)
         _, secs = _fit(net, recipes.get("standard", preset=preset), train_ds, val_ds, info, args, args.epochs)
-        rows[w] = {"alone": _accuracy(net, val_ds), "madds": count_madds(net, info.input_shape),
-                   "alone_seconds": round(secs, 1)}
+        rows[w].update(alone=_accuracy(net, val_ds), madds=count_madds(net, info.input_shape),
+                       alone_seconds=round(secs, 1))
         print(f"alone {w}: {rows[w]}", flush=True)
         if measure:
             rows[w]["alone_measured"] = measure(net, f"alone_{w:g}x")
@@ -186,6 +189,7 @@ def run_widths(args):
     for w in widths:
         rows[w]["slimmable"] = _accuracy(net, val_ds, w)
         rows[w]["slimmable_madds"] = count_madds(net, info.input_shape, width=w)
+        rows[w].setdefault("madds", rows[w]["slimmable_madds"])  # --skip-alone: the width's own count
     for w in widths:
         recalibrate_bn(net, train_ds, w, num_batches=args.recal_batches)
         rows[w]["slimmable_recalibrated"] = _accuracy(net, val_ds, w)
@@ -193,7 +197,8 @@ def run_widths(args):
         for w in widths:
             rows[w]["slimmable_measured"] = measure(export_width(net, w), f"slimmable_{w:g}x")
     result = {"experiment": "widths", "data": _data_name(args), "rule": recipe.rule, "preset": preset,
-              "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs,
+              "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs, "seed": args.seed,
+              "skip_alone": skip_alone,
               "slimmable_seconds": round(secs, 1), "rows": {str(k): v for k, v in rows.items()}}
     head = f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |"
     if measure:
@@ -202,10 +207,13 @@ def run_widths(args):
     lines = [head, "|---" * (10 if measure else 6) + "|"]
     for w in widths:
         r = rows[w]
-        line = (f"| {w:g}x | {r['madds']:,} | {100 * r['alone']:.1f} | {100 * r['slimmable']:.1f} | "
-                f"{100 * r['slimmable_recalibrated']:.1f} | {100 * (r['slimmable'] - r['alone']):+.1f} |")
+        alone = "-" if r["alone"] is None else f"{100 * r['alone']:.1f}"
+        delta = "-" if r["alone"] is None else f"{100 * (r['slimmable'] - r['alone']):+.1f}"
+        line = (f"| {w:g}x | {r['madds']:,} | {alone} | {100 * r['slimmable']:.1f} | "
+                f"{100 * r['slimmable_recalibrated']:.1f} | {delta} |")
         if measure:
-            line += f" {_measured_cells(r['alone_measured'])} | {_measured_cells(r['slimmable_measured'])} |"
+            alone_cells = _measured_cells(r["alone_measured"]) if "alone_measured" in r else "- | -"
+            line += f" {alone_cells} | {_measured_cells(r['slimmable_measured'])} |"
         lines.append(line)
     return result, _with_deployed("\n".join(lines), result)
 
@@ -369,15 +377,16 @@ def log_result(result, args, tracking_uri, log=print):
         params.update(rule=result["rule"], recipes=result["recipes"], widths=list(rows))
         for w, r in rows.items():
             for key in ("alone", "slimmable", "slimmable_recalibrated"):
-                metrics[f"w{w:g}.{key}.val_accuracy"] = r[key]
+                if r[key] is not None:  # None: --skip-alone
+                    metrics[f"w{w:g}.{key}.val_accuracy"] = r[key]
             metrics[f"w{w:g}.madds"] = r["madds"]
         ws = sorted(rows)
-        curves = {f"alone: {result['recipes']['alone']}": ([rows[w]["madds"] for w in ws],
-                                                          [rows[w]["alone"] for w in ws]),
-                  f"slimmable: {result['recipes']['slimmable']}": ([rows[w]["slimmable_madds"] for w in ws],
-                                                                  [rows[w]["slimmable"] for w in ws]),
-                  "slimmable (BN recal.)": ([rows[w]["slimmable_madds"] for w in ws],
-                                            [rows[w]["slimmable_recalibrated"] for w in ws])}
+        curves = {} if any(rows[w]["alone"] is None for w in ws) else {
+            f"alone: {result['recipes']['alone']}": ([rows[w]["madds"] for w in ws], [rows[w]["alone"] for w in ws])}
+        curves |= {f"slimmable: {result['recipes']['slimmable']}": ([rows[w]["slimmable_madds"] for w in ws],
+                                                                   [rows[w]["slimmable"] for w in ws]),
+                   "slimmable (BN recal.)": ([rows[w]["slimmable_madds"] for w in ws],
+                                             [rows[w]["slimmable_recalibrated"] for w in ws])}
         points = None
     else:
         static = {float(w): s for w, s in result["static"].items()}

@@ -160,6 +160,35 @@ def test_slimmable_eval_widths_measures_every_width_alone_and_slimmable_and_logs
 
 
 @pytest.mark.slow
+def test_slimmable_eval_widths_skip_alone_trains_and_measures_only_the_slimmable_network(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert cli.main(["slimmable-eval", "widths", *SLIM_TINY, "--skip-alone", "--preset", "paper", "--out",
+                     str(tmp_path), "--tracking-uri", uri]) == 0
+    result = json.loads((tmp_path / "widths.json").read_text())
+    assert result["skip_alone"] is True and result["rule"] == "all" and result["seed"] == 0, result
+    for w, r in result["rows"].items():
+        assert r["alone"] is None and "alone_measured" not in r and "alone_seconds" not in r, r
+        assert r["madds"] == r["slimmable_madds"] > 0
+        assert r["slimmable_measured"]["avg_madds"] == pytest.approx(r["madds"])
+    assert sorted(p.name for p in (tmp_path / "bundles" / "widths").iterdir()) == ["slimmable_0.5x", "slimmable_1x"]
+    lines = [line for line in (tmp_path / "widths.md").read_text().splitlines() if line.startswith("| 0.5x")]
+    assert len(lines) == 1 and lines[0].split(" | ")[2] == "-" and "| - | - |" in lines[0], lines
+    run, artifacts = _slimmable_run(uri)
+    assert not any(".alone." in k for k in run.data.metrics) and "w0.5.slimmable.val_accuracy" in run.data.metrics
+    assert {"result.json", "slimmable_widths_madds.png", "slimmable_widths_accuracy_latency.png"} <= artifacts
+
+
+def test_slimmable_eval_refuses_the_other_experiments_options(cli, tmp_path):
+    line = cli("slimmable-eval", "widths", "--supernet", str(tmp_path / "s.weights.h5"), "--data", "nosuch").error_line()
+    assert "supernet=" in line and "dsnet" in line and "nosuch" not in line, line
+    assert not (tmp_path / "s.weights.h5").exists()
+    line = cli("slimmable-eval", "dsnet", "--skip-alone", "--data", "nosuch").error_line()
+    assert "skip_alone=True" in line and "nosuch" not in line, line
+    line = cli("slimmable-eval", "widths", "--gate-epochs", "0", "--data", "nosuch").error_line()
+    assert "nosuch" in line  # a Stage II option the widths experiment does not use is not checked there
+
+
+@pytest.mark.slow
 @pytest.mark.extended
 def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths_and_logs_to_mlflow(tmp_path,
                                                                                                    capsys):
