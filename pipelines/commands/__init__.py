@@ -35,7 +35,8 @@ def add_experiment_arguments(p, data, epochs_help, out_file, seeds_help="seeds (
     p.add_argument("--epochs", type=int, default=10, help=f"{epochs_help} (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help=seeds_help)
     p.add_argument("--limit", type=int, default=None, help="use only N examples per split (smoke tests)")
-    p.add_argument("--out", default="runs", help=f"folder for runs and {out_file} (default runs/)")
+    p.add_argument("--out", default="runs", help=f"folder for runs and {out_file} (with --preset paper: "
+                   f"{out_file.replace('.json', '-paper.json')}; default runs/)")
     add_preset_argument(p)
 
 

@@ -10,7 +10,8 @@ static net's MAdds move in steps as channels round to multiples of 8) for the sa
 after the preview, average MAdds per example), picks the cheapest threshold within --max-drop points of
 the full BasisNet, checks it on the test split, and runs the disturbance analysis (predicted
 coefficients vs top-1, mean, uniform, shuffled across examples, shuffled within each layer; and the
-per-layer table: one layer's coefficients shuffled within the layer at a time). Prints the tables; writes <out>/basisnet-eval.json.
+per-layer table: one layer's coefficients shuffled within the layer at a time). Prints the tables; writes <out>/basisnet-eval.json
+(basisnet-eval-paper.json with the paper preset).
 """
 import json
 
@@ -74,5 +75,8 @@ def run(args):
               f"{result['size_bytes'] / 1024:.0f} KiB; on {par['images']} validation images the preview answers "
               f"{par['stopped_at'].get('preview', 0)}, top-1 agreement with Keras {par['agreement']:.3f}; "
               f"LiteRT latency of the whole policy {lat['median_ms']:.3f} ms per image (median, 1 thread)")
-    print(json.dumps({"report": f"{args.out}/basisnet-eval.json"}))
+    if "seeds" in report:  # trained here: run_experiment wrote the report (named for its preset)
+        from pipelines.experiments import report_name
+
+        print(json.dumps({"report": f"{args.out}/{report_name('basisnet-eval', report.get('preset'))}"}))
     return 0

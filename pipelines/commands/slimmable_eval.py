@@ -10,7 +10,8 @@
 
 ``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
 ``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
-Markdown table and writes JSON + Markdown into --out.
+Markdown table and writes JSON + Markdown into --out (widths.json / dsnet.json; widths-paper.json ... with the
+paper preset).
 
 --measure: every model also measured as the phone runs it (bundles under <out>/bundles/; test accuracy,
 average LiteRT latency and MAdds per image, per difficulty bucket): widths - each network trained alone and
@@ -78,7 +79,7 @@ def run(args):
 
     from pipelines.commands import check_measure_args, experiment_tracking_uri
     from pipelines.commands.train import parse_kv
-    from pipelines.experiments import slimmable
+    from pipelines.experiments import report_name, slimmable
 
     check_measure_args(args)
     if args.experiment == "widths":  # the dsnet options do nothing here: a given one is a mistake, not a no-op
@@ -100,8 +101,9 @@ def run(args):
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.experiment}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{args.experiment}.md").write_text(table + "\n")
+    name = report_name(args.experiment, result["preset"])  # widths.json, widths-paper.json, ...
+    (out / name).write_text(json.dumps(result, indent=2))
+    (out / name.replace(".json", ".md")).write_text(table + "\n")
     print(table)
     if tracking_uri is not None:
         slimmable.log_result(result, args, tracking_uri, log=lambda m: print(m, flush=True))

@@ -37,3 +37,9 @@ def run_tag(preset):
     """What a run folder's name adds for a preset (``"-paper"``), so the runs of both presets live side by
     side in one `--out` (and finished ones are reused) instead of overwriting each other."""
     return "" if preset in (None, "default") else f"-{preset}"
+
+
+def report_name(stem, preset):
+    """The file name of an experiment's report for a preset (``condconv-eval.json``,
+    ``condconv-eval-paper.json``): the paper preset's report does not overwrite the default's in one `--out`."""
+    return f"{stem}{run_tag(preset)}.json"

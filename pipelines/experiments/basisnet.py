@@ -294,7 +294,9 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seed
                    "preset": preset, "seeds": rows,
                    "deployed": measured})
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "basisnet-eval.json").write_text(json.dumps(report, indent=2, default=float))
+    from pipelines.experiments import report_name
+
+    (Path(out) / report_name("basisnet-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         log_result(report, tracking_uri, log)
     return report, first_net

@@ -13,7 +13,8 @@ image, per difficulty bucket). E = 1 is the control: one "expert" scaled by its 
 static network's capacity.
 
 Finished runs already in `out` are reused (`deployed.train_or_reuse`), so training can run in a
-background queue and the measurement later, side by side. Writes ``<out>/condconv-eval.json``.
+background queue and the measurement later, side by side. Writes ``<out>/condconv-eval.json``
+(``condconv-eval-paper.json`` with the paper preset).
 """
 from __future__ import annotations
 
@@ -102,7 +103,9 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
               "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "threads": threads,
               "repeats": repeats, "rows": rows, "summary": summary}
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "condconv-eval.json").write_text(json.dumps(report, indent=2, default=float))
+    from pipelines.experiments import report_name
+
+    (Path(out) / report_name("condconv-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",

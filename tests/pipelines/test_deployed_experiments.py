@@ -164,14 +164,15 @@ def test_slimmable_eval_widths_skip_alone_trains_and_measures_only_the_slimmable
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert cli.main(["slimmable-eval", "widths", *SLIM_TINY, "--skip-alone", "--preset", "paper", "--out",
                      str(tmp_path), "--tracking-uri", uri]) == 0
-    result = json.loads((tmp_path / "widths.json").read_text())
+    assert not (tmp_path / "widths.json").exists()  # the paper preset's report is named for it
+    result = json.loads((tmp_path / "widths-paper.json").read_text())
     assert result["skip_alone"] is True and result["rule"] == "all" and result["seed"] == 0, result
     for w, r in result["rows"].items():
         assert r["alone"] is None and "alone_measured" not in r and "alone_seconds" not in r, r
         assert r["madds"] == r["slimmable_madds"] > 0
         assert r["slimmable_measured"]["avg_madds"] == pytest.approx(r["madds"])
     assert sorted(p.name for p in (tmp_path / "bundles" / "widths").iterdir()) == ["slimmable_0.5x", "slimmable_1x"]
-    lines = [line for line in (tmp_path / "widths.md").read_text().splitlines() if line.startswith("| 0.5x")]
+    lines = [line for line in (tmp_path / "widths-paper.md").read_text().splitlines() if line.startswith("| 0.5x")]
     assert len(lines) == 1 and lines[0].split(" | ")[2] == "-" and "| - | - |" in lines[0], lines
     run, artifacts = _slimmable_run(uri)
     assert not any(".alone." in k for k in run.data.metrics) and "w0.5.slimmable.val_accuracy" in run.data.metrics

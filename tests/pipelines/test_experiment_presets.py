@@ -2,7 +2,7 @@
 import pytest
 
 from pipelines import cli
-from pipelines.experiments import recipe_label, resolve_preset, run_tag
+from pipelines.experiments import recipe_label, report_name, resolve_preset, run_tag
 
 
 def test_the_flag_sets_both_presets_and_the_old_recipe_config_spelling_still_works():
@@ -15,6 +15,9 @@ def test_the_flag_sets_both_presets_and_the_old_recipe_config_spelling_still_wor
     assert resolve_preset("paper", {"preset": "paper"}, {})[2] == "paper"  # agreeing spellings are fine
     assert recipe_label("basisnet", "paper") == "basisnet (paper)"
     assert run_tag("paper") == "-paper" and run_tag("default") == ""
+    # the reports of the two presets live side by side in one --out, the default's under its old name
+    assert [report_name("condconv-eval", p) for p in (None, "default", "paper")] == [
+        "condconv-eval.json", "condconv-eval.json", "condconv-eval-paper.json"]
 
 
 @pytest.mark.parametrize("preset, model, recipe, message", [
