@@ -39,7 +39,8 @@ def add_arguments(p):
     p.add_argument("--measure", action="store_true",
                    help="export each seed's budgeted net (thresholds of the cheapest budget within 0.5 points on "
                         "validation) and measure the bundle on the test split: accuracy, average LiteRT latency and "
-                        "MAdds per image, exit shares, per difficulty bucket")
+                        "MAdds per image, exit shares, per difficulty bucket; and every variant's net without early "
+                        "exits (its last exit alone, a plain bundle): the static reference on the clock")
     add_measure_arguments(p)
     add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 

@@ -47,6 +47,18 @@ def variant_config(name, seed, epochs, data, image_size, model_config, recipe_co
                        limit=limit).validate()
 
 
+def last_exit_alone(net):
+    """`net` up to its last exit as a plain single-output model sharing its weights (no early exits; with
+    ISC it still runs the earlier classifiers whose logits feed the last one): the static network the
+    budgeted bundle is measured against."""
+    import tf_keras as keras
+
+    from keras_layers.models.multi_exit_net import exit_prefix, num_exits
+
+    prefix = exit_prefix(net, num_exits(net) - 1)
+    return keras.Model(prefix.inputs, prefix.outputs[0], name=f"{net.name}_last_exit")
+
+
 def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
     """The early-exit thresholds the phone gets: those of the cheapest budget of `curve` (one seed's
     `budget_curve`) whose *validation* accuracy is within `max_drop` of the last exit's, else of the most
@@ -65,7 +77,8 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
     `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
     the test split (`deployed.measure`: accuracy, average latency and MAdds per image, per difficulty
-    bucket, the share of images leaving at each exit): the result's "deployed" rows. With `tracking_uri` the
+    bucket, the share of images leaving at each exit): the result's "deployed" rows; every variant's net is
+    also measured without early exits (`last_exit_alone`, a plain bundle; rows with ``policy``). With `tracking_uri` the
     params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow.
     `preset` ("paper" | "default" | None: `pipelines.experiments.resolve_preset`) is every variant's recipe and
     model preset; the variants' switches still apply on top of it."""
@@ -113,6 +126,13 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
                                          test_images=test_images, log=log)
                     measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / costs[-1]:.2f})",
                                      "recipe": label, "seed": seed, "run": str(run_dir), "measured": m})
+            if measure:  # the same network without early exits: what the exits buy on the clock
+                m = deployed.measure(last_exit_alone(net), f"{run_dir}/bundle-last-exit", data=data,
+                                     image_size=image_size, limit=limit, threads=threads, repeats=repeats,
+                                     test_images=test_images, log=log)
+                measured.append({"name": f"multi_exit {variant} s{seed} last exit alone", "recipe": label,
+                                 "seed": seed, "run": str(run_dir), "variant": variant, "policy": "last exit alone",
+                                 "measured": m})
     table = {v: np.mean(a, axis=0).tolist() for v, a in anytime.items()}
     curve = []
     for i, budget in enumerate(curves[0]):
@@ -195,7 +215,8 @@ def format_report(result):
         from pipelines.experiments import deployed
 
         lines += ["", deployed.format_rows(result["deployed"], "Deployed policy (bundle, thresholds of the cheapest "
-                                           "budget within 0.5 points on validation), test split:")]
+                                           "budget within 0.5 points on validation) and each variant's net without "
+                                           "early exits (last exit alone), test split:")]
     return "\n".join(lines)
 
 

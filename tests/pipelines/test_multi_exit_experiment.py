@@ -27,6 +27,40 @@ def test_experiment_smoke_reports_per_exit_table_and_budget_curve(tmp_path):
     assert exp.to_json(result)
 
 
+@pytest.mark.slow
+def test_measure_exports_the_budgeted_bundle_and_every_variant_without_early_exits(tmp_path):
+    result = exp.run(epochs=1, seeds=(0,), image_size=16, model_config=TINY, limit=64, batch_size=16,
+                     out=str(tmp_path), budget_fractions=(0.5, 1.0), measure=True, test_images=16, repeats=1,
+                     data="cluttered-digits", log=lambda s: None)
+    (budgeted,) = [r for r in result["deployed"] if "policy" not in r]
+    alone = [r for r in result["deployed"] if "policy" in r]
+    assert "imta s0 (budget" in budgeted["name"]
+    m = budgeted["measured"]
+    assert m["kind"] == "multi_exit" and m["test_images"] == 16 and sum(m["stage_share"].values()) == pytest.approx(1)
+    assert [r["variant"] for r in alone] == ["plain", "imta"] and all(r["policy"] == "last exit alone" for r in alone)
+    last = result["exit_madds"][-1]
+    for r in alone:
+        a = r["measured"]
+        assert a["kind"] == "plain" and a["avg_latency_ms"] > 0 and a["test_images"] == 16, a
+        assert (tmp_path / f"{r['variant']}-seed0" / "bundle-last-exit" / "model.tflite").exists()
+        # the plain network to the last exit: the backbone and the last classifier (with ISC, the earlier
+        # classifiers feeding it too), never more than the whole multi-exit net, and at least the last exit's path
+        assert a["avg_madds"] <= sum(result["exit_madds"]) and a["avg_madds"] >= 0.5 * last, (a["avg_madds"], last)
+    assert 0 <= budgeted["measured"]["avg_madds"] <= last * 1.0001
+    assert "last exit alone" in exp.format_report(result)
+
+
+def test_last_exit_alone_matches_the_multi_exit_nets_last_output():
+    import numpy as np
+    from keras_layers import models
+
+    net = models.build("multi_exit_net", (16, 16, 1), 10, **TINY)
+    x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype("float32")
+    plain = exp.last_exit_alone(net)
+    assert not isinstance(plain.output_shape, dict) and plain.output_shape == (None, 10)
+    np.testing.assert_allclose(plain(x).numpy(), net(x)["exit_2"].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_experiment_rejects_unknown_variant():
     with pytest.raises(ValueError, match="variants="):
         exp.run(variants=("nosuch",))
