@@ -35,6 +35,27 @@ def check_range(name, value, low, high):
         raise ValueError(f"{name} must be in [{low}, {high}]; received {name}={value!r}")
 
 
+class StageSwitch(keras.callbacks.Callback):
+    """The one way a recipe changes stage between epochs (DS-Net's Stage II, BasisNet's one-hot selection,
+    CondConv's router warm-up, IMTA's phase II): `switch(epoch)` runs at the start of every epoch and
+    changes the recipe's state; it returns None when nothing the compiled steps depend on changed, else
+    a message (``""``: none to print). Then the train and test steps are traced again (other variables
+    train, the loss has other terms) before the epoch's first step, and the message is printed."""
+
+    def __init__(self, model: "TrainingModel", switch):
+        super().__init__()
+        self._target, self._switch = model, switch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        message = self._switch(epoch)
+        if message is None:
+            return
+        self._target.test_function = None  # traced again at the next evaluation
+        self._target.make_train_function(force=True)
+        if message:
+            print(message, flush=True)
+
+
 @dataclasses.dataclass
 class Recipe:
     """Base recipe: cross-entropy on the model's logits, label smoothing, L2 weight decay, augmentation, Mixup.

@@ -48,7 +48,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.training.recipes import check_preset, losses, register
-from pipelines.training.recipes.base import Recipe, StepOutput, check_range
+from pipelines.training.recipes.base import Recipe, StageSwitch, StepOutput, check_range
 
 
 class EpsilonSchedule:
@@ -226,16 +226,13 @@ class BasisNetRecipe(Recipe):
         callbacks = [EpsilonMixing(self._decay_steps, self.epsilon_fraction, steps_per_epoch, epochs)]
         start = self.selection_epoch(epochs)
         if start is not None:
-            recipe = self
+            def switch(epoch):
+                if epoch >= start and not self.selecting:
+                    self.enter_selection(model)
+                    return f"basisnet: one-hot model selection (preview frozen) from epoch {epoch + 1}"
+                return None
 
-            class _Selection(keras.callbacks.Callback):
-                def on_epoch_begin(self, epoch, logs=None):
-                    if epoch >= start and not recipe.selecting:
-                        recipe.enter_selection(model)
-                        model.make_train_function(force=True)
-                        print(f"basisnet: one-hot model selection (preview frozen) from epoch {epoch + 1}", flush=True)
-
-            callbacks.append(_Selection())
+            callbacks.append(StageSwitch(model, switch))
         return callbacks
 
     def log_names(self, net):

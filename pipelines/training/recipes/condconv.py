@@ -18,17 +18,16 @@ paper's ablations in Sec. 4.3 train) and has no router warm-up: the paper's meth
 selected with ``--model-config preset=paper`` (`keras_layers.models.condconv_mobilenet_v2`: CondConv in the
 last 6 blocks and the classifier, Sec. 4.1.2; `condconv_mobilenet_v1`: the last 8 separable blocks and the
 classifier, Sec. 4.1.1). The paper's extra regularization for large models (dropout,
-AutoAugment, Mixup alpha=0.2, Sec. 4.1) is not part of the preset: Mixup and AutoAugment are not
-implemented here (`docs/papers.md`).
+AutoAugment, Mixup alpha=0.2, Sec. 4.1) is not part of the preset: Mixup is any recipe's ``mixup`` field
+(``--recipe-config mixup=0.2``), AutoAugment is not implemented (`docs/papers.md`).
 """
 import dataclasses
 
 from keras_layers import env  # noqa: F401
-import tf_keras as keras
 
 from keras_layers.condconv import CondRouting
 from pipelines.training.recipes import register
-from pipelines.training.recipes.base import check_range
+from pipelines.training.recipes.base import StageSwitch, check_range
 from pipelines.training.recipes.standard import Standard
 
 
@@ -70,15 +69,12 @@ class CondConv(Standard):
         warmup = self.warmup_epochs(epochs)
         if not warmup or not router_variables(model.net):
             return []
-        recipe = self
 
-        class _RouterWarmup(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                frozen = epoch < warmup
-                if frozen != recipe.routers_frozen:
-                    recipe.routers_frozen = frozen
-                    model.make_train_function(force=True)  # traced again with the new variables
-                    if not frozen:
-                        print(f"condconv: routers train from epoch {epoch + 1}", flush=True)
+        def switch(epoch):  # the train step is traced again with the other variables
+            frozen = epoch < warmup
+            if frozen == self.routers_frozen:
+                return None
+            self.routers_frozen = frozen
+            return "" if frozen else f"condconv: routers train from epoch {epoch + 1}"
 
-        return [_RouterWarmup()]
+        return [StageSwitch(model, switch)]

@@ -66,7 +66,7 @@ from keras_layers.models.ds_mobilenet_v1 import choice_madds, gate_layer
 from keras_layers.slimmable import DYNAMIC, model_width_multipliers, set_width
 from pipelines.training.recipes import check_preset, losses, register
 from pipelines.training.recipes.schedules import EpochDecay, InstallSchedule, initial_learning_rate
-from pipelines.training.recipes.base import Recipe, StepOutput
+from pipelines.training.recipes.base import Recipe, StageSwitch, StepOutput
 from pipelines.training.recipes.slimmable import (check_float, check_int, random_width_calls, run_width,
                                          width_name)
 
@@ -289,19 +289,15 @@ class DSNet(Recipe):
         if train_data is None and self.recal_batches:
             raise ValueError("ds_net: the Stage I -> II switch recalibrates BN on training batches; pass "
                              "train_data=... to callbacks() (or recal_batches=0)")
-        recipe = self
 
-        class _StageSwitch(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch >= switch and recipe.stage == 1:
-                    recipe.recalibrate(model, train_data)
-                    recipe.enter_stage2(model)
-                    model.train_function = None
-                    model.test_function = None
-                    model.make_train_function(force=True)
-                    print(f"ds_net: Stage II (gate training) from epoch {epoch + 1}", flush=True)
+        def stage2(epoch):
+            if epoch >= switch and self.stage == 1:
+                self.recalibrate(model, train_data)
+                self.enter_stage2(model)
+                return f"ds_net: Stage II (gate training) from epoch {epoch + 1}"
+            return None
 
-        return [_StageSwitch(), *decay]
+        return [StageSwitch(model, stage2), *decay]
 
     # -- losses --------------------------------------------------------------------
     def prediction_names(self, net):

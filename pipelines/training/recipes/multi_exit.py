@@ -51,7 +51,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines.training.recipes import check_preset, losses, register
-from pipelines.training.recipes.base import Recipe, StepOutput, check_range
+from pipelines.training.recipes.base import Recipe, StageSwitch, StepOutput, check_range
 from pipelines.training.recipes.schedules import InstallSchedule, initial_learning_rate
 
 
@@ -173,18 +173,17 @@ class MultiExit(Recipe):
             callbacks.append(PhaseRestart(start * steps_per_epoch, (epochs - start) * steps_per_epoch,
                                           self.phase_lr))
 
-        class TwoPhase(keras.callbacks.Callback):
+        def two_phases(epoch):
             """Phase 1 (summed CE) before epoch `start`, phase 2 (with OFA distillation) from it on."""
+            phase2 = epoch >= start
+            recipe.kd_on.assign(1.0 if phase2 else 0.0)  # a variable: the traced step reads it, no retrace
+            heads_only = phase2 and recipe.phase2_train != "all"
+            if heads_only == recipe.heads_only:
+                return None
+            recipe.heads_only = heads_only  # other variables to train: the train step is traced again
+            return ""
 
-            def on_epoch_begin(self, epoch, logs=None):
-                phase2 = epoch >= start
-                recipe.kd_on.assign(1.0 if phase2 else 0.0)
-                heads_only = phase2 and recipe.phase2_train != "all"
-                if heads_only != recipe.heads_only:  # other variables to train: trace the train step again
-                    recipe.heads_only = heads_only
-                    self.model.make_train_function(force=True)
-
-        return [*callbacks, TwoPhase()]
+        return [*callbacks, StageSwitch(model, two_phases)]
 
     def effective_logits(self, names, logits):
         """The logits the loss scores: with ``isc_phase="phase2"``, in phase 1 each ISC exit's own logits
