@@ -35,14 +35,13 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
     (`pipelines.experiments.resolve_preset`); the static peer gets the same preset (its `standard` recipe
     and `mobilenet_v2` have no paper values of their own). `learning_rate` (default: `TrainConfig`'s) is
     every model's, static peer included; a non-default one is part of the run names."""
+    import dataclasses
+
     from pipelines.experiments import resolve_preset, run_tag
     from pipelines.training import TrainConfig
 
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
-    tag = run_tag(preset)
     lr = {} if learning_rate is None else {"learning_rate": learning_rate}
-    if lr:
-        tag += f"-lr{learning_rate:g}" if isinstance(learning_rate, (int, float)) else "-lr"
     peer_preset = {} if preset == "default" else {"preset": preset}
     if "num_experts" in model_config:
         raise ValueError(f"num_experts comes from --experts; received model_config num_experts="
@@ -54,8 +53,10 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
             raise ValueError(f"experts must be ints >= 1; received experts={list(experts)!r}")
     common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out, **lr)
     static = {**{k: v for k, v in model_config.items() if k in SHARED}, **peer_preset}
-    out_cfgs = {"static": TrainConfig(model="mobilenet_v2", model_config=static, recipe_config=dict(peer_preset),
-                                      run_name=f"condconv-static{tag}-s{seed}", **common).validate()}
+    peer = TrainConfig(model="mobilenet_v2", model_config=static, recipe_config=dict(peer_preset),
+                       run_name=f"condconv-static-s{seed}", **common).validate()  # a bad rate fails here
+    tag = run_tag(preset) + (f"-lr{peer.learning_rate:g}" if lr else "")
+    out_cfgs = {"static": dataclasses.replace(peer, run_name=f"condconv-static{tag}-s{seed}")}
     for e in experts:
         out_cfgs[e] = TrainConfig(model="condconv_mobilenet_v2", model_config={**model_config, "num_experts": e},
                                   recipe_config=recipe_config, run_name=f"condconv-e{e}{tag}-s{seed}",

@@ -79,6 +79,8 @@ def test_condconv_eval_learning_rate_goes_to_every_model_and_its_run_names(cli):
                                                    "condconv-e8-lr0.001-s0"]
     line = cli("condconv-eval", "--learning-rate", "0", "--data", "nosuch").error_line()
     assert "learning_rate=0.0" in line and "nosuch" not in line, line
+    with pytest.raises(ValueError, match="learning_rate='fast'"):  # checked before it names a run
+        condconv.configs(experts=(1,), learning_rate="fast")
 
 
 def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path):
