@@ -154,11 +154,18 @@ def measure(net, out, data="cluttered-digits", image_size=32, limit=None, export
             "buckets": {k: v for k, v in summary.items() if k != ALL}}
 
 
+def share_text(stage_share):
+    """The stages that answered some images, with their shares ("back_0_35 94% back_1 6%"): a stage at 0%
+    is left out of the printed line (a DS-Net front never answers; 14 widths would print 13 zeros), not out of
+    the result."""
+    return " ".join(f"{s} {v:.0%}" for s, v in stage_share.items() if v > 0) or "-"
+
+
 def bucket_lines(name, m):
     """One printed line per difficulty bucket of a `measure` result (nothing when the data has none)."""
     lines = []
     for bucket, b in m.get("buckets", {}).items():
-        shares = " ".join(f"{s} {v:.0%}" for s, v in b["stage_share"].items())
+        shares = share_text(b["stage_share"])
         lines.append(f"    {name} {bucket:<7} n={b['images']:<5} acc {b['accuracy']:.4f}  "
                      f"{b['avg_latency_ms']:.3f} ms  {b['avg_madds'] / 1e6:.2f}M  {shares}")
     return lines
@@ -171,7 +178,7 @@ def format_rows(rows, title=""):
     lines.append(f"  {'model / policy':<42}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}  stages")
     for r in rows:
         m = r["measured"]
-        shares = " ".join(f"{s} {v:.0%}" for s, v in m["stage_share"].items())
+        shares = share_text(m["stage_share"])
         lines.append(f"  {r['name']:<42}{r.get('recipe', 'default'):<22}{m['accuracy']:>9.4f}"
                      f"{m['avg_madds'] / 1e6:>10.2f}M{m['avg_latency_ms']:>9.3f}  {shares}")
     for r in rows:

@@ -31,6 +31,8 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
     rows = [{"name": "b x1", "measured": {**s["all"], "buckets": {k: v for k, v in s.items() if k != "all"}}}]
     text = deployed.format_rows(rows)
     assert "b x1" in text and "hard" in text and "specialist 100%" in text
+    assert "preview 0%" not in text and "preview 100%" in text  # the easy bucket: a stage at 0% is not printed
+    assert deployed.share_text({"front": 0.0, "back_0_35": 0.944, "back_1": 0.056}) == "back_0_35 94% back_1 6%"
     assert deployed.flat_metrics(rows)["b_x1.hard.accuracy"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="repeats=0"):
         deployed.check_repeats(0)
