@@ -75,7 +75,7 @@ def run(args):
               f"{result['size_bytes'] / 1024:.0f} KiB; on {par['images']} validation images the preview answers "
               f"{par['stopped_at'].get('preview', 0)}, top-1 agreement with Keras {par['agreement']:.3f}; "
               f"LiteRT latency of the whole policy {lat['median_ms']:.3f} ms per image (median, 1 thread)")
-    if "seeds" in report:  # trained here: run_experiment wrote the report (named for its preset)
+    if not args.run:  # trained here: run_experiment wrote the report (named for its preset)
         from pipelines.experiments import report_name
 
         print(json.dumps({"report": f"{args.out}/{report_name('basisnet-eval', report.get('preset'))}"}))

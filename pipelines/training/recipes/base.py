@@ -38,9 +38,11 @@ def check_range(name, value, low, high):
 class StageSwitch(keras.callbacks.Callback):
     """The one way a recipe changes stage between epochs (DS-Net's Stage II, BasisNet's one-hot selection,
     CondConv's router warm-up, IMTA's phase II): `switch(epoch)` runs at the start of every epoch and
-    changes the recipe's state; it returns None when nothing the compiled steps depend on changed, else
-    a message (``""``: none to print). Then the train and test steps are traced again (other variables
-    train, the loss has other terms) before the epoch's first step, and the message is printed."""
+    changes the recipe's state; it returns None when nothing the compiled train step depends on changed,
+    else a message (``""``: none to print). Then the train step is traced again (other variables train, the
+    loss has other terms) before the epoch's first step, and the message is printed. A switch that changes
+    the network's forward pass too resets the compiled test step itself (`DSNet.enter_stage2`,
+    `BasisNetRecipe.enter_selection`)."""
 
     def __init__(self, model: "TrainingModel", switch):
         super().__init__()
@@ -50,7 +52,6 @@ class StageSwitch(keras.callbacks.Callback):
         message = self._switch(epoch)
         if message is None:
             return
-        self._target.test_function = None  # traced again at the next evaluation
         self._target.make_train_function(force=True)
         if message:
             print(message, flush=True)

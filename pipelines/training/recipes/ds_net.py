@@ -245,6 +245,7 @@ class DSNet(Recipe):
         set_width(net, DYNAMIC)
         self._widest_choice = restrict_gate(gate, self.max_width)
         self.stage = 2
+        model.test_function = None  # the forward pass changed (the gate chooses): traced again at evaluation
 
     def trainable_variables(self, model):
         if self.stage == 1:
