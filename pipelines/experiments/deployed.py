@@ -7,7 +7,11 @@ phone runs it, with LiteRT + XNNPACK at batch 1 on `threads` threads.
 
 Each image's latency is the median of `repeats` runs of the whole policy on it (`Bundle.predict_one`:
 every stage that runs, and the policy between them); the average latency per image is the mean of those
-medians over the test images, so an early-exit policy is charged exactly for the stages it ran. On a
+medians over the test images, so an early-exit policy is charged exactly for the stages it ran.
+`avg_tflite_ms` is the part of it spent inside the LiteRT signature calls (input resize check, allocation
+check, copies in and out, invoke): what is left (`avg_latency_ms - avg_tflite_ms`) is this Python runner's
+policy between the stages (softmax, threshold, feeding the next stage), which an app in Kotlin or C++ pays
+far less of; a policy of several stages pays it once per stage. On a
 dataset that records difficulty (`cluttered-digits`) every number is also given per difficulty bucket
 (`pipelines.data.difficulty_bucket`: easy / medium / hard): accuracy, the share of images answered by
 each stage (or gate width), average latency and MAdds.
@@ -70,10 +74,11 @@ def check_repeats(repeats):
 
 def run_bundle(bundle, images, repeats=3):
     """One image at a time through `bundle` (a loaded `Bundle`): per image the prediction, the stage that
-    answered, MAdds and the median over `repeats` runs of the policy's wall time (ms)."""
+    answered, MAdds, the median over `repeats` runs of the policy's wall time (ms) and of the part of it spent
+    inside LiteRT (`tflite_ms`: the rest is the Python between the stages and around them)."""
     check_repeats(repeats)
     bundle.predict_one(images[0])  # warm-up (XNNPACK packs weights on the first invocation)
-    preds, stages, madds, times = [], [], [], []
+    preds, stages, madds, times, lite = [], [], [], [], []
     for image in images:
         runs = [bundle.predict_one(image) for _ in range(repeats)]
         p = runs[0]
@@ -81,8 +86,9 @@ def run_bundle(bundle, images, repeats=3):
         stages.append(p.stopped_at)
         madds.append(np.nan if p.madds is None else p.madds)
         times.append(float(np.median([r.time_ms for r in runs])))
+        lite.append(float(np.median([r.tflite_ms for r in runs])))
     return {"prediction": np.asarray(preds), "stage": np.asarray(stages), "madds": np.asarray(madds, float),
-            "latency_ms": np.asarray(times, float)}
+            "latency_ms": np.asarray(times, float), "tflite_ms": np.asarray(lite, float)}
 
 
 def summarize(per_image, labels, buckets=None, stage_order=None):
@@ -108,6 +114,8 @@ def summarize(per_image, labels, buckets=None, stage_order=None):
             "avg_madds": float(np.mean(per_image["madds"][sel])) if n else float("nan"),
             "stage_share": {s: float(np.mean(stage[sel] == s)) if n else 0.0 for s in order},
         }
+        if "tflite_ms" in per_image:  # the part of the latency inside LiteRT (`run_bundle`)
+            out[name]["avg_tflite_ms"] = float(per_image["tflite_ms"][sel].mean()) if n else float("nan")
     return out
 
 
@@ -175,12 +183,15 @@ def format_rows(rows, title=""):
     """The shared table: one row per measured model/policy (`name`, `measure` fields, optional `recipe`),
     then its per-bucket lines."""
     lines = [title] if title else []
-    lines.append(f"  {'model / policy':<42}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}  stages")
+    lines.append(f"  {'model / policy':<42}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}"
+                 f"{'in LiteRT':>10}  stages")
     for r in rows:
         m = r["measured"]
         shares = share_text(m["stage_share"])
+        lite = m.get("avg_tflite_ms", float("nan"))  # absent from results measured before it was recorded
         lines.append(f"  {r['name']:<42}{r.get('recipe', 'default'):<22}{m['accuracy']:>9.4f}"
-                     f"{m['avg_madds'] / 1e6:>10.2f}M{m['avg_latency_ms']:>9.3f}  {shares}")
+                     f"{m['avg_madds'] / 1e6:>10.2f}M{m['avg_latency_ms']:>9.3f}"
+                     f"{lite:>10.3f}  {shares}")
     for r in rows:
         lines += bucket_lines(r["name"], r["measured"])
     return "\n".join(lines)
@@ -194,8 +205,9 @@ def flat_metrics(rows):
     for r in rows:
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", r["name"]).strip("_")
         m = r["measured"]
-        for field in ("accuracy", "avg_latency_ms", "avg_madds"):
-            out[f"{key}.{field}"] = m[field]
+        for field in ("accuracy", "avg_latency_ms", "avg_tflite_ms", "avg_madds"):
+            if field in m:
+                out[f"{key}.{field}"] = m[field]
         for bucket, b in m.get("buckets", {}).items():
             out[f"{key}.{bucket}.accuracy"] = b["accuracy"]
             out[f"{key}.{bucket}.avg_latency_ms"] = b["avg_latency_ms"]

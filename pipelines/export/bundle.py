@@ -2,7 +2,7 @@
 
     bundle = Bundle.load("bundle/")                 # model.tflite (+ other .tflite), labels.txt, model.json
     for p in bundle.predict(images):                # images already normalised, (N, H, W, C) float32
-        print(p.label, p.stopped_at, p.time_ms)
+        print(p.label, p.stopped_at, p.time_ms, p.tflite_ms)   # the policy's time, and its part in LiteRT
     bundle.predict_files(["cat.png"])               # decode + resize + normalise as the app does
 
 `write_bundle` also puts the standard TFLite metadata into model.tflite (`pipelines.export.metadata`: labels,
@@ -92,9 +92,10 @@ class Prediction:
     confidence: float  # top softmax probability of the answering stage
     stopped_at: str  # the stage that answered (for ds_net: the width stage run)
     stages: list  # the stages run, in order
-    time_ms: float  # wall time of the TFLite invocations (and the policy between them)
+    time_ms: float  # wall time of the whole policy: the TFLite calls and the Python between them
     madds: float | None  # sum of the stages' `madds` (None when model.json gives none)
     logits: np.ndarray
+    tflite_ms: float | None = None  # the part of time_ms spent inside the LiteRT signature calls
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -256,6 +257,7 @@ class Bundle:
         self.family = families.get(self.kind)
         self.labels = read_labels(directory, spec)
         self._interpreters = {}
+        self._tflite_ms = 0.0  # time inside LiteRT calls since predict_one began (see Prediction.tflite_ms)
         for st in spec["stages"].values():
             if st["file"] not in self._interpreters:
                 self._interpreters[st["file"]] = tflite.Runner(self.dir / st["file"], num_threads=num_threads)
@@ -288,7 +290,9 @@ class Bundle:
                 feed[n] = image
             else:
                 raise BundleError(f"stage {name!r} needs input {n!r}, which no earlier stage produced")
+        start = time.perf_counter()
         out = runner.run_one(feed, sig)
+        self._tflite_ms += (time.perf_counter() - start) * 1e3
         state.update(out)
         return out
 
@@ -312,9 +316,11 @@ class Bundle:
         image = np.asarray(image, np.float32)
         if image.ndim == 3:
             image = image[None]
+        self._tflite_ms = 0.0
         start = time.perf_counter()
         name, logits, stages = self.family.run_policy(self, image)
         elapsed = (time.perf_counter() - start) * 1e3
+        tflite_ms = self._tflite_ms
         _need(not self.labels or len(logits) == len(self.labels),
               f"stage {name!r} gives {len(logits)} logits but the bundle has {len(self.labels)} labels")
         probs = softmax(logits)
@@ -323,7 +329,7 @@ class Bundle:
         return Prediction(index=index, label=self.labels[index] if self.labels else str(index),
                           confidence=float(probs.max()), stopped_at=name, stages=stages, time_ms=elapsed,
                           madds=None if any(m is None for m in madds) else float(sum(madds)),
-                          logits=np.asarray(logits, np.float32))
+                          logits=np.asarray(logits, np.float32), tflite_ms=tflite_ms)
 
     def predict(self, images):
         """Predictions for a batch of normalised images (N, H, W, C), one at a time as on the phone."""

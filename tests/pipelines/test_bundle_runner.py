@@ -54,6 +54,36 @@ def test_multi_exit_stops_at_first_confident_exit(tmp_path, x):
         stop = "exit_0" if early[i] else "exit_1"
         assert p.stopped_at == stop and p.stages == (["exit_0"] if early[i] else ["exit_0", "exit_1"])
         np.testing.assert_allclose(p.logits, ref[stop][i], atol=1e-4)
+        assert 0 < p.tflite_ms <= p.time_ms
+
+
+def test_tflite_ms_is_the_time_inside_litert_calls_only(tmp_path, x, monkeypatch):
+    import time
+
+    from pipelines.export import tflite
+
+    bf.multi_exit(tmp_path, 0.5)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**spec, "threshold": 1.0}))  # both exits run
+    bundle = Bundle.load(tmp_path)
+    family = type(bundle.family)
+    policy, run_one = family.run_policy, tflite.Runner.run_one
+
+    def slow_policy(self, b, image):  # Python time outside the LiteRT calls
+        time.sleep(0.03)
+        return policy(self, b, image)
+
+    def slow_call(self, inputs, signature=None):  # time inside a LiteRT call
+        time.sleep(0.01)
+        return run_one(self, inputs, signature)
+
+    monkeypatch.setattr(family, "run_policy", slow_policy)
+    p = bundle.predict_one(x[0])
+    assert p.stages == ["exit_0", "exit_1"]
+    assert p.time_ms >= 30 and p.tflite_ms < p.time_ms - 25  # the policy's sleep is not LiteRT time
+    monkeypatch.setattr(tflite.Runner, "run_one", slow_call)
+    q = bundle.predict_one(x[0])
+    assert q.tflite_ms >= 20 and q.time_ms >= q.tflite_ms + 25  # two calls counted, reset between images
 
 
 def test_ds_net_runs_gate_then_chosen_width(tmp_path):
@@ -85,10 +115,10 @@ def test_run_bundle_command_reads_images_like_the_app(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     want = ref(normed.astype("float32"))["main"].argmax(-1)
     assert [r["label"] for r in rows] == [bf.LABELS[i] for i in want]
-    assert all(r["stopped_at"] == "main" and r["time_ms"] > 0 for r in rows)
+    assert all(r["stopped_at"] == "main" and 0 < r["tflite_ms"] <= r["time_ms"] for r in rows)
     assert cli.main(["run-bundle", str(tmp_path / "bundle"), paths[0]]) == 0
     out = capsys.readouterr().out
-    assert "stopped at" in out and bf.LABELS[want[0]] in out and "ms per image" in out
+    assert "stopped at" in out and bf.LABELS[want[0]] in out and "ms per image" in out and "inside LiteRT" in out
 
 
 @pytest.mark.parametrize("patch,match", [

@@ -16,6 +16,8 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
                  "stage": np.array(["preview", "preview", "specialist", "preview", "specialist", "specialist"]),
                  "madds": np.array([10.0, 10, 110, 10, 110, 110]),
                  "latency_ms": np.array([1.0, 1, 5, 1, 5, 7])}
+    assert "avg_tflite_ms" not in deployed.summarize(per_image, np.zeros(6))["all"]  # a result measured before it
+    per_image["tflite_ms"] = np.array([0.5, 0.5, 4, 0.5, 4, 6])
     labels = np.array([0, 1, 2, 0, 2, 1])
     buckets = np.array(["easy", "easy", "hard", "easy", "hard", "hard"])
     s = deployed.summarize(per_image, labels, buckets, stage_order=["preview", "specialist"])
@@ -24,7 +26,8 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
     assert s["all"]["accuracy"] == pytest.approx(4 / 6) and s["all"]["avg_latency_ms"] == pytest.approx(20 / 6)
     assert s["all"]["stage_share"] == {"preview": 0.5, "specialist": 0.5}
     assert s["easy"] == {"images": 3, "accuracy": 1.0, "avg_latency_ms": 1.0, "avg_madds": 10.0,
-                         "stage_share": {"preview": 1.0, "specialist": 0.0}}
+                         "stage_share": {"preview": 1.0, "specialist": 0.0}, "avg_tflite_ms": 0.5}
+    assert s["hard"]["avg_tflite_ms"] == pytest.approx(14 / 3)
     assert s["hard"]["accuracy"] == pytest.approx(1 / 3) and s["hard"]["avg_latency_ms"] == pytest.approx(17 / 3)
     assert s["hard"]["stage_share"] == {"preview": 0.0, "specialist": 1.0}
     assert s["hard"]["avg_madds"] == pytest.approx(110.0)
@@ -34,6 +37,10 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
     assert "preview 0%" not in text and "preview 100%" in text  # the easy bucket: a stage at 0% is not printed
     assert deployed.share_text({"front": 0.0, "back_0_35": 0.944, "back_1": 0.056}) == "back_0_35 94% back_1 6%"
     assert deployed.flat_metrics(rows)["b_x1.hard.accuracy"] == pytest.approx(1 / 3)
+    assert deployed.flat_metrics(rows)["b_x1.avg_tflite_ms"] == pytest.approx(15.5 / 6)
+    assert "in LiteRT" in text and f"{15.5 / 6:.3f}" in text.splitlines()[1]
+    old = [{"name": "b x0", "measured": {k: v for k, v in s["all"].items() if k != "avg_tflite_ms"}}]
+    assert "nan" in deployed.format_rows(old).splitlines()[1]  # a report measured before the field: printed as nan
     with pytest.raises(ValueError, match="repeats=0"):
         deployed.check_repeats(0)
 
