@@ -57,9 +57,14 @@ def train_or_reuse(cfg, log=print):
     from pipelines.training import run
     from pipelines.training.saving import load_model
 
+    from pipelines.training import code_version
+
     folder = finished_run(cfg)
     if folder is not None:
         log(f"reusing {folder}")
+        note = code_version.stale(folder)
+        if note:
+            log(note)
         return json.loads((folder / "metrics.json").read_text()), folder, load_model(folder / "model.keras")
     log(f"training {cfg.run_name}: {cfg.model} {cfg.model_config}, {cfg.epochs} epochs on {cfg.data}")
     metrics, folder, net, _ = run(cfg, verbose=2)

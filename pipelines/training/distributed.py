@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow)
+from pipelines.training import code_version
 from pipelines.training.train import TrainConfig, WorkerContext  # noqa: F401  (WorkerContext re-exported)
 from pipelines.training.train import TENSORBOARD_DIR, TensorBoardOnRankZero
 
@@ -485,4 +486,5 @@ def fit_distributed(cfg: TrainConfig, scaling: ScalingOptions = ScalingOptions()
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "dataset.json").write_text(json.dumps(meta["dataset"], indent=2))
+    code_version.write(run_dir)
     return metrics, run_dir, result

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pipelines  # noqa: F401
 
+from pipelines.training import code_version
 from pipelines.training.config import DEFAULT_OUT, TrainConfig  # noqa: F401  (re-exported)
 
 
@@ -404,6 +405,7 @@ def train(cfg: TrainConfig, callbacks=(), verbose="auto", resume_dir=None, accel
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "dataset.json").write_text(json.dumps(info.to_dict(), indent=2))
+    code_version.write(run_dir)
     return metrics, run_dir, net
 
 

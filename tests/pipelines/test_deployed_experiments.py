@@ -9,6 +9,7 @@ from pipelines import cli
 from pipelines.experiments import deployed
 
 TINY = ["width_multiplier=0.25", "depth_multiplier=0.25", "last_channels=64"]
+TINY_KW = {"width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 64}
 
 
 def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
@@ -112,6 +113,18 @@ def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path
     assert deployed.finished_run(cfg) == folder
     other = ladder.member_config("mobilenet_v2", 0.5, seed=1, epochs=3, out=str(tmp_path))
     assert deployed.finished_run(other) is None  # same folder name, another config
+    from keras_layers import models
+    from pipelines.training import code_version
+
+    models.build("mobilenet_v2", input_shape=(16, 16, 1), num_classes=10, **TINY_KW).save(folder / "model.keras")
+    lines = []
+    metrics, reused, net = deployed.train_or_reuse(cfg, log=lines.append)
+    assert reused == folder and metrics == {} and net.input_shape == (None, 16, 16, 1)
+    assert lines[0] == f"reusing {folder}" and "before the code was recorded" in lines[1]  # no code.json
+    code_version.write(folder)
+    lines.clear()
+    deployed.train_or_reuse(cfg, log=lines.append)
+    assert lines == [f"reusing {folder}"]  # trained by this code: nothing to say
 
 
 def test_experiment_commands_refuse_bad_measure_values(capsys):

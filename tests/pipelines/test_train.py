@@ -49,6 +49,9 @@ def test_tiny_training_writes_a_run(spoiled_run):
     assert metrics["epochs_run"] == 3 and metrics["madds"] > 0 and metrics["params"] == net.count_params()
     assert metrics["val_accuracy"] > 0.5, metrics  # 10 classes: chance is 0.1 (measured 0.81)
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    from pipelines.training import code_version
+
+    assert code_version.stale(run_dir) is None  # code.json: this checkout's code trained it
     # a second run with the same name never overwrites the first
     cfg2 = TrainConfig(model_config=TINY, image_size=16, epochs=1, batch_size=32, out=cfg.out, run_name="r",
                        limit=32)
