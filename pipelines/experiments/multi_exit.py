@@ -29,7 +29,7 @@ VARIANTS = {  # name -> the switches each variant sets over the user's config (t
     "imta": {"model_config": {"gradient_equilibrium": True, "inline_collaboration": True}, "recipe_config": _OFA},
 }
 DEFAULT_VARIANTS = ("plain", "imta")
-BUDGET_FRACTIONS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
+BUDGET_FRACTIONS = tuple(round(0.3 + 0.05 * i, 2) for i in range(15))  # 0.30, 0.35, ..., 1.00
 
 
 def variant_config(name, seed, epochs, data, image_size, model_config, recipe_config, out, limit, optimizer,
