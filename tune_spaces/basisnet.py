@@ -28,7 +28,7 @@ SPACE = {
     "recipe_config": {
         "preview_weight": tune.uniform(0.3, 1.5),
         "basis_dropout": tune.uniform(0.0, 0.3),
-        "epsilon_fraction": tune.choice([0.0, 0.1, 0.2, 0.4]),
+        "epsilon_fraction": tune.choice([0.0, 0.2, 0.5, 0.8]),
         "teacher": "",
         "kd_weight": 0.0,
         "kd_temperature": tune.choice([1.0, 2.0, 4.0]),

@@ -62,6 +62,9 @@ def stale(run_dir):
     saved, now = recorded(run_dir), fingerprint()
     if saved == now:
         return None
-    what = "was trained before the code was recorded" if saved is None else f"was trained by other code ({saved})"
-    return (f"note: reusing {run_dir}, which {what} than this checkout's {', '.join(SOURCES)} ({now}); "
+    sources = ", ".join(SOURCES)
+    if saved is None:
+        return (f"note: reusing {run_dir}, trained before runs recorded their code: it may differ from this "
+                f"checkout's {sources} ({now}); delete it or use another --out to retrain")
+    return (f"note: reusing {run_dir}, trained by other code ({saved}) than this checkout's {sources} ({now}); "
             f"delete it or use another --out to retrain")

@@ -34,7 +34,7 @@ def test_stale_names_the_folder_unless_this_code_trained_it(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     line = code_version.stale(run)
-    assert str(run) in line and "before the code was recorded" in line and "\n" not in line
+    assert str(run) in line and "before runs recorded their code" in line and "\n" not in line
     code_version.write(run)
     assert code_version.recorded(run) == code_version.fingerprint() and code_version.stale(run) is None
     (run / "code.json").write_text(json.dumps({"fingerprint": "0123456789abcdef"}))
@@ -42,4 +42,4 @@ def test_stale_names_the_folder_unless_this_code_trained_it(tmp_path):
     assert "other code (0123456789abcdef)" in line and code_version.fingerprint() in line and "--out" in line
     for bad in ("[1, 2]", "{not json", json.dumps({"fingerprint": 7})):
         (run / "code.json").write_text(bad)
-        assert code_version.recorded(run) is None and "before the code was recorded" in code_version.stale(run)
+        assert code_version.recorded(run) is None and "before runs recorded their code" in code_version.stale(run)

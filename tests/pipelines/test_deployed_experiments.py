@@ -120,7 +120,7 @@ def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path
     lines = []
     metrics, reused, net = deployed.train_or_reuse(cfg, log=lines.append)
     assert reused == folder and metrics == {} and net.input_shape == (None, 16, 16, 1)
-    assert lines[0] == f"reusing {folder}" and "before the code was recorded" in lines[1]  # no code.json
+    assert lines[0] == f"reusing {folder}" and "before runs recorded their code" in lines[1]  # no code.json
     code_version.write(folder)
     lines.clear()
     deployed.train_or_reuse(cfg, log=lines.append)
