@@ -113,6 +113,27 @@ def test_dense_matches_numpy(batch, method):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bases", [1, 2])
+@pytest.mark.parametrize("make,shape", [
+    (lambda e: BasisConv2D(5, 3, num_bases=e, strides=2), (7, 6, 3)),
+    (lambda e: BasisConv2D(5, 1, num_bases=e), (5, 5, 4)),
+    (lambda e: BasisDepthwiseConv2D(3, num_bases=e, strides=2, padding="valid"), (7, 6, 3)),
+    (lambda e: BasisDense(6, num_bases=e), (5,)),
+])
+def test_expert_outputs_mixed_at_batch_1_match_numpy(make, shape, bases, batch):
+    """The ``experts`` path (auto's batch-1 choice for one expert) mixes E outputs with MUL + ADD at batch 1
+    and with an einsum otherwise: both against the NumPy loop, with one and two experts."""
+    layer = make(bases)
+    layer.method = "experts"
+    x, c = data(batch, shape, bases)
+    np.testing.assert_allclose(output_with_random_bias(layer, x, c), np_reference(layer, x, c), rtol=1e-4,
+                               atol=1e-4)
+    if bases == 1 and batch == 1:  # auto takes it: the same numbers
+        layer.method = "auto"
+        np.testing.assert_allclose(layer(x, c).numpy(), np_reference(layer, x, c), rtol=1e-4, atol=1e-4)
+
+
 def test_one_hot_coefficients_give_the_static_layer():
     """With c = e_n the op is exactly the static Keras layer holding basis n."""
     layer = BasisConv2D(4, 3, num_bases=3, strides=2)
@@ -271,3 +292,11 @@ def test_auto_choice_follows_the_measurements():
     assert choose((3, 3), None) == choose((3, 3), kernel_mixing.MAX_UNROLLED_BATCH + 1) == "map_fn"
     assert kernel_mixing.choose_depthwise_method(1) == "folded"
     assert kernel_mixing.choose_depthwise_method(None) == "batch_channels"
+    # one expert at batch 1: a static op and a MUL (E = 2 keeps the mixed kernel; training never changes)
+    assert choose((3, 3), 1, "cpu", 1) == choose((1, 1), 1, "cpu", 1) == "experts"
+    assert choose((3, 3), 1, "cpu", 2) == "im2col" and choose((3, 3), 32, "cpu", 1) == "unrolled"
+    assert kernel_mixing.choose_depthwise_method(1, 1) == "experts"
+    assert kernel_mixing.choose_depthwise_method(1, 2) == "folded"
+    assert kernel_mixing.choose_depthwise_method(None, 1) == "batch_channels"
+    assert kernel_mixing.choose_dense_method(1, 1) == "experts"
+    assert kernel_mixing.choose_dense_method(1, 2) == kernel_mixing.choose_dense_method(None, 1) == "einsum"

@@ -130,6 +130,27 @@ def test_condconv_mobilenet_v2_runs_nearly_all_on_xnnpack():
     assert np.abs(reference).max() > 0.1 and p["max_abs_error"] < 1e-3 and p["top1_agreement"] == 1.0
 
 
+@pytest.mark.parametrize("experts", [1, 2])
+def test_expert_outputs_mixed_at_batch_1_run_whole_on_xnnpack(experts):
+    """The ``experts`` path at batch 1 (auto's choice for one expert): static CONV_2D / DEPTHWISE_CONV_2D /
+    FULLY_CONNECTED, then MUL and ADD - every operator on XNNPACK, no kernel mixed per example, parity."""
+    image = keras.Input((8, 8, 4), name="image")
+    r = CondRouting(experts, name="shared")(image)
+    x = BasisConv2D(6, 3, num_bases=experts, method="experts", activation="relu")(image, r)
+    x = BasisDepthwiseConv2D(3, num_bases=experts, strides=2, method="experts")(x, r)
+    x = BasisConv2D(8, 1, num_bases=experts, method="experts")(x, r)
+    x = L.GlobalAveragePooling2D()(x)
+    model = randomize(keras.Model(image, CondDense(5, num_experts=experts, method="experts")(x)))
+    blob = tflite.convert(model)
+    d = tflite.delegation(blob)
+    assert d["not_delegated"] == {} and d["share"] == 1.0, d
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "MUL"} <= set(tflite.op_names(blob))
+    images = np.random.RandomState(3).randn(4, 8, 8, 4).astype("float32")
+    reference = model(images).numpy()
+    p = tflite.parity(reference, tflite.Runner(blob).run(images))
+    assert np.abs(reference).max() > 0.1 and p["max_abs_error"] < 1e-4 and p["top1_agreement"] == 1.0
+
+
 def test_batch1_matmuls_are_single_products(converted):
     """A 1x1 (and im2col) BATCH_MATMUL at batch 1 has batch axes of 1 only: given (1, H, W, C), XNNPACK runs
     H products of W rows (4-6% of condconv_mobilenet_v2's time)."""
