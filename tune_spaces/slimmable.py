@@ -14,7 +14,7 @@ SPACE = {
     "recipe_config": {
         "rule": tune.choice(["all", "sandwich"]),
         "num_random": tune.choice([1, 2]),
-        "distill": tune.uniform(0.5, 1.0),
+        "distill": tune.uniform(0.0, 1.0),
         "distill_temperature": tune.choice([1.0, 2.0]),
         "weight_decay": tune.loguniform(1e-5, 1e-3),
         "label_smoothing": tune.uniform(0.0, 0.1),
