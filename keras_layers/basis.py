@@ -340,7 +340,11 @@ class CoefficientGroup(keras.layers.Layer):
         self.index = check_int("index", index, low=0)
 
     def call(self, inputs):
-        return inputs[:, self.index, :]
+        # flattened, then a stride-1 slice without a shrunk axis: XNNPACK delegates that STRIDED_SLICE
+        # (``inputs[:, index, :]`` shrinks an axis, which it leaves to LiteRT's reference kernel)
+        n = inputs.shape[2]
+        flat = tf.reshape(inputs, (-1, inputs.shape[1] * n))
+        return flat[:, self.index * n:(self.index + 1) * n]
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([input_shape[0], input_shape[2]])

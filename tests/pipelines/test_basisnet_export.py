@@ -80,3 +80,11 @@ def test_bad_threshold_and_int8_are_refused_before_conversion(net, images, tmp_p
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="not a BasisNet"):
         exporter.convert(keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(2)]))
+
+
+def test_coefficient_groups_are_picked_on_xnnpack(net):
+    """Each synthesized layer's coefficients are a stride-1 slice of the flattened (groups x bases) vector: XNNPACK
+    takes it (a slice that shrinks the group axis stayed with LiteRT's reference kernel, one per group); what is
+    left outside is the depthwise convolutions with a run-time filter only."""
+    d = tflite.delegation(tflite.convert(net))
+    assert set(d["not_delegated"]) <= {"DEPTHWISE_CONV_2D"}, d
