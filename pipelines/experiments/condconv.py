@@ -26,20 +26,25 @@ import numpy as np
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
 
 EXPERTS = (1, 2, 4, 8)
-SHARED = ("width_multiplier", "depth_multiplier", "dropout", "last_channels")  # what the static peer shares
+# backbone -> the fields of the CondConv model's config its static peer shares
+BACKBONES = {"mobilenet_v2": ("width_multiplier", "depth_multiplier", "dropout", "last_channels"),
+             "mobilenet_v3": ("width_multiplier", "spec", "dropout", "last_channels", "head_channels")}
 
 
 def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epochs=10, limit=None, out="runs",
-            model_config=None, preset=None, recipe_config=None, learning_rate=None):
+            model_config=None, preset=None, recipe_config=None, learning_rate=None, backbone="mobilenet_v2"):
     """{"static": TrainConfig, 1: ..., 2: ...} for one seed, validated. `preset`: the recipes' and the models'
     (`pipelines.experiments.resolve_preset`); the static peer gets the same preset (its `standard` recipe
     and `mobilenet_v2` have no paper values of their own). `learning_rate` (default: `TrainConfig`'s) is
-    every model's, static peer included; a non-default one is part of the run names."""
+    every model's, static peer included; a non-default one is part of the run names. `backbone`: the static
+    network, and ``condconv_<backbone>`` the CondConv one (mobilenet_v3's runs are named ``condconv-v3-...``)."""
     import dataclasses
 
     from pipelines.experiments import resolve_preset, run_tag
     from pipelines.training import TrainConfig
 
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; received backbone={backbone!r}")
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
     lr = {} if learning_rate is None else {"learning_rate": learning_rate}
     peer_preset = {} if preset == "default" else {"preset": preset}
@@ -52,21 +57,22 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
         if isinstance(e, bool) or not isinstance(e, int) or e < 1:
             raise ValueError(f"experts must be ints >= 1; received experts={list(experts)!r}")
     common = dict(data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out, **lr)
-    static = {**{k: v for k, v in model_config.items() if k in SHARED}, **peer_preset}
-    peer = TrainConfig(model="mobilenet_v2", model_config=static, recipe_config=dict(peer_preset),
+    static = {**{k: v for k, v in model_config.items() if k in BACKBONES[backbone]}, **peer_preset}
+    peer = TrainConfig(model=backbone, model_config=static, recipe_config=dict(peer_preset),
                        run_name=f"condconv-static-s{seed}", **common).validate()  # a bad rate fails here
     tag = run_tag(preset) + (f"-lr{peer.learning_rate:g}" if lr else "")
-    out_cfgs = {"static": dataclasses.replace(peer, run_name=f"condconv-static{tag}-s{seed}")}
+    stem = "condconv" if backbone == "mobilenet_v2" else "condconv-v3"
+    out_cfgs = {"static": dataclasses.replace(peer, run_name=f"{stem}-static{tag}-s{seed}")}
     for e in experts:
-        out_cfgs[e] = TrainConfig(model="condconv_mobilenet_v2", model_config={**model_config, "num_experts": e},
-                                  recipe_config=recipe_config, run_name=f"condconv-e{e}{tag}-s{seed}",
+        out_cfgs[e] = TrainConfig(model=f"condconv_{backbone}", model_config={**model_config, "num_experts": e},
+                                  recipe_config=recipe_config, run_name=f"{stem}-e{e}{tag}-s{seed}",
                                   **common).validate()
     return out_cfgs
 
 
 def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_size=32, epochs=10, limit=None,
                    out="runs", model_config=None, threads=1, repeats=3, test_images=None, tracking_uri=None,
-                   preset=None, recipe_config=None, learning_rate=None, log=print):
+                   preset=None, recipe_config=None, learning_rate=None, backbone="mobilenet_v2", log=print):
     """Train (or reuse) and measure the static peer and every CondConv; returns the report (also written to
     ``<out>/condconv-eval.json``; logged to MLflow when `tracking_uri` is given)."""
     from keras_layers import count_madds
@@ -79,14 +85,14 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
 
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
     plan = {seed: configs(experts, seed, data, image_size, epochs, limit, out, model_config, preset, recipe_config,
-                          learning_rate) for seed in seeds}
+                          learning_rate, backbone) for seed in seeds}
     rows = []
     for seed, cfgs in plan.items():
         for key, cfg in cfgs.items():
             metrics, folder, net = deployed.train_or_reuse(cfg, log)
             m = deployed.measure(net, Path(folder) / "bundle", data=data, image_size=image_size, limit=limit,
                                  threads=threads, repeats=repeats, test_images=test_images, log=log)
-            name = f"mobilenet_v2 (static) s{seed}" if key == "static" else f"condconv_mobilenet_v2 E={key} s{seed}"
+            name = f"{backbone} (static) s{seed}" if key == "static" else f"condconv_{backbone} E={key} s{seed}"
             rows.append({"name": name, "experts": 0 if key == "static" else key, "seed": seed,
                          "recipe": recipe_label(cfg.recipe_name(), preset), "run": str(folder),
                          "val_accuracy": metrics.get("val_accuracy"), "params": metrics.get("params"),
@@ -101,16 +107,19 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
                         "madds": float(np.mean([r["madds"] for r in rs]))})
     report = {"data": data, "image_size": image_size, "epochs": epochs, "limit": limit, "seeds": list(seeds),
               "experts": list(experts), "model_config": model_config, "recipe_config": recipe_config,
-              "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "threads": threads,
+              "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "backbone": backbone,
+              "threads": threads,
               "repeats": repeats, "rows": rows, "summary": summary}
     Path(out).mkdir(parents=True, exist_ok=True)
     from pipelines.experiments import report_name
 
-    (Path(out) / report_name("condconv-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
+    stem = "condconv-eval" if backbone == "mobilenet_v2" else "condconv-v3-eval"
+    (Path(out) / report_name(stem, preset)).write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",
-                                         "recipe_config", "preset", "learning_rate", "threads", "repeats")}
+                                         "recipe_config", "preset", "learning_rate", "backbone", "threads",
+                                         "repeats")}
         deployed.log_result("condconv-eval", params, rows, report, {"condconv_accuracy_latency.png": fig},
                             tracking_uri=tracking_uri, log=log)
     return report
@@ -120,7 +129,8 @@ def format_report(report):
     from pipelines.experiments import deployed
 
     lines = [deployed.format_rows(report["rows"], (
-        f"CondConv vs static mobilenet_v2 on {report['data']} {report['image_size']}x{report['image_size']}, "
+        f"CondConv vs static {report.get('backbone', 'mobilenet_v2')} on {report['data']} "
+        f"{report['image_size']}x{report['image_size']}, "
         f"{report['epochs']} epochs, limit {report['limit']}, seeds {report['seeds']}, preset "
         f"{report.get('preset', 'default')} (test split; latency: LiteRT + "
         f"XNNPACK batch 1, {report['threads']} thread, mean of per-image medians of {report['repeats']} runs)")), "",

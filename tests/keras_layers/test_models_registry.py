@@ -66,6 +66,7 @@ SMALL = {
                                   preview_blocks=2),
     "condconv_mobilenet_v1": dict(depth_multiplier=0.1, num_experts=2, cond_blocks=2),
     "condconv_mobilenet_v2": dict(width_multiplier=0.25, depth_multiplier=0.25, num_experts=4, last_channels=64),
+    "condconv_mobilenet_v3": dict(width_multiplier=0.25, num_experts=4, last_channels=64, head_channels=64),
     "ds_mobilenet_v1": dict(width_multipliers=(0.5, 1.0), depth_multiplier=0.1, gate_after=3, gate_hidden=8),
     "mobilenet_v2": dict(width_multiplier=0.25, depth_multiplier=0.25, last_channels=64),
     "mobilenet_v3": dict(width_multiplier=0.25, last_channels=64, head_channels=64),

@@ -93,6 +93,23 @@ def test_condconv_eval_learning_rate_goes_to_every_model_and_its_run_names(cli):
         condconv.configs(experts=(1,), learning_rate="fast")
 
 
+def test_condconv_eval_on_the_mobilenet_v3_backbone_pairs_it_with_its_own_static_peer(cli):
+    from pipelines.experiments import condconv
+
+    cfgs = condconv.configs(experts=(1, 2), seed=3, backbone="mobilenet_v3",
+                            model_config={"width_multiplier": 0.75, "cond_blocks": 2, "head_channels": 512})
+    assert [(c.model, c.run_name) for c in cfgs.values()] == [
+        ("mobilenet_v3", "condconv-v3-static-s3"), ("condconv_mobilenet_v3", "condconv-v3-e1-s3"),
+        ("condconv_mobilenet_v3", "condconv-v3-e2-s3")]
+    assert cfgs["static"].model_config == {"width_multiplier": 0.75, "head_channels": 512}  # not cond_blocks
+    assert cfgs[2].model_config == {"width_multiplier": 0.75, "cond_blocks": 2, "head_channels": 512, "num_experts": 2}
+    assert condconv.configs(experts=(1,))["static"].run_name == "condconv-static-s0"  # mobilenet_v2: names kept
+    with pytest.raises(ValueError, match="backbone='mobilenet_v1'"):
+        condconv.configs(experts=(1,), backbone="mobilenet_v1")
+    r = cli("condconv-eval", "--backbone", "resnet")  # argparse's choice error (usage, then one error line)
+    assert r.returncode == 2 and "argument --backbone: invalid choice: 'resnet'" in r.stderr.splitlines()[-1]
+
+
 def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path):
     from pipelines.experiments import ladder
 

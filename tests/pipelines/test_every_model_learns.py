@@ -21,6 +21,8 @@ SMALL = {
     "condconv_mobilenet_v1": ({"num_experts": 2, "depth_multiplier": 0.1, "cond_blocks": 2}, 3),
     "condconv_mobilenet_v2": ({"num_experts": 2, "width_multiplier": 0.25, "depth_multiplier": 0.25,
                                "last_channels": 64}, 3),
+    "condconv_mobilenet_v3": ({"num_experts": 2, "width_multiplier": 0.25, "last_channels": 64,
+                               "head_channels": 64}, 3),
     "ds_mobilenet_v1": ({"width_multipliers": [0.5, 1.0], "depth_multiplier": 0.1, "gate_after": 3}, 3),
     "mobilenet_v2": ({"width_multiplier": 0.25, "depth_multiplier": 0.25, "last_channels": 64}, 3),
     "mobilenet_v3": ({"width_multiplier": 0.25, "last_channels": 64, "head_channels": 64}, 3),

@@ -40,7 +40,7 @@ def router_variables(net):
 @dataclasses.dataclass
 class CondConv(Standard):
     name = "condconv"
-    models = ("condconv_mobilenet_v2", "condconv_mobilenet_v1")
+    models = ("condconv_mobilenet_v2", "condconv_mobilenet_v1", "condconv_mobilenet_v3")
     PAPER = {"label_smoothing": 0.0, "weight_decay": 0.0, "augment": 0.0, "router_warmup": 0.0}
 
     router_warmup: float = 0.2  # fraction of the epochs with the routers not trained (project addition)
