@@ -21,14 +21,10 @@ import math
 from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
-from keras_layers.channels import make_divisible
 from keras_layers.checks import check_bool, check_choice, check_int
 from keras_layers.condconv import ROUTING_ACTIVATIONS, CondRouting
 from keras_layers.models import register
-from keras_layers.models.blocks import apply_activation, conv_bn, dense, stem_stride
-from keras_layers.models.mobilenet_v3 import block_plan, check_common, check_spec, inverted_residual
-
-L = keras.layers
+from keras_layers.models.mobilenet_v3 import block_plan, check_common, check_spec, head, inverted_residual, stem
 
 
 def default_cond_blocks(num_blocks):
@@ -50,21 +46,14 @@ def build_condconv_mobilenet_v3(input_shape, num_classes, *, num_experts=8, cond
     check_common(width_multiplier, dropout, last_channels, head_channels)
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_bn(inputs, make_divisible(16 * width_multiplier), 3, strides=stem_stride(input_shape),
-                activation="hswish", name="stem")
+    x = stem(inputs, width_multiplier)
     first_cond = len(rows) - cond_blocks
     for i, (k, e, c, se, act, s) in enumerate(block_plan(input_shape, rows, width_multiplier)):
         routing = None
         if i >= first_cond:  # one router per block, shared by its three convolutions
             routing = CondRouting(num_experts, routing_activation, name=f"block{i}_routing")(x)
         x = inverted_residual(x, k, e, c, se, act, s, name=f"block{i}", coefficients=routing)
-    x = conv_bn(x, make_divisible(last_channels * width_multiplier), 1, activation="hswish", name="last",
-                num_experts=num_experts if cond_head else None, routing_activation=routing_activation)
-    x = L.GlobalAveragePooling2D(name="head_pool")(x)
-    x = apply_activation(dense(x, make_divisible(head_channels * width_multiplier), "head_hidden"), "hswish",
-                         "head_act")
-    if dropout:
-        x = L.Dropout(dropout, name="head_dropout")(x)
-    logits = dense(x, num_classes, "head_logits", num_experts=num_experts if cond_classifier else None,
-                   routing_activation=routing_activation)
+    logits = head(x, num_classes, width_multiplier, last_channels, head_channels, dropout,
+                  num_experts=num_experts, cond_last=cond_head, cond_classifier=cond_classifier,
+                  routing_activation=routing_activation)
     return keras.Model(inputs, logits, name="condconv_mobilenet_v3")

@@ -111,6 +111,28 @@ def check_common(width_multiplier, dropout, last_channels, head_channels):
     check_int("head_channels", head_channels)
 
 
+def stem(inputs, width_multiplier):
+    """The 3x3 hswish stem (stride 1 for inputs under 64 pixels)."""
+    return conv_bn(inputs, make_divisible(16 * width_multiplier), 3, strides=stem_stride(inputs.shape[1:]),
+                   activation="hswish", name="stem")
+
+
+def head(x, num_classes, width_multiplier, last_channels, head_channels, dropout, num_experts=None,
+         cond_last=False, cond_classifier=False, routing_activation="sigmoid"):
+    """1x1 hswish last conv -> pool -> hidden dense + hswish -> dropout -> logits. With `num_experts`, the last
+    conv (`cond_last`) and the classifier (`cond_classifier`) can each route themselves (CondConv); the hidden
+    layer stays static."""
+    x = conv_bn(x, make_divisible(last_channels * width_multiplier), 1, activation="hswish", name="last",
+                num_experts=num_experts if cond_last else None, routing_activation=routing_activation)
+    x = L.GlobalAveragePooling2D(name="head_pool")(x)
+    x = apply_activation(dense(x, make_divisible(head_channels * width_multiplier), "head_hidden"), "hswish",
+                         "head_act")
+    if dropout:
+        x = L.Dropout(dropout, name="head_dropout")(x)
+    return dense(x, num_classes, "head_logits", num_experts=num_experts if cond_classifier else None,
+                 routing_activation=routing_activation)
+
+
 @register("mobilenet_v3")
 def build_mobilenet_v3(input_shape, num_classes, *, width_multiplier=0.5, spec="tiny", dropout=0.2,
                        last_channels=576, head_channels=1024):
@@ -118,15 +140,8 @@ def build_mobilenet_v3(input_shape, num_classes, *, width_multiplier=0.5, spec="
     check_common(width_multiplier, dropout, last_channels, head_channels)
     rows = check_spec(spec)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_bn(inputs, make_divisible(16 * width_multiplier), 3, strides=stem_stride(input_shape),
-                activation="hswish", name="stem")
+    x = stem(inputs, width_multiplier)
     for i, (k, e, c, se, act, s) in enumerate(block_plan(input_shape, rows, width_multiplier)):
         x = inverted_residual(x, k, e, c, se, act, s, name=f"block{i}")
-    x = conv_bn(x, make_divisible(last_channels * width_multiplier), 1, activation="hswish", name="last")
-    x = L.GlobalAveragePooling2D(name="head_pool")(x)
-    x = apply_activation(dense(x, make_divisible(head_channels * width_multiplier), "head_hidden"), "hswish",
-                         "head_act")
-    if dropout:
-        x = L.Dropout(dropout, name="head_dropout")(x)
-    logits = L.Dense(num_classes, name="head_logits")(x)
+    logits = head(x, num_classes, width_multiplier, last_channels, head_channels, dropout)
     return keras.Model(inputs, logits, name="mobilenet_v3")

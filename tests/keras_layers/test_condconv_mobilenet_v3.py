@@ -30,6 +30,15 @@ def test_one_router_per_block_of_the_second_half_shared_by_its_three_convs():
     assert not isinstance(net.get_layer("head_hidden"), CondDense)  # the pooled hidden layer stays static
 
 
+def test_the_last_conv_and_the_classifier_route_separately():
+    only_classifier = models.build("condconv_mobilenet_v3", **SMALL, cond_head=False)
+    assert isinstance(only_classifier.get_layer("head_logits"), CondDense)
+    assert not isinstance(only_classifier.get_layer("last_conv"), CondConv2D)
+    only_last = models.build("condconv_mobilenet_v3", **SMALL, cond_classifier=False)
+    assert isinstance(only_last.get_layer("last_conv"), CondConv2D)
+    assert not isinstance(only_last.get_layer("head_logits"), CondDense)
+
+
 def test_nothing_routed_is_the_static_mobilenet_v3():
     none = models.build("condconv_mobilenet_v3", **SMALL, cond_blocks=0, cond_head=False, cond_classifier=False)
     assert not any(isinstance(l, (CondRouting, BasisConv2D, CondDense)) for l in none.layers)
