@@ -32,7 +32,7 @@ demo: install
 	$(PY) -m pipelines demo
 
 # `make test` is the suite a developer runs (goal <= 15 min on 2 cores from a fresh clone, .venv included;
-# measured 13 min 15 s and 14 min 26 s on 2026-11-30; 6 min 45 s and 7 min 41 s on a newer machine on 2026-12-01). It leaves out three kinds of test, each with its own target:
+# measured 13 min 15 s and 14 min 26 s on 2026-11-30; 6 min 45 s, 7 min 41 s and 7 min 0 s on a newer machine on 2026-12-01). It leaves out three kinds of test, each with its own target:
 # - `extended` (`make test-extended`; CI runs it after `make test`): the Ray fault paths (a
 #   killed worker, an interrupted search, a NaN trial), every family's recipe under a 2-replica strategy,
 #   every model learning digits (CondConv's routers too), bf16 training, two models under XLA, the
