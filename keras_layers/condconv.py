@@ -25,9 +25,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_layers.basis import BasisConv2D, BasisDense, BasisDepthwiseConv2D
-from keras_layers.checks import check_choice, check_int
+from keras_layers.checks import check_bool, check_choice, check_int
 
 ROUTING_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def check_routing_options(routing_activation, **switches):
+    """The options every CondConv architecture shares, checked in order (ValueError naming the field): its
+    on/off switches (``cond_head=...``, ``cond_classifier=...``: bools), then the routing activation."""
+    for name, value in switches.items():
+        check_bool(name, value)
+    check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
 
 
 @tf.custom_gradient

@@ -29,8 +29,8 @@ from __future__ import annotations
 from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
-from keras_layers.checks import check_bool, check_choice, check_int, fail
-from keras_layers.condconv import ROUTING_ACTIVATIONS, CondRouting
+from keras_layers.checks import check_int, fail
+from keras_layers.condconv import CondRouting, check_routing_options
 from keras_layers.models import register
 from keras_layers.models.blocks import classifier, conv_bn, depthwise_bn
 from keras_layers.models.condconv_mobilenet_v2 import cond_block_flags
@@ -56,8 +56,7 @@ def build_condconv_mobilenet_v1(input_shape, num_classes, *, num_experts=4, cond
     check_int("num_experts", num_experts)
     if isinstance(cond_blocks, bool) or not isinstance(cond_blocks, int) or not 0 <= cond_blocks <= NUM_BLOCKS:
         fail("cond_blocks", f"an int in [0, {NUM_BLOCKS}] (blocks of the full-depth network)", cond_blocks)
-    check_bool("cond_classifier", cond_classifier)
-    check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
+    check_routing_options(routing_activation, cond_classifier=cond_classifier)
     check_config(base_width, depth_multiplier, dropout)
 
     stem_channels, stride, blocks = plan(input_shape, base_width, depth_multiplier)

@@ -43,8 +43,8 @@ from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.channels import make_divisible
-from keras_layers.checks import check_bool, check_choice, check_int, fail
-from keras_layers.condconv import ROUTING_ACTIVATIONS, CondRouting
+from keras_layers.checks import check_int, fail
+from keras_layers.condconv import CondRouting, check_routing_options
 from keras_layers.models import register
 from keras_layers.models.blocks import classifier, conv_bn
 from keras_layers.models.mobilenet_v2 import SPEC, check_config, inverted_residual, stage_plan, stem
@@ -92,9 +92,7 @@ def build_condconv_mobilenet_v2(input_shape, num_classes, *, num_experts=8, cond
     if cond_blocks is not None and (isinstance(cond_blocks, bool) or not isinstance(cond_blocks, int)
                                     or not 0 <= cond_blocks <= total):
         fail("cond_blocks", f"None or an int in [0, {total}] (blocks of the full-depth network)", cond_blocks)
-    check_bool("cond_head", cond_head)
-    check_bool("cond_classifier", cond_classifier)
-    check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
+    check_routing_options(routing_activation, cond_head=cond_head, cond_classifier=cond_classifier)
     check_config(width_multiplier, depth_multiplier, dropout, last_channels)
 
     inputs = keras.Input(shape=input_shape, name="image")

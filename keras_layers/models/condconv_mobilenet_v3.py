@@ -21,8 +21,8 @@ import math
 from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
-from keras_layers.checks import check_bool, check_choice, check_int
-from keras_layers.condconv import ROUTING_ACTIVATIONS, CondRouting
+from keras_layers.checks import check_int
+from keras_layers.condconv import CondRouting, check_routing_options
 from keras_layers.models import register
 from keras_layers.models.mobilenet_v3 import block_plan, check_common, check_spec, head, inverted_residual, stem
 
@@ -40,9 +40,7 @@ def build_condconv_mobilenet_v3(input_shape, num_classes, *, num_experts=8, cond
     rows = check_spec(spec)
     cond_blocks = default_cond_blocks(len(rows)) if cond_blocks is None else cond_blocks
     check_int("cond_blocks", cond_blocks, 0, len(rows))
-    check_bool("cond_head", cond_head)
-    check_bool("cond_classifier", cond_classifier)
-    check_choice("routing_activation", routing_activation, ROUTING_ACTIVATIONS)
+    check_routing_options(routing_activation, cond_head=cond_head, cond_classifier=cond_classifier)
     check_common(width_multiplier, dropout, last_channels, head_channels)
 
     inputs = keras.Input(shape=input_shape, name="image")
