@@ -31,6 +31,12 @@ BACKBONES = {"mobilenet_v2": ("width_multiplier", "depth_multiplier", "dropout",
              "mobilenet_v3": ("width_multiplier", "spec", "dropout", "last_channels", "head_channels")}
 
 
+def run_stem(backbone):
+    """The prefix of the backbone's run names and report: "condconv" (mobilenet_v2, the names of every earlier
+    run), "condconv-v3" (mobilenet_v3)."""
+    return "condconv" if backbone == "mobilenet_v2" else "condconv-v3"
+
+
 def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epochs=10, limit=None, out="runs",
             model_config=None, preset=None, recipe_config=None, learning_rate=None, backbone="mobilenet_v2"):
     """{"static": TrainConfig, 1: ..., 2: ...} for one seed, validated. `preset`: the recipes' and the models'
@@ -61,7 +67,7 @@ def configs(experts=EXPERTS, seed=0, data="cluttered-digits", image_size=32, epo
     peer = TrainConfig(model=backbone, model_config=static, recipe_config=dict(peer_preset),
                        run_name=f"condconv-static-s{seed}", **common).validate()  # a bad rate fails here
     tag = run_tag(preset) + (f"-lr{peer.learning_rate:g}" if lr else "")
-    stem = "condconv" if backbone == "mobilenet_v2" else "condconv-v3"
+    stem = run_stem(backbone)
     out_cfgs = {"static": dataclasses.replace(peer, run_name=f"{stem}-static{tag}-s{seed}")}
     for e in experts:
         out_cfgs[e] = TrainConfig(model=f"condconv_{backbone}", model_config={**model_config, "num_experts": e},
@@ -108,13 +114,11 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
     report = {"data": data, "image_size": image_size, "epochs": epochs, "limit": limit, "seeds": list(seeds),
               "experts": list(experts), "model_config": model_config, "recipe_config": recipe_config,
               "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "backbone": backbone,
-              "threads": threads,
-              "repeats": repeats, "rows": rows, "summary": summary}
+              "threads": threads, "repeats": repeats, "rows": rows, "summary": summary}
     Path(out).mkdir(parents=True, exist_ok=True)
     from pipelines.experiments import report_name
 
-    stem = "condconv-eval" if backbone == "mobilenet_v2" else "condconv-v3-eval"
-    (Path(out) / report_name(stem, preset)).write_text(json.dumps(report, indent=2, default=float))
+    (Path(out) / report_name(f"{run_stem(backbone)}-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",

@@ -54,10 +54,8 @@ def finished_run(cfg):
 
 def train_or_reuse(cfg, log=print):
     """(metrics, run folder, net) of `cfg`: loaded from a finished run folder, else trained."""
-    from pipelines.training import run
+    from pipelines.training import code_version, run
     from pipelines.training.saving import load_model
-
-    from pipelines.training import code_version
 
     folder = finished_run(cfg)
     if folder is not None:
