@@ -1,8 +1,9 @@
 """Multi-exit MobileNetV2 (IMTA, Li et al., ICCV 2019, on a MobileNetV2 backbone instead of MSDNet).
 
 The backbone is the `mobilenet_v2` spec table (inverted residual blocks, CIFAR-style stride for
-small inputs); its blocks are cut into `num_exits` consecutive stages and an `ExitHead` is attached
-after each stage (the last one after a 1x1 `last` conv). Outputs are a dict
+small inputs), or with ``backbone="mobilenet_v3"`` the `mobilenet_v3` blocks of `spec` (the registered
+static `mobilenet_v3`'s stem and blocks, layer for layer); its blocks are cut into `num_exits` consecutive
+stages and an `ExitHead` is attached after each stage (the last one after a 1x1 `last` conv). Outputs are a dict
 ``{"exit_0": logits, ..., "exit_{K-1}": logits}``.
 
 IMTA switches (model_config):
@@ -29,7 +30,7 @@ from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.channels import make_divisible
-from keras_layers.checks import check_bool, check_int, check_number, check_positive
+from keras_layers.checks import check_bool, check_choice, check_int, check_number, check_positive
 from keras_layers.madds import count_madds
 from keras_layers.models import register
 from keras_layers.models.blocks import conv_bn, stem_stride
@@ -88,10 +89,36 @@ def split_blocks(num_blocks, num_exits_):
     return [round(num_blocks * (i + 1) / num_exits_) for i in range(num_exits_)]
 
 
+BACKBONES = ("mobilenet_v2", "mobilenet_v3")
+
+
+def _backbone(inputs, input_shape, backbone, width_multiplier, depth_multiplier, spec, last_channels):
+    """(stem output, [block functions x -> x], last conv function) of `backbone`: MobileNetV2's spec table
+    (depth_multiplier) or MobileNetV3's (spec), at `width_multiplier`."""
+    if backbone == "mobilenet_v2":
+        x = conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(input_shape), name="stem")
+        blocks = [lambda h, row=row: inverted_residual(h, row[1], row[2], row[3], name=f"block{row[0]}")
+                  for row in stage_plan(input_shape, width_multiplier, depth_multiplier)]
+        last = lambda h: conv_bn(h, make_divisible(last_channels * max(1.0, width_multiplier)), 1,  # noqa: E731
+                                 name="last")
+        return x, blocks, last
+    from keras_layers.models import mobilenet_v3 as v3
+
+    x = v3.stem(inputs, width_multiplier)
+    blocks = [lambda h, i=i, row=row: v3.inverted_residual(h, *row, name=f"block{i}")
+              for i, row in enumerate(v3.block_plan(input_shape, v3.check_spec(spec), width_multiplier))]
+    last = lambda h: conv_bn(h, make_divisible(last_channels * max(1.0, width_multiplier)), 1,  # noqa: E731
+                             activation="hswish", name="last")
+    return x, blocks, last
+
+
 @register("multi_exit_net")
 def build_multi_exit_net(input_shape, num_classes, *, num_exits=4, width_multiplier=0.5, depth_multiplier=0.5,
                          head_units=0, dropout=0.0, last_channels=256, gradient_equilibrium=True,
-                         inline_collaboration=True):
+                         inline_collaboration=True, backbone="mobilenet_v2", spec="tiny"):
+    """`backbone` "mobilenet_v2" (blocks of the `mobilenet_v2` table at `depth_multiplier`) or "mobilenet_v3"
+    (the `mobilenet_v3` blocks of `spec`: "tiny" as the registered `mobilenet_v3`, "small", "large"; hswish last
+    conv); the other backbone's depth field is ignored."""
     check_int("num_exits", num_exits, 2)
     check_positive("width_multiplier", width_multiplier)
     check_positive("depth_multiplier", depth_multiplier)
@@ -100,23 +127,28 @@ def build_multi_exit_net(input_shape, num_classes, *, num_exits=4, width_multipl
     check_int("head_units", head_units, 0)
     check_bool("gradient_equilibrium", gradient_equilibrium)
     check_bool("inline_collaboration", inline_collaboration)
+    check_choice("backbone", backbone, BACKBONES)
+    from keras_layers.models.mobilenet_v3 import check_spec
 
-    plan = list(stage_plan(input_shape, width_multiplier, depth_multiplier))
-    if num_exits > len(plan):
-        raise ValueError(f"num_exits must be <= the number of blocks ({len(plan)} at depth_multiplier="
-                         f"{depth_multiplier}). Received: num_exits={num_exits!r}")
-    ends = split_blocks(len(plan), num_exits)
+    check_spec(spec)
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_bn(inputs, make_divisible(32 * width_multiplier), 3, strides=stem_stride(input_shape), name="stem")
+    x, blocks, last_conv = _backbone(inputs, input_shape, backbone, width_multiplier, depth_multiplier, spec,
+                                     last_channels)
+    if num_exits > len(blocks):
+        depth = f"depth_multiplier={depth_multiplier}" if backbone == "mobilenet_v2" else f"spec={spec!r}"
+        raise ValueError(f"num_exits must be <= the number of blocks ({len(blocks)} at {depth}). "
+                         f"Received: num_exits={num_exits!r}")
+    ends = split_blocks(len(blocks), num_exits)
+
     outputs, previous, start = {}, None, 0
     for i, end in enumerate(ends):
-        for index, t, filters, s in plan[start:end]:
-            x = inverted_residual(x, t, filters, s, name=f"block{index}")
+        for block in blocks[start:end]:
+            x = block(x)
         start = end
         last = i == num_exits - 1
         if last:
-            x = conv_bn(x, make_divisible(last_channels * max(1.0, width_multiplier)), 1, name="last")
+            x = last_conv(x)
         to_exit = x
         if gradient_equilibrium and not last:
             to_exit_scale, to_next_scale = GradientEquilibrium.branch_scales(i, num_exits)

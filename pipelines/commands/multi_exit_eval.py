@@ -3,6 +3,7 @@ budgeted inference (test accuracy vs average MAdds with thresholds chosen on val
 
     python -m pipelines multi-exit-eval --epochs 15 --seeds 0 1 2
     python -m pipelines multi-exit-eval --epochs 15 --variants plain ge isc ofa imta   # ablation
+    python -m pipelines multi-exit-eval --epochs 15 --variants plain last --budgeted plain  # vs no deep supervision
     python -m pipelines multi-exit-eval --epochs 16 --preset paper --optimizer sgd --learning-rate 0.1  # IMTA's recipe
     python -m pipelines multi-exit-eval --epochs 1 --limit 128 --json out.json     # smoke test
     python -m pipelines multi-exit-eval --data cluttered-digits --epochs 10 --variants imta --measure --out runs/results
@@ -24,7 +25,11 @@ def add_arguments(p):
     p.add_argument("--data", default="digits", help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default digits)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--variants", nargs="+", default=["plain", "imta"],
-                   help="variants to train: plain imta ge isc ofa (default: plain imta)")
+                   help="variants to train: plain imta ge isc ofa last (default: plain imta; last = only the last "
+                        "exit's loss, the same network trained as a static one)")
+    p.add_argument("--budgeted", default=None, metavar="VARIANT",
+                   help="the variant whose early exits are budgeted and, with --measure, deployed (default: imta if "
+                        "listed, else the last listed variant but 'last')")
     p.add_argument("--optimizer", default="adam",
                    help="adam | sgd | adamw (default adam, the platform's; the paper uses SGD. Adam normalises "
                         "per-parameter step sizes, which largely cancels Gradient Equilibrium's per-stage "
@@ -59,7 +64,7 @@ def run(args):
                      variants=tuple(args.variants),
                      learning_rate=args.learning_rate, out=args.out, limit=args.limit, measure=args.measure,
                      threads=args.threads, repeats=args.repeats, test_images=args.test_images,
-                     tracking_uri=experiment_tracking_uri(args), preset=args.preset,
+                     tracking_uri=experiment_tracking_uri(args), preset=args.preset, budgeted=args.budgeted,
                      log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:

@@ -6,9 +6,12 @@ Trains `multi_exit_net` once per variant and seed with the same epochs, data and
 * ``plain``: no Gradient Equilibrium, no Inline Subnetwork Collaboration, summed CE of the exits;
 * ``imta``: GE + ISC + One-for-All distillation in phase 2 (the second half of the epochs);
 * ablations ``ge``, ``isc``, ``ofa``: one technique on top of ``plain`` (``--variants``);
-then reports each exit's test accuracy (anytime prediction, mean over seeds) and, for the ``imta``
-nets (or the last variant), budgeted batch classification: thresholds chosen on the validation split for a range of
-average-MAdds budgets, test accuracy and average MAdds at each.
+* the control ``last``: only the last exit's loss (no GE / ISC / OFA): the same network trained as a static
+  one, to tell what the early exits' losses do to the last exit;
+then reports each exit's test accuracy (anytime prediction, mean over seeds) and, for the budgeted variant
+(``budgeted``: by default ``imta`` if trained, else the last variant listed that trains its exits), budgeted batch
+classification: thresholds chosen on the validation split for a range of average-MAdds budgets, test accuracy
+and average MAdds at each.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ VARIANTS = {  # name -> the switches each variant sets over the user's config (t
     "isc": {"model_config": {**_OFF, "inline_collaboration": True}, "recipe_config": {"distill": False}},
     "ofa": {"model_config": _OFF, "recipe_config": _OFA},
     "imta": {"model_config": {"gradient_equilibrium": True, "inline_collaboration": True}, "recipe_config": _OFA},
+    "last": {"model_config": _OFF, "recipe_config": {"distill": False, "last_exit_only": True}},
 }
+UNTRAINED_EXITS = ("last",)  # variants whose early exits learn nothing: never budgeted
 DEFAULT_VARIANTS = ("plain", "imta")
 BUDGET_FRACTIONS = tuple(round(0.3 + 0.05 * i, 2) for i in range(15))  # 0.30, 0.35, ..., 1.00
 
@@ -45,6 +50,21 @@ def variant_config(name, seed, epochs, data, image_size, model_config, recipe_co
                        recipe_config={**recipe_config, **spec["recipe_config"]},
                        out=out, run_name=f"{name}{run_tag(recipe_config.get('preset'))}-seed{seed}",
                        limit=limit).validate()
+
+
+def choose_budgeted(variants, budgeted=None):
+    """The variant whose early exits are budgeted: `budgeted` if given, else ``imta`` if listed, else the last
+    listed variant that trains its exits."""
+    trained = [v for v in variants if v not in UNTRAINED_EXITS]
+    if budgeted is None:
+        if not trained:
+            raise ValueError(f"variants trains no early exit to budget (only {', '.join(UNTRAINED_EXITS)}); list "
+                             f"another variant too; received variants={list(variants)!r}")
+        return "imta" if "imta" in trained else trained[-1]
+    if budgeted not in trained:
+        raise ValueError(f"budgeted must be one of the variants that train their exits ({', '.join(trained)}); "
+                         f"received budgeted={budgeted!r}")
+    return budgeted
 
 
 def last_exit_alone(net):
@@ -72,7 +92,7 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
         limit=None, batch_size=64, measure=False, threads=1, repeats=3, test_images=None, tracking_uri=None,
-        preset=None, log=print):
+        preset=None, budgeted=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc).
     A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
     `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
@@ -81,11 +101,12 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     also measured without early exits (`last_exit_alone`, a plain bundle; rows with ``policy``). With `tracking_uri` the
     params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow.
     `preset` ("paper" | "default" | None: `pipelines.experiments.resolve_preset`) is every variant's recipe and
-    model preset; the variants' switches still apply on top of it."""
+    model preset; the variants' switches still apply on top of it. `budgeted` names the variant whose exits
+    are budgeted (and, with `measure`, deployed): one of `variants` that trains its exits."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import data as data_mod
     from pipelines.experiments import deployed
-    from pipelines.export.families import multi_exit as budgeted
+    from pipelines.export.families import multi_exit as family
 
     from pipelines.experiments import recipe_label, resolve_preset
 
@@ -94,7 +115,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
-    budget_variant = "imta" if "imta" in variants else variants[-1]
+    budget_variant = choose_budgeted(variants, budgeted)
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
     configs = {(seed, v): variant_config(v, seed, epochs, data, image_size, model_config, recipe_config, out, limit,
@@ -108,18 +129,18 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
             start = time.time()
             _, run_dir, net = deployed.train_or_reuse(dataclasses.replace(configs[seed, variant], out=out),
                                                       log=lambda m: None)
-            test_probs = budgeted.exit_probabilities(net, x_test)
-            acc = budgeted.anytime_accuracy(test_probs, y_test)
+            test_probs = family.exit_probabilities(net, x_test)
+            acc = family.anytime_accuracy(test_probs, y_test)
             anytime[variant].append(acc)
             log(f"[seed {seed}] {variant:5s} {time.time() - start:5.0f} s  test accuracy per exit: "
                 + " ".join(f"{a:.4f}" for a in acc) + f"  ({run_dir})")
             if variant == budget_variant:
                 costs = exit_madds(net, info.input_shape)
-                val_probs = budgeted.exit_probabilities(net, x_val)
+                val_probs = family.exit_probabilities(net, x_val)
                 budgets = [f * costs[-1] for f in budget_fractions if f * costs[-1] >= costs[0]]
-                curves.append(budgeted.budget_curve(val_probs, y_val, test_probs, y_test, costs, budgets))
+                curves.append(family.budget_curve(val_probs, y_val, test_probs, y_test, costs, budgets))
                 if measure:
-                    val_last = float(budgeted.anytime_accuracy(val_probs, y_val)[-1])
+                    val_last = float(family.anytime_accuracy(val_probs, y_val)[-1])
                     thresholds, row = deployed_thresholds(curves[-1], val_last)
                     m = deployed.measure(net, f"{run_dir}/bundle", data=data, image_size=image_size, limit=limit,
                                          export={"exit_thresholds": thresholds}, threads=threads, repeats=repeats,

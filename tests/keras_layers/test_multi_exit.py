@@ -190,10 +190,31 @@ def test_cumulative_exit_count_on_hand_model():
 @pytest.mark.parametrize("config,field", [
     ({"num_exits": 0}, "num_exits=0"), ({"num_exits": 1}, "num_exits=1"), ({"num_exits": 99}, "num_exits=99"),
     ({"gradient_equilibrium": 1}, "gradient_equilibrium=1"), ({"head_units": -2}, "head_units=-2"),
+    ({"backbone": "resnet"}, "backbone='resnet'"), ({"backbone": "mobilenet_v3", "spec": "huge"}, "spec='huge'"),
+    ({"backbone": "mobilenet_v3", "num_exits": 7}, r"6 at spec='tiny'\)\. Received: num_exits=7"),
 ])
 def test_builder_bad_config(config, field):
     with pytest.raises(ValueError, match=field):
         build("multi_exit_net", input_shape=SHAPE, num_classes=5, **{**SMALL, **config})
+
+
+def test_mobilenet_v3_backbone_is_the_static_mobilenet_v3_up_to_the_last_conv():
+    net = small_net(backbone="mobilenet_v3", gradient_equilibrium=False)
+    keras.utils.set_random_seed(2)
+    static = build("mobilenet_v3", input_shape=SHAPE, num_classes=5, width_multiplier=0.25)
+    blocks = [layer.name for layer in static.layers if layer.name.startswith(("stem", "block"))]
+    copy = [n for n in blocks if static.get_layer(n).weights]
+    assert copy and all(net.get_layer(n).__class__ is static.get_layer(n).__class__ for n in blocks)
+    for name in copy:
+        net.get_layer(name).set_weights(static.get_layer(name).get_weights())
+    x = np.random.RandomState(4).randn(2, *SHAPE).astype("float32")
+    last_block = blocks[-1]
+    ours = keras.Model(net.inputs, net.get_layer(last_block).output)(x)
+    theirs = keras.Model(static.inputs, static.get_layer(last_block).output)(x)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert net.get_layer("last_act").__class__ is static.get_layer("last_act").__class__  # hswish last conv
+    costs = exit_madds(net, SHAPE)
+    assert costs == sorted(costs) and len(set(costs)) == 3 and costs[-1] == count_madds(net, SHAPE)
 
 
 def test_save_and_load_with_safe_mode(tmp_path):

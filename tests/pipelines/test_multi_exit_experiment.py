@@ -66,6 +66,30 @@ def test_experiment_rejects_unknown_variant():
         exp.run(variants=("nosuch",))
 
 
+def test_budgeted_variant_is_one_that_trains_its_exits():
+    assert exp.choose_budgeted(("plain", "imta")) == "imta"
+    assert exp.choose_budgeted(("plain", "last")) == "plain"
+    assert exp.choose_budgeted(("ge", "plain", "last")) == "plain"
+    assert exp.choose_budgeted(("plain", "imta", "last"), "plain") == "plain"
+    for variants, budgeted, match in ((("last",), None, "variants="), (("plain", "last"), "last", "budgeted='last'"),
+                                      (("plain",), "imta", "budgeted='imta'")):
+        with pytest.raises(ValueError, match=match):
+            exp.choose_budgeted(variants, budgeted)
+
+
+def test_last_variant_trains_the_last_exit_alone():
+    cfg = exp.variant_config("last", 0, 1, "digits", 16, {}, {}, None, 64, "adam", 3e-3, 16)
+    assert cfg.recipe_config == {"distill": False, "last_exit_only": True}
+    assert cfg.model_config == {"gradient_equilibrium": False, "inline_collaboration": False}
+    assert cfg.run_name == "last-seed0"
+
+
+def test_cli_refuses_a_budgeted_variant_before_training(cli, tmp_path):
+    res = cli("multi-exit-eval", "--variants", "plain", "last", "--budgeted", "last", "--out", str(tmp_path))
+    assert res.returncode != 0 and "budgeted='last'" in res.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_help(cli):
     res = cli("multi-exit-eval", "--help")
-    assert res.returncode == 0 and "--variants" in res.stdout and "--seeds" in res.stdout
+    assert res.returncode == 0 and "--variants" in res.stdout and "--seeds" in res.stdout and "--budgeted" in res.stdout

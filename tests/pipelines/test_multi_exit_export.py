@@ -28,11 +28,11 @@ def export_options(**fields):
     return export.ExportOptions(parity_images=12, selection_images=12, latency_runs=2, **fields)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=["mobilenet_v2", "mobilenet_v3"])
+def exported(tmp_path_factory, request):
     keras.utils.set_random_seed(0)
     net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
-                depth_multiplier=0.25, last_channels=32)
+                depth_multiplier=0.25, last_channels=32, backbone=request.param)
     out = tmp_path_factory.mktemp("export") / "bundle"
     x = np.random.RandomState(0).randn(12, *SHAPE).astype("float32") * 3
     conf = multi_exit.exit_probabilities(net, x).max(-1)

@@ -134,3 +134,27 @@ def test_phase2_heads_only_freezes_the_backbone(tmp_path):
     assert not np.allclose(seen["end"]["exit_0"], seen["begin"]["exit_0"])
     with pytest.raises(ValueError, match="phase2_train='backbone'"):
         recipes.get("multi_exit", phase2_train="backbone")
+
+
+def test_last_exit_only_scores_the_last_exit_alone():
+    rng = np.random.RandomState(2)
+    logits = [tf.constant(rng.randn(6, 4).astype("float32")) for _ in range(3)]
+    y = tf.constant(rng.randint(0, 4, 6))
+    recipe = recipes.get("multi_exit", distill=False, last_exit_only=True)
+    assert recipe.weights_for(3) == (0.0, 0.0, 1.0)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        total, ce_sum, _ = recipe.loss_terms(logits, y, False, tf.constant(0.0))
+    expect = -np_log_softmax(logits[-1].numpy())[np.arange(6), y.numpy()].mean()
+    np.testing.assert_allclose([total.numpy(), ce_sum.numpy()], [expect, expect], rtol=1e-5)
+    grads = tape.gradient(total, logits)
+    assert grads[0] is None or not np.any(grads[0].numpy())  # the early exits learn nothing
+    assert np.abs(grads[-1].numpy()).max() > 0
+
+
+@pytest.mark.parametrize("extra,field", [({}, "distill"), ({"distill": False, "exit_weights": [1, 1, 1]}, "exit_weights")])
+def test_last_exit_only_refuses_early_exit_settings(extra, field):
+    with pytest.raises(ValueError, match=f"last_exit_only=True with {field}="):
+        recipes.get("multi_exit", last_exit_only=True, **extra)
+    with pytest.raises(ValueError, match="last_exit_only='yes'"):
+        recipes.get("multi_exit", last_exit_only="yes", distill=False)

@@ -16,6 +16,10 @@ the callback re-traces the train step with the smaller variable list). Gradient 
 Logged: ``ce`` (weighted sum of the exits' CE), ``kd`` (mean KL term), ``kd_on`` (1 in phase 2),
 ``exit_i_accuracy`` for every exit but the last, whose accuracy is the model's ``accuracy``.
 
+``last_exit_only=True`` scores the last exit alone (every other weight 0; no distillation): the same
+network trained as a static one, the control that tells what the early exits' losses (deep supervision) do
+to the last exit (`multi-exit-eval --variants last`).
+
 Paper options (Li et al., ICCV 2019, Sec. 3.2-3.3 and 4 "Training Details"):
 
 * ``kd_t_squared=False``: the KL term exactly as Eq. 7-8 (``alpha * CE + (1 - alpha) * KL_T``); the
@@ -71,9 +75,10 @@ class MultiExit(Recipe):
     models = ("multi_exit_net",)
     PAPER = {"distill": True, "alpha": 0.5, "temperature": 3.0, "phase1_fraction": 0.625, "phase2_train": "last",
              "kd_t_squared": False, "isc_phase": "phase2", "phase_lr": "step", "weight_decay": 1e-4,
-             "exit_weights": None}
+             "exit_weights": None, "last_exit_only": False}
 
     exit_weights: tuple | list | None = None  # one positive weight per exit; None = all 1 (MSDNet)
+    last_exit_only: bool = False  # score only the last exit (the control: the same network, no deep supervision)
     distill: bool = True  # One-for-All knowledge distillation from the last exit
     alpha: float = 0.5  # weight of CE in the distilled exits' loss (1 - alpha on T^2 * KL)
     temperature: float = 3.0
@@ -105,6 +110,12 @@ class MultiExit(Recipe):
             self.exit_weights = tuple(float(w) for w in self.exit_weights)
         if not isinstance(self.distill, bool):
             raise ValueError(f"distill must be a bool; received distill={self.distill!r}")
+        if not isinstance(self.last_exit_only, bool):
+            raise ValueError(f"last_exit_only must be a bool; received last_exit_only={self.last_exit_only!r}")
+        if self.last_exit_only and (self.distill or self.exit_weights is not None):
+            field, value = ("distill", self.distill) if self.distill else ("exit_weights", list(self.exit_weights))
+            raise ValueError(f"last_exit_only trains no early exit, so it takes no {field}; received "
+                             f"last_exit_only=True with {field}={value!r}")
         check_range("alpha", self.alpha, 0.0, 1.0)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not 0 < self.temperature <= 100:
@@ -118,6 +129,8 @@ class MultiExit(Recipe):
 
     # -- hooks -----------------------------------------------------------------
     def weights_for(self, num_exits):
+        if self.last_exit_only:
+            return (0.0,) * (num_exits - 1) + (1.0,)
         if self.exit_weights is None:
             return (1.0,) * num_exits
         if len(self.exit_weights) != num_exits:
