@@ -257,6 +257,7 @@ class Bundle:
         self.family = families.get(self.kind)
         self.labels = read_labels(directory, spec)
         self._interpreters = {}
+        self._stage_calls = {}  # stage -> (runner, signature, input names), made on first use
         self._tflite_ms = 0.0  # time inside LiteRT calls since predict_one began (see Prediction.tflite_ms)
         for st in spec["stages"].values():
             if st["file"] not in self._interpreters:
@@ -280,8 +281,11 @@ class Bundle:
 
     def run_stage(self, name, image, state):
         """Run stage `name` on one image (1, H, W, C); inputs by name from `state`. Adds its outputs to `state`."""
-        runner, sig = self._signature(name)
-        names = runner.signatures()[sig]["inputs"]
+        call = self._stage_calls.get(name)
+        if call is None:
+            runner, sig = self._signature(name)
+            call = self._stage_calls[name] = (runner, sig, runner.signatures()[sig]["inputs"])
+        runner, sig, names = call
         feed = {}
         for n in names:
             if n in state:

@@ -210,9 +210,11 @@ class Runner:
             self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._runners = {}
+        self._signatures = self.interpreter.get_signature_list()  # fixed for the model; read once (~5 us a call)
 
     def signatures(self):
-        return self.interpreter.get_signature_list()
+        """{signature: {"inputs": [...], "outputs": [...]}} of the model (do not modify)."""
+        return self._signatures
 
     def _runner(self, signature):
         if signature is None:

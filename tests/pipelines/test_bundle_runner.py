@@ -178,3 +178,26 @@ def test_model_json_text_is_strict_json_with_null_for_non_finite_numbers():
     text = json_text(doc)
     assert "NaN" not in text and "Infinity" not in text
     assert json_mod.loads(text) == {"checks": {"parity": {"max_abs_error": None, "per_stage": [1.0, None]}}, "ok": 0.5}
+
+
+def test_top_probability_is_the_softmax_maximum_bit_for_bit():
+    from pipelines.export.policy import top_probability
+
+    rng = np.random.RandomState(7)
+    z = (rng.randn(5000, 10) * rng.rand(5000, 1) * 40).astype(np.float32)  # near-ties to saturated rows
+    want = softmax(z).max(-1)
+    np.testing.assert_array_equal(top_probability(z), want)  # what threshold selection computes
+    np.testing.assert_array_equal([top_probability(row) for row in z], want)  # what the runner computes
+
+
+def test_runner_reads_the_signature_list_once(tmp_path, x, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    bf.multi_exit(tmp_path, 0.5)
+    calls = []
+    real = Interpreter.get_signature_list
+    monkeypatch.setattr(Interpreter, "get_signature_list", lambda self: calls.append(1) or real(self))
+    bundle = Bundle.load(tmp_path)
+    loaded = len(calls)
+    preds = bundle.predict(x)
+    assert loaded >= 1 and len(calls) == loaded and len(preds) == len(x)  # none per image or stage

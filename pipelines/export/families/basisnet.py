@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.export.families import Family, register
-from pipelines.export.policy import need_probability, need_stage, softmax, stops
+from pipelines.export.policy import need_probability, need_stage, softmax, stops, top_probability
 
 SIGNATURES = ("preview", "specialist")
 
@@ -219,12 +219,12 @@ class BasisNet(Family):
     def run_policy(self, bundle, image):
         state = {}
         logits = bundle.logits("preview", image, state)
-        if stops(softmax(logits).max(), bundle.spec["threshold"]):
+        if stops(top_probability(logits), bundle.spec["threshold"]):
             return "preview", logits, ["preview"]
         return "specialist", bundle.logits("specialist", image, state), ["preview", "specialist"]
 
     def keras_policy(self, net, spec, images):
         out = net.predict(images, batch_size=256, verbose=0)
-        stop = stops(softmax(out["preview_logits"]).max(-1), spec["threshold"])
+        stop = stops(top_probability(out["preview_logits"]), spec["threshold"])
         return (np.where(stop, "preview", "specialist"),
                 np.where(stop[:, None], out["preview_logits"], out["logits"]))

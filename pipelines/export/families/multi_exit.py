@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.export.families import Family, register
-from pipelines.export.policy import need, need_probability, need_stage, softmax, stops
+from pipelines.export.policy import need, need_probability, need_stage, softmax, stops, top_probability
 
 
 # ---------------------------------------------------------------- budgeted batch classification
@@ -308,11 +308,11 @@ class MultiExit(Family):
         for k, name in enumerate(exits):
             ran.append(name)
             logits = bundle.logits(name, image, state)
-            if k == len(exits) - 1 or stops(softmax(logits).max(), thresholds[k]):
+            if k == len(exits) - 1 or stops(top_probability(logits), thresholds[k]):
                 return name, logits, ran
 
     def keras_policy(self, net, spec, images):
         out = net.predict(images, batch_size=256, verbose=0)
         names = spec["exits"]
-        k = exit_points(np.stack([softmax(out[n]).max(-1) for n in names]), list(spec["thresholds"]) + [0.0])
+        k = exit_points(np.stack([top_probability(out[n]) for n in names]), list(spec["thresholds"]) + [0.0])
         return np.asarray(names)[k], np.stack([out[names[j]][i] for i, j in enumerate(k)])
