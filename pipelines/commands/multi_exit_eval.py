@@ -46,6 +46,10 @@ def add_arguments(p):
                         "validation) and measure the bundle on the test split: accuracy, average LiteRT latency and "
                         "MAdds per image, exit shares, per difficulty bucket; and every variant's net without early "
                         "exits (its last exit alone, a plain bundle): the static reference on the clock")
+    p.add_argument("--deploy-budgets", type=float, nargs="+", default=[], metavar="F",
+                   help="with --measure, also export and measure the budgeted net at each of these budgets (fractions "
+                        "of the last exit's MAdds, among 0.30, 0.35, ..., 1.00; thresholds from validation): the "
+                        "family's accuracy against measured latency, to set beside the static ladder")
     add_measure_arguments(p)
     add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
@@ -65,6 +69,7 @@ def run(args):
                      learning_rate=args.learning_rate, out=args.out, limit=args.limit, measure=args.measure,
                      threads=args.threads, repeats=args.repeats, test_images=args.test_images,
                      tracking_uri=experiment_tracking_uri(args), preset=args.preset, budgeted=args.budgeted,
+                     deploy_budgets=tuple(args.deploy_budgets),
                      log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:

@@ -86,13 +86,33 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
     Returns (thresholds, that curve row)."""
     ok = [r for r in curve if r["val_accuracy"] >= val_last_accuracy - max_drop - 1e-12]
     best = min(ok, key=lambda r: r["val_avg_madds"]) if ok else max(curve, key=lambda r: r["val_accuracy"])
-    return [min(max(float(t), 0.0), 1.0) for t in best["thresholds"][:-1]], best
+    return row_thresholds(best), best
+
+
+def row_thresholds(row):
+    """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1]."""
+    return [min(max(float(t), 0.0), 1.0) for t in row["thresholds"][:-1]]
+
+
+def check_deploy_budgets(deploy_budgets, budget_fractions, measure):
+    """`deploy_budgets` as a tuple of fractions that are all in `budget_fractions` (and only with `measure`)."""
+    deploy_budgets = tuple(deploy_budgets or ())
+    if deploy_budgets and not measure:
+        raise ValueError(f"deploy_budgets needs measure (each is an exported bundle measured on the test split); "
+                         f"received deploy_budgets={list(deploy_budgets)!r} with measure=False")
+    off = [f for f in deploy_budgets if isinstance(f, bool) or not isinstance(f, (int, float))
+           or not any(abs(f - b) < 1e-9 for b in budget_fractions)]
+    if off:
+        among = ", ".join(f"{b:.2f}" for b in budget_fractions)
+        raise ValueError(f"deploy_budgets must be among the budget fractions ({among}); "
+                         f"received deploy_budgets={list(deploy_budgets)!r}")
+    return deploy_budgets
 
 
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
         limit=None, batch_size=64, measure=False, threads=1, repeats=3, test_images=None, tracking_uri=None,
-        preset=None, budgeted=None, log=print):
+        preset=None, budgeted=None, deploy_budgets=(), log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc).
     A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
     `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
@@ -102,7 +122,9 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     params, metrics, the result (`mlflow.log_dict`) and the budget curve (`mlflow.log_figure`) go to MLflow.
     `preset` ("paper" | "default" | None: `pipelines.experiments.resolve_preset`) is every variant's recipe and
     model preset; the variants' switches still apply on top of it. `budgeted` names the variant whose exits
-    are budgeted (and, with `measure`, deployed): one of `variants` that trains its exits."""
+    are budgeted (and, with `measure`, deployed): one of `variants` that trains its exits. `deploy_budgets`
+    (fractions of the last exit's MAdds, among `budget_fractions`; with `measure`) also exports and measures the
+    budgeted net at each of those budgets' thresholds (rows with ``policy`` "budget F"): its measured curve."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import data as data_mod
     from pipelines.experiments import deployed
@@ -116,6 +138,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
     budget_variant = choose_budgeted(variants, budgeted)
+    deploy_budgets = check_deploy_budgets(deploy_budgets, budget_fractions, measure)
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
     configs = {(seed, v): variant_config(v, seed, epochs, data, image_size, model_config, recipe_config, out, limit,
@@ -147,6 +170,18 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
                                          test_images=test_images, log=log)
                     measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / costs[-1]:.2f})",
                                      "recipe": label, "seed": seed, "run": str(run_dir), "measured": m})
+                    for f in deploy_budgets:
+                        rows = [r for r in curves[-1] if abs(r["budget"] / costs[-1] - f) < 1e-9]
+                        if not rows:
+                            log(f"[seed {seed}] budget {f:.2f} is below the first exit's cost: not deployed")
+                            continue
+                        m = deployed.measure(net, f"{run_dir}/bundle-budget{f:.2f}", data=data,
+                                             image_size=image_size, limit=limit,
+                                             export={"exit_thresholds": row_thresholds(rows[0])}, threads=threads,
+                                             repeats=repeats, test_images=test_images, log=log)
+                        measured.append({"name": f"multi_exit {variant} s{seed} budget {f:.2f}", "recipe": label,
+                                         "seed": seed, "run": str(run_dir), "variant": variant,
+                                         "policy": f"budget {f:.2f}", "budget_fraction": f, "measured": m})
             if measure:  # the same network without early exits: what the exits buy on the clock
                 m = deployed.measure(last_exit_alone(net), f"{run_dir}/bundle-last-exit", data=data,
                                      image_size=image_size, limit=limit, threads=threads, repeats=repeats,

@@ -31,9 +31,15 @@ def test_experiment_smoke_reports_per_exit_table_and_budget_curve(tmp_path):
 def test_measure_exports_the_budgeted_bundle_and_every_variant_without_early_exits(tmp_path):
     result = exp.run(epochs=1, seeds=(0,), image_size=16, model_config=TINY, limit=64, batch_size=16,
                      out=str(tmp_path), budget_fractions=(0.5, 1.0), measure=True, test_images=16, repeats=1,
-                     data="cluttered-digits", log=lambda s: None)
+                     data="cluttered-digits", deploy_budgets=(1.0,), log=lambda s: None)
     (budgeted,) = [r for r in result["deployed"] if "policy" not in r]
-    alone = [r for r in result["deployed"] if "policy" in r]
+    (fixed,) = [r for r in result["deployed"] if r.get("policy") == "budget 1.00"]
+    assert fixed["variant"] == "imta" and fixed["budget_fraction"] == 1.0 and fixed["measured"]["kind"] == "multi_exit"
+    costs = result["exit_madds"]
+    assert costs[0] <= fixed["measured"]["avg_madds"] <= costs[-1] * 1.0001
+    model = json.loads((tmp_path / "imta-seed0" / "bundle-budget1.00" / "model.json").read_text())
+    assert len(model["threshold"]) == len(costs) - 1 and all(0 <= t <= 1 for t in model["threshold"])
+    alone = [r for r in result["deployed"] if r.get("policy") == "last exit alone"]
     assert "imta s0 (budget" in budgeted["name"]
     m = budgeted["measured"]
     assert m["kind"] == "multi_exit" and m["test_images"] == 16 and sum(m["stage_share"].values()) == pytest.approx(1)
@@ -75,6 +81,21 @@ def test_budgeted_variant_is_one_that_trains_its_exits():
                                       (("plain",), "imta", "budgeted='imta'")):
         with pytest.raises(ValueError, match=match):
             exp.choose_budgeted(variants, budgeted)
+
+
+def test_deploy_budgets_are_curve_budgets_and_need_measure():
+    assert exp.check_deploy_budgets([0.6, 0.7], exp.BUDGET_FRACTIONS, True) == (0.6, 0.7)
+    assert exp.check_deploy_budgets(None, exp.BUDGET_FRACTIONS, False) == ()
+    with pytest.raises(ValueError, match=r"deploy_budgets=\[0.62\]"):
+        exp.check_deploy_budgets([0.62], exp.BUDGET_FRACTIONS, True)
+    with pytest.raises(ValueError, match="measure=False"):
+        exp.check_deploy_budgets([0.6], exp.BUDGET_FRACTIONS, False)
+    with pytest.raises(ValueError, match=r"deploy_budgets=\[0.62\]"):  # before any training
+        exp.run(seeds=(0,), deploy_budgets=(0.62,), measure=True, out="/nonexistent/never-made")
+
+
+def test_row_thresholds_clip_to_probabilities_and_drop_the_last_exit():
+    assert exp.row_thresholds({"thresholds": [float("inf"), 0.7, -0.2, float("-inf")]}) == [1.0, 0.7, 0.0]
 
 
 def test_last_variant_trains_the_last_exit_alone():
