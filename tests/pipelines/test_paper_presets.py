@@ -320,3 +320,36 @@ def test_basisnet_paper_model_is_mobilenet_v3_large_shaped():
     net = models.build("mobilenet_v3", (16, 16, 3), 10, spec="large", width_multiplier=0.25, last_channels=32,
                        head_channels=32)
     assert len([l for l in net.layers if l.name.endswith("_project_conv")]) == 15  # MobileNetV3-Large, Table 1
+
+
+def test_ds_net_stage1_on_labels_has_no_teacher_and_sums_each_widths_cross_entropy():
+    import tensorflow as tf
+    import tf_keras as keras
+    from pipelines.training.recipes.base import TrainingModel
+    from pipelines.training.recipes.ds_net import run_width
+
+    keras.utils.set_random_seed(0)
+    net = models.build("ds_mobilenet_v1", (16, 16, 3), 10, width_multipliers=(0.5, 0.75, 1.0),
+                       depth_multiplier=0.1, gate_after=3, gate_hidden=8)
+    recipe = recipes.get("ds_net", ieb="labels", stage1_fraction=1.0, num_random=1)
+    model = TrainingModel(net, recipe)
+    assert not hasattr(model, "ema_teacher")
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")
+    y = np.arange(8) % 10
+
+    def ce(logits):  # NumPy cross-entropy of the labels
+        z = logits - logits.max(-1, keepdims=True)
+        return float(-(z - np.log(np.exp(z).sum(-1, keepdims=True)))[np.arange(8), y].mean())
+
+    # BN in training mode: the reference runs each width in training mode too, like the step
+    want = {w: ce(run_width(net, tf.constant(x), w, True).numpy()) for w in (0.5, 0.75, 1.0)}
+    out = recipe.compute(model, tf.constant(x), tf.constant(y), True)
+    np.testing.assert_allclose(float(out.logs["ce"]), want[1.0], rtol=1e-4)
+    np.testing.assert_allclose(float(out.logs["ieb_slimmest"]), want[0.5], rtol=1e-4)
+    np.testing.assert_allclose(float(out.logs["ieb_random"]), want[0.75], rtol=1e-4)  # the one middle width
+    np.testing.assert_allclose(float(out.loss), sum(want.values()), rtol=1e-4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    with pytest.raises(ValueError, match="ieb='soft'"):
+        recipes.get("ds_net", ieb="soft")

@@ -29,7 +29,9 @@ Paper options (Li et al., CVPR 2021) beside the project's defaults:
 * ``ieb``: ``"ieb"`` (Eq. 3-5, default), or the two other rows of the paper's Table 5 ablation:
   ``"ema_target"`` (every slimmer width learns the EMA teacher's widest soft labels, no ensemble) and
   ``"inplace"`` (no EMA teacher: the online network's own widest prediction, stopped, is the target of the
-  slimmer widths - US-Nets' in-place distillation).
+  slimmer widths - US-Nets' in-place distillation); and the project's ``"labels"``: no distillation at all,
+  every width of the step learns the labels (the sandwich rule on the labels, the slimmable family's default:
+  in-place distillation cost slimmable MobileNetV1 4-7 points, docs/results.md session 8).
 * ``sgs_strategy``: ``"try_best"`` (default and the paper's choice) or ``"give_up"`` (Sec. 4.4, Table 6:
   hard examples - the widest is wrong too - target the slimmest; dependent ones - only the widest is
   right - the widest).
@@ -102,7 +104,8 @@ def complexity_loss(choice, madds_table, target):
 
 
 SGS_STRATEGIES = ("try_best", "give_up")
-IEB_MODES = ("ieb", "ema_target", "inplace")
+IEB_MODES = ("ieb", "ema_target", "inplace", "labels")
+EMA_TEACHER = ("ieb", "ema_target")  # the Stage I targets that need the EMA teacher
 
 
 def sgs_targets(slimmest_logits, labels, widest_index, widest_logits=None, strategy="try_best"):
@@ -181,7 +184,7 @@ class DSNet(Recipe):
     train_shared_fc: bool = False  # Stage II also trains the gate's first FC (shared with attention)
     recal_batches: int = 20  # BN recalibration batches per width at the Stage I -> II switch (0 = none)
     ema_warmup: bool = True  # warm the IEB momentum up from 0.1 (project addition; the paper: constant)
-    ieb: str = "ieb"  # Stage I targets: "ieb" (Eq. 3-5), "ema_target" or "inplace" (Table 5 ablations)
+    ieb: str = "ieb"  # Stage I targets: "ieb" (Eq. 3-5), "ema_target" / "inplace" (Table 5), "labels" (none)
     sgs_strategy: str = "try_best"  # hard examples' gate target: "try_best" (widest) or "give_up" (slimmest)
     max_width: float = 1.0  # Stage II: the gate may choose only widths <= max_width (MAdds targeting)
     gate_lr_decay: float | None = None  # Stage II learning rate: None = the run's schedule; a factor = restart
@@ -225,7 +228,7 @@ class DSNet(Recipe):
         self._madds = choice_madds(net, tuple(net.input_shape[1:]))
         self.stage = 1
         self._widest_choice = len(gate.width_multipliers) - 1
-        if self.stage1_fraction > 0 and self.ieb != "inplace":
+        if self.stage1_fraction > 0 and self.ieb in EMA_TEACHER:
             teacher = keras.models.clone_model(net)
             teacher.set_weights(net.get_weights())
             teacher.trainable = False
@@ -254,7 +257,7 @@ class DSNet(Recipe):
         return [gate.w1, gate.b1, gate.w2, gate.b2] if self.train_shared_fc else [gate.w2, gate.b2]
 
     def after_step(self, model):
-        if self.stage == 1 and self.ieb != "inplace":
+        if self.stage == 1 and self.ieb in EMA_TEACHER:
             ema_update(model.ema_teacher.weights, model.net.weights, self.ema_decay, model.ema_step, self.ema_warmup)
 
     def switch_epoch(self, epochs):
@@ -330,6 +333,8 @@ class DSNet(Recipe):
         loss_l = losses.cross_entropy(y, big, self.label_smoothing)
         # keeps the slimming head in the optimizer from the first step (zero gradient, no update)
         loss_l += 0.0 * tf.reduce_sum(out["gate_scores"])
+        if self.ieb == "labels":  # no distillation: every width of the sandwich learns the labels
+            return self._stage1_labels(net, x, y, widths, big, loss_l)
         if self.ieb == "inplace":  # no EMA teacher: the online widest prediction, stopped (Table 5, row 1)
             t_big = tf.nn.softmax(tf.stop_gradient(big))
         else:
@@ -350,6 +355,20 @@ class DSNet(Recipe):
         loss_s = losses.soft_cross_entropy(small, target_s)
         total = loss_l + loss_s + (tf.add_n(loss_r) if loss_r else 0.0)
         logs = {"ce": loss_l, "ieb_random": tf.add_n(loss_r) / len(loss_r) if loss_r else zero, "ieb_slimmest": loss_s}
+        return StepOutput(loss=total, logs=logs,
+                          predictions={"logits": big, width_name(widths[-1]): big, width_name(widths[0]): small})
+
+    def _stage1_labels(self, net, x, y, widths, big, loss_l):
+        """Stage I with ``ieb="labels"``: the widest, `num_random` random middle widths and the slimmest, each
+        on the labels' cross-entropy (the same widths as IEB's step, no teacher)."""
+        loss_r = random_width_calls(
+            widths[1:-1], lambda w: losses.cross_entropy(y, run_width(net, x, w, True), self.label_smoothing),
+            self.num_random)
+        small = run_width(net, x, widths[0], True)
+        loss_s = losses.cross_entropy(y, small, self.label_smoothing)
+        total = loss_l + loss_s + (tf.add_n(loss_r) if loss_r else 0.0)
+        logs = {"ce": loss_l, "ieb_random": tf.add_n(loss_r) / len(loss_r) if loss_r else tf.constant(0.0),
+                "ieb_slimmest": loss_s}
         return StepOutput(loss=total, logs=logs,
                           predictions={"logits": big, width_name(widths[-1]): big, width_name(widths[0]): small})
 
