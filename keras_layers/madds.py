@@ -14,7 +14,7 @@ reports its own count (shapes include the batch axis as ``None``; ``input_shape`
 first call argument). ``state`` carries the setting asked for (``width=0.5``, ...): a layer uses the
 keys it understands and ignores the others. Two keys are handled here, on the graph:
 
-* ``output="NAME"`` counts only the layers the named model output depends on;
+* ``output="NAME"`` (or a list of names) counts only the layers the named model outputs depend on, each once;
 * ``exit=k`` (multi-exit models) counts the layers that outputs ``exit_0`` .. ``exit_k`` depend on:
   the cumulative cost of an early-exit run that stops at exit k, which evaluated every earlier
   exit's head on the way (IMTA / MSDNet budgeted inference).
@@ -120,10 +120,12 @@ def count_madds(model, input_shape=None, **state) -> int:
         if f"exit_{k}" not in outputs:
             raise ValueError(f"count_madds: unknown output='exit_{k}' (exit={k}); model outputs: {sorted(outputs)}")
         targets = [outputs[f"exit_{j}"] for j in range(k + 1) if f"exit_{j}" in outputs]
-    elif output is not None:
-        if output not in outputs:
+    elif output is not None:  # one output's name, or a list of names (the layers they share count once)
+        names = [output] if isinstance(output, str) else list(output)
+        unknown = [n for n in names if n not in outputs]
+        if unknown or not names:
             raise ValueError(f"count_madds: unknown output={output!r}; model outputs: {sorted(outputs)}")
-        targets = [outputs[output]]
+        targets = [outputs[n] for n in names]
     else:
         targets = list(outputs.values())
 

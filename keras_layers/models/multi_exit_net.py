@@ -79,9 +79,21 @@ def stage_outputs(net):
     return tensors
 
 
-def exit_madds(net, input_shape=None):
-    """Cumulative MAdds per example to reach each exit: `[count_madds(net, shape, exit=k) for k]`."""
-    return [count_madds(net, input_shape, exit=k) for k in range(num_exits(net))]
+def exit_madds(net, input_shape=None, exits=None):
+    """Cumulative MAdds per example to reach each exit: `[count_madds(net, shape, exit=k) for k]`.
+
+    `exits` (exit indices, increasing): the cost when only those exits' heads run (an exported policy that
+    drops an exit no image leaves at skips its head, unless a later exit reads its logits): one number per
+    listed exit, each counting the backbone up to it and the listed heads up to it."""
+    if exits is None:
+        return [count_madds(net, input_shape, exit=k) for k in range(num_exits(net))]
+    exits = [int(k) for k in exits]
+    if not exits or any(b <= a for a, b in zip(exits, exits[1:])):
+        raise ValueError(f"exits must be increasing exit indices; received exits={exits!r}")
+    for k in exits:
+        _check_exit(net, k)
+    return [count_madds(net, input_shape, output=[f"exit_{j}" for j in exits[:i + 1]])
+            for i in range(len(exits))]
 
 
 def split_blocks(num_blocks, num_exits_):

@@ -37,7 +37,8 @@ def add_arguments(p):
     p.add_argument("--calibration-images", type=int, default=200, help="train images for int8 calibration")
     p.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tune epochs (default 1)")
     p.add_argument("--exit-thresholds", default=None, metavar="JSON",
-                   help='early-exit thresholds for model.json, e.g. \'{"exit_0": 0.8, "exit_1": 0.7}\'')
+                   help='early-exit thresholds for model.json, e.g. \'{"exit_0": 0.8, "exit_1": 0.7}\'; '
+                        'null leaves that exit out of a multi-exit bundle (no image stops there)')
     p.add_argument("--threshold", type=float, default=None,
                    help="BasisNet: preview confidence threshold in [0, 1] (default: picked on the validation images)")
     p.add_argument("--budget", type=float, default=None,

@@ -90,8 +90,10 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
 
 
 def row_thresholds(row):
-    """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1]."""
-    return [min(max(float(t), 0.0), 1.0) for t in row["thresholds"][:-1]]
+    """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1], and
+    None (the exit is left out of the bundle) for an exit no validation image leaves at."""
+    used = row.get("val_exit_share") or [1.0] * len(row["thresholds"])
+    return [min(max(float(t), 0.0), 1.0) if used[k] > 0 else None for k, t in enumerate(row["thresholds"][:-1])]
 
 
 def check_deploy_budgets(deploy_budgets, budget_fractions, measure):

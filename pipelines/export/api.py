@@ -40,7 +40,8 @@ class ExportOptions:
     qat_epochs, qat_limit   QAT fine-tune epochs and train images
     threshold           BasisNet preview threshold in [0, 1] (None: picked on the selection images)
     exit_thresholds     early-exit thresholds, {"exit_0": t, ...} or a list (multi-exit; None: chosen for
-                        `budget`); for a plain model they are only written into model.json for the app
+                        `budget`); a null threshold leaves that exit out of the bundle (no image stops there);
+                        for a plain model they are only written into model.json for the app
     budget              multi-exit: target average MAdds as a fraction of the last exit's, in (0, 1]
     data_source         {"name", "image_size", "data_dir"} of the data the model was trained on
                         (`pipelines.data.as_numpy`): validation images for the checks and the selection,
@@ -85,9 +86,9 @@ class ExportOptions:
             if isinstance(given, dict) and not all(str(k).startswith("exit_") and str(k)[5:].isdigit() for k in given):
                 raise ValueError(f"exit_thresholds keys must be exit_0, exit_1, ...; received exit_thresholds={given!r}")
             values = list(given.values()) if isinstance(given, dict) else given
-            if not isinstance(values, (list, tuple)) or not all(_is_probability(v) for v in values):
-                raise ValueError(f"exit_thresholds must be probabilities in [0, 1] ({{\"exit_0\": 0.8, ...}} or a "
-                                 f"list); received exit_thresholds={given!r}")
+            if not isinstance(values, (list, tuple)) or not all(v is None or _is_probability(v) for v in values):
+                raise ValueError(f"exit_thresholds must be probabilities in [0, 1] or null ({{\"exit_0\": 0.8, ...}} "
+                                 f"or a list); received exit_thresholds={given!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 0 < self.budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1]; received budget={self.budget!r}")
         if self.data_source is not None and not (isinstance(self.data_source, dict) and self.data_source.get("name")):

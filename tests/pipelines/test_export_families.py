@@ -152,7 +152,9 @@ def test_multi_exit_thresholds_from_budget(multi_exit, tmp_path):
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     sel = doc["threshold_selection"]
     assert sel["budget_madds"] == pytest.approx(0.6 * costs[-1]) and sel["avg_madds"] <= sel["budget_madds"] + 1
-    assert all(0 <= t <= 1 for t in doc["threshold"]) and len(doc["threshold"]) == 2
+    assert all(0 <= t <= 1 for t in doc["threshold"]) and len(doc["threshold"]) == len(doc["exits"]) - 1
+    # an exit no selection image leaves at is left out of the bundle (the last exit always stays)
+    assert doc["exits"][-1] == "exit_2" and sorted(doc["exits"] + sel["dropped_exits"]) == ["exit_0", "exit_1", "exit_2"]
     # the bundle spends what the selection measured on the same validation images
     assert s["parity"]["stage_agreement"] == 1.0
     assert s["parity"]["avg_madds"] == pytest.approx(sel["avg_madds"], rel=1e-6)

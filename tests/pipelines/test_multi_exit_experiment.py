@@ -38,7 +38,9 @@ def test_measure_exports_the_budgeted_bundle_and_every_variant_without_early_exi
     costs = result["exit_madds"]
     assert costs[0] <= fixed["measured"]["avg_madds"] <= costs[-1] * 1.0001
     model = json.loads((tmp_path / "imta-seed0" / "bundle-budget1.00" / "model.json").read_text())
-    assert len(model["threshold"]) == len(costs) - 1 and all(0 <= t <= 1 for t in model["threshold"])
+    # exits no validation image leaves at are left out of the bundle; the last one always answers
+    assert model["exits"][-1] == f"exit_{len(costs) - 1}" and set(model["exits"]) <= {f"exit_{k}" for k in range(len(costs))}
+    assert len(model["threshold"]) == len(model["exits"]) - 1 and all(0 <= t <= 1 for t in model["threshold"])
     alone = [r for r in result["deployed"] if r.get("policy") == "last exit alone"]
     assert "imta s0 (budget" in budgeted["name"]
     m = budgeted["measured"]
@@ -96,6 +98,24 @@ def test_deploy_budgets_are_curve_budgets_and_need_measure():
 
 def test_row_thresholds_clip_to_probabilities_and_drop_the_last_exit():
     assert exp.row_thresholds({"thresholds": [float("inf"), 0.7, -0.2, float("-inf")]}) == [1.0, 0.7, 0.0]
+
+
+def test_row_thresholds_leave_out_the_exits_no_validation_image_leaves_at():
+    """Exits with no validation image (`val_exit_share` 0) get None: the export leaves them out of the bundle."""
+    row = {"thresholds": [float("inf"), 0.99, 0.7, float("-inf")], "val_exit_share": [0.0, 0.0, 0.4, 0.6]}
+    assert exp.row_thresholds(row) == [None, None, 0.7]
+    import numpy as np
+    from pipelines.export.families import multi_exit as family
+
+    rng = np.random.RandomState(0)
+    probs = rng.dirichlet(np.ones(3) * 0.3, size=(4, 200))  # (exits, examples, classes)
+    labels = rng.randint(0, 3, 200)
+    rows = family.budget_curve(probs, labels, probs, labels, [1.0, 2.0, 3.0, 4.0], [2.0, 3.0])
+    for r in rows:  # the validation shares are those of the thresholds on the validation probabilities
+        exits = family.exit_points(probs.max(-1), np.asarray(r["thresholds"]))
+        assert r["val_exit_share"] == pytest.approx(np.bincount(exits, minlength=4) / 200)
+        got = exp.row_thresholds(r)
+        assert [t is None for t in got] == [np.sum(exits == k) == 0 for k in range(3)]
 
 
 def test_last_variant_trains_the_last_exit_alone():

@@ -10,6 +10,7 @@ from keras_layers import env  # noqa: F401
 import tf_keras as keras
 
 from keras_layers.models import build
+from keras_layers import count_madds
 from keras_layers.models.multi_exit_net import exit_madds
 from pipelines import export
 from pipelines.export import tflite
@@ -89,3 +90,102 @@ def test_export_rejects_bad_thresholds_and_budget(exported, tmp_path):
         export.export_net(net, tmp_path / "b", export_options(exit_thresholds=[0.5, 1.5]), DATASET, validation,
                           log=quiet)
     assert not list(tmp_path.iterdir())  # nothing written before the error
+
+
+def test_used_exits_keeps_the_exits_an_example_leaves_at_and_the_last():
+    probs = np.zeros((3, 4, 2))
+    probs[:, :, 0] = [[0.6, 0.6, 0.6, 0.6],   # exit 0: below its threshold everywhere
+                      [0.9, 0.6, 0.95, 0.6],  # exit 1: examples 0 and 2 leave here
+                      [0.7, 0.7, 0.7, 0.7]]
+    probs[:, :, 1] = 1 - probs[:, :, 0]
+    assert multi_exit.used_exits(probs, [0.8, 0.8]) == [1, 2]
+    assert multi_exit.used_exits(probs, [0.5, 0.8]) == [0, 2]  # everything leaves at exit 0; the last stays
+    assert multi_exit.used_exits(probs, [1.0, 1.0]) == [2]
+
+
+@pytest.fixture(scope="module")
+def plain_dropped(tmp_path_factory):
+    """A plain-trained multi-exit net (no GE / ISC) exported from a budget whose thresholds no selection image
+    leaves exit 0 at: the bundle leaves exit 0 out (the search is patched to such thresholds; the rest is real)."""
+    keras.utils.set_random_seed(1)
+    net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
+                depth_multiplier=0.25, last_channels=32, gradient_equilibrium=False, inline_collaboration=False)
+    x = np.random.RandomState(1).randn(12, *SHAPE).astype("float32") * 3
+    y = np.random.RandomState(2).randint(0, 4, len(x))
+    median1 = float(np.median(multi_exit.exit_probabilities(net, x)[1].max(-1)))
+    patch = pytest.MonkeyPatch()
+    patch.setattr(multi_exit, "search_thresholds",
+                  lambda probs, labels, costs, budget: {"thresholds": [np.inf, median1, -np.inf]})
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    try:
+        export.export_net(net, out, export_options(budget=0.9), DATASET, validation=(x, y), log=quiet)
+    finally:
+        patch.undo()
+    return net, out, x, y, json.loads((out / "model.json").read_text()), median1
+
+
+def test_unused_exit_is_left_out_and_its_head_not_counted(plain_dropped):
+    net, out, _, _, doc, median1 = plain_dropped
+    assert doc["exits"] == ["exit_1", "exit_2"] and doc["threshold"] == pytest.approx([median1])
+    assert doc["threshold_selection"]["dropped_exits"] == ["exit_0"]
+    sigs = tflite.Runner((out / "model.tflite").read_bytes()).signatures()
+    assert sorted(sigs) == ["exit_1", "exit_2"] and sigs["exit_1"]["inputs"] == ["image"]
+    full = exit_madds(net, SHAPE)
+    kept = np.cumsum([doc["stages"][n]["madds"] for n in doc["exits"]]).tolist()
+    assert kept == exit_madds(net, SHAPE, exits=[1, 2])
+    # exit 0's head is all that is saved: the backbone still runs through stage 0
+    assert 0 < full[2] - kept[1] < full[0]
+
+
+def test_bundle_without_the_unused_exit_matches_keras(plain_dropped):
+    net, out, x, y, doc, median1 = plain_dropped
+    preds = Bundle.load(out).predict(x)
+    probs = multi_exit.exit_probabilities(net, x)
+    want = multi_exit.exit_points(probs.max(-1), np.asarray([np.inf, median1, 0.0]))
+    got = np.array([int(p.stopped_at.split("_")[1]) for p in preds])
+    np.testing.assert_array_equal(got, want)
+    assert set(got.tolist()) == {1, 2}
+    np.testing.assert_array_equal([p.index for p in preds], probs.argmax(-1)[want, np.arange(len(x))])
+    acc, _ = multi_exit.evaluate(probs, y, [np.inf, median1, 0.0], exit_madds(net, SHAPE))
+    assert doc["threshold_selection"]["accuracy"] == pytest.approx(acc)
+
+
+def test_null_threshold_leaves_the_exit_out(exported, tmp_path):
+    """A given threshold of None (JSON null) drops that exit; the others' thresholds stay as given."""
+    net, _, x, doc, thresholds = exported
+    export.export_net(net, tmp_path / "b", export_options(exit_thresholds={"exit_0": thresholds[0], "exit_1": None}),
+                      DATASET, validation=(x, np.zeros(len(x), int)), log=quiet)
+    got = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert got["exits"] == ["exit_0", "exit_2"] and got["threshold"] == pytest.approx([thresholds[0]])
+    assert "threshold_selection" not in got
+    preds = Bundle.load(tmp_path / "b").predict(x)
+    probs = multi_exit.exit_probabilities(net, x)
+    want = multi_exit.exit_points(probs.max(-1), np.asarray([thresholds[0], np.inf, 0.0]))
+    np.testing.assert_array_equal([int(p.stopped_at.split("_")[1]) for p in preds], want)
+    np.testing.assert_array_equal([p.index for p in preds], probs.argmax(-1)[want, np.arange(len(x))])
+    # the default net feeds exit 1's logits to exit 2 (ISC): exit 2's segment computes exit 1's head itself
+    assert sum(got["stages"][n]["madds"] for n in got["exits"]) == exit_madds(net, SHAPE)[-1]
+
+
+def test_exit_madds_of_kept_exits():
+    plain = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
+                  depth_multiplier=0.25, last_channels=32, gradient_equilibrium=False, inline_collaboration=False)
+    isc = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
+                depth_multiplier=0.25, last_channels=32)
+    for net in (plain, isc):
+        assert exit_madds(net, SHAPE, exits=[0, 1, 2]) == exit_madds(net, SHAPE)
+    full = exit_madds(plain, SHAPE)
+    assert exit_madds(plain, SHAPE, exits=[2]) == [count_madds(plain, SHAPE, output="exit_2")]
+    assert exit_madds(plain, SHAPE, exits=[1, 2])[1] < full[2]
+    # with Inline Subnetwork Collaboration exit 1 reads exit 0's logits: leaving exit 0 out saves nothing
+    assert exit_madds(isc, SHAPE, exits=[1, 2])[1] == exit_madds(isc, SHAPE)[2]
+    for bad in ([2, 1], [], [0, 3]):
+        with pytest.raises(ValueError, match="exit"):
+            exit_madds(plain, SHAPE, exits=bad)
+
+
+def test_segments_of_kept_exits_need_the_last():
+    net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
+                depth_multiplier=0.25, last_channels=32)
+    with pytest.raises(ValueError, match=r"exits=\[0, 1\]"):
+        multi_exit.segment_functions(net, [0, 1])

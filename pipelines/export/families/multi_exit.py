@@ -8,7 +8,10 @@ exit k) to the next ``{"logits", "features"}``. The app runs them in order and n
 a stage's ``madds`` is the cost of its segment, so stopping at exit k costs the cumulative MAdds
 (`keras_layers.models.multi_exit_net.exit_madds`). It stops at the first exit whose confidence (top
 softmax probability) is ``>=`` that exit's threshold (`pipelines.export.policy.stops`); the last exit
-always answers.
+always answers. When the export picks the thresholds from a budget, an early exit that no selection image
+leaves at is left out of the bundle (``threshold_selection.dropped_exits``): the next exit's segment starts
+from the previous kept exit's features, so the phone neither runs that exit's head nor pays a stage for it,
+and its stage MAdds count only the heads that run (`exit_madds(..., exits=kept)`).
 
 Budgeted batch classification (the thresholds; the IMTA paper's protocol): given a target *average*
 MAdds per example, `search_thresholds` picks per-exit thresholds on a held-out split: it scores a set
@@ -159,11 +162,11 @@ def budget_curve(val_probs, val_labels, test_probs, test_labels, exit_costs, bud
     for budget in budgets:
         found = search_thresholds(val_probs, val_labels, exit_costs, budget)
         acc, cost = evaluate(test_probs, test_labels, np.asarray(found["thresholds"]), exit_costs)
-        exits = exit_points(_check_probs(test_probs).max(-1), np.asarray(found["thresholds"]))
-        share = np.bincount(exits, minlength=len(exit_costs)) / len(exits)
+        share = [np.bincount(exit_points(_check_probs(p).max(-1), np.asarray(found["thresholds"])),
+                             minlength=len(exit_costs)) / p.shape[1] for p in (test_probs, val_probs)]
         rows.append({"budget": float(budget), "thresholds": found["thresholds"], "val_accuracy": found["accuracy"],
                      "val_avg_madds": found["avg_madds"], "test_accuracy": float(acc), "test_avg_madds": float(cost),
-                     "exit_share": share.tolist()})
+                     "exit_share": share[0].tolist(), "val_exit_share": share[1].tolist()})
     return rows
 
 
@@ -174,40 +177,70 @@ def _replay(feeds, targets):
     calling each layer once (inference mode); only the layers between the feeds and the targets run."""
     import tensorflow as tf
 
+    def keras_inputs(node):
+        return [t for t in tf.nest.flatten((node.call_args, dict(node.call_kwargs))) if hasattr(t, "_keras_history")]
+
+    # the nodes between the feeds and the targets, in an order where each comes after its inputs (an
+    # explicit stack: a segment can span a whole backbone, too deep for recursion inside a tf.function)
+    order, state, stack = [], {}, [t for t in targets if id(t) not in feeds]
+    while stack:
+        kt = stack[-1]
+        layer, node_index, _ = kt._keras_history
+        key = (id(layer), node_index)
+        if state.get(key) == "done":
+            stack.pop()
+            continue
+        node = layer._inbound_nodes[node_index]
+        if node.is_input:
+            raise ValueError(f"segment export: input {kt.name!r} is needed but not fed")
+        pending = [t for t in keras_inputs(node) if id(t) not in feeds
+                   and state.get((id(t._keras_history[0]), t._keras_history[1])) != "done"]
+        if pending:  # a functional graph has no cycles: the inputs are done before this node is met again
+            stack.extend(pending)
+            continue
+        state[key] = "done"
+        order.append((key, layer, node))
+        stack.pop()
+
     done = {}
 
     def value(kt):
         if id(kt) in feeds:
             return feeds[id(kt)]
         layer, node_index, tensor_index = kt._keras_history
-        key = (id(layer), node_index)
-        if key not in done:
-            node = layer._inbound_nodes[node_index]
-            if node.is_input:
-                raise ValueError(f"segment export: input {kt.name!r} is needed but not fed")
-            fill = lambda t: value(t) if hasattr(t, "_keras_history") else t  # noqa: E731
-            args = tf.nest.map_structure(fill, node.call_args)
-            kwargs = tf.nest.map_structure(fill, dict(node.call_kwargs))
-            if getattr(layer, "_expects_training_arg", False):
-                kwargs["training"] = False
-            done[key] = tf.nest.flatten(layer(*args, **kwargs))
-        return done[key][tensor_index]
+        return done[(id(layer), node_index)][tensor_index]
 
+    fill = lambda t: value(t) if hasattr(t, "_keras_history") else t  # noqa: E731
+    for key, layer, node in order:
+        args = tf.nest.map_structure(fill, node.call_args)
+        kwargs = tf.nest.map_structure(fill, dict(node.call_kwargs))
+        if getattr(layer, "_expects_training_arg", False):
+            kwargs["training"] = False
+        done[key] = tf.nest.flatten(layer(*args, **kwargs))
     return [value(t) for t in targets]
 
 
-def segment_functions(net):
-    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc)."""
+def segment_functions(net, exits=None):
+    """{"exit_k": tf.function} running the network from stage k-1's features to exit k (see module doc).
+
+    `exits` (increasing exit indices, the last exit among them; default all): only those exits get a
+    segment, each from the previous listed exit's features, so a left-out exit's head never runs (unless
+    the next exit reads its logits: Inline Subnetwork Collaboration, then the segment computes them)."""
     import tensorflow as tf
     from keras_layers.models.multi_exit_net import exit_names, stage_outputs
 
     names, stages = exit_names(net), stage_outputs(net)
+    exits = list(range(len(names))) if exits is None else [int(k) for k in exits]
+    if not exits or exits[-1] != len(names) - 1 or any(b <= a for a, b in zip(exits, exits[1:])):
+        raise ValueError(f"exits must be increasing exit indices ending at the last ({len(names) - 1}); "
+                         f"received exits={exits!r}")
     logits = [net._nested_outputs[n] for n in names]
     functions = {}
-    for k, name in enumerate(names):
+    for i, k in enumerate(exits):
+        name, prev = names[k], (exits[i - 1] if i else None)
         head = net.get_layer(name)
-        fed = [(net.inputs[0], "image")] if k == 0 else [(stages[k - 1], "features")]
-        if k > 0 and head.inline_collaboration:
+        fed = [(net.inputs[0], "image")] if prev is None else [(stages[prev], "features")]
+        if prev == k - 1 and head.inline_collaboration:
             fed.append((logits[k - 1], "logits"))  # fed from exit k-1's output of that name
         targets = [("logits", logits[k])] + ([("features", stages[k])] if k < len(names) - 1 else [])
         specs = [tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=n) for t, n in fed]
@@ -226,7 +259,8 @@ def segment_functions(net):
 
 def given_thresholds(exit_thresholds, names):
     """The early-exit thresholds of exits 0 .. K-2 from `exit_thresholds`: a list (one per exit, the
-    last one ignored, or one per exit but the last) or {"exit_0": t0, ...} with the same keys."""
+    last one ignored, or one per exit but the last) or {"exit_0": t0, ...} with the same keys. None (JSON
+    null): that exit is left out of the bundle."""
     values = exit_thresholds
     if isinstance(exit_thresholds, dict):
         want = [f"exit_{k}" for k in range(len(exit_thresholds))]
@@ -237,7 +271,17 @@ def given_thresholds(exit_thresholds, names):
     if len(values) not in (len(names) - 1, len(names)):
         raise ValueError(f"exit_thresholds needs one value per exit but the last ({len(names) - 1}); "
                          f"received exit_thresholds={exit_thresholds!r}")
-    return [float(t) for t in list(values)[:len(names) - 1]]
+    return [None if t is None else float(t) for t in list(values)[:len(names) - 1]]
+
+
+def used_exits(probs, thresholds):
+    """Indices of the exits at least one of the examples leaves at under `thresholds` (one per exit but the
+    last), the last exit always among them: an exported budgeted policy leaves the others out (their
+    segment is merged into the next; on these examples the policy's answers and cost are unchanged)."""
+    probs = _check_probs(probs)
+    exits = exit_points(probs.max(-1), list(thresholds) + [0.0])
+    used = set(np.unique(exits).tolist()) | {probs.shape[0] - 1}
+    return sorted(int(k) for k in used)
 
 
 @register
@@ -260,7 +304,8 @@ class MultiExit(Family):
         from pipelines.export.convert import Conversion
 
         names = exit_names(net)
-        costs = [int(c) for c in exit_madds(net, tuple(net.input_shape[1:]))]
+        shape = tuple(net.input_shape[1:])
+        costs = [int(c) for c in exit_madds(net, shape)]
         chosen = None
         if options.exit_thresholds:
             thresholds = given_thresholds(options.exit_thresholds, names)
@@ -268,23 +313,33 @@ class MultiExit(Family):
             if options.budget * costs[-1] < costs[0]:
                 raise ValueError(f"budget must be >= the first exit's share of the last exit's MAdds "
                                  f"({costs[0] / costs[-1]:.3f}); received budget={options.budget!r}")
-            x, y = selection
+            (x, y), full_madds = selection, costs[-1]
             probs = exit_probabilities(net, x)
             found = search_thresholds(probs, y, costs, options.budget * costs[-1])
             # in model.json: probabilities (inf, "never stop here", becomes 1.0); the selection's numbers
             # are those of the thresholds as written, under the runner's rule
             thresholds = [min(max(t, 0.0), 1.0) for t in found["thresholds"][:-1]]
-            accuracy, avg_madds = evaluate(probs, y, thresholds + [0.0], costs)
+            kept = used_exits(probs, thresholds)
+            thresholds = [t if k in kept else None for k, t in enumerate(thresholds)]
+        # exits with a None threshold are left out: the segments, the stage MAdds and the policy skip them
+        kept = [k for k, t in enumerate(thresholds) if t is not None] + [len(names) - 1]
+        dropped = [names[k] for k in range(len(names)) if k not in kept]
+        if dropped:
+            costs = [int(c) for c in exit_madds(net, shape, exits=kept)]
+            log(f"multi-exit: {', '.join(dropped)} left out of the bundle (no image stops there)")
+        thresholds, names = [thresholds[k] for k in kept[:-1]], [names[k] for k in kept]
+        if not options.exit_thresholds:
+            accuracy, avg_madds = evaluate(probs[kept], y, thresholds + [0.0], costs)
             chosen = {"split": "validation", "images": int(len(x)), "budget_fraction": float(options.budget),
-                      "budget_madds": float(options.budget * costs[-1]), "accuracy": accuracy,
-                      "avg_madds": avg_madds}
+                      "budget_madds": float(options.budget * full_madds),
+                      "accuracy": accuracy, "avg_madds": avg_madds, "dropped_exits": dropped}
             log(f"multi-exit thresholds for {options.budget:g} x the last exit's MAdds, chosen on {len(x)} "
                 f"validation images: {[round(t, 3) for t in thresholds]}")
-        data = tflite.convert_signatures(segment_functions(net), net, mode)
+        data = tflite.convert_signatures(segment_functions(net, kept), net, mode)
         tflite.assert_builtin_only(data)
         spec = {"kind": self.kind, "exits": names, "threshold": thresholds,
                 "stages": {n: {"file": "model.tflite", "signature": n, "logits": "logits",
-                               "madds": costs[k] - (costs[k - 1] if k else 0)} for k, n in enumerate(names)}}
+                               "madds": costs[i] - (costs[i - 1] if i else 0)} for i, n in enumerate(names)}}
         if chosen:
             spec["threshold_selection"] = chosen
         return Conversion.of(data, mode), {}, spec

@@ -32,7 +32,8 @@ class Plain(Family):
             main["logits"] = options.main_output
         spec = {"kind": self.kind, "stages": {"main": main}}
         if options.exit_thresholds:  # given for the app's own early exit; the runner answers with "main"
-            spec["early_exit"] = {"thresholds": {str(k): float(v) for k, v in dict(options.exit_thresholds).items()},
+            spec["early_exit"] = {"thresholds": {str(k): None if v is None else float(v)
+                                                for k, v in dict(options.exit_thresholds).items()},
                                   "rule": RULE}
         return conv, {}, spec
 
