@@ -43,3 +43,29 @@ def report_name(stem, preset):
     """The file name of an experiment's report for a preset (``condconv-eval.json``,
     ``condconv-eval-paper.json``): the paper preset's report does not overwrite the default's in one `--out`."""
     return f"{stem}{run_tag(preset)}.json"
+
+
+def write_report(out, name, report, log=print):
+    """Write an experiment's report as ``<out>/<name>`` (JSON) and return its path.
+
+    A report already there (an earlier invocation with other seeds, experts or widths in the same `--out`)
+    is kept, renamed to the first free ``<stem>.<n>.json`` (n = 1, 2, ...), and one line says so: the
+    newest report keeps the plain name, no earlier one is lost. The new file is written beside it first
+    and moved into place, so a failure while writing leaves the earlier report where it was."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, default=float)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    if path.exists():
+        n = 1
+        while (kept := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+            n += 1
+        os.replace(path, kept)
+        log(f"kept the earlier report {path.name} as {kept.name}")
+    os.replace(tmp, path)
+    return path

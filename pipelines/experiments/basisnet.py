@@ -293,10 +293,9 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seed
                    "recipe_config": recipe_config, "recipe": basis_label, "static_recipe": static_label,
                    "preset": preset, "seeds": rows,
                    "deployed": measured})
-    Path(out).mkdir(parents=True, exist_ok=True)
-    from pipelines.experiments import report_name
+    from pipelines.experiments import report_name, write_report
 
-    (Path(out) / report_name("basisnet-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
+    write_report(out, report_name("basisnet-eval", preset), report, log=log)
     if tracking_uri is not None:
         log_result(report, tracking_uri, log)
     return report, first_net

@@ -14,11 +14,11 @@ static network's capacity.
 
 Finished runs already in `out` are reused (`deployed.train_or_reuse`), so training can run in a
 background queue and the measurement later, side by side. Writes ``<out>/condconv-eval.json``
-(``condconv-eval-paper.json`` with the paper preset).
+(``condconv-eval-paper.json`` with the paper preset; an earlier report there is kept as
+``condconv-eval.1.json``, ...: `pipelines.experiments.write_report`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +115,9 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
               "experts": list(experts), "model_config": model_config, "recipe_config": recipe_config,
               "preset": preset, "learning_rate": plan[seeds[0]]["static"].learning_rate, "backbone": backbone,
               "threads": threads, "repeats": repeats, "rows": rows, "summary": summary}
-    Path(out).mkdir(parents=True, exist_ok=True)
-    from pipelines.experiments import report_name
+    from pipelines.experiments import report_name, write_report
 
-    (Path(out) / report_name(f"{run_stem(backbone)}-eval", preset)).write_text(json.dumps(report, indent=2, default=float))
+    write_report(out, report_name(f"{run_stem(backbone)}-eval", preset), report, log=log)
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure(rows, title=f"CondConv vs static on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "experts", "model_config",

@@ -9,12 +9,11 @@ folder that already holds a finished run of the same config (its `config.json` a
 reused, so a ladder can be trained in a background queue and measured later, when the machine is quiet,
 side by side with the dynamic models. Measurement: `pipelines.experiments.deployed.measure` (a plain
 bundle through `export_net`, float32, LiteRT + XNNPACK, `threads` threads, median of `repeats` runs per
-image). Writes ``<out>/static-ladder.json``; `--tracking-uri`/`MLFLOW_TRACKING_URI` also logs params,
+image). Writes ``<out>/static-ladder.json`` (an earlier one is kept as ``static-ladder.1.json``, ...); `--tracking-uri`/`MLFLOW_TRACKING_URI` also logs params,
 metrics, the table and the accuracy-vs-latency figure to MLflow.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pipelines  # noqa: F401  (TF_USE_LEGACY_KERAS)
@@ -68,8 +67,9 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
               "threads": threads, "repeats": repeats, "recipe": RECIPE, "rows": rows}
     if train_only:
         return report
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "static-ladder.json").write_text(json.dumps(report, indent=2, default=float))
+    from pipelines.experiments import write_report
+
+    write_report(out, "static-ladder.json", report, log=log)
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure([], rows, title=f"static ladder on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "threads", "repeats",

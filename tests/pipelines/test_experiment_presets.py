@@ -48,3 +48,25 @@ def test_every_experiment_command_takes_the_flag(command, capsys):
     with pytest.raises(SystemExit):
         cli.main([*command, "--preset", "fast"])
     assert "argument --preset: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_a_second_report_in_one_out_keeps_the_first(tmp_path):
+    """Two invocations with other seeds in one --out: the newest report takes the plain name, the earlier ones
+    stay as .1, .2; a report that cannot be written leaves every earlier one as it was."""
+    import json
+
+    from pipelines.experiments import write_report
+
+    lines = []
+    for seeds in ([0], [1, 2], [3]):
+        path = write_report(tmp_path, "condconv-eval.json", {"seeds": seeds}, log=lines.append)
+    assert path == tmp_path / "condconv-eval.json"
+    assert [json.loads((tmp_path / n).read_text())["seeds"] for n in
+            ("condconv-eval.1.json", "condconv-eval.2.json", "condconv-eval.json")] == [[0], [1, 2], [3]]
+    assert lines == ["kept the earlier report condconv-eval.json as condconv-eval.1.json",
+                     "kept the earlier report condconv-eval.json as condconv-eval.2.json"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises((TypeError, ValueError)):
+        write_report(tmp_path, "condconv-eval.json", {"bad": object()}, log=lines.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert json.loads((tmp_path / "condconv-eval.json").read_text())["seeds"] == [3]
