@@ -11,7 +11,7 @@
 ``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
 ``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
 Markdown table and writes JSON + Markdown into --out (widths.json / dsnet.json; widths-paper.json ... with the
-paper preset).
+paper preset; an earlier report there is kept as widths.1.json, ...).
 
 --measure: every model also measured as the phone runs it (bundles under <out>/bundles/; test accuracy,
 average LiteRT latency and MAdds per image, per difficulty bucket): widths - each network trained alone and
@@ -74,12 +74,11 @@ def add_arguments(p):
 
 
 def run(args):
-    import json
     from pathlib import Path
 
     from pipelines.commands import check_measure_args, experiment_tracking_uri
     from pipelines.commands.train import parse_kv
-    from pipelines.experiments import report_name, slimmable
+    from pipelines.experiments import report_name, slimmable, write_report
 
     check_measure_args(args)
     if args.experiment == "widths":  # the dsnet options do nothing here: a given one is a mistake, not a no-op
@@ -99,11 +98,9 @@ def run(args):
     args.recipe_config = parse_kv(args.recipe_config, "--recipe-config")
     tracking_uri = experiment_tracking_uri(args)
     result, table = (slimmable.run_widths if args.experiment == "widths" else slimmable.run_dsnet)(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = report_name(args.experiment, result["preset"])  # widths.json, widths-paper.json, ...
-    (out / name).write_text(json.dumps(result, indent=2))
-    (out / name.replace(".json", ".md")).write_text(table + "\n")
+    write_report(args.out, name, result)  # an earlier report there is kept as widths.1.json, ...
+    write_report(args.out, name.replace(".json", ".md"), table + "\n")
     print(table)
     if tracking_uri is not None:
         slimmable.log_result(result, args, tracking_uri, log=lambda m: print(m, flush=True))

@@ -28,9 +28,12 @@ def resolve_preset(preset, model_config=None, recipe_config=None):
     return model_config, recipe_config, preset
 
 
-def recipe_label(recipe, preset):
-    """How a table row names its training recipe: ``"basisnet (paper)"``."""
-    return f"{recipe} ({preset})"
+def recipe_label(recipe, preset, config=None):
+    """How a table row names its training recipe: ``"basisnet (paper)"``, and the fields `config` (the
+    recipe config the row trained with) sets beyond the preset: ``"ds_net (default, ieb=labels)"``, so that
+    a row of an ablation does not read as the preset's recipe."""
+    extra = [f"{k}={v}" for k, v in sorted((config or {}).items()) if k != "preset"]
+    return f"{recipe} ({', '.join([str(preset)] + extra)})"
 
 
 def run_tag(preset):
@@ -46,7 +49,8 @@ def report_name(stem, preset):
 
 
 def write_report(out, name, report, log=print):
-    """Write an experiment's report as ``<out>/<name>`` (JSON) and return its path.
+    """Write an experiment's report as ``<out>/<name>`` (JSON; a str is written as it is: the Markdown
+    table) and return its path.
 
     A report already there (an earlier invocation with other seeds, experts or widths in the same `--out`)
     is kept, renamed to the first free ``<stem>.<n>.json`` (n = 1, 2, ...), and one line says so: the
@@ -58,7 +62,7 @@ def write_report(out, name, report, log=print):
 
     path = Path(out) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2, default=float)
+    text = report if isinstance(report, str) else json.dumps(report, indent=2, default=float)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     if path.exists():

@@ -241,7 +241,8 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seed
     static_recipe = {k: v for k, v in given.items() if k in ("label_smoothing", "weight_decay", "augment", "mixup")}
     if preset != "default":
         static_recipe["preset"] = preset
-    basis_label, static_label = recipe_label("basisnet", preset), recipe_label("standard", preset)
+    basis_label = recipe_label("basisnet", preset, recipe_config)
+    static_label = recipe_label("standard", preset, {k: v for k, v in recipe_config.items() if k in static_recipe})
 
     report, first_net, rows, measured = None, None, [], []
     for seed in seeds:

@@ -100,7 +100,7 @@ def run_experiment(experts=EXPERTS, seeds=(0,), data="cluttered-digits", image_s
                                  threads=threads, repeats=repeats, test_images=test_images, log=log)
             name = f"{backbone} (static) s{seed}" if key == "static" else f"condconv_{backbone} E={key} s{seed}"
             rows.append({"name": name, "experts": 0 if key == "static" else key, "seed": seed,
-                         "recipe": recipe_label(cfg.recipe_name(), preset), "run": str(folder),
+                         "recipe": recipe_label(cfg.recipe_name(), preset, cfg.recipe_config), "run": str(folder),
                          "val_accuracy": metrics.get("val_accuracy"), "params": metrics.get("params"),
                          "madds": count_madds(net, tuple(net.input_shape[1:])), "measured": m})
     summary = []

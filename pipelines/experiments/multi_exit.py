@@ -135,7 +135,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     from pipelines.experiments import recipe_label, resolve_preset
 
     model_config, recipe_config, preset = resolve_preset(preset, model_config, recipe_config)
-    label = recipe_label("multi_exit", preset)
+    label = recipe_label("multi_exit", preset, recipe_config)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")

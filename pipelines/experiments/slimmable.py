@@ -170,7 +170,8 @@ def run_widths(args):
     widths = tuple(getattr(args, "widths", None) or WIDTHS)
     arch = dict(base_width=args.base_width, depth_multiplier=args.depth_multiplier)
     alone_label = recipe_label("standard", preset)
-    slim_label = f"{recipe_label('slimmable', preset)}, rule {recipe.rule}"
+    slim_label = (f"{recipe_label('slimmable', preset, {k: v for k, v in recipe_config.items() if k != 'rule'})}, "
+                  f"rule {recipe.rule}")
     rows = {w: {"alone": None} for w in widths}
     skip_alone = bool(getattr(args, "skip_alone", False))
     for w in () if skip_alone else widths:
@@ -197,7 +198,7 @@ def run_widths(args):
         for w in widths:
             rows[w]["slimmable_measured"] = measure(export_width(net, w), f"slimmable_{w:g}x")
     result = {"experiment": "widths", "data": _data_name(args), "rule": recipe.rule, "preset": preset,
-              "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs, "seed": args.seed,
+              "recipe_config": recipe_config, "recipes": {"alone": alone_label, "slimmable": slim_label}, "epochs": args.epochs, "seed": args.seed,
               "skip_alone": skip_alone,
               "slimmable_seconds": round(secs, 1), "rows": {str(k): v for k, v in rows.items()}}
     head = f"| width | MAdds | alone: {alone_label} | slimmable: {slim_label} | slimmable (BN recal.) | delta |"
@@ -246,7 +247,7 @@ def run_dsnet(args):
     from pipelines.training.bn_recalibration import recalibrate_bn
 
     model_config, recipe_config, preset = _presets(args)
-    label = recipe_label("ds_net", preset)
+    label = recipe_label("ds_net", preset, recipe_config)
     recipes.get("ds_net", **recipe_config)  # bad fields fail here, before data is read
     gate_specs = parse_gates(args.gates)
     measure = _measurer(args, "dsnet")
@@ -330,7 +331,8 @@ def measured_rows(result):
 
     rows = []
     if result["experiment"] == "widths":
-        slim_label = recipe_label("slimmable", result["preset"])  # the rule is in the table's header
+        slim_label = recipe_label("slimmable", result["preset"],  # the rule is in the table's header
+                                  {k: v for k, v in result.get("recipe_config", {}).items() if k != "rule"})
         for w, r in result["rows"].items():
             if "alone_measured" in r:
                 rows.append({"name": f"mobilenet_v1 {float(w):g}x alone", "recipe": result["recipes"]["alone"],

@@ -14,6 +14,10 @@ def test_the_flag_sets_both_presets_and_the_old_recipe_config_spelling_still_wor
     assert resolve_preset(None, None, None) == ({}, {}, "default")
     assert resolve_preset("paper", {"preset": "paper"}, {})[2] == "paper"  # agreeing spellings are fine
     assert recipe_label("basisnet", "paper") == "basisnet (paper)"
+    # an ablation's row names what it changed, not only the preset
+    assert recipe_label("ds_net", "default", {"ieb": "labels", "preset": "default"}) == "ds_net (default, ieb=labels)"
+    assert recipe_label("basisnet", "paper", {"preset": "paper", "num_bases": 2, "basis_dropout": 0.2}) == (
+        "basisnet (paper, basis_dropout=0.2, num_bases=2)")
     assert run_tag("paper") == "-paper" and run_tag("default") == ""
     # the reports of the two presets live side by side in one --out, the default's under its old name
     assert [report_name("condconv-eval", p) for p in (None, "default", "paper")] == [
@@ -70,3 +74,5 @@ def test_a_second_report_in_one_out_keeps_the_first(tmp_path):
         write_report(tmp_path, "condconv-eval.json", {"bad": object()}, log=lines.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert json.loads((tmp_path / "condconv-eval.json").read_text())["seeds"] == [3]
+    write_report(tmp_path, "dsnet.md", "| table |\n", log=lines.append)  # text reports (Markdown) as they are
+    assert (tmp_path / "dsnet.md").read_text() == "| table |\n"
