@@ -16,6 +16,11 @@ dataset that records difficulty (`cluttered-digits`) every number is also given 
 (`pipelines.data.difficulty_bucket`: easy / medium / hard): accuracy, the share of images answered by
 each stage (or gate width), average latency and MAdds.
 
+Latency depends on the machine as much as on the model (the same bundle measured 0.04 ms on one host of this
+project's CPU pool and 0.13 ms on another): every measurement records `machine()` (CPU model, its vector
+extensions, cores), and `log_result` logs it as params, so that numbers from different hosts are not set
+side by side unawares.
+
 `log_result` writes an experiment's params, metrics, tables (`mlflow.log_dict`) and figures
 (`mlflow.log_figure`) to one MLflow run; `format_rows` prints the table the experiment commands share.
 """
@@ -67,6 +72,34 @@ def train_or_reuse(cfg, log=print):
     log(f"training {cfg.run_name}: {cfg.model} {cfg.model_config}, {cfg.epochs} epochs on {cfg.data}")
     metrics, folder, net, _ = run(cfg, verbose=2)
     return metrics, folder, net
+
+
+VECTOR_FLAGS = ("avx512f", "avx512_bf16", "avx2", "fma", "sse4_2", "asimd", "sve")  # what XNNPACK's kernels use
+
+
+def machine(cpuinfo="/proc/cpuinfo"):
+    """The CPU latency was measured on: {"cpu": model name, "vector": its vector extensions among
+    `VECTOR_FLAGS` (space-separated), "cores": logical CPUs}. Read from `cpuinfo` where there is one (the
+    first CPU's block), else what `platform` knows and "unknown"."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f.read(1 << 20).splitlines():  # the first CPU's block is enough; bounded read
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and value.strip():
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                if not line.strip() and flags:
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "vector": " ".join(f for f in VECTOR_FLAGS if f in flags) or "unknown",
+            "cores": os.cpu_count() or 0}
 
 
 def check_repeats(repeats):
@@ -161,7 +194,7 @@ def measure(net, out, data="cluttered-digits", image_size=32, limit=None, export
         f"stages {summary[ALL]['stage_share']}")
     return {"kind": result["kind"], "bundle": str(result["bundle"]), "policy": policy,
             "size_bytes": result["size_bytes"], "test_images": int(len(y)), "threads": threads,
-            "repeats": repeats, "quantize": quantize, **summary[ALL],
+            "repeats": repeats, "quantize": quantize, "machine": machine(), **summary[ALL],
             "buckets": {k: v for k, v in summary.items() if k != ALL}}
 
 
@@ -271,7 +304,7 @@ def log_result(name, params, rows, result, figures=None, tracking_uri=None, expe
     from pipelines import tracking
 
     with tracking.experiment_run(name, experiment=experiment, uri=tracking_uri) as run_id:
-        tracking.log_params_dict(params)
+        tracking.log_params_dict({**params, "machine": machine()})
         tracking.log_metrics_dict({**flat_metrics(rows), **(metrics or {})})
         tracking.log_dict(result, "result.json")
         for fname, fig in (figures or {}).items():

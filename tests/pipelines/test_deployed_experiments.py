@@ -47,6 +47,19 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
 
 
 @pytest.mark.slow
+def test_machine_names_the_cpu_and_the_vector_extensions_latency_depends_on(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse4_2 avx2 fma avx512f\n\n"
+                    "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n\n")
+    got = deployed.machine(info)
+    assert got["cpu"] == "Some CPU 9000" and got["vector"] == "avx512f avx2 fma sse4_2" and got["cores"] >= 1
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n\n")
+    assert deployed.machine(arm)["vector"] == "asimd sve"
+    missing = deployed.machine(tmp_path / "absent")  # no /proc/cpuinfo (macOS): what platform knows
+    assert missing["vector"] == "unknown" and isinstance(missing["cpu"], str)
+
+
 def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     argv = ["condconv-eval", "--epochs", "1", "--limit", "48", "--image-size", "16", "--experts", "2",
@@ -62,6 +75,7 @@ def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow
         assert set(m["buckets"]) <= {"easy", "medium", "hard"} and len(m["buckets"]) >= 2, m["buckets"]
         assert sum(b["images"] for b in m["buckets"].values()) == 24
         assert m["avg_madds"] == pytest.approx(r["madds"])  # a plain bundle's MAdds: the whole net per image
+        assert m["machine"] == deployed.machine()  # the host the latency belongs to
         assert r["name"] in out
     static, cond = report["rows"]
     assert static["madds"] < cond["madds"]  # routing and mixing the experts are the extra MAdds
@@ -72,6 +86,7 @@ def test_condconv_eval_command_measures_each_model_per_bucket_and_logs_to_mlflow
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("experiments").experiment_id])[0]
     assert run.data.params["experts"] == "[2]" and run.data.params["learning_rate"] == "0.002"
+    assert run.data.params["machine.cpu"] == deployed.machine()["cpu"] and "machine.vector" in run.data.params
     assert report["learning_rate"] == 0.002 and all("-lr0.002-" in r["run"] for r in report["rows"])
     assert any(k.endswith(".hard.accuracy") or k.endswith(".easy.accuracy") for k in run.data.metrics)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
