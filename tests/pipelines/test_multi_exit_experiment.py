@@ -100,10 +100,13 @@ def test_row_thresholds_clip_to_probabilities_and_drop_the_last_exit():
     assert exp.row_thresholds({"thresholds": [float("inf"), 0.7, -0.2, float("-inf")]}) == [1.0, 0.7, 0.0]
 
 
-def test_row_thresholds_leave_out_the_exits_no_validation_image_leaves_at():
-    """Exits with no validation image (`val_exit_share` 0) get None: the export leaves them out of the bundle."""
+def test_row_thresholds_leave_out_the_exits_too_few_validation_images_leave_at():
+    """Exits under MIN_EXIT_SHARE of the validation images (`val_exit_share` < 1%) get None: the export leaves
+    them out of the bundle."""
     row = {"thresholds": [float("inf"), 0.99, 0.7, float("-inf")], "val_exit_share": [0.0, 0.0, 0.4, 0.6]}
     assert exp.row_thresholds(row) == [None, None, 0.7]
+    row = {"thresholds": [0.9, 0.8, 0.7, float("-inf")], "val_exit_share": [0.005, 0.01, 0.4, 0.585]}
+    assert exp.row_thresholds(row) == [None, 0.8, 0.7]
     import numpy as np
     from pipelines.export.families import multi_exit as family
 
@@ -115,7 +118,7 @@ def test_row_thresholds_leave_out_the_exits_no_validation_image_leaves_at():
         exits = family.exit_points(probs.max(-1), np.asarray(r["thresholds"]))
         assert r["val_exit_share"] == pytest.approx(np.bincount(exits, minlength=4) / 200)
         got = exp.row_thresholds(r)
-        assert [t is None for t in got] == [np.sum(exits == k) == 0 for k in range(3)]
+        assert [t is None for t in got] == [np.mean(exits == k) < family.MIN_EXIT_SHARE for k in range(3)]
 
 
 def test_last_variant_trains_the_last_exit_alone():

@@ -103,6 +103,22 @@ def test_used_exits_keeps_the_exits_an_example_leaves_at_and_the_last():
     assert multi_exit.used_exits(probs, [1.0, 1.0]) == [2]
 
 
+def test_used_exits_leaves_out_an_exit_too_few_examples_leave_at():
+    """An exit under MIN_EXIT_SHARE (1%) of the examples costs every example passing it a stage for little:
+    1 of 200 (0.5%) is left out, 2 of 200 (1%) kept; `min_share=0` keeps any exit one example leaves at."""
+    assert multi_exit.MIN_EXIT_SHARE == 0.01
+    def probs_with(leaving):
+        probs = np.full((3, 200, 2), 0.5)
+        probs[0, :leaving, 0] = 0.99   # these leave at exit 0
+        probs[1, 100:, 0] = 0.99       # half leave at exit 1
+        probs[:, :, 1] = 1 - probs[:, :, 0]
+        return probs
+
+    assert multi_exit.used_exits(probs_with(1), [0.9, 0.9]) == [1, 2]
+    assert multi_exit.used_exits(probs_with(2), [0.9, 0.9]) == [0, 1, 2]
+    assert multi_exit.used_exits(probs_with(1), [0.9, 0.9], min_share=0.0) == [0, 1, 2]
+
+
 @pytest.fixture(scope="module")
 def plain_dropped(tmp_path_factory):
     """A plain-trained multi-exit net (no GE / ISC) exported from a budget whose thresholds no selection image
