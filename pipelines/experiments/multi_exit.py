@@ -91,12 +91,12 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
 
 def row_thresholds(row):
     """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1], and
-    None (the exit is left out of the bundle) for an exit fewer than `MIN_EXIT_SHARE` of the validation
-    images leave at (the export's own rule, `pipelines.export.families.multi_exit.used_exits`)."""
-    from pipelines.export.families.multi_exit import MIN_EXIT_SHARE
+    None (the exit is left out of the bundle) for an exit the export's own rule would leave out on the
+    validation images (`pipelines.export.families.multi_exit.keeps_exit`)."""
+    from pipelines.export.families.multi_exit import keeps_exit
 
     used = row.get("val_exit_share") or [1.0] * len(row["thresholds"])
-    return [min(max(float(t), 0.0), 1.0) if used[k] > 0 and used[k] >= MIN_EXIT_SHARE else None
+    return [min(max(float(t), 0.0), 1.0) if keeps_exit(used[k]) else None
             for k, t in enumerate(row["thresholds"][:-1])]
 
 

@@ -282,15 +282,20 @@ def given_thresholds(exit_thresholds, names):
 MIN_EXIT_SHARE = 0.01  # an early exit fewer of the selection images leave at is left out of a budgeted bundle
 
 
+def keeps_exit(share, min_share=MIN_EXIT_SHARE):
+    """Whether an early exit that this share of the examples leaves at stays in a budgeted bundle: at least
+    one example and at least `min_share` of them (the one rule of the export and of `multi-exit-eval`)."""
+    return share > 0 and share >= min_share
+
+
 def used_exits(probs, thresholds, min_share=MIN_EXIT_SHARE):
-    """Indices of the exits that at least `min_share` of the examples (and at least one) leave at under
-    `thresholds` (one per exit but the last), the last exit always among them: an exported budgeted policy
-    leaves the others out (their segment is merged into the next; their examples go on to the next kept
-    exit)."""
+    """Indices of the exits `keeps_exit` keeps under `thresholds` (one per exit but the last), the last exit
+    always among them: an exported budgeted policy leaves the others out (their segment is merged into the
+    next; their examples go on to the next kept exit)."""
     probs = _check_probs(probs)
     exits = exit_points(probs.max(-1), list(thresholds) + [0.0])
-    counts = np.bincount(exits, minlength=probs.shape[0])
-    used = {k for k, c in enumerate(counts) if c > 0 and c >= min_share * probs.shape[1]}
+    shares = np.bincount(exits, minlength=probs.shape[0]) / probs.shape[1]
+    used = {k for k, share in enumerate(shares) if keeps_exit(share, min_share)}
     return sorted(int(k) for k in used | {probs.shape[0] - 1})
 
 
