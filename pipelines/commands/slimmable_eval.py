@@ -9,14 +9,16 @@
         --test-images 20 --repeats 1                                          # smoke test
 
 ``widths``: each width of `slimmable_mobilenet_v1` vs the same-width MobileNetV1 trained alone;
-``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds. Prints a
+``dsnet``: Stage I supernet, BN recalibration, Stage II gates for several target MAdds; each gate also as
+"offset": its widest score shifted by the offset that reaches the widest width's validation accuracy (within 0.5
+points) for the fewest MAdds, with SGS's try-best targets on validation (how many images need the widest). Prints a
 Markdown table and writes JSON + Markdown into --out (widths.json / dsnet.json; widths-paper.json ... with the
 paper preset; an earlier report there is kept as widths.1.json, ...).
 
 --measure: every model also measured as the phone runs it (bundles under <out>/bundles/; test accuracy,
 average LiteRT latency and MAdds per image, per difficulty bucket): widths - each network trained alone and
 each width of the slimmable one as its own plain narrow model; dsnet - each gate's DS-Net bundle (front + gate,
-one back per width) and each static width of the supernet as one plain model. With --tracking-uri (or
+one back per width), before and after the offset, and each static width of the supernet as one plain model. With --tracking-uri (or
 MLFLOW_TRACKING_URI) the params, the accuracies per width, the measured fields, the result and the figures
 (accuracy vs MAdds; accuracy vs measured latency) are logged to one MLflow run (log_dict, log_figure).
 """

@@ -6,7 +6,10 @@
   paper preset is its default, so they do not change with ``--preset``);
 * ``dsnet`` - DS-Net: Stage I (IEB supernet) once, BN recalibration of every width, then Stage II
   gate training for several target MAdds; reports each static width and each gate as
-  (validation accuracy, average MAdds per example) - the accuracy/MAdds curve.
+  (validation accuracy, average MAdds per example) - the accuracy/MAdds curve. Each gate is reported twice:
+  as trained (argmax of its scores) and with an offset on its widest score calibrated on the validation split
+  (`ds_net.widest_offset`: the widest width's accuracy within 0.5 points for the fewest MAdds), with the share of
+  validation images SGS's try-best rule sends to each end (`ds_net.try_best_shares`).
 
     python -m pipelines slimmable-eval widths --epochs 15
     python -m pipelines slimmable-eval dsnet --epochs 15 --gate-epochs 4 --gates 1.0,0.5,1.0 1.0,0.5,0
@@ -298,6 +301,9 @@ def run_dsnet(args):
         print(f"gate {spec}: {gates[-1]}", flush=True)
         if measure:  # the DS-Net bundle: front + gate, one back per width
             gates[-1]["measured"] = measure(gated, "gate_" + spec.replace(",", "_"))
+        gates[-1]["offset"] = _offset_gate(gated, val_ds, table)
+        if measure:  # the same gate with the offset in its exported bias
+            gates[-1]["offset"]["measured"] = measure(gated, "gate_" + spec.replace(",", "_") + "_offset")
     full = static[widths[-1]]
     head = "| model | recipe | val accuracy | avg MAdds | MAdds vs widest | choices (slim..wide) |"
     rule = "|---" * 6 + "|"
@@ -310,10 +316,18 @@ def run_dsnet(args):
                      f"{100 * (s['madds'] / full['madds'] - 1):+.0f}% | - |"
                      + (f" {_measured_cells(s['measured'])} |" if measure else ""))
     for g in gates:
-        lines.append(f"| {_gate_name(g)} | "
-                     f"{label} | {100 * g['accuracy']:.1f} | {g['madds']:,.0f} | "
-                     f"{100 * (g['madds'] / full['madds'] - 1):+.0f}% | {g['choice_fractions']} |"
-                     + (f" {_measured_cells(g['measured'])} |" if measure else ""))
+        for name, row in ((_gate_name(g), g), (_offset_name(g), g["offset"])):
+            lines.append(f"| {name} | {label} | {100 * row['accuracy']:.1f} | {row['madds']:,.0f} | "
+                         f"{100 * (row['madds'] / full['madds'] - 1):+.0f}% | {row['choice_fractions']} |"
+                         + (f" {_measured_cells(row['measured'])} |" if measure else ""))
+    for g in gates:
+        t = g["offset"]["try_best"]
+        lines.append(f"\n{_gate_name(g)} on validation: try-best targets the slimmest for "
+                     f"{100 * t['slimmest_target']:.1f}% of the images; {100 * t['needs_widest']:.1f}% need the widest "
+                     f"(slimmest wrong, widest right); oracle gate {100 * t['oracle_accuracy']:.1f}%. Offset "
+                     f"{g['offset']['offset']:+.3f} on the widest score "
+                     + ("reaches" if g["offset"]["reached"] else "does not reach")
+                     + f" the widest's accuracy - 0.5 points ({100 * g['offset']['target']:.1f}%).")
     result = {"experiment": "dsnet", "data": _data_name(args), "preset": preset, "recipe": label, "widths": list(widths), "epochs": args.epochs, "gate_epochs": args.gate_epochs,
               "gate_augment": args.gate_augment, "train_shared_fc": args.train_shared_fc,
               "stage1_seconds": round(secs, 1), "static": {str(k): v for k, v in static.items()}, "gates": gates}
@@ -322,6 +336,54 @@ def run_dsnet(args):
 
 def _gate_name(g):
     return f"gate T={g['target_madds']:g} cplx={g['complexity_weight']:g} sgs={g['sgs_weight']:g}"
+
+
+def _offset_name(g):
+    return _gate_name(g) + " offset"
+
+
+def _gate_outputs(net, val_ds):
+    """(scores, correct) of the gated `net` on `val_ds`: the slimming head's scores (N x choices) and whether
+    the network at each choice classifies each image right (N x choices, bool)."""
+    import numpy as np
+
+    from keras_layers.models.ds_mobilenet_v1 import gate_layer
+    from keras_layers.slimmable import DYNAMIC, set_width
+
+    widths = gate_layer(net).width_multipliers
+    scores, correct = [], []
+    for x, y in val_ds:
+        set_width(net, DYNAMIC)
+        scores.append(net(x, training=False)["gate_scores"].numpy())
+        row = []
+        for w in widths:
+            set_width(net, w)
+            row.append(np.argmax(net(x, training=False)["logits"].numpy(), -1) == y.numpy().reshape(-1))
+        correct.append(np.stack(row, axis=1))
+    set_width(net, DYNAMIC)
+    return np.concatenate(scores), np.concatenate(correct)
+
+
+def _offset_gate(gated, val_ds, table):
+    """Calibrate the trained gate's widest score on the validation split (`ds_net.widest_offset`), add the
+    offset to its bias and return the gate's row after it: validation accuracy and average MAdds as the
+    network computes them (not the calibration's own estimate), the choice fractions, the offset and the
+    try-best diagnostics (`ds_net.try_best_shares`)."""
+    from keras_layers.models.ds_mobilenet_v1 import expected_madds, gate_layer
+    from pipelines.training.recipes import ds_net
+
+    gate = gate_layer(gated)
+    widest = ds_net.widest_allowed(gate)
+    scores, correct = _gate_outputs(gated, val_ds)
+    cal = ds_net.widest_offset(scores, correct, table, widest)
+    ds_net.apply_widest_offset(gate, cal["offset"])
+    madds, fractions = expected_madds(gated, (x for x, _ in val_ds))
+    row = {"offset": cal["offset"], "reached": cal["reached"], "target": cal["target"],
+           "accuracy": _accuracy(gated, val_ds, "dynamic"), "madds": madds,
+           "choice_fractions": [round(float(f), 3) for f in fractions],
+           "try_best": ds_net.try_best_shares(correct, widest)}
+    print(f"gate offset {cal['offset']:+.4f}: {row}", flush=True)
+    return row
 
 
 def measured_rows(result):
@@ -343,8 +405,10 @@ def measured_rows(result):
     else:
         rows += [{"name": f"supernet {float(w):g}x static", "recipe": result["recipe"], "measured": s["measured"]}
                  for w, s in result["static"].items() if "measured" in s]
-        rows += [{"name": _gate_name(g), "recipe": result["recipe"], "measured": g["measured"]}
-                 for g in result["gates"] if "measured" in g]
+        for g in result["gates"]:
+            rows += [{"name": name, "recipe": result["recipe"], "measured": row["measured"]}
+                     for name, row in ((_gate_name(g), g), (_offset_name(g), g.get("offset", {})))
+                     if "measured" in row]
     return rows
 
 
@@ -401,10 +465,16 @@ def log_result(result, args, tracking_uri, log=print):
         for i, g in enumerate(result["gates"]):
             metrics[f"gate{i}.val_accuracy"] = g["accuracy"]
             metrics[f"gate{i}.avg_madds"] = g["madds"]
+            if "offset" in g:
+                metrics |= {f"gate{i}.offset.val_accuracy": g["offset"]["accuracy"],
+                            f"gate{i}.offset.avg_madds": g["offset"]["madds"],
+                            **{f"gate{i}.try_best.{k}": v for k, v in g["offset"]["try_best"].items()}}
         ws = sorted(static)
         curves = {f"supernet static widths: {result['recipe']}": ([static[w]["madds"] for w in ws],
                                                                    [static[w]["accuracy"] for w in ws])}
         points = {_gate_name(g): (g["madds"], g["accuracy"]) for g in result["gates"]}
+        points |= {_offset_name(g): (g["offset"]["madds"], g["offset"]["accuracy"])
+                   for g in result["gates"] if "offset" in g}
     rows = measured_rows(result)
     if rows:
         m = rows[0]["measured"]

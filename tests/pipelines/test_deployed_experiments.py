@@ -272,8 +272,15 @@ def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths
     assert sum(shares[b] for b in ("back_0_5", "back_1")) == pytest.approx(1.0) and shares["front"] == 0.0
     paths = [result["static"][w]["madds"] for w in ("0.5", "1.0")]
     assert paths[0] - 1 <= m["avg_madds"] <= paths[1] + 1  # a mix of the two paths' MAdds
+    # the same gate with its widest score offset on validation: its own bundle, the offset in the front's bias
+    off = gate["offset"]
+    assert off["measured"]["bundle"] == str(tmp_path / "bundles" / "dsnet" / "gate_1.0_0.5_1.0_offset")
+    assert off["measured"]["kind"] == "ds_net" and sum(off["choice_fractions"]) == pytest.approx(1.0, abs=2e-3)
+    assert set(off["try_best"]) == {"slimmest_target", "needs_widest", "oracle_accuracy"}
+    assert off["accuracy"] >= off["target"] or not off["reached"]
     table = (tmp_path / "dsnet.md").read_text()
     assert "bundle: avg ms" in table and "supernet 0.5x static" in table and table.strip() in out
+    assert "gate T=1 cplx=0.5 sgs=1 offset" in table and "need the widest" in table
 
     run, artifacts = _slimmable_run(uri)
     assert run.info.run_name == "slimmable-eval-dsnet"
@@ -284,6 +291,9 @@ def test_slimmable_eval_dsnet_measures_the_gate_bundle_against_the_static_widths
     assert metrics["gate0.val_accuracy"] == pytest.approx(gate["accuracy"])
     assert metrics["supernet_w0.5.val_accuracy"] == pytest.approx(result["static"]["0.5"]["accuracy"])
     assert metrics["gate_T_1_cplx_0.5_sgs_1.avg_latency_ms"] == pytest.approx(m["avg_latency_ms"])
+    assert metrics["gate_T_1_cplx_0.5_sgs_1_offset.avg_latency_ms"] == pytest.approx(
+        off["measured"]["avg_latency_ms"])
+    assert metrics["gate0.try_best.needs_widest"] == pytest.approx(off["try_best"]["needs_widest"])
     assert metrics["supernet_1x_static.avg_latency_ms"] > 0
     assert {"result.json", "slimmable_dsnet_madds.png", "slimmable_dsnet_accuracy_latency.png"} <= artifacts
 

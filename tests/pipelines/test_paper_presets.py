@@ -239,6 +239,80 @@ def test_ds_net_paper_width_space_and_restricted_routing():
     assert int(np.argmax(scores.numpy(), -1).max()) <= widest
 
 
+def _offset_policy_by_brute_force(scores, correct, madds, widest, offset):
+    """(accuracy, average MAdds) of argmax(scores + offset on the widest choice), one image at a time."""
+    acc = cost = 0.0
+    for s, c in zip(scores, correct):
+        shifted = s.astype(np.float64).copy()
+        shifted[widest] += offset
+        k = int(np.argmax(shifted))
+        acc, cost = acc + c[k], cost + madds[k]
+    return acc / len(scores), cost / len(scores)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ds_net_widest_offset_is_the_cheapest_policy_at_the_widest_accuracy(seed):
+    from pipelines.training.recipes.ds_net import widest_offset
+
+    rng = np.random.default_rng(seed)
+    n, madds = 60, np.array([10.0, 20.0, 40.0, 80.0])
+    scores = rng.normal(size=(n, 4)).astype("float32")
+    scores[:, 0] += 1.5  # a gate that prefers the slimmest, as the collapsed ones do
+    wide_right = rng.random(n) < 0.8
+    correct = np.stack([wide_right & (rng.random(n) < 0.85), wide_right & (rng.random(n) < 0.9),
+                        wide_right & (rng.random(n) < 0.95), wide_right], axis=1)
+    correct[scores[:, 0] < 1.0, 0] = False  # low slimmest scores mark the images the slimmest gets wrong
+    cal = widest_offset(scores, correct, madds, widest=3, tolerance=0.02)
+    got = _offset_policy_by_brute_force(scores, correct, madds, 3, cal["offset"])
+    assert got == pytest.approx((cal["accuracy"], cal["madds"]))  # the offset deploys the reported policy
+    assert sum(cal["fractions"]) == pytest.approx(1.0, abs=2e-3)
+    target = correct[:, 3].mean() - 0.02
+    assert cal["target"] == pytest.approx(target)
+    # every policy of the family (one offset between each pair of sorted margins, and beyond both ends)
+    margins = np.sort(np.max(scores[:, :3], 1).astype(np.float64) - scores[:, 3])
+    offsets = np.concatenate([[margins[0] - 1], (margins[:-1] + margins[1:]) / 2, [margins[-1] + 1]])
+    policies = [_offset_policy_by_brute_force(scores, correct, madds, 3, o) for o in offsets]
+    feasible = [p for p in policies if p[0] >= target - 1e-12]
+    assert cal["reached"] and feasible
+    assert cal["madds"] == pytest.approx(min(c for _, c in feasible))  # no cheaper policy reaches the target
+    assert cal["accuracy"] >= target
+
+
+def test_ds_net_widest_offset_when_nothing_reaches_and_the_try_best_shares():
+    from pipelines.training.recipes.ds_net import try_best_shares, widest_offset
+
+    scores = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    correct = np.array([[True, True], [False, True], [True, False]])  # image 2: only the slimmest is right
+    cal = widest_offset(scores, correct, [1.0, 4.0], widest=1, tolerance=0.0)  # the widest: 2 of 3 right
+    assert cal["reached"] and cal["accuracy"] == pytest.approx(2 / 3) and cal["fractions"] == [1.0, 0.0]
+    assert cal["madds"] == 1.0 and cal["offset"] < -1  # all to the slimmest: as accurate as the widest, cheaper
+    cal = widest_offset(scores, correct, [1.0, 4.0], widest=1, tolerance=-0.2)  # above the widest's accuracy
+    assert cal["reached"] and cal["accuracy"] == 1.0 and cal["fractions"] == [0.667, 0.333]
+    assert cal["madds"] == pytest.approx(2.0) and -1 < cal["offset"] < 2  # image 1 alone goes to the widest
+    # an accuracy target above every policy: the most accurate one, reached False
+    cal = widest_offset(scores, correct, [1.0, 4.0], widest=1, tolerance=-0.5)
+    assert not cal["reached"] and cal["accuracy"] == 1.0
+    shares = try_best_shares(correct, widest=1)
+    assert shares == pytest.approx({"slimmest_target": 2 / 3, "needs_widest": 1 / 3, "oracle_accuracy": 1.0})
+
+
+def test_ds_net_widest_offset_goes_into_the_exported_gate_bias():
+    from keras_layers.models.ds_mobilenet_v1 import export_front, gate_layer
+    from pipelines.training.recipes.ds_net import apply_widest_offset, restrict_gate, widest_allowed
+
+    net = models.build("ds_mobilenet_v1", (16, 16, 3), 10, width_multipliers=(0.25, 0.5, 0.75, 1.0))
+    gate = gate_layer(net)
+    assert widest_allowed(gate) == 3
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype("float32")
+    before = export_front(net)(x)["gate_scores"].numpy()
+    apply_widest_offset(gate, 2.5)
+    after = export_front(net)(x)["gate_scores"].numpy()
+    np.testing.assert_allclose(after - before, np.tile([0, 0, 0, 2.5], (4, 1)), atol=1e-5)
+    assert restrict_gate(gate, 0.5) == 1 and widest_allowed(gate) == 1  # restricted: the offset moves to 0.5
+    apply_widest_offset(gate, 1.0)
+    assert gate.b2.numpy()[1] == pytest.approx(1.0) and gate.b2.numpy()[3] < -1e3
+
+
 def test_ds_net_ieb_ablation_without_ema_teacher_and_constant_momentum():
     import tensorflow as tf
     import tf_keras as keras

@@ -151,6 +151,84 @@ def restrict_gate(gate, max_width):
     return allowed[-1]
 
 
+def widest_allowed(gate):
+    """Index of the widest choice `gate` may take (`restrict_gate` excludes the wider ones)."""
+    bias = gate.b2.numpy()
+    return max(i for i, b in enumerate(bias) if b > EXCLUDED_BIAS / 2)
+
+
+def try_best_shares(correct, widest):
+    """What SGS's try-best rule (`sgs_targets`) makes of a set of images, from ``correct`` (N x choices,
+    bool: does the network at each choice classify the image right): the share of images whose target is
+    the slimmest choice (it is right), the share that *needs* the widest (slimmest wrong, widest right: the
+    only images a gate gains on) and the oracle accuracy (the slimmest when it is right, else the widest)."""
+    import numpy as np
+
+    correct = np.asarray(correct, bool)
+    slim, wide = correct[:, 0], correct[:, widest]
+    return {"slimmest_target": float(slim.mean()), "needs_widest": float((~slim & wide).mean()),
+            "oracle_accuracy": float((slim | wide).mean())}
+
+
+def widest_offset(scores, correct, madds, widest, tolerance=0.005):
+    """The offset on the widest choice's gate score that deploys the gate at the widest width's accuracy for
+    the fewest MAdds, chosen on held-out images (the validation split): a post-hoc calibration of the gate's
+    argmax, as multi-exit's thresholds are of its exits (DS-Net itself sets the trade-off only through the
+    complexity loss's target while the gate trains).
+
+    ``scores`` (N x choices) are the slimming head's scores, ``correct`` (N x choices, bool) whether the network
+    at each choice classifies the image right, ``madds`` the MAdds of each choice. Adding ``offset`` to the
+    widest score sends an image there when ``offset > max(other scores) - widest score``; every distinct
+    policy of that family is tried (the images sorted by that margin). Picks the cheapest policy within
+    ``tolerance`` of the widest choice's accuracy, else the most accurate one (``reached`` False). Returns
+    {offset, accuracy, madds, fractions, reached, target}."""
+    import numpy as np
+
+    scores = np.asarray(scores, np.float64)
+    correct = np.asarray(correct, bool)
+    madds = np.asarray(madds, np.float64)
+    n, g = scores.shape
+    others = scores.copy()
+    others[:, widest] = -np.inf
+    other_choice = np.argmax(others, axis=1)
+    margin = others[np.arange(n), other_choice] - scores[:, widest]
+    order = np.argsort(margin, kind="stable")
+    m = margin[order]
+    rows = np.arange(n)[order]
+    # k images (the k smallest margins) go to the widest choice, the rest to their best other choice
+    gain = np.concatenate([[0.0], np.cumsum(correct[rows, widest].astype(float) - correct[rows, other_choice[rows]])])
+    accuracy = (correct[np.arange(n), other_choice].sum() + gain) / n
+    cost = np.concatenate([[0.0], np.cumsum(madds[widest] - madds[other_choice[rows]])])
+    avg_madds = (madds[other_choice].sum() + cost) / n
+    k = np.arange(n + 1)
+    realizable = np.ones(n + 1, bool)  # k is a policy only if the k-th and (k+1)-th margins differ
+    realizable[1:n] = m[:-1] < m[1:]
+    target = float(correct[:, widest].mean()) - tolerance
+    ok = realizable & (accuracy >= target - 1e-12)
+    if ok.any():
+        best = int(k[ok][np.lexsort((-accuracy[ok], avg_madds[ok]))[0]])
+    else:
+        cand = k[realizable]
+        best = int(cand[np.lexsort((avg_madds[cand], -accuracy[cand]))[0]])
+    if best == 0:
+        offset = float(m[0]) - 1.0
+    elif best == n:
+        offset = float(m[-1]) + 1.0
+    else:
+        offset = float((m[best - 1] + m[best]) / 2)
+    choice = np.where(margin < offset, widest, other_choice)
+    fractions = np.bincount(choice, minlength=g) / n
+    return {"offset": offset, "accuracy": float(accuracy[best]), "madds": float(avg_madds[best]),
+            "fractions": [round(float(f), 3) for f in fractions], "reached": bool(ok.any()), "target": target}
+
+
+def apply_widest_offset(gate, offset):
+    """Add `offset` to the slimming head's bias of the widest allowed choice (exported with the gate)."""
+    bias = gate.b2.numpy()
+    bias[widest_allowed(gate)] += offset
+    gate.b2.assign(bias)
+
+
 class GateDecay(InstallSchedule):
     """The paper's gate schedule (Li et al., CVPR 2021, Sec. 4 "Training details": "The learning rate decays
     to 0.9x of its value in every epoch"): when training starts, the optimizer's schedule becomes
