@@ -1,0 +1,74 @@
+"""Measure several Android bundles side by side on the same test images, interleaved, on this machine.
+
+    python -m pipelines compare-bundles runs/a/bundle runs/b/bundle --rounds 5
+    python -m pipelines compare-bundles static/ dynamic/ --data cluttered-digits --test-images 500 --json cmp.json
+
+Latency on a shared machine drifts by 10-25% between two runs of the same bundle a minute apart, so two
+bundles measured one after the other (as each experiment measures its own) compare badly. This command runs
+every bundle once per round over the same images, one image at a time as the app does, rotating which bundle
+goes first each round; per image the median over the rounds counts. It prints, per bundle: test accuracy, the
+mean of the per-image medians (all of the policy and the part inside LiteRT), each round's mean (the spread),
+average MAdds where model.json gives them per stage, the share of images each stage answered, and the ratio of
+its time to the first bundle's.
+
+The bundles are untrusted input, checked before anything runs: each folder is read as `run-bundle` reads it
+(model.json first, files inside the folder), all must take the same input shape, and the test split is that of
+--data (default: the dataset the first bundle's model.json names).
+"""
+NAME = "compare-bundles"
+HELP = "measure bundles side by side, interleaved, on the same test images"
+
+
+def add_arguments(p):
+    p.add_argument("bundles", metavar="DIR", nargs="+", help="bundle folders (at least two); the first is the "
+                                                             "reference of the ratios")
+    p.add_argument("--data", default=None, help="digits | cluttered-digits | TFDS_NAME | folder:PATH (default: the "
+                                                "dataset in the first bundle's model.json)")
+    p.add_argument("--rounds", type=int, default=3, help="passes over the images per bundle; per image the "
+                                                         "median over the rounds counts (default 3)")
+    p.add_argument("--test-images", type=int, default=None, help="the first N test images (default all)")
+    p.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1, as on a phone core)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to FILE")
+
+
+def check_args(args):
+    """One-line ValueErrors naming the field, before any bundle is opened."""
+    if len(args.bundles) < 2:
+        raise ValueError(f"bundles: give at least two folders to compare; received bundles={args.bundles!r}")
+    if len(set(args.bundles)) != len(args.bundles):
+        raise ValueError(f"bundles: a folder is listed twice; received bundles={args.bundles!r}")
+    for name in ("rounds", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name} must be >= 1; received {name}={getattr(args, name)!r}")
+    if args.test_images is not None and args.test_images < 1:
+        raise ValueError(f"test_images must be >= 1 or unset; received test_images={args.test_images!r}")
+    from pathlib import Path
+
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise ValueError(f"json: the folder of {args.json!r} does not exist; received json={args.json!r}")
+    missing = [b for b in args.bundles if not Path(b).is_dir()]
+    if missing:
+        raise ValueError(f"bundles: no such folder {missing[0]!r}")
+
+
+def run(args):
+    check_args(args)
+    import json
+    from pathlib import Path
+
+    from pipelines.export.bundle import Bundle
+    from pipelines.experiments import compare
+
+    loaded = [Bundle.load(b, num_threads=args.threads) for b in args.bundles]  # each checked before any runs
+    data = args.data or loaded[0].spec.get("dataset")
+    if not data:
+        raise ValueError(f"data: the first bundle's model.json names no dataset; pass --data "
+                         f"(received bundles={args.bundles!r})")
+    x, y = compare.test_split(loaded, args.bundles, data, args.test_images)
+    result = {"data": data, **compare.compare_bundles(loaded, args.bundles, x, y, rounds=args.rounds,
+                                                      log=lambda m: print(m, flush=True))}
+    print(compare.format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"result written to {args.json}")
+    return 0

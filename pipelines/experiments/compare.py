@@ -1,0 +1,78 @@
+"""Bundles measured side by side: every bundle once per round over the same images, the order rotated each
+round, per image the median over the rounds (`python -m pipelines compare-bundles`). Two bundles measured
+minutes apart on a shared machine differ by the machine's drift; interleaved, the drift falls on both."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_split(bundles, names, data, test_images=None):
+    """`(x, y)`: the first `test_images` test images of `data` at the bundles' input size. Raises ValueError
+    (naming the bundle or the data) when the bundles' input shapes differ, or differ from the data's, or a
+    bundle's labels are not the data's classes."""
+    from pipelines import data as data_mod
+
+    shapes = [b.input_shape() for b in bundles]
+    for name, shape in zip(names, shapes):
+        if shape != shapes[0]:
+            raise ValueError(f"bundles: {name} takes input shape {shape} but {names[0]} takes {shapes[0]}")
+    size = int(shapes[0][0]) if shapes[0] else 32  # (H, W, C)
+    x, y, info = data_mod.as_numpy(data, "test", image_size=size)
+    if shapes[0] and tuple(x.shape[1:]) != tuple(shapes[0]):
+        raise ValueError(f"data: {data} gives images of shape {tuple(x.shape[1:])} but the bundles take "
+                         f"{tuple(shapes[0])}")
+    for name, b in zip(names, bundles):
+        if b.labels and len(b.labels) != info.num_classes:
+            raise ValueError(f"bundles: {name} has {len(b.labels)} labels but {data} has {info.num_classes} classes")
+    return (x[:test_images], y[:test_images]) if test_images else (x, y)
+
+
+def compare_bundles(bundles, names, x, y, rounds=3, log=print):
+    """`bundles` (loaded `Bundle`s, labelled by `names`) on the images `x` with labels `y`, `rounds` interleaved
+    passes (bundle order rotated by one each round), one image at a time.
+
+    Returns {test_images, rounds, machine, bundles: [{name, kind, accuracy, avg_latency_ms, avg_tflite_ms,
+    round_ms, avg_madds, stage_share, ratio}]}: per image the median over the rounds; ``round_ms`` each round's
+    mean; ``ratio`` the bundle's mean time over the first bundle's; ``avg_madds`` None where model.json gives no
+    MAdds per stage."""
+    from pipelines.experiments.deployed import ALL, machine, run_bundle, summarize
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1; received rounds={rounds!r}")
+    per_round = [[] for _ in bundles]
+    for r in range(rounds):
+        for i in [(r + k) % len(bundles) for k in range(len(bundles))]:
+            per_round[i].append(run_bundle(bundles[i], x, repeats=1))
+            log(f"round {r + 1}/{rounds}: {names[i]} {per_round[i][-1]['latency_ms'].mean():.3f} ms per image")
+    rows = []
+    for name, b, runs in zip(names, bundles, per_round):
+        per_image = dict(runs[0])
+        per_image["latency_ms"] = np.median([run["latency_ms"] for run in runs], axis=0)
+        per_image["tflite_ms"] = np.median([run["tflite_ms"] for run in runs], axis=0)
+        s = summarize(per_image, y, stage_order=list(b.spec.get("stages") or []))[ALL]
+        madds = None if np.isnan(per_image["madds"]).all() else float(np.nanmean(per_image["madds"]))
+        rows.append({"name": name, "kind": b.kind, "accuracy": s["accuracy"], "avg_latency_ms": s["avg_latency_ms"],
+                     "avg_tflite_ms": s["avg_tflite_ms"], "avg_madds": madds,
+                     "round_ms": [float(run["latency_ms"].mean()) for run in runs], "stage_share": s["stage_share"]})
+    for row in rows:
+        row["ratio"] = row["avg_latency_ms"] / rows[0]["avg_latency_ms"]
+    return {"test_images": int(len(y)), "rounds": rounds, "machine": machine(), "bundles": rows}
+
+
+def format_table(result):
+    """The comparison as a Markdown table (one row per bundle) with the machine and the protocol above it."""
+    from pipelines.experiments.deployed import share_text
+
+    m = result["machine"]
+    lines = [f"{result['test_images']} test images of {result.get('data', '?')}, {result['rounds']} interleaved rounds, per "
+             f"image the median over the rounds; {m.get('cpu', '?')}, {m.get('cores', '?')} cores",
+             "",
+             "| bundle | kind | test % | ms / image (in LiteRT) | per round | avg MAdds (M) | x first | stages |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["bundles"]:
+        madds = "-" if r["avg_madds"] is None else f"{r['avg_madds'] / 1e6:.2f}"
+        rounds = " / ".join(f"{v:.3f}" for v in r["round_ms"])
+        lines.append(f"| {r['name']} | {r['kind']} | {100 * r['accuracy']:.2f} | {r['avg_latency_ms']:.3f} "
+                     f"({r['avg_tflite_ms']:.3f}) | {rounds} | {madds} | {r['ratio']:.2f} | "
+                     f"{share_text(r['stage_share'])} |")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""`compare-bundles`: bundles measured side by side on the same images, interleaved, checked against each
+bundle run alone (hand-built bundles of two kinds), and its refusals before anything runs."""
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.experiments import compare
+from pipelines.export.bundle import Bundle
+from tests import bundle_fixtures as bf
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    bf.plain(root / "plain")
+    bf.basisnet(root / "basisnet", 0.55)
+    return root
+
+
+def test_compare_interleaves_rounds_and_reports_each_bundle_as_it_runs_alone(bundles):
+    names = [str(bundles / "plain"), str(bundles / "basisnet")]
+    loaded = [Bundle.load(n) for n in names]
+    x = bf.images(12)
+    y = np.arange(12) % bf.CLASSES
+    lines = []
+    result = compare.compare_bundles(loaded, names, x, y, rounds=3, log=lines.append)
+    # every bundle once per round, the first bundle of a round rotating
+    assert [l.split(": ")[1].split()[0] for l in lines] == [names[0], names[1], names[1], names[0], names[0],
+                                                            names[1]]
+    assert result["test_images"] == 12 and result["rounds"] == 3 and result["machine"]["cores"] >= 1
+    for name, b, row in zip(names, loaded, result["bundles"]):
+        alone = b.predict(x)  # the same predictions, stages and MAdds as the bundle run alone
+        assert row["name"] == name and row["kind"] == b.kind
+        assert row["accuracy"] == pytest.approx(np.mean([p.index == t for p, t in zip(alone, y)]))
+        assert row["avg_madds"] == pytest.approx(np.mean([p.madds for p in alone]))
+        shares = {s: np.mean([p.stopped_at == s for p in alone]) for s in b.spec["stages"]}
+        assert row["stage_share"] == pytest.approx(shares)
+        assert len(row["round_ms"]) == 3 and all(v > 0 for v in row["round_ms"])
+        assert 0 < row["avg_tflite_ms"] <= row["avg_latency_ms"]
+        # per image the median over the rounds: the mean of medians lies inside the rounds' range (+ noise)
+        assert min(row["round_ms"]) * 0.5 <= row["avg_latency_ms"] <= max(row["round_ms"]) * 2
+    first, second = result["bundles"]
+    assert first["ratio"] == 1.0 and second["ratio"] == pytest.approx(second["avg_latency_ms"] / first["avg_latency_ms"])
+    table = compare.format_table({"data": "test", **result})
+    assert table.count("\n| ") == 3 and "x first" in table and "interleaved" in table
+
+
+def test_compare_refuses_bundles_of_different_input_shapes_or_classes(bundles, tmp_path):
+    other = tmp_path / "other"
+    bf.write_bundle(other, {"kind": "plain", "stages": {"main": {"file": "model.tflite"}}},
+                    {"model.tflite": (bundles / "plain" / "model.tflite").read_bytes()})
+    spec = json.loads((other / "model.json").read_text())
+    spec["input"]["shape"] = [1, 16, 16, 3]
+    (other / "model.json").write_text(json.dumps(spec))
+    names = [str(bundles / "plain"), str(other)]
+    with pytest.raises(ValueError, match=r"^bundles: .*other takes input shape \(16, 16, 3\) but .*plain takes"):
+        compare.test_split([Bundle.load(n) for n in names], names, "digits")
+    # the data's images are (8, 8, 1) at this size: refused, naming the data
+    with pytest.raises(ValueError, match=r"^data: digits gives images of shape \(8, 8, 1\) but the bundles take"):
+        compare.test_split([Bundle.load(bundles / "plain")] * 2, names[:1] * 2, "digits")
+    with pytest.raises(ValueError, match=r"rounds must be an int >= 1; received rounds=0"):
+        compare.compare_bundles([], [], bf.images(2), np.zeros(2), rounds=0)
+
+
+def test_compare_bundles_command_refuses_bad_input_before_running(cli, bundles, tmp_path):
+    plain = str(bundles / "plain")
+    assert "at least two" in cli("compare-bundles", plain).error_line()
+    assert "listed twice" in cli("compare-bundles", plain, plain).error_line()
+    line = cli("compare-bundles", plain, str(tmp_path / "nosuch")).error_line()
+    assert "bundles: no such folder" in line and "nosuch" in line
+    line = cli("compare-bundles", plain, str(bundles / "basisnet"), "--rounds", "0").error_line()
+    assert "rounds must be >= 1; received rounds=0" in line
+    line = cli("compare-bundles", plain, str(bundles / "basisnet"), "--json", str(tmp_path / "no" / "r.json")).error_line()
+    assert line.startswith("error: json: the folder of") and "r.json" in line
+    # the hand-built bundles name no dataset: --data is asked for, naming the field
+    line = cli("compare-bundles", plain, str(bundles / "basisnet")).error_line()
+    assert "data: the first bundle's model.json names no dataset" in line
