@@ -151,6 +151,7 @@ def build_basisnet_mobilenet_v3(input_shape, num_classes, *, num_bases=4, coeffi
                          ("synthesize_depthwise", synthesize_depthwise)):
         check_bool(field, value)
     check_common(width_multiplier, dropout, last_channels, head_channels)
+    check_int("head_channels", head_channels)  # the specialist synthesizes its hidden layer: it needs one
     rows = check_spec(spec)
     check_positive("preview_width", preview_width)
     preview_rows = check_spec(preview_spec, "preview_spec")

@@ -108,7 +108,7 @@ def check_common(width_multiplier, dropout, last_channels, head_channels):
     check_positive("width_multiplier", width_multiplier)
     check_number("dropout", dropout, 0.0, 0.99)
     check_int("last_channels", last_channels)
-    check_int("head_channels", head_channels)
+    check_int("head_channels", head_channels, 0)
 
 
 def stem(inputs, width_multiplier):
@@ -121,12 +121,14 @@ def head(x, num_classes, width_multiplier, last_channels, head_channels, dropout
          cond_last=False, cond_classifier=False, routing_activation="sigmoid"):
     """1x1 hswish last conv -> pool -> hidden dense + hswish -> dropout -> logits. With `num_experts`, the last
     conv (`cond_last`) and the classifier (`cond_classifier`) can each route themselves (CondConv); the hidden
-    layer stays static."""
+    layer stays static. `head_channels` 0: no hidden layer (the classifier reads the pooled last conv, as the
+    exits of `multi_exit_net` do)."""
     x = conv_bn(x, make_divisible(last_channels * width_multiplier), 1, activation="hswish", name="last",
                 num_experts=num_experts if cond_last else None, routing_activation=routing_activation)
     x = L.GlobalAveragePooling2D(name="head_pool")(x)
-    x = apply_activation(dense(x, make_divisible(head_channels * width_multiplier), "head_hidden"), "hswish",
-                         "head_act")
+    if head_channels:
+        x = apply_activation(dense(x, make_divisible(head_channels * width_multiplier), "head_hidden"), "hswish",
+                             "head_act")
     if dropout:
         x = L.Dropout(dropout, name="head_dropout")(x)
     return dense(x, num_classes, "head_logits", num_experts=num_experts if cond_classifier else None,

@@ -28,16 +28,18 @@ def member_config(model, width, seed=0, data="cluttered-digits", image_size=32, 
     """The validated `TrainConfig` of one ladder member."""
     from pipelines.training import TrainConfig
 
+    extra = "".join(f"-{k}{v}" for k, v in sorted((model_config or {}).items()))  # its own run folder
     return TrainConfig(model=model, model_config={**(model_config or {}), "width_multiplier": float(width)},
                        data=data, image_size=image_size, epochs=epochs, seed=seed, limit=limit, out=out,
-                       run_name=f"ladder-{model}-w{float(width):g}-s{seed}").validate()
+                       run_name=f"ladder-{model}{extra}-w{float(width):g}-s{seed}").validate()
 
 
 def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits", image_size=32, epochs=10,
                limit=None, out="runs", threads=1, repeats=3, test_images=None, train_only=False,
-               tracking_uri=None, log=print):
-    """Train (or reuse) and measure every member; returns the report (also written to
-    ``<out>/static-ladder.json``; logged to MLflow when `tracking_uri` is given)."""
+               tracking_uri=None, log=print, model_config=None):
+    """Train (or reuse) and measure every member (`model_config`: fields every model is built with besides its
+    width, e.g. ``{"head_channels": 0}``); returns the report (also written to ``<out>/static-ladder.json``; logged
+    to MLflow when `tracking_uri` is given)."""
     from keras_layers import count_madds
     from pipelines.experiments import deployed
 
@@ -48,8 +50,11 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
         if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
             raise ValueError(f"widths must be numbers > 0; received width={w!r}")
     deployed.check_repeats(repeats)
-    configs = [member_config(m, w, s, data, image_size, epochs, limit, out) for m in models for w in widths
-               for s in seeds]
+    if "width_multiplier" in (model_config or {}):
+        raise ValueError("model_config: the ladder sets width_multiplier from --widths; received "
+                         f"width_multiplier={model_config['width_multiplier']!r}")
+    configs = [member_config(m, w, s, data, image_size, epochs, limit, out, model_config) for m in models
+               for w in widths for s in seeds]
     rows = []
     for cfg in configs:
         metrics, folder, net = deployed.train_or_reuse(cfg, log)
@@ -64,7 +69,8 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
                      "madds": count_madds(net, tuple(net.input_shape[1:])), "params": metrics.get("params"),
                      "measured": measured})
     report = {"data": data, "image_size": image_size, "epochs": epochs, "limit": limit, "seeds": list(seeds),
-              "threads": threads, "repeats": repeats, "recipe": RECIPE, "rows": rows}
+              "threads": threads, "repeats": repeats, "recipe": RECIPE, "model_config": dict(model_config or {}),
+              "rows": rows}
     if train_only:
         return report
     from pipelines.experiments import write_report
@@ -73,7 +79,7 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
     if tracking_uri is not None:
         fig = deployed.accuracy_latency_figure([], rows, title=f"static ladder on {data}, {epochs} epochs")
         params = {k: report[k] for k in ("data", "image_size", "epochs", "limit", "seeds", "threads", "repeats",
-                                         "recipe")}
+                                         "recipe", "model_config")}
         params.update(models=list(models), widths=list(widths))
         deployed.log_result("static-ladder", params, rows, report, {"static_ladder.png": fig},
                             tracking_uri=tracking_uri, log=log)
@@ -83,8 +89,10 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
 def format_report(report):
     from pipelines.experiments import deployed
 
+    extra = report.get("model_config") or {}
     title = (f"Static ladder on {report['data']} {report['image_size']}x{report['image_size']}, {report['epochs']} "
-             f"epochs, limit {report['limit']}, seeds {report['seeds']}, recipe {report['recipe']} (test split; "
+             f"epochs, limit {report['limit']}, seeds {report['seeds']}, recipe {report['recipe']}"
+             + "".join(f", {k}={v}" for k, v in sorted(extra.items())) + " (test split; "
              f"latency: LiteRT + XNNPACK batch 1, {report['threads']} thread, mean of per-image medians of "
              f"{report['repeats']} runs)")
     return deployed.format_rows(report["rows"], title)

@@ -159,6 +159,29 @@ def test_a_finished_run_of_the_same_config_is_reused_and_another_is_not(tmp_path
     assert lines == [f"reusing {folder}"]  # trained by this code: nothing to say
 
 
+def test_ladder_members_with_a_model_config_get_their_own_runs_and_mobilenet_v3_can_drop_its_hidden_layer(cli):
+    from keras_layers import count_madds, models
+    from pipelines.experiments import ladder
+
+    cfg = ladder.member_config("mobilenet_v3", 0.5, seed=2, model_config={"head_channels": 0, "dropout": 0.0})
+    assert cfg.run_name == "ladder-mobilenet_v3-dropout0.0-head_channels0-w0.5-s2"  # not the default's folder
+    assert cfg.model_config == {"head_channels": 0, "dropout": 0.0, "width_multiplier": 0.5}
+    plain, full = (models.build("mobilenet_v3", (32, 32, 3), 10, width_multiplier=0.5, **kw)
+                   for kw in ({"head_channels": 0, "dropout": 0.0}, {}))
+    names = {layer.name for layer in plain.layers}
+    assert "head_hidden" not in names and "head_dropout" not in names and "head_hidden" in {l.name for l in full.layers}
+    last = plain.get_layer("head_pool").output_shape[-1]  # the classifier reads the pooled last conv
+    assert plain.get_layer("head_logits").get_weights()[0].shape == (last, 10)
+    hidden = full.get_layer("head_hidden").get_weights()[0].shape
+    assert count_madds(full, (32, 32, 3)) - count_madds(plain, (32, 32, 3)) == hidden[0] * hidden[1] + hidden[1] * 10 - last * 10
+    with pytest.raises(ValueError, match="head_channels"):  # BasisNet synthesizes its hidden layer: it needs one
+        models.build("basisnet_mobilenet_v3", (32, 32, 3), 10, head_channels=0)
+    with pytest.raises(ValueError, match="width_multiplier=0.5"):
+        ladder.run_ladder(models=("mobilenet_v3",), model_config={"width_multiplier": 0.5})
+    line = cli("static-ladder", "--models", "mobilenet_v3", "--model-config", "nosuch=1", "--data", "nosuch").error_line()
+    assert "nosuch=1" in line and "model_config" in line
+
+
 def test_experiment_commands_refuse_bad_measure_values(capsys):
     assert cli.main(["condconv-eval", "--experts", "0"]) == 2
     assert "experts" in capsys.readouterr().err
