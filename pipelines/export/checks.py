@@ -21,6 +21,21 @@ def main_output_name(config):
         return "logits"
 
 
+def keras_outputs(net, images, batch_size=256):
+    """`net` on `images` in batches (``training=False``), as NumPy: an array, or a dict / list of arrays as
+    the model's outputs are. Eager calls instead of `Model.predict`: predict traces a new function for every
+    model it sees, and the exports and experiments here see many (TensorFlow warns of "retracing" each time)."""
+    import numpy as np
+
+    parts = [net(images[i:i + batch_size], training=False) for i in range(0, len(images), batch_size)]
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(len(first))]
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
 def main_logits(outputs, main_output="logits"):
     """The main logits from a model's outputs (an array, or a dict of named outputs)."""
     if not isinstance(outputs, dict):
@@ -46,7 +61,7 @@ def parity(net, tflite_bytes, images, labels=None, main_output="logits", threads
 
     from pipelines.export import tflite
 
-    ref = net.predict(images, batch_size=256, verbose=0)
+    ref = keras_outputs(net, images)
     ref = ref if isinstance(ref, dict) else {net.output_names[0]: ref}
     out = _tflite_outputs_by_name(net, tflite.Runner(tflite_bytes, num_threads=threads).run(images))
     errors = {}

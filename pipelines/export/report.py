@@ -173,8 +173,9 @@ def build(bundle_dir, net=None, images=None, labels=None, threads=(1, 2), runs=3
         if net is not None and bundle.kind == "plain":
             from pipelines import export
             from pipelines.export import tflite
+            from pipelines.export.checks import keras_outputs
 
-            ref = export.main_logits(net.predict(images, verbose=0), main_output)
+            ref = export.main_logits(keras_outputs(net, images), main_output)
             par = tflite.parity(ref, tfl)
             par["top1_agreement"] = float(np.mean(ref.argmax(-1) == tfl.argmax(-1)))
             if labels is not None:

@@ -148,8 +148,9 @@ def evaluate(net, images, labels, metric, main_output="logits"):
 
 def predict_logits(net, images, main_output="logits"):
     from pipelines.export import main_logits
+    from pipelines.export.checks import keras_outputs
 
-    return main_logits(net.predict(images, batch_size=256, verbose=0), main_output)
+    return main_logits(keras_outputs(net, images), main_output)
 
 
 def nonfinite_rows(logits):

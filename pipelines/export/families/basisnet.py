@@ -224,7 +224,9 @@ class BasisNet(Family):
         return "specialist", bundle.logits("specialist", image, state), ["preview", "specialist"]
 
     def keras_policy(self, net, spec, images):
-        out = net.predict(images, batch_size=256, verbose=0)
+        from pipelines.export.checks import keras_outputs
+
+        out = keras_outputs(net, images)
         stop = stops(top_probability(out["preview_logits"]), spec["threshold"])
         return (np.where(stop, "preview", "specialist"),
                 np.where(stop[:, None], out["preview_logits"], out["logits"]))

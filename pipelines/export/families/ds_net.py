@@ -79,6 +79,8 @@ class DSNet(Family):
         return name, bundle.logits(name, image, state), [s["gate"], name]
 
     def keras_policy(self, net, spec, images):
-        out = net.predict(images, batch_size=256, verbose=0)
+        from pipelines.export.checks import keras_outputs
+
+        out = keras_outputs(net, images)
         choice = np.argmax(out["gate_scores"], -1)  # the gate's argmax picks the width
         return np.asarray([spec["widths"][c][1] for c in choice]), out["logits"]

@@ -384,7 +384,9 @@ class MultiExit(Family):
                 return name, logits, ran
 
     def keras_policy(self, net, spec, images):
-        out = net.predict(images, batch_size=256, verbose=0)
+        from pipelines.export.checks import keras_outputs
+
+        out = keras_outputs(net, images)
         names = spec["exits"]
         k = exit_points(np.stack([top_probability(out[n]) for n in names]), list(spec["thresholds"]) + [0.0])
         return np.asarray(names)[k], np.stack([out[names[j]][i] for i, j in enumerate(k)])

@@ -50,10 +50,10 @@ class Plain(Family):
     def keras_policy(self, net, spec, images):
         import numpy as np
 
-        from pipelines.export.checks import main_logits
+        from pipelines.export.checks import keras_outputs, main_logits
 
         name = next(iter(spec["stages"]))
-        logits = main_logits(net.predict(images, batch_size=256, verbose=0), spec["stages"][name].get("logits") or "logits")
+        logits = main_logits(keras_outputs(net, images), spec["stages"][name].get("logits") or "logits")
         return np.full(len(images), name), logits
 
     def checks(self, net, bundle, images, labels, options, log):
