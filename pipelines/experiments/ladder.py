@@ -63,7 +63,9 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
         width = cfg.model_config["width_multiplier"]
         measured = deployed.measure(net, Path(folder) / "bundle", data=data, image_size=image_size, limit=limit,
                                     threads=threads, repeats=repeats, test_images=test_images, log=log)
-        rows.append({"name": f"{cfg.model} x{width:g} s{cfg.seed}", "model": cfg.model, "width": width,
+        extra = ", ".join(f"{k}={v}" for k, v in sorted((model_config or {}).items()))
+        name = f"{cfg.model} ({extra})" if extra else cfg.model  # two ladders of one model stay apart in MLflow
+        rows.append({"name": f"{name} x{width:g} s{cfg.seed}", "model": cfg.model, "width": width,
                      "seed": cfg.seed, "recipe": RECIPE, "run": str(folder),
                      "val_accuracy": metrics.get("val_accuracy"), "best_epoch": metrics.get("best_epoch"),
                      "madds": count_madds(net, tuple(net.input_shape[1:])), "params": metrics.get("params"),

@@ -182,6 +182,27 @@ def test_ladder_members_with_a_model_config_get_their_own_runs_and_mobilenet_v3_
     assert "nosuch=1" in line and "model_config" in line
 
 
+def test_static_ladder_command_with_a_model_config_trains_measures_and_logs_its_own_rows(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    argv = ["static-ladder", "--models", "mobilenet_v3", "--widths", "0.35", "--epochs", "1", "--limit", "48",
+            "--image-size", "16", "--test-images", "12", "--repeats", "1", "--model-config", "head_channels=0",
+            "dropout=0", "last_channels=32", "--out", str(tmp_path), "--tracking-uri", uri]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "static-ladder.json").read_text())
+    assert report["model_config"] == {"head_channels": 0, "dropout": 0, "last_channels": 32}
+    (row,) = report["rows"]
+    assert row["name"] == "mobilenet_v3 (dropout=0, head_channels=0, last_channels=32) x0.35 s0" and row["name"] in out
+    assert row["run"] == str(tmp_path / "ladder-mobilenet_v3-dropout0-head_channels0-last_channels32-w0.35-s0")
+    assert row["measured"]["test_images"] == 12 and row["measured"]["avg_latency_ms"] > 0
+    assert "recipe default, dropout=0, head_channels=0, last_channels=32 (test split" in out  # the table's title
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("experiments").experiment_id])
+    assert run.data.params["model_config.head_channels"] == "0" and run.data.params["model_config.dropout"] == "0"
+
+
 def test_experiment_commands_refuse_bad_measure_values(capsys):
     assert cli.main(["condconv-eval", "--experts", "0"]) == 2
     assert "experts" in capsys.readouterr().err
