@@ -37,12 +37,13 @@ def check_args(args):
         raise ValueError(f"bundles: give at least two folders to compare; received bundles={args.bundles!r}")
     if len(set(args.bundles)) != len(args.bundles):
         raise ValueError(f"bundles: a folder is listed twice; received bundles={args.bundles!r}")
-    for name in ("rounds", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"{name} must be >= 1; received {name}={getattr(args, name)!r}")
-    if args.test_images is not None and args.test_images < 1:
-        raise ValueError(f"test_images must be >= 1 or unset; received test_images={args.test_images!r}")
     from pathlib import Path
+
+    from pipelines.commands import check_measure_args
+
+    check_measure_args(args)  # --threads, --test-images
+    if args.rounds < 1:
+        raise ValueError(f"rounds must be >= 1; received rounds={args.rounds!r}")
 
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"json: the folder of {args.json!r} does not exist; received json={args.json!r}")

@@ -74,8 +74,9 @@ def disturbed_coefficients(alpha, kind, seed=0):
 
 
 def _coefficients(preview, images, batch_size):
-    return np.concatenate([np.asarray(preview(images[i:i + batch_size], training=False)["coefficients"])
-                           for i in range(0, len(images), batch_size)])
+    from pipelines.export.checks import keras_outputs
+
+    return keras_outputs(preview, images, batch_size)["coefficients"]
 
 
 def _specialist_accuracy(specialist, images, coefficients, labels, batch_size):
@@ -195,12 +196,12 @@ def evaluate_saved(path, **kwargs):
 def test_accuracy(net, data, image_size, limit=None, output="logits"):
     from pipelines import data as datasets
 
+    from pipelines.export.checks import keras_outputs
+
     images, labels, _ = datasets.as_numpy(data, "test", image_size=image_size, limit=limit)
-    preds = []
-    for i in range(0, len(images), 256):
-        out = net(images[i:i + 256], training=False)
-        preds.append(np.asarray(out[output] if isinstance(out, dict) else out).argmax(-1))
-    return float((np.concatenate(preds) == labels.reshape(-1)).mean())
+    out = keras_outputs(net, images)
+    preds = (out[output] if isinstance(out, dict) else out).argmax(-1)
+    return float((preds == labels.reshape(-1)).mean())
 
 
 def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seeds=(0,), max_drop=0.005,

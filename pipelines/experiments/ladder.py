@@ -23,6 +23,11 @@ WIDTHS = (0.35, 0.5, 0.75, 1.0)
 RECIPE = "default"  # the project's default recipe (the papers' presets are issue 16)
 
 
+def config_label(model_config):
+    """The fields of a ladder's `model_config` as text: "dropout=0, head_channels=0" ("" for none)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted((model_config or {}).items()))
+
+
 def member_config(model, width, seed=0, data="cluttered-digits", image_size=32, epochs=10, limit=None,
                   out="runs", model_config=None):
     """The validated `TrainConfig` of one ladder member."""
@@ -55,6 +60,7 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
                          f"width_multiplier={model_config['width_multiplier']!r}")
     configs = [member_config(m, w, s, data, image_size, epochs, limit, out, model_config) for m in models
                for w in widths for s in seeds]
+    label = config_label(model_config)
     rows = []
     for cfg in configs:
         metrics, folder, net = deployed.train_or_reuse(cfg, log)
@@ -63,8 +69,7 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
         width = cfg.model_config["width_multiplier"]
         measured = deployed.measure(net, Path(folder) / "bundle", data=data, image_size=image_size, limit=limit,
                                     threads=threads, repeats=repeats, test_images=test_images, log=log)
-        extra = ", ".join(f"{k}={v}" for k, v in sorted((model_config or {}).items()))
-        name = f"{cfg.model} ({extra})" if extra else cfg.model  # two ladders of one model stay apart in MLflow
+        name = f"{cfg.model} ({label})" if label else cfg.model  # two ladders of one model stay apart in MLflow
         rows.append({"name": f"{name} x{width:g} s{cfg.seed}", "model": cfg.model, "width": width,
                      "seed": cfg.seed, "recipe": RECIPE, "run": str(folder),
                      "val_accuracy": metrics.get("val_accuracy"), "best_epoch": metrics.get("best_epoch"),
@@ -91,10 +96,10 @@ def run_ladder(models=MODELS, widths=WIDTHS, seeds=(0,), data="cluttered-digits"
 def format_report(report):
     from pipelines.experiments import deployed
 
-    extra = report.get("model_config") or {}
+    label = config_label(report.get("model_config"))
     title = (f"Static ladder on {report['data']} {report['image_size']}x{report['image_size']}, {report['epochs']} "
              f"epochs, limit {report['limit']}, seeds {report['seeds']}, recipe {report['recipe']}"
-             + "".join(f", {k}={v}" for k, v in sorted(extra.items())) + " (test split; "
+             + (f", {label}" if label else "") + " (test split; "
              f"latency: LiteRT + XNNPACK batch 1, {report['threads']} thread, mean of per-image medians of "
              f"{report['repeats']} runs)")
     return deployed.format_rows(report["rows"], title)

@@ -40,13 +40,11 @@ def check_threshold(value, name="threshold"):
 
 def predict(net, images, batch_size=256):
     """Run the net on `images`; returns NumPy {"preview_probs", "probs", "coefficients"}."""
-    outs = {"preview_probs": [], "probs": [], "coefficients": []}
-    for i in range(0, len(images), batch_size):
-        out = net(images[i:i + batch_size], training=False)
-        outs["preview_probs"].append(softmax(out["preview_logits"]))
-        outs["probs"].append(softmax(out["logits"]))
-        outs["coefficients"].append(np.asarray(out["coefficients"]))
-    return {k: np.concatenate(v) for k, v in outs.items()}
+    from pipelines.export.checks import keras_outputs
+
+    out = keras_outputs(net, images, batch_size)
+    return {"preview_probs": softmax(out["preview_logits"]), "probs": softmax(out["logits"]),
+            "coefficients": out["coefficients"]}
 
 
 def stage_madds(net, input_shape):

@@ -44,13 +44,10 @@ from pipelines.export.policy import need, need_probability, need_stage, softmax,
 def exit_probabilities(net, images, batch_size=256):
     """Softmax probabilities of every exit: array (K, N, C), exits in order."""
     from keras_layers.models.multi_exit_net import exit_names
+    from pipelines.export.checks import keras_outputs
 
-    names = exit_names(net)
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        out = net(images[start:start + batch_size], training=False)
-        chunks.append(np.stack([softmax(out[n]) for n in names]))  # the runner's softmax (float64)
-    return np.concatenate(chunks, axis=1)
+    out = keras_outputs(net, images, batch_size)
+    return np.stack([softmax(out[n]) for n in exit_names(net)])  # the runner's softmax (float64)
 
 
 def _check_probs(probs, labels=None):
