@@ -14,8 +14,8 @@ written into model.json; a registered model's bundle is also logged to MLflow ne
 Dynamic families (read off the model: BasisNet, multi-exit, DS-Net) get the staged bundle that
 `run-bundle` runs with its early exit or gate (model.json "kind", "stages", ...): --threshold sets a
 BasisNet's preview threshold (default: picked on up to --selection-images validation images); --budget (multi-exit) is the
-target average MAdds as a fraction of the last exit's, thresholds chosen on the validation images
-(or give --exit-thresholds). They convert in float32, float16 or dynamic.
+target average cost as a fraction of the last exit's, the exits kept and their thresholds chosen on the validation
+images (or give --exit-thresholds); cost is MAdds plus --stage-madds for every stage an image runs. They convert in float32, float16 or dynamic.
 """
 import json
 
@@ -42,8 +42,11 @@ def add_arguments(p):
     p.add_argument("--threshold", type=float, default=None,
                    help="BasisNet: preview confidence threshold in [0, 1] (default: picked on the validation images)")
     p.add_argument("--budget", type=float, default=None,
-                   help="multi-exit: average MAdds budget as a fraction of the last exit's (default 0.6); "
-                        "thresholds are chosen on the validation images")
+                   help="multi-exit: average cost budget as a fraction of the last exit's (default 0.6); "
+                        "the exits kept and their thresholds are chosen on the validation images")
+    p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
+                   help="multi-exit: what one stage costs beyond its layers, in MAdds, when the exits are chosen "
+                        "(default 600000, measured on a 2-core x86 CPU; 0: count MAdds alone)")
     p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | cluttered-digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")
@@ -68,6 +71,8 @@ def options_from(args):
                   qat_epochs=args.qat_epochs, threshold=args.threshold, exit_thresholds=thresholds)
     if args.budget is not None:
         fields["budget"] = args.budget
+    if args.stage_madds is not None:
+        fields["stage_madds"] = args.stage_madds
     return ExportOptions(**fields).validate()
 
 

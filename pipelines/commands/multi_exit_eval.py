@@ -48,8 +48,11 @@ def add_arguments(p):
                         "exits (its last exit alone, a plain bundle): the static reference on the clock")
     p.add_argument("--deploy-budgets", type=float, nargs="+", default=[], metavar="F",
                    help="with --measure, also export and measure the budgeted net at each of these budgets (fractions "
-                        "of the last exit's MAdds, among 0.30, 0.35, ..., 1.00; thresholds from validation): the "
+                        "of the last exit's cost, among 0.30, 0.35, ..., 1.00; exits and thresholds from validation): the "
                         "family's accuracy against measured latency, to set beside the static ladder")
+    p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
+                   help="what one stage costs beyond its layers, in MAdds, when budgets choose exits and thresholds "
+                        "(default 600000, measured on a 2-core x86 CPU; 0: count MAdds alone)")
     add_measure_arguments(p)
     add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
@@ -69,7 +72,7 @@ def run(args):
                      learning_rate=args.learning_rate, out=args.out, limit=args.limit, measure=args.measure,
                      threads=args.threads, repeats=args.repeats, test_images=args.test_images,
                      tracking_uri=experiment_tracking_uri(args), preset=args.preset, budgeted=args.budgeted,
-                     deploy_budgets=tuple(args.deploy_budgets),
+                     deploy_budgets=tuple(args.deploy_budgets), stage_madds=args.stage_madds,
                      log=lambda s: print(s, flush=True))
     print(exp.format_report(result))
     if args.json:

@@ -82,21 +82,25 @@ def last_exit_alone(net):
 def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
     """The early-exit thresholds the phone gets: those of the cheapest budget of `curve` (one seed's
     `budget_curve`) whose *validation* accuracy is within `max_drop` of the last exit's, else of the most
-    accurate budget; as model.json writes them (one per exit but the last, probabilities).
+    accurate budget ("cheapest": the lowest average cost, MAdds and stages, on validation); as model.json
+    writes them (one per exit but the last, probabilities; None for a left-out exit).
     Returns (thresholds, that curve row)."""
     ok = [r for r in curve if r["val_accuracy"] >= val_last_accuracy - max_drop - 1e-12]
-    best = min(ok, key=lambda r: r["val_avg_madds"]) if ok else max(curve, key=lambda r: r["val_accuracy"])
+    best = min(ok, key=lambda r: r.get("val_avg_cost", r["val_avg_madds"])) if ok \
+        else max(curve, key=lambda r: r["val_accuracy"])
     return row_thresholds(best), best
 
 
 def row_thresholds(row):
     """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1], and
-    None (the exit is left out of the bundle) for an exit the export's own rule would leave out on the
+    None (the exit is left out of the bundle) for an exit the row does not keep (its ``exits``, chosen by
+    `search_policy`) or, in a row without ``exits``, one the export's own rule would leave out on the
     validation images (`pipelines.export.families.multi_exit.keeps_exit`)."""
     from pipelines.export.families.multi_exit import keeps_exit
 
     used = row.get("val_exit_share") or [1.0] * len(row["thresholds"])
-    return [min(max(float(t), 0.0), 1.0) if keeps_exit(used[k]) else None
+    kept = row.get("exits")
+    return [min(max(float(t), 0.0), 1.0) if (k in kept if kept is not None else keeps_exit(used[k])) else None
             for k, t in enumerate(row["thresholds"][:-1])]
 
 
@@ -118,7 +122,7 @@ def check_deploy_budgets(deploy_budgets, budget_fractions, measure):
 def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, recipe_config=None,
         optimizer="adam", learning_rate=3e-3, variants=DEFAULT_VARIANTS, budget_fractions=BUDGET_FRACTIONS, out=None,
         limit=None, batch_size=64, measure=False, threads=1, repeats=3, test_images=None, tracking_uri=None,
-        preset=None, budgeted=None, deploy_budgets=(), log=print):
+        preset=None, budgeted=None, deploy_budgets=(), stage_madds=None, log=print):
     """Run the comparison; returns a dict with the per-exit table and the budgeted curve (see module doc).
     A finished run of the same config already in `out` is reused (`deployed.train_or_reuse`). With
     `measure`, each seed's budgeted net is exported with `deployed_thresholds` and its bundle measured on
@@ -129,8 +133,10 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     `preset` ("paper" | "default" | None: `pipelines.experiments.resolve_preset`) is every variant's recipe and
     model preset; the variants' switches still apply on top of it. `budgeted` names the variant whose exits
     are budgeted (and, with `measure`, deployed): one of `variants` that trains its exits. `deploy_budgets`
-    (fractions of the last exit's MAdds, among `budget_fractions`; with `measure`) also exports and measures the
-    budgeted net at each of those budgets' thresholds (rows with ``policy`` "budget F"): its measured curve."""
+    (among `budget_fractions`; with `measure`) also exports and measures the budgeted net at each of those
+    budgets' thresholds (rows with ``policy`` "budget F"): its measured curve. A budget is a fraction of the
+    last exit's cost, MAdds + `stage_madds` (None: the export's `STAGE_MADDS`) per stage an image runs; each
+    budget's exits and thresholds are chosen on validation (`search_policy`), as the export chooses them."""
     from keras_layers.models.multi_exit_net import exit_madds
     from pipelines import data as data_mod
     from pipelines.experiments import deployed
@@ -145,6 +151,9 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
     budget_variant = choose_budgeted(variants, budgeted)
     deploy_budgets = check_deploy_budgets(deploy_budgets, budget_fractions, measure)
+    stage_madds = family.STAGE_MADDS if stage_madds is None else stage_madds
+    if isinstance(stage_madds, bool) or not isinstance(stage_madds, (int, float)) or not 0 <= stage_madds < np.inf:
+        raise ValueError(f"stage_madds must be a number of MAdds >= 0; received stage_madds={stage_madds!r}")
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
     configs = {(seed, v): variant_config(v, seed, epochs, data, image_size, model_config, recipe_config, out, limit,
@@ -164,20 +173,24 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
             log(f"[seed {seed}] {variant:5s} {time.time() - start:5.0f} s  test accuracy per exit: "
                 + " ".join(f"{a:.4f}" for a in acc) + f"  ({run_dir})")
             if variant == budget_variant:
-                costs = exit_madds(net, info.input_shape)
+                costs, cache = exit_madds(net, info.input_shape), {}
+                full = costs[-1] + stage_madds  # the last exit alone: one stage
                 val_probs = family.exit_probabilities(net, x_val)
-                budgets = [f * costs[-1] for f in budget_fractions if f * costs[-1] >= costs[0]]
-                curves.append(family.budget_curve(val_probs, y_val, test_probs, y_test, costs, budgets))
+                budgets = [f * full for f in budget_fractions if f * full >= costs[0] + stage_madds]
+                cost_of = lambda kept: cache.setdefault(  # noqa: E731
+                    tuple(kept), exit_madds(net, info.input_shape, exits=list(kept)))
+                curves.append(family.budget_curve(val_probs, y_val, test_probs, y_test, cost_of, budgets, stage_madds))
                 if measure:
                     val_last = float(family.anytime_accuracy(val_probs, y_val)[-1])
                     thresholds, row = deployed_thresholds(curves[-1], val_last)
                     m = deployed.measure(net, f"{run_dir}/bundle", data=data, image_size=image_size, limit=limit,
                                          export={"exit_thresholds": thresholds}, threads=threads, repeats=repeats,
                                          test_images=test_images, log=log)
-                    measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / costs[-1]:.2f})",
+                    measured.append({"name": f"multi_exit {variant} s{seed} (budget {row['budget'] / full:.2f}, "
+                                             f"{len(row['exits'])} stages)",
                                      "recipe": label, "seed": seed, "run": str(run_dir), "measured": m})
                     for f in deploy_budgets:
-                        rows = [r for r in curves[-1] if abs(r["budget"] / costs[-1] - f) < 1e-9]
+                        rows = [r for r in curves[-1] if abs(r["budget"] / full - f) < 1e-9]
                         if not rows:
                             log(f"[seed {seed}] budget {f:.2f} is below the first exit's cost: not deployed")
                             continue
@@ -199,16 +212,18 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
     curve = []
     for i, budget in enumerate(curves[0]):
         rows = [c[i] for c in curves]
-        curve.append({"budget_fraction": budget["budget"] / costs[-1],
+        curve.append({"budget_fraction": budget["budget"] / (costs[-1] + stage_madds),
                       "test_accuracy": float(np.mean([r["test_accuracy"] for r in rows])),
                       "test_avg_madds": float(np.mean([r["test_avg_madds"] for r in rows])),
+                      "test_avg_cost": float(np.mean([r["test_avg_cost"] for r in rows])),
+                      "stages": [len(r["exits"]) for r in rows],
                       "exit_share": np.mean([r["exit_share"] for r in rows], axis=0).tolist()})
     last_acc = table[budget_variant][-1]
     reached = [r for r in curve if r["test_accuracy"] >= last_acc - 0.005]
     best = min(reached, key=lambda r: r["test_avg_madds"]) if reached else None
     result = {"epochs": epochs, "seeds": list(seeds), "optimizer": optimizer, "learning_rate": learning_rate,
               "data": data, "image_size": image_size, "limit": limit, "recipe": label, "preset": preset,
-              "exit_madds": costs, "per_exit_test_accuracy": table,
+              "exit_madds": costs, "stage_madds": float(stage_madds), "per_exit_test_accuracy": table,
               "per_exit_per_seed": {v: [a.tolist() for a in accs] for v, accs in anytime.items()},
               "budgeted_variant": budget_variant, "budgeted": curve, "last_exit_accuracy": last_acc,
               "cheapest_within_half_point": best, "deployed": measured, "out": out}
@@ -256,13 +271,15 @@ def format_report(result):
             if v != "plain":
                 diff = np.subtract(table[v], table["plain"])
                 lines.append(f"| {v} - plain | | " + " | ".join(f"{100 * d:+.2f}" for d in diff) + " |")
-    lines += ["", f"Budgeted batch classification ({result['budgeted_variant']}, recipe {label}; thresholds from "
-              "the validation split):", "",
-              "| budget (x last exit) | test avg MAdds (M) | saving vs last exit | test accuracy | exit shares |",
-              "|---|---|---|---|---|"]
+    lines += ["", f"Budgeted batch classification ({result['budgeted_variant']}, recipe {label}; exits kept and "
+              f"thresholds from the validation split, cost = MAdds + {result.get('stage_madds', 0) / 1e6:.2f} M a "
+              "stage):", "",
+              "| budget (x last exit's cost) | stages (per seed) | test avg MAdds (M) | saving vs last exit | "
+              "test accuracy | exit shares |", "|---|---|---|---|---|---|"]
     last = result["exit_madds"][-1]
     for r in result["budgeted"]:
-        lines.append(f"| {r['budget_fraction']:.2f} | {r['test_avg_madds'] / 1e6:.2f} | "
+        stages = "/".join(str(n) for n in r["stages"]) if "stages" in r else ""
+        lines.append(f"| {r['budget_fraction']:.2f} | {stages} | {r['test_avg_madds'] / 1e6:.2f} | "
                      f"{100 * (1 - r['test_avg_madds'] / last):.1f}% | {100 * r['test_accuracy']:.2f} | "
                      + " ".join(f"{s:.2f}" for s in r["exit_share"]) + " |")
     best = result["cheapest_within_half_point"]

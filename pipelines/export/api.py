@@ -42,7 +42,10 @@ class ExportOptions:
     exit_thresholds     early-exit thresholds, {"exit_0": t, ...} or a list (multi-exit; None: chosen for
                         `budget`); a null threshold leaves that exit out of the bundle (no image stops there);
                         for a plain model they are only written into model.json for the app
-    budget              multi-exit: target average MAdds as a fraction of the last exit's, in (0, 1]
+    budget              multi-exit: target average cost as a fraction of the last exit's, in (0, 1]; cost is
+                        MAdds + `stage_madds` per stage an image runs (the last exit alone: one stage)
+    stage_madds         multi-exit: a stage's cost beyond its layers, in MAdds (None: the family's
+                        `STAGE_MADDS`, measured on this project's CPU; 0: count MAdds alone)
     data_source         {"name", "image_size", "data_dir"} of the data the model was trained on
                         (`pipelines.data.as_numpy`): validation images for the checks and the selection,
                         train images for int8 / QAT; `release` fills it from the model's run
@@ -60,6 +63,7 @@ class ExportOptions:
     threshold: float | None = None
     exit_thresholds: dict | list | None = None
     budget: float = 0.6
+    stage_madds: float | None = None
     data_source: dict | None = None
     main_output: str = "logits"
 
@@ -91,6 +95,9 @@ class ExportOptions:
                                  f"or a list); received exit_thresholds={given!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 0 < self.budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1]; received budget={self.budget!r}")
+        if self.stage_madds is not None and (isinstance(self.stage_madds, bool) or not isinstance(
+                self.stage_madds, (int, float)) or not 0 <= self.stage_madds < float("inf")):
+            raise ValueError(f"stage_madds must be a number of MAdds >= 0; received stage_madds={self.stage_madds!r}")
         if self.data_source is not None and not (isinstance(self.data_source, dict) and self.data_source.get("name")):
             raise ValueError(f"data_source must be {{\"name\", \"image_size\", \"data_dir\"}}; "
                              f"received data_source={self.data_source!r}")

@@ -84,3 +84,91 @@ def test_budget_curve_reports_test_accuracy_and_cost():
     rows = budgeted.budget_curve(probs, labels, probs, labels, costs, [1.0, 1.4])
     assert [r["test_accuracy"] for r in rows] == [pytest.approx(0.6), 1.0]
     assert rows[1]["test_avg_madds"] == pytest.approx(1.4) and rows[1]["exit_share"] == [0.6, 0.4]
+
+
+def staged():
+    """3 exits, costs 1 / 2 / 3 MAdds, 100 examples of label 0. Exit 0 is confident and right on 40 (the rest
+    unsure and wrong), exit 1 on 70, exit 2 right on all. Every policy below is 100% accurate; per stage cost s:
+    exits {0, 1, 2} (thresholds 0.9) cost 1.9 + 1.9 s, {1, 2} 2.3 + 1.3 s, {0, 2} 2.2 + 1.6 s, {2} 3 + s."""
+    probs = np.zeros((3, 100, 2))
+    for k, right in enumerate((40, 70, 100)):
+        probs[k, :right, 0] = 0.95 if k < 2 else 0.8
+        probs[k, right:, 1] = 0.5 + 1e-3
+        probs[k, :, 1] = np.where(probs[k, :, 0] > 0, 1 - probs[k, :, 0], probs[k, :, 1])
+        probs[k, right:, 0] = 1 - probs[k, right:, 1]
+    return probs, np.zeros(100, int), [1.0, 2.0, 3.0]
+
+
+def test_exit_subsets_are_every_set_of_early_exits_with_the_last():
+    assert budgeted.exit_subsets(1) == [(0,)]
+    assert budgeted.exit_subsets(3) == [(2,), (0, 2), (1, 2), (0, 1, 2)]
+    assert len(budgeted.exit_subsets(5)) == 16 and all(s[-1] == 4 for s in budgeted.exit_subsets(5))
+
+
+@pytest.mark.parametrize("stage, budget, exits", [
+    (0.0, 1.9, [0, 1, 2]),    # MAdds alone: three stages are cheapest
+    (1.0, 3.6, [1, 2]),       # 3.8 / 3.6 / 3.8 / 4.0: only exits {1, 2} fit
+    (1.0, 3.8, [1, 2]),       # {0, 1, 2} and {0, 2} fit too, at the same accuracy: the cheaper wins
+    (3.0, 6.2, [2]),          # 7.6 / 6.2 / 7.0 / 6.0: the last exit alone is cheapest
+])
+def test_search_policy_counts_a_cost_per_stage(stage, budget, exits):
+    probs, labels, costs = staged()
+    found = budgeted.search_policy(probs, labels, costs, budget, stage_madds=stage)
+    assert found["exits"] == exits and found["accuracy"] == 1.0, found
+    want = {(0, 1, 2): 1.9 + 1.9 * stage, (1, 2): 2.3 + 1.3 * stage, (0, 2): 2.2 + 1.6 * stage, (2,): 3 + stage}
+    assert found["avg_cost"] == pytest.approx(want[tuple(exits)]) and found["avg_cost"] <= budget + 1e-9
+    madds = {(0, 1, 2): 1.9, (1, 2): 2.3, (0, 2): 2.2, (2,): 3.0}[tuple(exits)]
+    assert found["avg_madds"] == pytest.approx(madds) and found["stage_madds"] == stage
+    th = np.asarray(found["thresholds"])
+    assert np.isinf(th[-1]) and th[-1] < 0 and all(np.isposinf(th[k]) for k in range(2) if k not in exits)
+    # the thresholds do what the search says: the same accuracy and MAdds through `evaluate`
+    acc, cost = budgeted.evaluate(probs, labels, th, costs)
+    assert acc == found["accuracy"] and cost == pytest.approx(madds)
+
+
+def test_search_policy_skips_a_set_whose_exit_too_few_examples_leave_at():
+    """Exit 0 is right and confident on 1 of 200 examples: keeping it is 0.005 MAdds cheaper at the same
+    accuracy, but under MIN_EXIT_SHARE (1%), so exits {1, 2} are chosen; with min_share=0 it is kept."""
+    probs = np.full((3, 200, 2), 0.5)
+    probs[0, 0, 0] = 0.99
+    probs[1, :100, 0] = 0.99
+    probs[2, :, 0] = 0.8
+    probs[:, :, 1] = 1 - probs[:, :, 0]
+    probs[:2, :, 0] = np.where(probs[:2, :, 0] == 0.5, 0.499, probs[:2, :, 0])  # unsure ones are wrong
+    probs[:, :, 1] = 1 - probs[:, :, 0]
+    labels = np.zeros(200, int)
+    assert budgeted.search_policy(probs, labels, [1.0, 2.0, 3.0], 2.5)["exits"] == [1, 2]
+    assert budgeted.search_policy(probs, labels, [1.0, 2.0, 3.0], 2.5, min_share=0.0)["exits"] == [0, 1, 2]
+
+
+def test_search_policy_uses_the_cost_of_the_heads_that_run():
+    """With a callable the kept exits' own cumulative MAdds count: backbone 1 / 2 / 3 and 1 per head that runs,
+    so {0, 1, 2} costs 3.8 on average, {1, 2} 3.6, {0, 2} 3.8 and {2} 4.0 (all 100% accurate)."""
+    probs, labels, _ = staged()
+    seen = []
+
+    def cost_of(kept):
+        seen.append(tuple(kept))
+        return [k + 1 + i + 1 for i, k in enumerate(kept)]
+    found = budgeted.search_policy(probs, labels, cost_of, 3.7)
+    assert sorted(set(seen)) == sorted(budgeted.exit_subsets(3))
+    assert found["exits"] == [1, 2] and found["avg_madds"] == pytest.approx(3.6)
+
+
+def test_search_policy_refuses_bad_input():
+    probs, labels, costs = staged()
+    with pytest.raises(ValueError, match=r"stage_madds must be a number >= 0; received stage_madds=-1"):
+        budgeted.search_policy(probs, labels, costs, 3.0, stage_madds=-1)
+    with pytest.raises(ValueError, match=r"stage_madds=nan"):
+        budgeted.search_policy(probs, labels, costs, 3.0, stage_madds=float("nan"))
+    with pytest.raises(ValueError, match=r"budget must be >= the first exit's cost \(2 MAdds with its stage\); "
+                                         r"received budget=1.5"):
+        budgeted.search_policy(probs, labels, costs, 1.5, stage_madds=1.0)
+
+
+def test_budget_curve_rows_carry_the_kept_exits_and_the_cost():
+    probs, labels, costs = staged()
+    (row,) = budgeted.budget_curve(probs, labels, probs, labels, costs, [3.6], stage_madds=1.0)
+    assert row["exits"] == [1, 2] and row["val_avg_cost"] == pytest.approx(3.6)
+    assert row["test_avg_cost"] == pytest.approx(3.6) and row["test_avg_madds"] == pytest.approx(2.3)
+    assert row["exit_share"] == pytest.approx([0.0, 0.7, 0.3]) and row["test_accuracy"] == 1.0

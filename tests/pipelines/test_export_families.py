@@ -148,10 +148,11 @@ def test_multi_exit_thresholds_from_budget(multi_exit, tmp_path):
     from keras_layers.models.multi_exit_net import exit_madds
 
     costs = exit_madds(multi_exit[1], SHAPE)
-    s = run_export(multi_exit[0], tmp_path / "m", budget=0.6, selection_images=N)
+    s = run_export(multi_exit[0], tmp_path / "m", budget=0.6, selection_images=N, stage_madds=0)
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     sel = doc["threshold_selection"]
-    assert sel["budget_madds"] == pytest.approx(0.6 * costs[-1]) and sel["avg_madds"] <= sel["budget_madds"] + 1
+    assert sel["stage_madds"] == 0 and sel["avg_cost"] == pytest.approx(sel["avg_madds"])
+    assert sel["budget_cost"] == pytest.approx(0.6 * costs[-1]) and sel["avg_madds"] <= sel["budget_cost"] + 1
     assert all(0 <= t <= 1 for t in doc["threshold"]) and len(doc["threshold"]) == len(doc["exits"]) - 1
     # an exit no selection image leaves at is left out of the bundle (the last exit always stays)
     assert doc["exits"][-1] == "exit_2" and sorted(doc["exits"] + sel["dropped_exits"]) == ["exit_0", "exit_1", "exit_2"]

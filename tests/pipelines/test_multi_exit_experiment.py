@@ -11,7 +11,7 @@ TINY = {"num_exits": 3, "width_multiplier": 0.25, "depth_multiplier": 0.25, "las
 def test_experiment_smoke_reports_per_exit_table_and_budget_curve(tmp_path):
     # 3 epochs of 32 steps: enough for BatchNorm's moving statistics, so the exits beat chance (0.1) clearly
     result = exp.run(epochs=3, seeds=(0,), image_size=16, model_config=TINY, limit=512, batch_size=16,
-                     out=str(tmp_path), budget_fractions=(0.5, 1.0), log=lambda s: None)
+                     out=str(tmp_path), budget_fractions=(0.5, 1.0), stage_madds=0, log=lambda s: None)
     print(json.dumps({k: result[k] for k in ("per_exit_test_accuracy", "budgeted")}))  # measured (pytest -s)
     table = result["per_exit_test_accuracy"]
     assert set(table) == {"plain", "imta"} and all(len(v) == 3 for v in table.values())

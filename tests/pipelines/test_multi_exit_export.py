@@ -84,7 +84,7 @@ def test_export_rejects_bad_thresholds_and_budget(exported, tmp_path):
     validation = (x, np.zeros(len(x), int))
     with pytest.raises(ValueError, match=r"one value per exit but the last \(2\); received exit_thresholds=\[0.5\]"):
         export.export_net(net, tmp_path / "b", export_options(exit_thresholds=[0.5]), DATASET, validation, log=quiet)
-    with pytest.raises(ValueError, match=r"budget must be >= the first exit's share .+\(0\.\d+\); received budget=0.01"):
+    with pytest.raises(ValueError, match=r"budget must be >= the first exit's share .+\(0\.\d+\) at stage_madds=600000 .+; received budget=0.01"):
         export.export_net(net, tmp_path / "b", export_options(budget=0.01), DATASET, validation, log=quiet)
     with pytest.raises(ValueError, match=r"exit_thresholds must be probabilities in \[0, 1\]"):
         export.export_net(net, tmp_path / "b", export_options(exit_thresholds=[0.5, 1.5]), DATASET, validation,
@@ -92,37 +92,16 @@ def test_export_rejects_bad_thresholds_and_budget(exported, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written before the error
 
 
-def test_used_exits_keeps_the_exits_an_example_leaves_at_and_the_last():
-    probs = np.zeros((3, 4, 2))
-    probs[:, :, 0] = [[0.6, 0.6, 0.6, 0.6],   # exit 0: below its threshold everywhere
-                      [0.9, 0.6, 0.95, 0.6],  # exit 1: examples 0 and 2 leave here
-                      [0.7, 0.7, 0.7, 0.7]]
-    probs[:, :, 1] = 1 - probs[:, :, 0]
-    assert multi_exit.used_exits(probs, [0.8, 0.8]) == [1, 2]
-    assert multi_exit.used_exits(probs, [0.5, 0.8]) == [0, 2]  # everything leaves at exit 0; the last stays
-    assert multi_exit.used_exits(probs, [1.0, 1.0]) == [2]
-
-
-def test_used_exits_leaves_out_an_exit_too_few_examples_leave_at():
-    """An exit under MIN_EXIT_SHARE (1%) of the examples costs every example passing it a stage for little:
-    1 of 200 (0.5%) is left out, 2 of 200 (1%) kept; `min_share=0` keeps any exit one example leaves at."""
+def test_keeps_exit_needs_one_example_and_the_minimum_share():
     assert multi_exit.MIN_EXIT_SHARE == 0.01
-    def probs_with(leaving):
-        probs = np.full((3, 200, 2), 0.5)
-        probs[0, :leaving, 0] = 0.99   # these leave at exit 0
-        probs[1, 100:, 0] = 0.99       # half leave at exit 1
-        probs[:, :, 1] = 1 - probs[:, :, 0]
-        return probs
-
-    assert multi_exit.used_exits(probs_with(1), [0.9, 0.9]) == [1, 2]
-    assert multi_exit.used_exits(probs_with(2), [0.9, 0.9]) == [0, 1, 2]
-    assert multi_exit.used_exits(probs_with(1), [0.9, 0.9], min_share=0.0) == [0, 1, 2]
+    assert multi_exit.keeps_exit(0.01) and not multi_exit.keeps_exit(0.005) and not multi_exit.keeps_exit(0.0)
+    assert multi_exit.keeps_exit(0.001, min_share=0.0) and not multi_exit.keeps_exit(0.0, min_share=0.0)
 
 
 @pytest.fixture(scope="module")
 def plain_dropped(tmp_path_factory):
-    """A plain-trained multi-exit net (no GE / ISC) exported from a budget whose thresholds no selection image
-    leaves exit 0 at: the bundle leaves exit 0 out (the search is patched to such thresholds; the rest is real)."""
+    """A plain-trained multi-exit net (no GE / ISC) exported from a budget whose policy keeps exits 1 and 2: the
+    bundle leaves exit 0 out (the search is patched to that choice; the rest is real)."""
     keras.utils.set_random_seed(1)
     net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
                 depth_multiplier=0.25, last_channels=32, gradient_equilibrium=False, inline_collaboration=False)
@@ -130,11 +109,11 @@ def plain_dropped(tmp_path_factory):
     y = np.random.RandomState(2).randint(0, 4, len(x))
     median1 = float(np.median(multi_exit.exit_probabilities(net, x)[1].max(-1)))
     patch = pytest.MonkeyPatch()
-    patch.setattr(multi_exit, "search_thresholds",
-                  lambda probs, labels, costs, budget: {"thresholds": [np.inf, median1, -np.inf]})
+    patch.setattr(multi_exit, "search_policy",
+                  lambda probs, labels, costs, budget, stage: {"exits": [1, 2], "thresholds": [np.inf, median1, -np.inf]})
     out = tmp_path_factory.mktemp("export") / "bundle"
     try:
-        export.export_net(net, out, export_options(budget=0.9), DATASET, validation=(x, y), log=quiet)
+        export.export_net(net, out, export_options(budget=0.9, stage_madds=0), DATASET, validation=(x, y), log=quiet)
     finally:
         patch.undo()
     return net, out, x, y, json.loads((out / "model.json").read_text()), median1

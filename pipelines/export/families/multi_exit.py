@@ -8,18 +8,21 @@ exit k) to the next ``{"logits", "features"}``. The app runs them in order and n
 a stage's ``madds`` is the cost of its segment, so stopping at exit k costs the cumulative MAdds
 (`keras_layers.models.multi_exit_net.exit_madds`). It stops at the first exit whose confidence (top
 softmax probability) is ``>=`` that exit's threshold (`pipelines.export.policy.stops`); the last exit
-always answers. When the export picks the thresholds from a budget, an early exit that fewer than
-`MIN_EXIT_SHARE` (1%) of the selection images leave at is left out of the bundle
-(``threshold_selection.dropped_exits``): the next exit's segment starts from the previous kept exit's
-features, so the phone neither runs that exit's head nor pays a stage for it, and its stage MAdds count only
-the heads that run (`exit_madds(..., exits=kept)`). A stage costs every image that reaches it a call and
-the check between stages, while an exit few images leave at saves little: on a MobileNetV3 x0.75 net whose
-exit 0 took 0.2% of the test images, leaving it out cut the policy's measured time by 16% at the same
-accuracy (docs/results.md, session 11). The images that would have left there go on to the next kept
-exit; the selection's accuracy and MAdds are those of the bundle as exported.
+always answers. When the export picks the thresholds from a budget it also picks which exits the bundle
+keeps (`search_policy`, over every subset of the early exits), counting each stage's cost beyond its layers:
+a stage costs every image that reaches it a call and the check between stages, about `STAGE_MADDS` (0.6 M)
+MAdds of time on the CPU it was measured on (option ``stage_madds``; 0 counts MAdds alone), and an exit few
+images leave at saves little. An exit fewer than `MIN_EXIT_SHARE` (1%) of the selection images leave at is
+never kept. A left-out exit (``threshold_selection.dropped_exits``) costs nothing: the next exit's segment
+starts from the previous kept exit's features, so the phone neither runs that exit's head nor pays a stage
+for it, and the stage MAdds count only the heads that run (`exit_madds(..., exits=kept)`); the images that
+would have left there go on to the next kept exit. On MobileNetV3 nets, leaving out an exit 0.2% of the test
+images took cut the measured time by 16% at the same accuracy, and leaving out exit 1 too (15-33% of the
+images) was faster and more accurate (docs/results.md, sessions 11 and 12). The selection's accuracy, MAdds
+and cost are those of the bundle as exported.
 
 Budgeted batch classification (the thresholds; the IMTA paper's protocol): given a target *average*
-MAdds per example, `search_thresholds` picks per-exit thresholds on a held-out split: it scores a set
+cost per example, `search_thresholds` picks per-exit thresholds on a held-out split: it scores a set
 of candidate threshold vectors at once (NumPy over candidates x exits x examples, no Python loop over
 examples) and keeps the most accurate one whose average cost fits the budget (ties go to the one
 spending most of the budget). Candidates come from two families:
@@ -32,6 +35,8 @@ spending most of the budget). Candidates come from two families:
     anytime_accuracy(test_probs, test_labels)     # accuracy of each exit alone
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -125,6 +130,8 @@ def geometric_thresholds(confidence, q):
 def candidate_thresholds(confidence, num_q=40, num_levels=200):
     """Candidate threshold vectors (Q, K): MSDNet's geometric family and shared thresholds."""
     k = confidence.shape[0]
+    if k == 1:  # the last exit alone always answers
+        return np.full((1, 1), -np.inf)
     qs = np.concatenate([np.linspace(0.02, 1.0, num_q // 2, endpoint=False), np.linspace(1.0, 4.0, num_q // 2)])
     geometric = np.stack([geometric_thresholds(confidence, q) for q in qs])
     levels = np.unique(np.quantile(confidence[:-1].ravel(), np.linspace(0.0, 1.0, num_levels)))
@@ -158,16 +165,104 @@ def search_thresholds(probs, labels, exit_costs, budget):
     return {"thresholds": cands[best].tolist(), "accuracy": float(accuracy[best]), "avg_madds": float(avg_cost[best])}
 
 
-def budget_curve(val_probs, val_labels, test_probs, test_labels, exit_costs, budgets):
-    """For each budget: thresholds chosen on validation, then test accuracy and test average MAdds."""
+MIN_EXIT_SHARE = 0.01  # an early exit fewer of the selection images leave at is left out of a budgeted bundle
+
+
+def keeps_exit(share, min_share=MIN_EXIT_SHARE):
+    """Whether an early exit that this share of the examples leaves at stays in a budgeted bundle: at least
+    one example and at least `min_share` of them (the one rule of the export and of `multi-exit-eval`)."""
+    return share > 0 and share >= min_share
+
+
+def exit_subsets(num_exits):
+    """Every set of exits a bundle can keep, as increasing index tuples: each subset of the early exits, with
+    the last exit (which always answers); 2^(K-1) of them, the last exit alone first."""
+    early = range(num_exits - 1)
+    return [tuple(s) + (num_exits - 1,) for r in range(num_exits) for s in itertools.combinations(early, r)]
+
+
+def subset_costs(exit_costs, num_exits):
+    """`exit_costs` as a function of the kept exits -> their cumulative MAdds (an array, one per kept exit).
+    A callable is used as it is (`exit_madds(net, shape, exits=kept)`: a left-out exit's head is not run);
+    a list (one cumulative cost per exit) is indexed, which still counts the left-out heads."""
+    if callable(exit_costs):
+        return lambda kept: _check_costs(exit_costs(kept), len(kept))
+    costs = _check_costs(exit_costs, num_exits)
+    return lambda kept: costs[list(kept)]
+
+
+def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
+    """(madds, cost), each (K,): the cumulative MAdds of stopping at each exit of a bundle that keeps the exits
+    `kept` (`kept_madds`: one per kept exit), and its cost, MAdds + `stage_madds` per stage run (the j-th kept
+    exit runs j + 1 stages). A left-out exit no example stops at gets the next kept exit's numbers, so both
+    stay non-decreasing for `evaluate`."""
+    kept_madds = np.asarray(kept_madds, np.float64)
+    kept_cost = kept_madds + stage_madds * np.arange(1, len(kept) + 1)
+    nxt = [next(i for i, k in enumerate(kept) if k >= e) for e in range(num_exits)]
+    return kept_madds[nxt], kept_cost[nxt]
+
+
+STAGE_MADDS = 0.6e6  # what a stage's call and check cost beyond its layers, in MAdds (measured: docs/results.md)
+
+
+def search_policy(probs, labels, exit_costs, budget, stage_madds=0.0, min_share=MIN_EXIT_SHARE):
+    """Which exits a bundle keeps and their thresholds: the most accurate policy on (`probs`, `labels`) whose
+    average *cost* fits `budget`, over every set of kept exits (`exit_subsets`) and, for each, the candidate
+    thresholds of `search_thresholds`. Cost = MAdds + `stage_madds` per stage run: a stage costs every image
+    that reaches it a call and a check its MAdds do not show, so an exit few images leave at can cost more
+    time than it saves. A set in which an early exit gets fewer than `min_share` of the examples is skipped
+    (the set without it is searched too), unless no other fits. Ties go to the cheaper policy.
+
+    `exit_costs`: cumulative MAdds per exit (a list) or kept exits -> their cumulative MAdds (`subset_costs`).
+    Returns {"exits": kept (increasing, the last among them), "thresholds": one per exit (inf: left out; the
+    last -inf), "accuracy", "avg_madds", "avg_cost", "stage_madds"}."""
+    probs = _check_probs(probs, labels)
+    k = probs.shape[0]
+    if isinstance(stage_madds, bool) or not isinstance(stage_madds, (int, float, np.number)) \
+            or not 0 <= stage_madds < np.inf:
+        raise ValueError(f"stage_madds must be a number >= 0; received stage_madds={stage_madds!r}")
+    cost_of = subset_costs(exit_costs, k)
+    found = []
+    for kept in exit_subsets(k):
+        madds, cost = policy_costs(cost_of(kept), kept, k, stage_madds)
+        if isinstance(budget, (int, float, np.number)) and not isinstance(budget, bool) and budget < cost[kept[0]]:
+            continue  # not even the first kept exit fits
+        pick = search_thresholds(probs[list(kept)], labels, cost[list(kept)], budget)
+        thresholds = np.full(k, np.inf)
+        thresholds[list(kept)] = pick["thresholds"]
+        exits = exit_points(probs.max(-1), thresholds)
+        shares = np.bincount(exits, minlength=k) / probs.shape[1]
+        accuracy, avg_madds = evaluate(probs, labels, thresholds, madds)
+        found.append({"exits": [int(e) for e in kept], "thresholds": thresholds.tolist(), "accuracy": accuracy,
+                      "avg_madds": avg_madds, "avg_cost": float(cost[exits].mean()), "stage_madds": float(stage_madds),
+                      "shares_kept": all(keeps_exit(shares[e], min_share) for e in kept[:-1])})
+    if not found:
+        first = min(float(policy_costs(cost_of(s), s, k, stage_madds)[1][s[0]]) for s in exit_subsets(k))
+        raise ValueError(f"budget must be >= the first exit's cost ({first:.0f} MAdds with its stage); "
+                         f"received budget={budget!r}")
+    pool = [f for f in found if f["shares_kept"]] or found
+    best = min(pool, key=lambda f: (-f["accuracy"], f["avg_cost"], len(f["exits"])))
+    return {key: v for key, v in best.items() if key != "shares_kept"}
+
+
+def budget_curve(val_probs, val_labels, test_probs, test_labels, exit_costs, budgets, stage_madds=0.0):
+    """For each budget (average cost: MAdds + `stage_madds` per stage run): the exits kept and their thresholds
+    chosen on validation (`search_policy`), then test accuracy, average MAdds and cost, and each exit's share."""
     rows = []
+    k = _check_probs(val_probs).shape[0]
+    cost_of = subset_costs(exit_costs, k)
     for budget in budgets:
-        found = search_thresholds(val_probs, val_labels, exit_costs, budget)
-        acc, cost = evaluate(test_probs, test_labels, np.asarray(found["thresholds"]), exit_costs)
-        share = [np.bincount(exit_points(_check_probs(p).max(-1), np.asarray(found["thresholds"])),
-                             minlength=len(exit_costs)) / p.shape[1] for p in (test_probs, val_probs)]
-        rows.append({"budget": float(budget), "thresholds": found["thresholds"], "val_accuracy": found["accuracy"],
-                     "val_avg_madds": found["avg_madds"], "test_accuracy": float(acc), "test_avg_madds": float(cost),
+        found = search_policy(val_probs, val_labels, cost_of, budget, stage_madds)
+        thresholds = np.asarray(found["thresholds"])
+        madds, cost = policy_costs(cost_of(found["exits"]), found["exits"], k, stage_madds)
+        acc, test_madds = evaluate(test_probs, test_labels, thresholds, madds)
+        _, test_cost = evaluate(test_probs, test_labels, thresholds, cost)
+        share = [np.bincount(exit_points(_check_probs(p).max(-1), thresholds), minlength=k) / p.shape[1]
+                 for p in (test_probs, val_probs)]
+        rows.append({"budget": float(budget), "exits": found["exits"], "thresholds": found["thresholds"],
+                     "stage_madds": float(stage_madds), "val_accuracy": found["accuracy"],
+                     "val_avg_madds": found["avg_madds"], "val_avg_cost": found["avg_cost"],
+                     "test_accuracy": float(acc), "test_avg_madds": float(test_madds), "test_avg_cost": float(test_cost),
                      "exit_share": share[0].tolist(), "val_exit_share": share[1].tolist()})
     return rows
 
@@ -276,26 +371,6 @@ def given_thresholds(exit_thresholds, names):
     return [None if t is None else float(t) for t in list(values)[:len(names) - 1]]
 
 
-MIN_EXIT_SHARE = 0.01  # an early exit fewer of the selection images leave at is left out of a budgeted bundle
-
-
-def keeps_exit(share, min_share=MIN_EXIT_SHARE):
-    """Whether an early exit that this share of the examples leaves at stays in a budgeted bundle: at least
-    one example and at least `min_share` of them (the one rule of the export and of `multi-exit-eval`)."""
-    return share > 0 and share >= min_share
-
-
-def used_exits(probs, thresholds, min_share=MIN_EXIT_SHARE):
-    """Indices of the exits `keeps_exit` keeps under `thresholds` (one per exit but the last), the last exit
-    always among them: an exported budgeted policy leaves the others out (their segment is merged into the
-    next; their examples go on to the next kept exit)."""
-    probs = _check_probs(probs)
-    exits = exit_points(probs.max(-1), list(thresholds) + [0.0])
-    shares = np.bincount(exits, minlength=probs.shape[0]) / probs.shape[1]
-    used = {k for k, share in enumerate(shares) if keeps_exit(share, min_share)}
-    return sorted(int(k) for k in used | {probs.shape[0] - 1})
-
-
 @register
 class MultiExit(Family):
     """model.json: "exits" (stage names in order), "threshold" (one per exit but the last, or one for all)."""
@@ -322,33 +397,38 @@ class MultiExit(Family):
         if options.exit_thresholds:
             thresholds = given_thresholds(options.exit_thresholds, names)
         else:
-            if options.budget * costs[-1] < costs[0]:
-                raise ValueError(f"budget must be >= the first exit's share of the last exit's MAdds "
-                                 f"({costs[0] / costs[-1]:.3f}); received budget={options.budget!r}")
-            (x, y), full_madds = selection, costs[-1]
+            stage = STAGE_MADDS if options.stage_madds is None else float(options.stage_madds)
+            budget, first = options.budget * (costs[-1] + stage), costs[0] + stage
+            if budget < first:
+                raise ValueError(f"budget must be >= the first exit's share of the last exit's cost "
+                                 f"({first / (costs[-1] + stage):.3f}) at stage_madds={stage:.0f} (MAdds a stage; "
+                                 f"0 counts MAdds alone); received budget={options.budget!r}")
+            (x, y), cache = selection, {}
             probs = exit_probabilities(net, x)
-            found = search_thresholds(probs, y, costs, options.budget * costs[-1])
+            found = search_policy(probs, y, lambda kept: cache.setdefault(
+                tuple(kept), exit_madds(net, shape, exits=list(kept))), budget, stage)
             # in model.json: probabilities (inf, "never stop here", becomes 1.0); the selection's numbers
             # are those of the thresholds as written, under the runner's rule
-            thresholds = [min(max(t, 0.0), 1.0) for t in found["thresholds"][:-1]]
-            kept = used_exits(probs, thresholds)
-            thresholds = [t if k in kept else None for k, t in enumerate(thresholds)]
+            thresholds = [min(max(t, 0.0), 1.0) if k in found["exits"] else None
+                          for k, t in enumerate(found["thresholds"][:-1])]
         # exits with a None threshold are left out: the segments, the stage MAdds and the policy skip them
         kept = [k for k, t in enumerate(thresholds) if t is not None] + [len(names) - 1]
         dropped = [names[k] for k in range(len(names)) if k not in kept]
         if dropped:
             costs = [int(c) for c in exit_madds(net, shape, exits=kept)]
-            log(f"multi-exit: {', '.join(dropped)} left out of the bundle (under {MIN_EXIT_SHARE:.0%} of the "
-                f"selection images stop there)" if not options.exit_thresholds else
-                f"multi-exit: {', '.join(dropped)} left out of the bundle (null threshold)")
+            log(f"multi-exit: {', '.join(dropped)} left out of the bundle (null threshold)" if options.exit_thresholds
+                else f"multi-exit: {', '.join(dropped)} left out of the bundle (the selection counts "
+                     f"{stage:.0f} MAdds a stage; an exit under {MIN_EXIT_SHARE:.0%} of the images is never kept)")
         thresholds, names = [thresholds[k] for k in kept[:-1]], [names[k] for k in kept]
         if not options.exit_thresholds:
             accuracy, avg_madds = evaluate(probs[kept], y, thresholds + [0.0], costs)
+            _, avg_cost = evaluate(probs[kept], y, thresholds + [0.0],
+                                   np.asarray(costs, np.float64) + stage * np.arange(1, len(kept) + 1))
             chosen = {"split": "validation", "images": int(len(x)), "budget_fraction": float(options.budget),
-                      "budget_madds": float(options.budget * full_madds),
-                      "accuracy": accuracy, "avg_madds": avg_madds, "dropped_exits": dropped}
-            log(f"multi-exit thresholds for {options.budget:g} x the last exit's MAdds, chosen on {len(x)} "
-                f"validation images: {[round(t, 3) for t in thresholds]}")
+                      "stage_madds": stage, "budget_cost": float(budget), "accuracy": accuracy,
+                      "avg_madds": avg_madds, "avg_cost": avg_cost, "dropped_exits": dropped}
+            log(f"multi-exit: {len(kept)} stages, thresholds {[round(t, 3) for t in thresholds]} for "
+                f"{options.budget:g} x the last exit's cost, chosen on {len(x)} validation images")
         data = tflite.convert_signatures(segment_functions(net, kept), net, mode)
         tflite.assert_builtin_only(data)
         spec = {"kind": self.kind, "exits": names, "threshold": thresholds,
