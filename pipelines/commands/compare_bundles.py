@@ -9,7 +9,10 @@ every bundle once per round over the same images, one image at a time as the app
 goes first each round; per image the median over the rounds counts. It prints, per bundle: test accuracy, the
 mean of the per-image medians (all of the policy and the part inside LiteRT), each round's mean (the spread),
 average MAdds where model.json gives them per stage, the share of images each stage answered, and the ratio of
-its time to the first bundle's.
+its time to the first bundle's. With multi-exit bundles of one network that keep different exits (export
+--stage-madds 0 and the default, say), it also fits what a stage costs beyond its layers on this machine
+(ms = intercept + per M MAdds + per stage run, over every image) and prints it in MAdds: the value to give the
+export's --stage-madds for this machine.
 
 The bundles are untrusted input, checked before anything runs: each folder is read as `run-bundle` reads it
 (model.json first, files inside the folder), all must take the same input shape, and the test split is that of

@@ -44,7 +44,7 @@ def compare_bundles(bundles, names, x, y, rounds=3, log=print):
         for i in [(r + k) % len(bundles) for k in range(len(bundles))]:
             per_round[i].append(run_bundle(bundles[i], x, repeats=1))
             log(f"round {r + 1}/{rounds}: {names[i]} {per_round[i][-1]['latency_ms'].mean():.3f} ms per image")
-    rows = []
+    rows, samples = [], []
     for name, b, runs in zip(names, bundles, per_round):
         per_image = dict(runs[0])
         per_image["latency_ms"] = np.median([run["latency_ms"] for run in runs], axis=0)
@@ -54,9 +54,37 @@ def compare_bundles(bundles, names, x, y, rounds=3, log=print):
         rows.append({"name": name, "kind": b.kind, "accuracy": s["accuracy"], "avg_latency_ms": s["avg_latency_ms"],
                      "avg_tflite_ms": s["avg_tflite_ms"], "avg_madds": madds,
                      "round_ms": [float(run["latency_ms"].mean()) for run in runs], "stage_share": s["stage_share"]})
+        exits = b.spec.get("exits") if b.kind == "multi_exit" else None
+        if exits and madds is not None:  # stages run per image: the answering exit's place in the bundle + 1
+            samples.append((per_image["latency_ms"], per_image["madds"],
+                            np.asarray([exits.index(st) + 1 for st in per_image["stage"]], float)))
     for row in rows:
         row["ratio"] = row["avg_latency_ms"] / rows[0]["avg_latency_ms"]
-    return {"test_images": int(len(y)), "rounds": rounds, "machine": machine(), "bundles": rows}
+    return {"test_images": int(len(y)), "rounds": rounds, "machine": machine(), "bundles": rows,
+            "stage_cost": stage_cost_fit(samples)}
+
+
+def stage_cost_fit(samples, min_paths=4):
+    """What a stage costs in time beyond its layers, read off measured images: a least-squares fit of
+    ms = intercept + b * (M MAdds) + s * (stages run) over every image of every multi-exit bundle (`samples`:
+    (ms, MAdds, stages) arrays per bundle). Bundles of one network that keep different exits separate the two
+    costs; `s / b` is the stage's cost in MAdds on this machine (the export's ``stage_madds``). None when the
+    images take fewer than `min_paths` distinct (MAdds, stages) paths or the fit cannot separate them."""
+    if not samples:
+        return None
+    ms, madds, stages = (np.concatenate([smp[i] for smp in samples]) for i in range(3))
+    ok = np.isfinite(ms) & np.isfinite(madds)
+    ms, madds, stages = ms[ok], madds[ok], stages[ok]
+    design = np.column_stack([np.ones_like(ms), madds / 1e6, stages])
+    paths = len({(round(float(m)), int(n)) for m, n in zip(madds, stages)})
+    if paths < min_paths or np.linalg.matrix_rank(design) < 3:
+        return None
+    (intercept, per_m, per_stage), *_ = np.linalg.lstsq(design, ms, rcond=None)
+    resid = ms - design @ np.array([intercept, per_m, per_stage])
+    return {"images": int(len(ms)), "bundles": len(samples), "paths": paths, "intercept_ms": float(intercept),
+            "ms_per_m_madds": float(per_m), "ms_per_stage": float(per_stage),
+            "stage_madds": float(per_stage / per_m * 1e6) if per_m > 0 else None,
+            "r2": float(1 - resid.var() / ms.var()) if ms.var() > 0 else None}
 
 
 def format_table(result):
@@ -75,4 +103,11 @@ def format_table(result):
         lines.append(f"| {r['name']} | {r['kind']} | {100 * r['accuracy']:.2f} | {r['avg_latency_ms']:.3f} "
                      f"({r['avg_tflite_ms']:.3f}) | {rounds} | {madds} | {r['ratio']:.2f} | "
                      f"{share_text(r['stage_share'])} |")
+    fit = result.get("stage_cost")
+    if fit:
+        in_madds = "-" if fit["stage_madds"] is None else f"{fit['stage_madds'] / 1e6:.2f} M MAdds"
+        lines += ["", f"stage cost, fitted over {fit['images']} images of {fit['bundles']} multi-exit bundles "
+                      f"({fit['paths']} paths): {fit['ms_per_stage']:.4f} ms a stage, {fit['ms_per_m_madds']:.4f} ms "
+                      f"per M MAdds, so a stage costs {in_madds} (export --stage-madds); intercept "
+                      f"{fit['intercept_ms']:.4f} ms, R^2 {fit['r2'] if fit['r2'] is None else round(fit['r2'], 3)}"]
     return "\n".join(lines)

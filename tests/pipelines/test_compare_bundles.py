@@ -76,3 +76,40 @@ def test_compare_bundles_command_refuses_bad_input_before_running(cli, bundles, 
     # the hand-built bundles name no dataset: --data is asked for, naming the field
     line = cli("compare-bundles", plain, str(bundles / "basisnet")).error_line()
     assert "data: the first bundle's model.json names no dataset" in line
+
+
+def test_stage_cost_fit_recovers_a_known_stage_cost():
+    """Per-image times made from 0.02 ms + 0.015 ms per M MAdds + 0.01 ms a stage (+ noise), as two bundles of
+    one network that keep different exits would give them: the fit returns those costs, a stage = 0.67 M MAdds."""
+    rng = np.random.RandomState(0)
+    three = (np.array([1.0e6, 2.6e6, 4.2e6]), np.array([1, 2, 3]))   # exits 1, 2, 3
+    two = (np.array([2.4e6, 4.0e6]), np.array([1, 2]))               # exits 2, 3 (exit 1's head not run)
+    samples = []
+    for madds, stages in (three, two):
+        pick = rng.randint(0, len(madds), 500)
+        ms = 0.02 + 0.015 * madds[pick] / 1e6 + 0.01 * stages[pick] + rng.normal(0, 0.002, 500)
+        samples.append((ms, madds[pick], stages[pick].astype(float)))
+    fit = compare.stage_cost_fit(samples)
+    assert fit["images"] == 1000 and fit["bundles"] == 2 and fit["paths"] == 5
+    assert fit["ms_per_stage"] == pytest.approx(0.01, abs=5e-4)
+    assert fit["ms_per_m_madds"] == pytest.approx(0.015, abs=5e-4)
+    assert fit["stage_madds"] == pytest.approx(0.01 / 0.015 * 1e6, rel=0.1) and fit["r2"] > 0.9
+    # one bundle of two exits: 2 paths cannot separate a stage from its MAdds
+    assert compare.stage_cost_fit([samples[1]]) is None and compare.stage_cost_fit([]) is None
+
+
+def test_compare_feeds_the_fit_each_multi_exit_image_s_time_madds_and_stages(tmp_path, monkeypatch):
+    bf.multi_exit(tmp_path / "me", 0.3)
+    bf.plain(tmp_path / "plain")
+    names = [str(tmp_path / "plain"), str(tmp_path / "me")]
+    loaded = [Bundle.load(n) for n in names]
+    x = bf.images(10)
+    seen = []
+    monkeypatch.setattr(compare, "stage_cost_fit", lambda samples: seen.append(samples) or "fit")
+    result = compare.compare_bundles(loaded, names, x, np.zeros(10, int), rounds=2, log=lambda m: None)
+    assert result["stage_cost"] == "fit"
+    ((ms, madds, stages),) = seen[0]  # the plain bundle gives no MAdds per stage: left out
+    alone = loaded[1].predict(x)
+    np.testing.assert_array_equal(stages, [1 + (p.stopped_at == "exit_1") for p in alone])
+    np.testing.assert_array_equal(madds, [p.madds for p in alone])
+    assert set(madds.tolist()) <= {300, 800} and len(ms) == 10 and (ms > 0).all()
