@@ -219,13 +219,14 @@ def format_rows(rows, title=""):
     """The shared table: one row per measured model/policy (`name`, `measure` fields, optional `recipe`),
     then its per-bucket lines."""
     lines = [title] if title else []
-    lines.append(f"  {'model / policy':<42}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}"
+    width = max([42] + [len(r["name"]) + 1 for r in rows])  # a long name never runs into the next column
+    lines.append(f"  {'model / policy':<{width}}{'recipe':<22}{'test acc':>9}{'avg MAdds':>11}{'avg ms':>9}"
                  f"{'in LiteRT':>10}  stages")
     for r in rows:
         m = r["measured"]
         shares = share_text(m["stage_share"])
         lite = m.get("avg_tflite_ms", float("nan"))  # absent from results measured before it was recorded
-        lines.append(f"  {r['name']:<42}{r.get('recipe', 'default'):<22}{m['accuracy']:>9.4f}"
+        lines.append(f"  {r['name']:<{width}}{r.get('recipe', 'default'):<22}{m['accuracy']:>9.4f}"
                      f"{m['avg_madds'] / 1e6:>10.2f}M{m['avg_latency_ms']:>9.3f}"
                      f"{lite:>10.3f}  {shares}")
     for r in rows:

@@ -42,6 +42,9 @@ def test_summarize_per_bucket_counts_stages_latency_and_accuracy():
     assert "in LiteRT" in text and f"{15.5 / 6:.3f}" in text.splitlines()[1]
     old = [{"name": "b x0", "measured": {k: v for k, v in s["all"].items() if k != "avg_tflite_ms"}}]
     assert "nan" in deployed.format_rows(old).splitlines()[1]  # a report measured before the field: printed as nan
+    long = [{"name": "multi_exit plain s0 (budget 0.55, 3 stages)", "measured": s["all"]}, *rows]
+    head, first, second = deployed.format_rows(long).splitlines()[:3]
+    assert first.index(" default") == second.index(" default") == head.index(" recipe")  # the columns line up
     with pytest.raises(ValueError, match="repeats=0"):
         deployed.check_repeats(0)
 
