@@ -202,7 +202,9 @@ def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
     return kept_madds[nxt], kept_cost[nxt]
 
 
-STAGE_MADDS = 0.6e6  # what a stage's call and check cost beyond its layers, in MAdds (measured: docs/results.md)
+# what a stage's call and check cost beyond its layers, in MAdds: ~0.6 M on an AVX-512 host, 1.1-1.9 M fitted on
+# an AVX2-only one (docs/results.md, sessions 12-13); `compare-bundles` fits it for the machine it runs on
+STAGE_MADDS = 0.6e6
 
 
 def search_policy(probs, labels, exit_costs, budget, stage_madds=0.0, min_share=MIN_EXIT_SHARE):
