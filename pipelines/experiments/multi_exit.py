@@ -151,9 +151,7 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
         raise ValueError(f"variants must be among {', '.join(VARIANTS)}; received variants={list(variants)!r}")
     budget_variant = choose_budgeted(variants, budgeted)
     deploy_budgets = check_deploy_budgets(deploy_budgets, budget_fractions, measure)
-    stage_madds = family.STAGE_MADDS if stage_madds is None else stage_madds
-    if isinstance(stage_madds, bool) or not isinstance(stage_madds, (int, float)) or not 0 <= stage_madds < np.inf:
-        raise ValueError(f"stage_madds must be a number of MAdds >= 0; received stage_madds={stage_madds!r}")
+    stage_madds = family.check_stage_madds(family.STAGE_MADDS if stage_madds is None else stage_madds)
     if not seeds:
         raise ValueError(f"seeds must name at least one seed; received seeds={seeds!r}")
     configs = {(seed, v): variant_config(v, seed, epochs, data, image_size, model_config, recipe_config, out, limit,

@@ -95,9 +95,10 @@ class ExportOptions:
                                  f"or a list); received exit_thresholds={given!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 0 < self.budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1]; received budget={self.budget!r}")
-        if self.stage_madds is not None and (isinstance(self.stage_madds, bool) or not isinstance(
-                self.stage_madds, (int, float)) or not 0 <= self.stage_madds < float("inf")):
-            raise ValueError(f"stage_madds must be a number of MAdds >= 0; received stage_madds={self.stage_madds!r}")
+        if self.stage_madds is not None:
+            from pipelines.export.families.multi_exit import check_stage_madds
+
+            check_stage_madds(self.stage_madds)
         if self.data_source is not None and not (isinstance(self.data_source, dict) and self.data_source.get("name")):
             raise ValueError(f"data_source must be {{\"name\", \"image_size\", \"data_dir\"}}; "
                              f"received data_source={self.data_source!r}")

@@ -157,7 +157,7 @@ def test_search_policy_uses_the_cost_of_the_heads_that_run():
 
 def test_search_policy_refuses_bad_input():
     probs, labels, costs = staged()
-    with pytest.raises(ValueError, match=r"stage_madds must be a number >= 0; received stage_madds=-1"):
+    with pytest.raises(ValueError, match=r"stage_madds must be a number of MAdds >= 0; received stage_madds=-1"):
         budgeted.search_policy(probs, labels, costs, 3.0, stage_madds=-1)
     with pytest.raises(ValueError, match=r"stage_madds=nan"):
         budgeted.search_policy(probs, labels, costs, 3.0, stage_madds=float("nan"))

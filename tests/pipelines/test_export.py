@@ -186,3 +186,14 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_cli_bad_quantize_is_one_line(cli):
     assert "quantize='int4'" in cli("export", "--model", "x.keras", "--quantize", "int4").error_line()
+
+
+def test_cli_bad_stage_madds_is_one_line_before_any_work(cli, tmp_path):
+    """--stage-madds is checked with the other options, before the model is read."""
+    line = cli("export", "--model", str(tmp_path / "absent.keras"), "--stage-madds", "-5").error_line()
+    assert "stage_madds must be a number of MAdds >= 0; received stage_madds=-5.0" in line
+    assert "stage_madds=nan" in cli("export", "--model", "x.keras", "--stage-madds", "nan").error_line()
+    from pipelines.export import ExportOptions
+
+    assert ExportOptions(stage_madds=1e6).validate().stage_madds == 1e6
+    assert ExportOptions().validate().stage_madds is None  # the family's STAGE_MADDS

@@ -94,6 +94,9 @@ def test_deploy_budgets_are_curve_budgets_and_need_measure():
         exp.check_deploy_budgets([0.6], exp.BUDGET_FRACTIONS, False)
     with pytest.raises(ValueError, match=r"deploy_budgets=\[0.62\]"):  # before any training
         exp.run(seeds=(0,), deploy_budgets=(0.62,), measure=True, out="/nonexistent/never-made")
+    for bad in (-1.0, float("nan"), "1e6", True):
+        with pytest.raises(ValueError, match=r"stage_madds must be a number of MAdds >= 0; received stage_madds="):
+            exp.run(seeds=(0,), stage_madds=bad, out="/nonexistent/never-made")
 
 
 def test_row_thresholds_clip_to_probabilities_and_drop_the_last_exit():

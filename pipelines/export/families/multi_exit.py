@@ -207,6 +207,14 @@ def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
 STAGE_MADDS = 0.6e6
 
 
+def check_stage_madds(stage_madds):
+    """`stage_madds` as a float: a finite number of MAdds >= 0, else a one-line ValueError naming it."""
+    if isinstance(stage_madds, bool) or not isinstance(stage_madds, (int, float, np.number)) \
+            or not 0 <= stage_madds < np.inf:
+        raise ValueError(f"stage_madds must be a number of MAdds >= 0; received stage_madds={stage_madds!r}")
+    return float(stage_madds)
+
+
 def search_policy(probs, labels, exit_costs, budget, stage_madds=0.0, min_share=MIN_EXIT_SHARE):
     """Which exits a bundle keeps and their thresholds: the most accurate policy on (`probs`, `labels`) whose
     average *cost* fits `budget`, over every set of kept exits (`exit_subsets`) and, for each, the candidate
@@ -220,9 +228,7 @@ def search_policy(probs, labels, exit_costs, budget, stage_madds=0.0, min_share=
     last -inf), "accuracy", "avg_madds", "avg_cost", "stage_madds"}."""
     probs = _check_probs(probs, labels)
     k = probs.shape[0]
-    if isinstance(stage_madds, bool) or not isinstance(stage_madds, (int, float, np.number)) \
-            or not 0 <= stage_madds < np.inf:
-        raise ValueError(f"stage_madds must be a number >= 0; received stage_madds={stage_madds!r}")
+    stage_madds = check_stage_madds(stage_madds)
     cost_of = subset_costs(exit_costs, k)
     found = []
     for kept in exit_subsets(k):
