@@ -5,8 +5,10 @@
 
 Latency on a shared machine drifts by 10-25% between two runs of the same bundle a minute apart, so two
 bundles measured one after the other (as each experiment measures its own) compare badly. This command runs
-every bundle once per round over the same images, one image at a time as the app does, rotating which bundle
-goes first each round; per image the median over the rounds counts. It prints, per bundle: test accuracy, the
+every bundle over the same images, one image at a time as the app does, interleaved in blocks of --block
+images (each block through every bundle in turn, the order rotated each block and round; one uncounted call
+after each switch warms the caches), --rounds times; per image the median over the rounds counts. Slow spells
+of a shared machine outlast a block, so they fall on every bundle alike. It prints, per bundle: test accuracy, the
 mean of the per-image medians (all of the policy and the part inside LiteRT), each round's mean (the spread),
 average MAdds where model.json gives them per stage, the share of images each stage answered, and the ratio of
 its time to the first bundle's. With multi-exit bundles of one network that keep different exits (export
@@ -29,6 +31,8 @@ def add_arguments(p):
                                                 "dataset in the first bundle's model.json)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the images per bundle; per image the "
                                                          "median over the rounds counts (default 3)")
+    p.add_argument("--block", type=int, default=50, help="images each bundle runs in a row before the next bundle's "
+                                                         "turn (default 50)")
     p.add_argument("--test-images", type=int, default=None, help="the first N test images (default all)")
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1, as on a phone core)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to FILE")
@@ -47,6 +51,8 @@ def check_args(args):
     check_measure_args(args)  # --threads, --test-images
     if args.rounds < 1:
         raise ValueError(f"rounds must be >= 1; received rounds={args.rounds!r}")
+    if args.block < 1:
+        raise ValueError(f"block must be >= 1; received block={args.block!r}")
 
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"json: the folder of {args.json!r} does not exist; received json={args.json!r}")
@@ -69,7 +75,7 @@ def run(args):
         raise ValueError(f"data: the first bundle's model.json names no dataset; pass --data "
                          f"(received bundles={args.bundles!r})")
     x, y = compare.test_split(loaded, args.bundles, data, args.test_images)
-    result = {"data": data, **compare.compare_bundles(loaded, args.bundles, x, y, rounds=args.rounds,
+    result = {"data": data, **compare.compare_bundles(loaded, args.bundles, x, y, rounds=args.rounds, block=args.block,
                                                       log=lambda m: print(m, flush=True))}
     print(compare.format_table(result))
     if args.json:

@@ -1,6 +1,7 @@
-"""Bundles measured side by side: every bundle once per round over the same images, the order rotated each
-round, per image the median over the rounds (`python -m pipelines compare-bundles`). Two bundles measured
-minutes apart on a shared machine differ by the machine's drift; interleaved, the drift falls on both."""
+"""Bundles measured side by side: every bundle over the same images, interleaved in blocks of images, the order
+rotated each block and round, per image the median over the rounds (`python -m pipelines compare-bundles`). Two
+bundles measured minutes apart on a shared machine differ by the machine's drift; interleaved, the drift falls
+on both."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,40 +28,58 @@ def test_split(bundles, names, data, test_images=None):
     return (x[:test_images], y[:test_images]) if test_images else (x, y)
 
 
-def compare_bundles(bundles, names, x, y, rounds=3, log=print):
-    """`bundles` (loaded `Bundle`s, labelled by `names`) on the images `x` with labels `y`, `rounds` interleaved
-    passes (bundle order rotated by one each round), one image at a time.
+def compare_bundles(bundles, names, x, y, rounds=3, block=50, log=print):
+    """`bundles` (loaded `Bundle`s, labelled by `names`) on the images `x` with labels `y`, one image at a time,
+    interleaved in blocks: `rounds` passes, each over the images in blocks of `block`; every block runs through
+    every bundle in turn (the order rotated by one each block and each round), after one uncounted call that
+    warms the caches the previous bundle left. A slow spell of the machine (they last longer than a block, tens
+    of ms) then falls on every bundle alike, and a bundle still runs `block` images in a row, as the app does.
 
-    Returns {test_images, rounds, machine, bundles: [{name, kind, accuracy, avg_latency_ms, avg_tflite_ms,
-    round_ms, avg_madds, stage_share, ratio}]}: per image the median over the rounds; ``round_ms`` each round's
-    mean; ``ratio`` the bundle's mean time over the first bundle's; ``avg_madds`` None where model.json gives no
-    MAdds per stage."""
-    from pipelines.experiments.deployed import ALL, machine, run_bundle, summarize
+    Returns {test_images, rounds, block, machine, bundles: [{name, kind, accuracy, avg_latency_ms,
+    avg_tflite_ms, round_ms, avg_madds, stage_share, ratio}], stage_cost}: per image the median over the
+    rounds; ``round_ms`` each round's mean; ``ratio`` the bundle's mean time over the first bundle's;
+    ``avg_madds`` None where model.json gives no MAdds per stage; ``stage_cost`` `stage_cost_fit`."""
+    from pipelines.experiments.deployed import ALL, machine, summarize
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1; received rounds={rounds!r}")
-    per_round = [[] for _ in bundles]
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an int >= 1; received block={block!r}")
+    n, k = len(x), len(bundles)
+    times, lite = np.zeros((k, rounds, n)), np.zeros((k, rounds, n))
+    first = [[None] * n for _ in bundles]  # each image's prediction in the first round
+    for b in bundles:
+        b.predict_one(x[0])  # warm-up (XNNPACK packs weights on the first invocation)
     for r in range(rounds):
-        for i in [(r + k) % len(bundles) for k in range(len(bundles))]:
-            per_round[i].append(run_bundle(bundles[i], x, repeats=1))
-            log(f"round {r + 1}/{rounds}: {names[i]} {per_round[i][-1]['latency_ms'].mean():.3f} ms per image")
+        for i_block, start in enumerate(range(0, n, block)):
+            for i in [(r + i_block + j) % k for j in range(k)]:
+                bundles[i].predict_one(x[start])  # the caches after the switch: not counted
+                for j in range(start, min(start + block, n)):
+                    p = bundles[i].predict_one(x[j])
+                    times[i, r, j], lite[i, r, j] = p.time_ms, p.tflite_ms
+                    if r == 0:
+                        first[i][j] = p
+        for i in [(r + j) % k for j in range(k)]:
+            log(f"round {r + 1}/{rounds}: {names[i]} {times[i, r].mean():.3f} ms per image")
     rows, samples = [], []
-    for name, b, runs in zip(names, bundles, per_round):
-        per_image = dict(runs[0])
-        per_image["latency_ms"] = np.median([run["latency_ms"] for run in runs], axis=0)
-        per_image["tflite_ms"] = np.median([run["tflite_ms"] for run in runs], axis=0)
+    for i, (name, b) in enumerate(zip(names, bundles)):
+        preds = first[i]
+        per_image = {"prediction": np.asarray([p.index for p in preds]),
+                     "stage": np.asarray([p.stopped_at for p in preds]),
+                     "madds": np.asarray([np.nan if p.madds is None else p.madds for p in preds], float),
+                     "latency_ms": np.median(times[i], axis=0), "tflite_ms": np.median(lite[i], axis=0)}
         s = summarize(per_image, y, stage_order=list(b.spec.get("stages") or []))[ALL]
         madds = None if np.isnan(per_image["madds"]).all() else float(np.nanmean(per_image["madds"]))
         rows.append({"name": name, "kind": b.kind, "accuracy": s["accuracy"], "avg_latency_ms": s["avg_latency_ms"],
                      "avg_tflite_ms": s["avg_tflite_ms"], "avg_madds": madds,
-                     "round_ms": [float(run["latency_ms"].mean()) for run in runs], "stage_share": s["stage_share"]})
+                     "round_ms": [float(v) for v in times[i].mean(axis=1)], "stage_share": s["stage_share"]})
         exits = b.spec.get("exits") if b.kind == "multi_exit" else None
         if exits and madds is not None:  # stages run per image: the answering exit's place in the bundle + 1
             samples.append((per_image["latency_ms"], per_image["madds"],
                             np.asarray([exits.index(st) + 1 for st in per_image["stage"]], float)))
     for row in rows:
         row["ratio"] = row["avg_latency_ms"] / rows[0]["avg_latency_ms"]
-    return {"test_images": int(len(y)), "rounds": rounds, "machine": machine(), "bundles": rows,
+    return {"test_images": int(n), "rounds": rounds, "block": block, "machine": machine(), "bundles": rows,
             "stage_cost": stage_cost_fit(samples)}
 
 
@@ -92,8 +111,9 @@ def format_table(result):
     from pipelines.experiments.deployed import share_text
 
     m = result["machine"]
-    lines = [f"{result['test_images']} test images of {result.get('data', '?')}, {result['rounds']} interleaved rounds, per "
-             f"image the median over the rounds; {m.get('cpu', '?')}, {m.get('cores', '?')} cores",
+    lines = [f"{result['test_images']} test images of {result.get('data', '?')}, {result['rounds']} rounds interleaved in "
+             f"blocks of {result.get('block', '?')} images, per image the median over the rounds; {m.get('cpu', '?')}, "
+             f"{m.get('cores', '?')} cores",
              "",
              "| bundle | kind | test % | ms / image (in LiteRT) | per round | avg MAdds (M) | x first | stages |",
              "|---|---|---|---|---|---|---|---|"]

@@ -71,6 +71,8 @@ def test_compare_bundles_command_refuses_bad_input_before_running(cli, bundles, 
     assert "bundles: no such folder" in line and "nosuch" in line
     line = cli("compare-bundles", plain, str(bundles / "basisnet"), "--rounds", "0").error_line()
     assert "rounds must be >= 1; received rounds=0" in line
+    line = cli("compare-bundles", plain, str(bundles / "basisnet"), "--block", "0").error_line()
+    assert "block must be >= 1; received block=0" in line
     line = cli("compare-bundles", plain, str(bundles / "basisnet"), "--json", str(tmp_path / "no" / "r.json")).error_line()
     assert line.startswith("error: json: the folder of") and "r.json" in line
     # the hand-built bundles name no dataset: --data is asked for, naming the field
@@ -113,3 +115,51 @@ def test_compare_feeds_the_fit_each_multi_exit_image_s_time_madds_and_stages(tmp
     np.testing.assert_array_equal(stages, [1 + (p.stopped_at == "exit_1") for p in alone])
     np.testing.assert_array_equal(madds, [p.madds for p in alone])
     assert set(madds.tolist()) <= {300, 800} and len(ms) == 10 and (ms > 0).all()
+
+
+class FakeBundle:
+    """A bundle whose call takes 1 ms, or 2 ms during a slow spell of the shared clock `calls` (a list that
+    every fake appends to): the machine, not the bundle, is slow then."""
+
+    kind, labels = "plain", []
+    spec = {"stages": {"main": {}}}
+
+    def __init__(self, name, calls, slow):
+        self.name, self.calls, self.slow = name, calls, slow
+
+    def predict_one(self, image):
+        from types import SimpleNamespace
+
+        self.calls.append((self.name, int(image[0, 0, 0])))
+        ms = 2.0 if self.slow[0] <= len(self.calls) < self.slow[1] else 1.0
+        return SimpleNamespace(index=0, stopped_at="main", madds=None, time_ms=ms, tflite_ms=ms)
+
+
+def test_blocks_rotate_through_the_bundles_with_a_warm_up_after_each_switch():
+    calls = []
+    fakes = [FakeBundle("a", calls, (0, 0)), FakeBundle("b", calls, (0, 0))]
+    x = np.arange(5, dtype="float32").reshape(5, 1, 1, 1) * np.ones((1, 2, 2, 1), "float32")
+    compare.compare_bundles(fakes, ["a", "b"], x, np.zeros(5, int), rounds=2, block=2, log=lambda m: None)
+    want = [("a", 0), ("b", 0)]  # the first call of each bundle: XNNPACK's weight packing
+    for r in range(2):
+        for i_block, start in enumerate((0, 2, 4)):
+            for name in (("a", "b") if (r + i_block) % 2 == 0 else ("b", "a")):
+                want += [(name, start)] + [(name, j) for j in range(start, min(start + 2, 5))]
+    assert calls == want
+
+
+def test_a_slow_spell_falls_on_every_bundle_alike():
+    """Two identical bundles and a slow spell that covers about one bundle's whole pass: run in passes (one
+    block of all the images) the bundle caught in it looks 30-50% slower; interleaved in blocks of 10 they
+    tie within a few percent."""
+    x = np.zeros((200, 2, 2, 1), "float32")
+    ratios = {}
+    for block in (200, 10):
+        calls = []
+        fakes = [FakeBundle("a", calls, (250, 450)), FakeBundle("b", calls, (250, 450))]
+        result = compare.compare_bundles(fakes, ["a", "b"], x, np.zeros(200, int), rounds=1, block=block,
+                                         log=lambda m: None)
+        ratios[block] = result["bundles"][1]["ratio"]
+    assert ratios[200] > 1.3 and ratios[10] == pytest.approx(1.0, abs=0.06), ratios
+    with pytest.raises(ValueError, match=r"block must be an int >= 1; received block=0"):
+        compare.compare_bundles([], [], x, np.zeros(200), block=0)
