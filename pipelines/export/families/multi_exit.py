@@ -202,7 +202,7 @@ def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
     return kept_madds[nxt], kept_cost[nxt]
 
 
-# what a stage's call and check cost beyond its layers, in MAdds: ~0.6 M on an AVX-512 host, 1.1-1.9 M fitted on
+# what a stage's call and check cost beyond its layers, in MAdds: ~0.6 M on an AVX-512 host, 0.9-1.15 M fitted on
 # an AVX2-only one (docs/results.md, sessions 12-13); `compare-bundles` fits it for the machine it runs on
 STAGE_MADDS = 0.6e6
 
