@@ -263,6 +263,7 @@ def test_slimmable_eval_widths_measures_every_width_alone_and_slimmable_and_logs
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the widths command with two more switches: make test runs the command end to end above
 def test_slimmable_eval_widths_skip_alone_trains_and_measures_only_the_slimmable_network(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert cli.main(["slimmable-eval", "widths", *SLIM_TINY, "--skip-alone", "--preset", "paper", "--out",
