@@ -46,7 +46,8 @@ def add_arguments(p):
                         "the exits kept and their thresholds are chosen on the validation images")
     p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
                    help="multi-exit: what one stage costs beyond its layers, in MAdds, when the exits are chosen "
-                        "(default 600000, estimated on an AVX-512 x86 CPU; 0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
+                        "(default 600000, estimated on an AVX-512 x86 CPU; "
+                        "0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
     p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | cluttered-digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")

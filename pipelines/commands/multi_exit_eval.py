@@ -52,7 +52,8 @@ def add_arguments(p):
                         "family's accuracy against measured latency, to set beside the static ladder")
     p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
                    help="what one stage costs beyond its layers, in MAdds, when budgets choose exits and thresholds "
-                        "(default 600000, estimated on an AVX-512 x86 CPU; 0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
+                        "(default 600000, estimated on an AVX-512 x86 CPU; "
+                        "0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
     add_measure_arguments(p)
     add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 
