@@ -171,13 +171,12 @@ def run(epochs=15, seeds=(0,), data="digits", image_size=32, model_config=None, 
             log(f"[seed {seed}] {variant:5s} {time.time() - start:5.0f} s  test accuracy per exit: "
                 + " ".join(f"{a:.4f}" for a in acc) + f"  ({run_dir})")
             if variant == budget_variant:
-                costs, cache = exit_madds(net, info.input_shape), {}
+                costs = exit_madds(net, info.input_shape)
                 full = costs[-1] + stage_madds  # the last exit alone: one stage
                 val_probs = family.exit_probabilities(net, x_val)
                 budgets = [f * full for f in budget_fractions if f * full >= costs[0] + stage_madds]
-                cost_of = lambda kept: cache.setdefault(  # noqa: E731
-                    tuple(kept), exit_madds(net, info.input_shape, exits=list(kept)))
-                curves.append(family.budget_curve(val_probs, y_val, test_probs, y_test, cost_of, budgets, stage_madds))
+                curves.append(family.budget_curve(val_probs, y_val, test_probs, y_test,
+                                                  family.kept_exit_madds(net, info.input_shape), budgets, stage_madds))
                 if measure:
                     val_last = float(family.anytime_accuracy(val_probs, y_val)[-1])
                     thresholds, row = deployed_thresholds(curves[-1], val_last)

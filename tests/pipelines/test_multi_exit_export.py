@@ -184,3 +184,21 @@ def test_segments_of_kept_exits_need_the_last():
                 depth_multiplier=0.25, last_channels=32)
     with pytest.raises(ValueError, match=r"exits=\[0, 1\]"):
         multi_exit.segment_functions(net, [0, 1])
+
+
+def test_kept_exit_madds_counts_each_set_once(monkeypatch):
+    """The search asks for every set of exits at every budget: each set's MAdds are counted once, and they are
+    `exit_madds(..., exits=kept)`'s."""
+    import keras_layers.models.multi_exit_net as men
+
+    net = build("multi_exit_net", input_shape=SHAPE, num_classes=4, num_exits=3, width_multiplier=0.25,
+                depth_multiplier=0.25, last_channels=32, gradient_equilibrium=False, inline_collaboration=False)
+    want = {kept: exit_madds(net, SHAPE, exits=list(kept)) for kept in multi_exit.exit_subsets(3)}
+    counted = []
+    real = men.exit_madds
+    monkeypatch.setattr(men, "exit_madds", lambda *a, **kw: counted.append(kw["exits"]) or real(*a, **kw))
+    cost_of = multi_exit.kept_exit_madds(net, SHAPE)
+    for _ in range(3):
+        for kept in multi_exit.exit_subsets(3):
+            assert cost_of(kept) == want[kept] and cost_of(list(kept)) == want[kept]
+    assert sorted(map(tuple, counted)) == sorted(multi_exit.exit_subsets(3))

@@ -191,6 +191,21 @@ def subset_costs(exit_costs, num_exits):
     return lambda kept: costs[list(kept)]
 
 
+def kept_exit_madds(net, input_shape):
+    """kept exits -> their cumulative MAdds on `net` (`exit_madds(net, input_shape, exits=kept)`), each set
+    counted once: the search asks for every set at every budget."""
+    from keras_layers.models.multi_exit_net import exit_madds
+
+    counted = {}
+
+    def cost_of(kept):
+        kept = tuple(int(k) for k in kept)
+        if kept not in counted:
+            counted[kept] = [int(c) for c in exit_madds(net, input_shape, exits=list(kept))]
+        return counted[kept]
+    return cost_of
+
+
 def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
     """(madds, cost), each (K,): the cumulative MAdds of stopping at each exit of a bundle that keeps the exits
     `kept` (`kept_madds`: one per kept exit), and its cost, MAdds + `stage_madds` per stage run (the j-th kept
@@ -401,7 +416,7 @@ class MultiExit(Family):
         names = exit_names(net)
         shape = tuple(net.input_shape[1:])
         costs = [int(c) for c in exit_madds(net, shape)]
-        chosen = None
+        cost_of, chosen = kept_exit_madds(net, shape), None
         if options.exit_thresholds:
             thresholds = given_thresholds(options.exit_thresholds, names)
         else:
@@ -411,10 +426,9 @@ class MultiExit(Family):
                 raise ValueError(f"budget must be >= the first exit's share of the last exit's cost "
                                  f"({first / (costs[-1] + stage):.3f}) at stage_madds={stage:.0f} (MAdds a stage; "
                                  f"0 counts MAdds alone); received budget={options.budget!r}")
-            (x, y), cache = selection, {}
+            x, y = selection
             probs = exit_probabilities(net, x)
-            found = search_policy(probs, y, lambda kept: cache.setdefault(
-                tuple(kept), exit_madds(net, shape, exits=list(kept))), budget, stage)
+            found = search_policy(probs, y, cost_of, budget, stage)
             # in model.json: probabilities (inf, "never stop here", becomes 1.0); the selection's numbers
             # are those of the thresholds as written, under the runner's rule
             thresholds = [min(max(t, 0.0), 1.0) if k in found["exits"] else None
@@ -423,7 +437,7 @@ class MultiExit(Family):
         kept = [k for k, t in enumerate(thresholds) if t is not None] + [len(names) - 1]
         dropped = [names[k] for k in range(len(names)) if k not in kept]
         if dropped:
-            costs = [int(c) for c in exit_madds(net, shape, exits=kept)]
+            costs = cost_of(kept)
             log(f"multi-exit: {', '.join(dropped)} left out of the bundle (null threshold)" if options.exit_thresholds
                 else f"multi-exit: {', '.join(dropped)} left out of the bundle (the selection counts "
                      f"{stage:.0f} MAdds a stage; an exit under {MIN_EXIT_SHARE:.0%} of the images is never kept)")
