@@ -39,40 +39,34 @@ def compare_bundles(bundles, names, x, y, rounds=3, block=50, log=print):
     avg_tflite_ms, round_ms, avg_madds, stage_share, ratio}], stage_cost}: per image the median over the
     rounds; ``round_ms`` each round's mean; ``ratio`` the bundle's mean time over the first bundle's;
     ``avg_madds`` None where model.json gives no MAdds per stage; ``stage_cost`` `stage_cost_fit`."""
-    from pipelines.experiments.deployed import ALL, machine, summarize
+    from pipelines.experiments.deployed import ALL, machine, run_bundle, summarize
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1; received rounds={rounds!r}")
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1; received block={block!r}")
     n, k = len(x), len(bundles)
-    times, lite = np.zeros((k, rounds, n)), np.zeros((k, rounds, n))
-    first = [[None] * n for _ in bundles]  # each image's prediction in the first round
+    blocks = [[[] for _ in range(rounds)] for _ in bundles]  # per bundle and round: `run_bundle` of each block
     for b in bundles:
         b.predict_one(x[0])  # warm-up (XNNPACK packs weights on the first invocation)
     for r in range(rounds):
         for i_block, start in enumerate(range(0, n, block)):
-            for i in [(r + i_block + j) % k for j in range(k)]:
-                bundles[i].predict_one(x[start])  # the caches after the switch: not counted
-                for j in range(start, min(start + block, n)):
-                    p = bundles[i].predict_one(x[j])
-                    times[i, r, j], lite[i, r, j] = p.time_ms, p.tflite_ms
-                    if r == 0:
-                        first[i][j] = p
+            for i in [(r + i_block + j) % k for j in range(k)]:  # run_bundle's warm-up call: after the switch
+                blocks[i][r].append(run_bundle(bundles[i], x[start:start + block], repeats=1))
         for i in [(r + j) % k for j in range(k)]:
-            log(f"round {r + 1}/{rounds}: {names[i]} {times[i, r].mean():.3f} ms per image")
+            log(f"round {r + 1}/{rounds}: {names[i]} "
+                f"{np.concatenate([p['latency_ms'] for p in blocks[i][r]]).mean():.3f} ms per image")
     rows, samples = [], []
-    for i, (name, b) in enumerate(zip(names, bundles)):
-        preds = first[i]
-        per_image = {"prediction": np.asarray([p.index for p in preds]),
-                     "stage": np.asarray([p.stopped_at for p in preds]),
-                     "madds": np.asarray([np.nan if p.madds is None else p.madds for p in preds], float),
-                     "latency_ms": np.median(times[i], axis=0), "tflite_ms": np.median(lite[i], axis=0)}
+    for name, b, parts in zip(names, bundles, blocks):
+        runs = [{key: np.concatenate([p[key] for p in part]) for key in part[0]} for part in parts]
+        per_image = dict(runs[0])  # predictions, stages and MAdds of the first round
+        per_image["latency_ms"] = np.median([run["latency_ms"] for run in runs], axis=0)
+        per_image["tflite_ms"] = np.median([run["tflite_ms"] for run in runs], axis=0)
         s = summarize(per_image, y, stage_order=list(b.spec.get("stages") or []))[ALL]
         madds = None if np.isnan(per_image["madds"]).all() else float(np.nanmean(per_image["madds"]))
         rows.append({"name": name, "kind": b.kind, "accuracy": s["accuracy"], "avg_latency_ms": s["avg_latency_ms"],
                      "avg_tflite_ms": s["avg_tflite_ms"], "avg_madds": madds,
-                     "round_ms": [float(v) for v in times[i].mean(axis=1)], "stage_share": s["stage_share"]})
+                     "round_ms": [float(run["latency_ms"].mean()) for run in runs], "stage_share": s["stage_share"]})
         exits = b.spec.get("exits") if b.kind == "multi_exit" else None
         if exits and madds is not None:  # stages run per image: the answering exit's place in the bundle + 1
             samples.append((per_image["latency_ms"], per_image["madds"],
