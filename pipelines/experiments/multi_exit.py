@@ -86,7 +86,7 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
     writes them (one per exit but the last, probabilities; None for a left-out exit).
     Returns (thresholds, that curve row)."""
     ok = [r for r in curve if r["val_accuracy"] >= val_last_accuracy - max_drop - 1e-12]
-    best = min(ok, key=lambda r: r.get("val_avg_cost", r["val_avg_madds"])) if ok \
+    best = min(ok, key=lambda r: r["val_avg_cost"]) if ok \
         else max(curve, key=lambda r: r["val_accuracy"])
     return row_thresholds(best), best
 
@@ -94,13 +94,8 @@ def deployed_thresholds(curve, val_last_accuracy, max_drop=0.005):
 def row_thresholds(row):
     """A budget curve row's thresholds as model.json takes them: one per exit but the last, in [0, 1], and
     None (the exit is left out of the bundle) for an exit the row does not keep (its ``exits``, chosen by
-    `search_policy`) or, in a row without ``exits``, one the export's own rule would leave out on the
-    validation images (`pipelines.export.families.multi_exit.keeps_exit`)."""
-    from pipelines.export.families.multi_exit import keeps_exit
-
-    used = row.get("val_exit_share") or [1.0] * len(row["thresholds"])
-    kept = row.get("exits")
-    return [min(max(float(t), 0.0), 1.0) if (k in kept if kept is not None else keeps_exit(used[k])) else None
+    `search_policy`)."""
+    return [min(max(float(t), 0.0), 1.0) if k in row["exits"] else None
             for k, t in enumerate(row["thresholds"][:-1])]
 
 

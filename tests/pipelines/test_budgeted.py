@@ -34,6 +34,42 @@ def test_search_on_constructed_example_gives_the_known_answer():
     assert budgeted.search_thresholds(probs, labels, costs, 1.0)["accuracy"] == pytest.approx(0.6)
 
 
+def test_chosen_thresholds_sit_between_the_examples_confidences():
+    """The search's thresholds stop the same examples as the candidate it chose, halfway to the next lower
+    confidence: a float32 wobble of an example's confidence (LiteRT against Keras) does not move it to
+    another stage."""
+    rng = np.random.RandomState(1)
+    probs = rng.dirichlet(np.ones(4) * 0.4, size=(3, 300))
+    labels = rng.randint(0, 4, 300)
+    confidence = probs.max(-1)
+    for budget in (1.3, 1.8, 2.4):
+        found = budgeted.search_thresholds(probs, labels, [1.0, 2.0, 3.0], budget)
+        t = np.asarray(found["thresholds"])
+        accuracy, cost = budgeted.evaluate(probs, labels, t, [1.0, 2.0, 3.0])
+        assert accuracy == pytest.approx(found["accuracy"]) and cost == pytest.approx(found["avg_madds"])
+        assert cost <= budget + 1e-9
+        cands = budgeted.candidate_thresholds(confidence)
+        same = [c for c in cands if np.array_equal(budgeted.exit_points(confidence, c), budgeted.exit_points(confidence, t))]
+        assert same, budget  # the same examples stop where one of the candidates sends them
+        for k in range(2):
+            if np.isfinite(t[k]) and (confidence[k] < t[k]).any():
+                above, below = confidence[k][confidence[k] >= t[k]].min(), confidence[k][confidence[k] < t[k]].max()
+                assert t[k] == pytest.approx((above + below) / 2, abs=1e-15), (budget, k)
+                gap = (above - below) / 2  # any wobble smaller than this leaves every example where it was
+                wobble = confidence.copy()
+                wobble[k] += rng.choice([-0.9, 0.9], size=wobble.shape[1]) * gap
+                np.testing.assert_array_equal(budgeted.exit_points(wobble, t), budgeted.exit_points(confidence, t))
+    np.testing.assert_array_equal(budgeted.with_margin(np.array([[0.9, 0.5], [0.8, 0.7]]), [0.9, -np.inf]),
+                                  [0.7, -np.inf])
+    np.testing.assert_array_equal(budgeted.with_margin(np.array([[0.9, 0.5], [0.8, 0.7]]), [0.6, -np.inf]),
+                                  [0.7, -np.inf])  # a threshold between the confidences: to the middle
+    np.testing.assert_array_equal(budgeted.with_margin(np.array([[0.9, 0.5], [0.8, 0.7]]), [0.5, -np.inf]),
+                                  [0.5, -np.inf])  # nothing below: every example stops there already
+    np.testing.assert_array_equal(budgeted.with_margin(np.array([[0.9, 0.5], [0.8, 0.7]]), [0.95, -np.inf]),
+                                  [0.95, -np.inf])  # none stops there
+    np.testing.assert_array_equal(budgeted.with_margin(np.array([[0.9], [0.8]]), [np.inf, -np.inf]), [np.inf, -np.inf])
+
+
 def test_vectorised_evaluation_matches_a_per_example_walk():
     rng = np.random.RandomState(0)
     k, n, c = 4, 50, 5

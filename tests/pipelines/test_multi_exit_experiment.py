@@ -100,16 +100,20 @@ def test_deploy_budgets_are_curve_budgets_and_need_measure():
 
 
 def test_row_thresholds_clip_to_probabilities_and_drop_the_last_exit():
-    assert exp.row_thresholds({"thresholds": [float("inf"), 0.7, -0.2, float("-inf")]}) == [1.0, 0.7, 0.0]
+    row = {"exits": [0, 1, 2, 3], "thresholds": [float("inf"), 0.7, -0.2, float("-inf")]}
+    assert exp.row_thresholds(row) == [1.0, 0.7, 0.0]
 
 
-def test_row_thresholds_leave_out_the_exits_too_few_validation_images_leave_at():
-    """Exits under MIN_EXIT_SHARE of the validation images (`val_exit_share` < 1%) get None: the export leaves
-    them out of the bundle."""
-    row = {"thresholds": [float("inf"), 0.99, 0.7, float("-inf")], "val_exit_share": [0.0, 0.0, 0.4, 0.6]}
+def test_row_thresholds_leave_out_the_exits_the_row_does_not_keep():
+    """An exit outside the row's ``exits`` gets None: the export leaves it out of the bundle. In the rows of
+    `budget_curve` those are the exits `search_policy` did not keep, and every kept early exit answers at
+    least MIN_EXIT_SHARE of the validation images whenever some set keeps that rule."""
+    row = {"exits": [2, 3], "thresholds": [float("inf"), float("inf"), 0.7, float("-inf")]}
     assert exp.row_thresholds(row) == [None, None, 0.7]
-    row = {"thresholds": [0.9, 0.8, 0.7, float("-inf")], "val_exit_share": [0.005, 0.01, 0.4, 0.585]}
+    row = {"exits": [1, 2, 3], "thresholds": [0.9, 0.8, 0.7, float("-inf")]}  # exit 0's threshold is not used
     assert exp.row_thresholds(row) == [None, 0.8, 0.7]
+    with pytest.raises(KeyError, match="exits"):  # a row says which exits it keeps
+        exp.row_thresholds({"thresholds": [0.5, float("-inf")]})
     import numpy as np
     from pipelines.export.families import multi_exit as family
 
@@ -121,7 +125,8 @@ def test_row_thresholds_leave_out_the_exits_too_few_validation_images_leave_at()
         exits = family.exit_points(probs.max(-1), np.asarray(r["thresholds"]))
         assert r["val_exit_share"] == pytest.approx(np.bincount(exits, minlength=4) / 200)
         got = exp.row_thresholds(r)
-        assert [t is None for t in got] == [np.mean(exits == k) < family.MIN_EXIT_SHARE for k in range(3)]
+        assert [t is None for t in got] == [k not in r["exits"] for k in range(3)]
+        assert all(np.mean(exits == k) >= family.MIN_EXIT_SHARE for k in r["exits"][:-1]), (r, exits)
 
 
 def test_last_variant_trains_the_last_exit_alone():

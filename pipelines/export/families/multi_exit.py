@@ -108,6 +108,17 @@ def evaluate(probs, labels, thresholds, exit_costs):
     return accuracy, avg_cost
 
 
+def outcome(probs, labels, thresholds, madds, cost):
+    """What one threshold vector ((K,)) does on (`probs`, `labels`), given `policy_costs`' per-exit `madds` and
+    `cost`: {"accuracy", "avg_madds", "avg_cost", "shares" (the examples each exit answers, (K,))}."""
+    probs = _check_probs(probs, labels)
+    exits = exit_points(probs.max(-1), thresholds)
+    correct = probs.argmax(-1)[exits, np.arange(probs.shape[1])] == np.asarray(labels)
+    return {"accuracy": float(correct.mean()), "avg_madds": float(np.asarray(madds, np.float64)[exits].mean()),
+            "avg_cost": float(np.asarray(cost, np.float64)[exits].mean()),
+            "shares": np.bincount(exits, minlength=probs.shape[0]) / probs.shape[1]}
+
+
 def geometric_thresholds(confidence, q):
     """MSDNet's rule: a fraction proportional to q^k of the examples leaves at exit k; (K,) thresholds."""
     k, n = confidence.shape
@@ -162,7 +173,23 @@ def search_thresholds(probs, labels, exit_costs, budget):
     # generalise better from a small held-out split than the cheapest vector that happens to tie)
     order = np.lexsort((-avg_cost, -accuracy))
     best = next(i for i in order if feasible[i])
-    return {"thresholds": cands[best].tolist(), "accuracy": float(accuracy[best]), "avg_madds": float(avg_cost[best])}
+    return {"thresholds": with_margin(probs.max(-1), cands[best]).tolist(), "accuracy": float(accuracy[best]),
+            "avg_madds": float(avg_cost[best])}
+
+
+def with_margin(confidence, thresholds):
+    """`thresholds` ((K,)) moved to halfway between the lowest confidence that stops at each exit and the
+    highest that does not, in `confidence` ((K, N)): the same examples stop at each exit, but none sits on
+    a threshold. The candidates are the examples' own confidences, and a threshold equal to one is decided by
+    the last bit of float rounding: the bundle (float32 logits in LiteRT) and Keras then send that image to
+    different stages. A threshold that every example, or none, passes stays as it is."""
+    out = np.asarray(thresholds, np.float64).copy()
+    for k in range(len(out) - 1):
+        if np.isfinite(out[k]):
+            stop = stops(confidence[k], out[k])
+            if stop.any() and not stop.all():
+                out[k] = (confidence[k][stop].min() + confidence[k][~stop].max()) / 2
+    return out
 
 
 MIN_EXIT_SHARE = 0.01  # an early exit fewer of the selection images leave at is left out of a budgeted bundle
@@ -253,12 +280,10 @@ def search_policy(probs, labels, exit_costs, budget, stage_madds=0.0, min_share=
         pick = search_thresholds(probs[list(kept)], labels, cost[list(kept)], budget)
         thresholds = np.full(k, np.inf)
         thresholds[list(kept)] = pick["thresholds"]
-        exits = exit_points(probs.max(-1), thresholds)
-        shares = np.bincount(exits, minlength=k) / probs.shape[1]
-        accuracy, avg_madds = evaluate(probs, labels, thresholds, madds)
-        found.append({"exits": [int(e) for e in kept], "thresholds": thresholds.tolist(), "accuracy": accuracy,
-                      "avg_madds": avg_madds, "avg_cost": float(cost[exits].mean()), "stage_madds": float(stage_madds),
-                      "shares_kept": all(keeps_exit(shares[e], min_share) for e in kept[:-1])})
+        got = outcome(probs, labels, thresholds, madds, cost)
+        found.append({"exits": [int(e) for e in kept], "thresholds": thresholds.tolist(), "accuracy": got["accuracy"],
+                      "avg_madds": got["avg_madds"], "avg_cost": got["avg_cost"], "stage_madds": float(stage_madds),
+                      "shares_kept": all(keeps_exit(got["shares"][e], min_share) for e in kept[:-1])})
     if not found:
         first = min(float(policy_costs(cost_of(s), s, k, stage_madds)[1][s[0]]) for s in exit_subsets(k))
         raise ValueError(f"budget must be >= the first exit's cost ({first:.0f} MAdds with its stage); "
@@ -276,17 +301,15 @@ def budget_curve(val_probs, val_labels, test_probs, test_labels, exit_costs, bud
     cost_of = subset_costs(exit_costs, k)
     for budget in budgets:
         found = search_policy(val_probs, val_labels, cost_of, budget, stage_madds)
-        thresholds = np.asarray(found["thresholds"])
         madds, cost = policy_costs(cost_of(found["exits"]), found["exits"], k, stage_madds)
-        acc, test_madds = evaluate(test_probs, test_labels, thresholds, madds)
-        _, test_cost = evaluate(test_probs, test_labels, thresholds, cost)
-        share = [np.bincount(exit_points(_check_probs(p).max(-1), thresholds), minlength=k) / p.shape[1]
-                 for p in (test_probs, val_probs)]
+        val = outcome(val_probs, val_labels, found["thresholds"], madds, cost)
+        test = outcome(test_probs, test_labels, found["thresholds"], madds, cost)
         rows.append({"budget": float(budget), "exits": found["exits"], "thresholds": found["thresholds"],
-                     "stage_madds": float(stage_madds), "val_accuracy": found["accuracy"],
-                     "val_avg_madds": found["avg_madds"], "val_avg_cost": found["avg_cost"],
-                     "test_accuracy": float(acc), "test_avg_madds": float(test_madds), "test_avg_cost": float(test_cost),
-                     "exit_share": share[0].tolist(), "val_exit_share": share[1].tolist()})
+                     "stage_madds": float(stage_madds), "val_accuracy": val["accuracy"],
+                     "val_avg_madds": val["avg_madds"], "val_avg_cost": val["avg_cost"],
+                     "test_accuracy": test["accuracy"], "test_avg_madds": test["avg_madds"],
+                     "test_avg_cost": test["avg_cost"], "exit_share": test["shares"].tolist(),
+                     "val_exit_share": val["shares"].tolist()})
     return rows
 
 
@@ -443,12 +466,11 @@ class MultiExit(Family):
                      f"{stage:.0f} MAdds a stage; an exit under {MIN_EXIT_SHARE:.0%} of the images is never kept)")
         thresholds, names = [thresholds[k] for k in kept[:-1]], [names[k] for k in kept]
         if not options.exit_thresholds:
-            accuracy, avg_madds = evaluate(probs[kept], y, thresholds + [0.0], costs)
-            _, avg_cost = evaluate(probs[kept], y, thresholds + [0.0],
-                                   np.asarray(costs, np.float64) + stage * np.arange(1, len(kept) + 1))
+            every = list(range(len(kept)))  # the bundle's own exits, all kept
+            got = outcome(probs[kept], y, thresholds + [0.0], *policy_costs(costs, every, len(kept), stage))
             chosen = {"split": "validation", "images": int(len(x)), "budget_fraction": float(options.budget),
-                      "stage_madds": stage, "budget_cost": float(budget), "accuracy": accuracy,
-                      "avg_madds": avg_madds, "avg_cost": avg_cost, "dropped_exits": dropped}
+                      "stage_madds": stage, "budget_cost": float(budget), "accuracy": got["accuracy"],
+                      "avg_madds": got["avg_madds"], "avg_cost": got["avg_cost"], "dropped_exits": dropped}
             log(f"multi-exit: {len(kept)} stages, thresholds {[round(t, 3) for t in thresholds]} for "
                 f"{options.budget:g} x the last exit's cost, chosen on {len(x)} validation images")
         data = tflite.convert_signatures(segment_functions(net, kept), net, mode)
