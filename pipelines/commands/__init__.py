@@ -40,6 +40,16 @@ def add_experiment_arguments(p, data, epochs_help, out_file, seeds_help="seeds (
     add_preset_argument(p)
 
 
+STAGE_MADDS_HELP = ("what one stage costs beyond its layers, in MAdds, when the exits and thresholds are chosen "
+                    "(default 600000; fitted by compare-bundles: 0.44-0.47 M on an Intel AVX-512 CPU, 0.89-1.15 M on "
+                    "an AVX2-only AMD one; 0: count MAdds alone)")
+
+
+def add_stage_madds_argument(p, prefix=""):
+    """`--stage-madds` of the commands that choose a multi-exit bundle's exits (export, multi-exit-eval)."""
+    p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS", help=prefix + STAGE_MADDS_HELP)
+
+
 def add_measure_arguments(p):
     """--threads, --repeats, --test-images of the experiment commands that measure bundles (`deployed.measure`)."""
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency (default 1)")

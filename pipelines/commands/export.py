@@ -19,7 +19,7 @@ images (or give --exit-thresholds); cost is MAdds plus --stage-madds for every s
 """
 import json
 
-from pipelines.commands import add_tracking_uri
+from pipelines.commands import add_stage_madds_argument, add_tracking_uri
 
 NAME = "export"
 HELP = "export to TFLite + Android bundle (quantization, parity, latency)"
@@ -44,10 +44,7 @@ def add_arguments(p):
     p.add_argument("--budget", type=float, default=None,
                    help="multi-exit: average cost budget as a fraction of the last exit's (default 0.6); "
                         "the exits kept and their thresholds are chosen on the validation images")
-    p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
-                   help="multi-exit: what one stage costs beyond its layers, in MAdds, when the exits are chosen "
-                        "(default 600000, estimated on an AVX-512 x86 CPU; "
-                        "0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
+    add_stage_madds_argument(p, "multi-exit: ")
     p.add_argument("--data", default=None, help="dataset of a bare .keras file (digits | cluttered-digits | TFDS_NAME | folder:PATH)")
     p.add_argument("--image-size", type=int, default=32, help="with --data (default 32)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the bundle to MLflow")

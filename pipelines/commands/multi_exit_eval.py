@@ -18,7 +18,7 @@ HELP = "compare IMTA training with plain summed losses and evaluate budgeted inf
 
 
 def add_arguments(p):
-    from pipelines.commands import add_measure_arguments, add_preset_argument, add_tracking_uri
+    from pipelines.commands import add_measure_arguments, add_preset_argument, add_stage_madds_argument, add_tracking_uri
 
     p.add_argument("--epochs", type=int, default=15, help="epochs per training run (default 15)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (results are averaged; default 0)")
@@ -50,10 +50,7 @@ def add_arguments(p):
                    help="with --measure, also export and measure the budgeted net at each of these budgets (fractions "
                         "of the last exit's cost, among 0.30, 0.35, ..., 1.00; exits and thresholds from validation): the "
                         "family's accuracy against measured latency, to set beside the static ladder")
-    p.add_argument("--stage-madds", type=float, default=None, metavar="MADDS",
-                   help="what one stage costs beyond its layers, in MAdds, when budgets choose exits and thresholds "
-                        "(default 600000, estimated on an AVX-512 x86 CPU; "
-                        "0.9-1.15 M fitted on an AVX2 one; compare-bundles fits it; 0: count MAdds alone)")
+    add_stage_madds_argument(p)
     add_measure_arguments(p)
     add_tracking_uri(p, "MLflow tracking URI for the experiment's run (default: $MLFLOW_TRACKING_URI, else not logged)")
 

@@ -244,8 +244,9 @@ def policy_costs(kept_madds, kept, num_exits, stage_madds=0.0):
     return kept_madds[nxt], kept_cost[nxt]
 
 
-# what a stage's call and check cost beyond its layers, in MAdds: ~0.6 M on an AVX-512 host, 0.9-1.15 M fitted on
-# an AVX2-only one (docs/results.md, sessions 12-13); `compare-bundles` fits it for the machine it runs on
+# what a stage's call and check cost beyond its layers, in MAdds: fitted by `compare-bundles` at 0.44-0.47 M on an
+# Intel AVX-512 host (session 14), 0.89-1.15 M on an AVX2-only AMD one (session 13), ~0.6 M estimated on an AMD
+# AVX-512 one (session 12; docs/results.md); the exits chosen were the same at every value in between
 STAGE_MADDS = 0.6e6
 
 
