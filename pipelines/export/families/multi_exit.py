@@ -164,7 +164,8 @@ def search_thresholds(probs, labels, exit_costs, budget):
     costs = _check_costs(exit_costs, probs.shape[0])
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.number)) or not budget >= costs[0]:
         raise ValueError(f"budget must be >= the first exit's cost ({costs[0]:.0f} MAdds); received budget={budget!r}")
-    cands = candidate_thresholds(probs.max(-1))
+    confidence = probs.max(-1)
+    cands = candidate_thresholds(confidence)
     accuracy, avg_cost = evaluate(probs, labels, cands, costs)
     feasible = avg_cost <= budget + 1e-9
     if not feasible.any():  # cannot happen: the all-first-exit vector costs costs[0]
@@ -173,7 +174,7 @@ def search_thresholds(probs, labels, exit_costs, budget):
     # generalise better from a small held-out split than the cheapest vector that happens to tie)
     order = np.lexsort((-avg_cost, -accuracy))
     best = next(i for i in order if feasible[i])
-    return {"thresholds": with_margin(probs.max(-1), cands[best]).tolist(), "accuracy": float(accuracy[best]),
+    return {"thresholds": with_margin(confidence, cands[best]).tolist(), "accuracy": float(accuracy[best]),
             "avg_madds": float(avg_cost[best])}
 
 
@@ -433,14 +434,13 @@ class MultiExit(Family):
         return not options.exit_thresholds
 
     def stages(self, net, mode, selection, options, log):
-        from keras_layers.models.multi_exit_net import exit_madds, exit_names
+        from keras_layers.models.multi_exit_net import exit_names
         from pipelines.export import tflite
         from pipelines.export.convert import Conversion
 
         names = exit_names(net)
-        shape = tuple(net.input_shape[1:])
-        costs = [int(c) for c in exit_madds(net, shape)]
-        cost_of, chosen = kept_exit_madds(net, shape), None
+        cost_of, chosen = kept_exit_madds(net, tuple(net.input_shape[1:])), None
+        costs = cost_of(range(len(names)))  # every exit kept; the search reads the same count from cost_of
         if options.exit_thresholds:
             thresholds = given_thresholds(options.exit_thresholds, names)
         else:
@@ -460,8 +460,8 @@ class MultiExit(Family):
         # exits with a None threshold are left out: the segments, the stage MAdds and the policy skip them
         kept = [k for k, t in enumerate(thresholds) if t is not None] + [len(names) - 1]
         dropped = [names[k] for k in range(len(names)) if k not in kept]
+        costs = cost_of(kept)
         if dropped:
-            costs = cost_of(kept)
             log(f"multi-exit: {', '.join(dropped)} left out of the bundle (null threshold)" if options.exit_thresholds
                 else f"multi-exit: {', '.join(dropped)} left out of the bundle (the selection counts "
                      f"{stage:.0f} MAdds a stage; an exit under {MIN_EXIT_SHARE:.0%} of the images is never kept)")
