@@ -14,7 +14,8 @@ average MAdds where model.json gives them per stage, the share of images each st
 its time to the first bundle's. With multi-exit bundles of one network that keep different exits (export
 --stage-madds 0 and the default, say), it also fits what a stage costs beyond its layers on this machine
 (ms = intercept + per M MAdds + per stage run, over every image) and prints it in MAdds: the value to give the
-export's --stage-madds for this machine.
+export's --stage-madds for this machine. The fit is made per network (model.json's weights_sha256: the same for
+every bundle exported from one trained net), never across two networks, whose speeds per MAdd differ.
 
 The bundles are untrusted input, checked before anything runs: each folder is read as `run-bundle` reads it
 (model.json first, files inside the folder), all must take the same input shape, and the test split is that of

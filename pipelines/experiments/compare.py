@@ -36,9 +36,10 @@ def compare_bundles(bundles, names, x, y, rounds=3, block=50, log=print):
     of ms) then falls on every bundle alike, and a bundle still runs `block` images in a row, as the app does.
 
     Returns {test_images, rounds, block, machine, bundles: [{name, kind, accuracy, avg_latency_ms,
-    avg_tflite_ms, round_ms, avg_madds, stage_share, ratio}], stage_cost}: per image the median over the
+    avg_tflite_ms, round_ms, avg_madds, stage_share, ratio}], stage_costs}: per image the median over the
     rounds; ``round_ms`` each round's mean; ``ratio`` the bundle's mean time over the first bundle's;
-    ``avg_madds`` None where model.json gives no MAdds per stage; ``stage_cost`` `stage_cost_fit`."""
+    ``avg_madds`` None where model.json gives no MAdds per stage; ``stage_costs`` `stage_cost_fits`: one fit
+    per network among the multi-exit bundles."""
     from pipelines.experiments.deployed import ALL, machine, run_bundle, summarize
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -56,7 +57,7 @@ def compare_bundles(bundles, names, x, y, rounds=3, block=50, log=print):
         for i in [(r + j) % k for j in range(k)]:
             log(f"round {r + 1}/{rounds}: {names[i]} "
                 f"{np.concatenate([p['latency_ms'] for p in blocks[i][r]]).mean():.3f} ms per image")
-    rows, samples = [], []
+    rows, samples = [], {}  # samples: per network, {bundle name: (ms, MAdds, stages)}
     for name, b, parts in zip(names, bundles, blocks):
         runs = [{key: np.concatenate([p[key] for p in part]) for key in part[0]} for part in parts]
         per_image = dict(runs[0])  # predictions, stages and MAdds of the first round
@@ -69,12 +70,24 @@ def compare_bundles(bundles, names, x, y, rounds=3, block=50, log=print):
                      "round_ms": [float(run["latency_ms"].mean()) for run in runs], "stage_share": s["stage_share"]})
         exits = b.spec.get("exits") if b.kind == "multi_exit" else None
         if exits and madds is not None:  # stages run per image: the answering exit's place in the bundle + 1
-            samples.append((per_image["latency_ms"], per_image["madds"],
-                            np.asarray([exits.index(st) + 1 for st in per_image["stage"]], float)))
+            network = b.spec.get("weights_sha256") or f"unknown ({name})"  # a bundle without it: its own network
+            samples.setdefault(network, {})[name] = (
+                per_image["latency_ms"], per_image["madds"],
+                np.asarray([exits.index(st) + 1 for st in per_image["stage"]], float))
     for row in rows:
         row["ratio"] = row["avg_latency_ms"] / rows[0]["avg_latency_ms"]
     return {"test_images": int(n), "rounds": rounds, "block": block, "machine": machine(), "bundles": rows,
-            "stage_cost": stage_cost_fit(samples)}
+            "stage_costs": stage_cost_fits(samples)}
+
+
+def stage_cost_fits(samples):
+    """`stage_cost_fit` for each network's multi-exit bundles apart (`samples`: {network: {bundle name: (ms,
+    MAdds, stages)}}, the network being model.json's ``weights_sha256``): two networks differ in speed per
+    MAdd as well as in paths, and a fit over both mixes the two (x1.0 and x0.75 bundles together gave 0.7-1.85
+    M MAdds a stage where each network's own bundles give 0.45). Returns [{network, bundle_names, fit}], fit
+    None where that network's bundles take too few paths."""
+    return [{"network": network, "bundle_names": list(per_bundle), "fit": stage_cost_fit(list(per_bundle.values()))}
+            for network, per_bundle in samples.items()]
 
 
 def stage_cost_fit(samples, min_paths=4):
@@ -117,11 +130,15 @@ def format_table(result):
         lines.append(f"| {r['name']} | {r['kind']} | {100 * r['accuracy']:.2f} | {r['avg_latency_ms']:.3f} "
                      f"({r['avg_tflite_ms']:.3f}) | {rounds} | {madds} | {r['ratio']:.2f} | "
                      f"{share_text(r['stage_share'])} |")
-    fit = result.get("stage_cost")
-    if fit:
+    for group in result.get("stage_costs") or []:
+        fit, network = group["fit"], group["network"][:12]
+        if fit is None:
+            lines += ["", f"stage cost of network {network}: not fitted, its {len(group['bundle_names'])} multi-exit "
+                          f"bundle(s) take too few distinct (MAdds, stages) paths (export it with other exits too)"]
+            continue
         in_madds = "-" if fit["stage_madds"] is None else f"{fit['stage_madds'] / 1e6:.2f} M MAdds"
-        lines += ["", f"stage cost, fitted over {fit['images']} images of {fit['bundles']} multi-exit bundles "
-                      f"({fit['paths']} paths): {fit['ms_per_stage']:.4f} ms a stage, {fit['ms_per_m_madds']:.4f} ms "
-                      f"per M MAdds, so a stage costs {in_madds} (export --stage-madds); intercept "
-                      f"{fit['intercept_ms']:.4f} ms, R^2 {fit['r2'] if fit['r2'] is None else round(fit['r2'], 3)}"]
+        lines += ["", f"stage cost of network {network}, fitted over {fit['images']} images of its {fit['bundles']} "
+                      f"multi-exit bundles ({fit['paths']} paths): {fit['ms_per_stage']:.4f} ms a stage, "
+                      f"{fit['ms_per_m_madds']:.4f} ms per M MAdds, so a stage costs {in_madds} (export --stage-madds); "
+                      f"intercept {fit['intercept_ms']:.4f} ms, R^2 {fit['r2'] if fit['r2'] is None else round(fit['r2'], 3)}"]
     return "\n".join(lines)

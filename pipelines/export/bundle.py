@@ -401,6 +401,21 @@ def json_text(doc):
     return json.dumps(finite(doc), indent=2, allow_nan=False)
 
 
+def weights_digest(net):
+    """SHA-256 of the Keras net's weights (float32 bytes of each weight, in the net's order, with its shape):
+    model.json's ``weights_sha256``, the same for every bundle exported from one trained network (whatever
+    exits, thresholds or quantization it was exported with), so tools can tell bundles of one network apart
+    from another's (`compare-bundles` fits a stage's cost per network)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in net.weights:
+        value = np.asarray(w.numpy(), np.float32)
+        h.update(repr(value.shape).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
+
+
 def model_json(net, tflite_bytes, dataset, mode, source, checks=None, notes=(), float_ops_=None):
     """The `model.json` an Android app reads next to `model.tflite`."""
     from pipelines.export import tflite
@@ -427,6 +442,7 @@ def model_json(net, tflite_bytes, dataset, mode, source, checks=None, notes=(), 
         "num_classes": int(dataset["num_classes"]),
         "dataset": dataset.get("name"),
         "size_bytes": len(tflite_bytes),
+        "weights_sha256": weights_digest(net),
     }
     if checks:
         doc["checks"] = checks

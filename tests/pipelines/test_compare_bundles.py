@@ -80,9 +80,9 @@ def test_compare_bundles_command_refuses_bad_input_before_running(cli, bundles, 
     assert "data: the first bundle's model.json names no dataset" in line
 
 
-def test_stage_cost_fit_recovers_a_known_stage_cost():
+def known_cost_samples():
     """Per-image times made from 0.02 ms + 0.015 ms per M MAdds + 0.01 ms a stage (+ noise), as two bundles of
-    one network that keep different exits would give them: the fit returns those costs, a stage = 0.67 M MAdds."""
+    one network that keep different exits would give them."""
     rng = np.random.RandomState(0)
     three = (np.array([1.0e6, 2.6e6, 4.2e6]), np.array([1, 2, 3]))   # exits 1, 2, 3
     two = (np.array([2.4e6, 4.0e6]), np.array([1, 2]))               # exits 2, 3 (exit 1's head not run)
@@ -91,6 +91,12 @@ def test_stage_cost_fit_recovers_a_known_stage_cost():
         pick = rng.randint(0, len(madds), 500)
         ms = 0.02 + 0.015 * madds[pick] / 1e6 + 0.01 * stages[pick] + rng.normal(0, 0.002, 500)
         samples.append((ms, madds[pick], stages[pick].astype(float)))
+    return samples
+
+
+def test_stage_cost_fit_recovers_a_known_stage_cost():
+    """`known_cost_samples`: the fit returns its costs, a stage = 0.67 M MAdds."""
+    samples = known_cost_samples()
     fit = compare.stage_cost_fit(samples)
     assert fit["images"] == 1000 and fit["bundles"] == 2 and fit["paths"] == 5
     assert fit["ms_per_stage"] == pytest.approx(0.01, abs=5e-4)
@@ -109,12 +115,40 @@ def test_compare_feeds_the_fit_each_multi_exit_image_s_time_madds_and_stages(tmp
     seen = []
     monkeypatch.setattr(compare, "stage_cost_fit", lambda samples: seen.append(samples) or "fit")
     result = compare.compare_bundles(loaded, names, x, np.zeros(10, int), rounds=2, log=lambda m: None)
-    assert result["stage_cost"] == "fit"
+    # the hand-built bundle names no network (weights_sha256): it is a network of its own
+    assert result["stage_costs"] == [{"network": f"unknown ({names[1]})", "bundle_names": [names[1]], "fit": "fit"}]
     ((ms, madds, stages),) = seen[0]  # the plain bundle gives no MAdds per stage: left out
     alone = loaded[1].predict(x)
     np.testing.assert_array_equal(stages, [1 + (p.stopped_at == "exit_1") for p in alone])
     np.testing.assert_array_equal(madds, [p.madds for p in alone])
     assert set(madds.tolist()) <= {300, 800} and len(ms) == 10 and (ms > 0).all()
+
+
+def test_the_stage_cost_is_fitted_per_network_never_across_two(tmp_path, monkeypatch):
+    """Bundles of one trained network (one weights_sha256 in model.json) are fitted together, another
+    network's apart: their speeds per MAdd differ, and a fit over both would read that as a stage's cost."""
+    bf.multi_exit(tmp_path / "a1", 0.3)
+    for name, network, threshold in (("a2", "aa", 0.9), ("b", "bb", 0.5)):
+        bf.multi_exit(tmp_path / name, threshold)
+    for name, network in (("a1", "aa"), ("a2", "aa"), ("b", "bb")):
+        spec = json.loads((tmp_path / name / "model.json").read_text())
+        (tmp_path / name / "model.json").write_text(json.dumps({**spec, "weights_sha256": network}))
+    names = [str(tmp_path / n) for n in ("a1", "b", "a2")]
+    seen, real_fit = [], compare.stage_cost_fit
+    monkeypatch.setattr(compare, "stage_cost_fit", lambda samples: seen.append(samples) or len(samples))
+    result = compare.compare_bundles([Bundle.load(n) for n in names], names, bf.images(6), np.zeros(6, int),
+                                     rounds=1, log=lambda m: None)
+    assert result["stage_costs"] == [{"network": "aa", "bundle_names": [names[0], names[2]], "fit": 2},
+                                     {"network": "bb", "bundle_names": [names[1]], "fit": 1}]
+    assert [len(s) for s in seen] == [2, 1]
+    # the table: a line per network, the fitted one in MAdds, the other saying why it has none
+    fitted = real_fit(known_cost_samples())
+    result["stage_costs"] = [{"network": "a" * 64, "bundle_names": names[::2], "fit": fitted},
+                             {"network": "b" * 64, "bundle_names": names[1:2], "fit": None}]
+    lines = compare.format_table({"data": "test", **result}).splitlines()
+    assert any(l.startswith(f"stage cost of network {'a' * 12}, fitted over 1000 images of its 2") and
+               f"{fitted['stage_madds'] / 1e6:.2f} M MAdds" in l for l in lines)
+    assert any(l.startswith(f"stage cost of network {'b' * 12}: not fitted") for l in lines)
 
 
 class FakeBundle:

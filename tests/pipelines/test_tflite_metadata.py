@@ -41,6 +41,23 @@ def test_plain_bundle_carries_labels_and_normalization(exported):
     assert meta["files"] == {"labels.txt": (out / "labels.txt").read_text()}
     doc = json.loads((out / "model.json").read_text())
     assert doc["size_bytes"] == (out / "model.tflite").stat().st_size  # model.json describes the shipped bytes
+    from pipelines.export.bundle import weights_digest
+
+    assert doc["weights_sha256"] == weights_digest(net)  # which trained network the bundle came from
+
+
+def test_weights_digest_tells_networks_apart_by_their_weights_alone():
+    from pipelines.export.bundle import weights_digest
+
+    net = bf.tiny_net(seed=0)
+    twin = bf.tiny_net(seed=5, name="twin")  # another name and initial weights, then the same weights
+    assert weights_digest(twin) != weights_digest(net)
+    twin.set_weights(net.get_weights())
+    assert weights_digest(twin) == weights_digest(net)
+    nudged = [w.copy() for w in net.get_weights()]
+    nudged[-1][0] = np.nextafter(nudged[-1][0], np.float32(np.inf))  # one float32 step on one bias
+    twin.set_weights(nudged)
+    assert weights_digest(twin) != weights_digest(net)
 
 
 def test_metadata_leaves_the_model_unchanged_for_litert(exported):
