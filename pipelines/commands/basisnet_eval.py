@@ -71,7 +71,7 @@ def run(args):
         result = ev.export_bundle(net, args.export, data=args.data, image_size=args.image_size,
                                   threshold=picked["threshold"], limit=args.limit)
         par, lat = result["parity"], result["latency"]
-        print(f"bundle {result['bundle']}/ (preview + specialist, threshold {picked['threshold']:.2f}): "
+        print(f"bundle {result['bundle']}/ (preview + specialist, threshold {picked['threshold']:.4f}): "
               f"{result['size_bytes'] / 1024:.0f} KiB; on {par['images']} validation images the preview answers "
               f"{par['stopped_at'].get('preview', 0)}, top-1 agreement with Keras {par['agreement']:.3f}; "
               f"LiteRT latency of the whole policy {lat['median_ms']:.3f} ms per image (median, 1 thread)")

@@ -2,8 +2,8 @@
 
     out = predict(net, images)                                     # both stages, one pass
     cost = stage_madds(net, images.shape[1:])                      # {"preview": ..., "full": ...}
-    table = early_termination(out, labels, cost)                   # per threshold: accuracy, stopped, MAdds
-    best = pick_threshold(table, max_drop=0.005)                   # cheapest within 0.5 points
+    table = early_termination(out, labels, cost)                   # per grid threshold: accuracy, stopped, MAdds
+    best = select(out, labels, cost, max_drop=0.005)               # cheapest within 0.5 points, every stop set
     disturbance(net, images, labels)                               # predicted vs top-1/mean/uniform/shuffled
     per_layer_disturbance(net, images, labels)                     # one layer shuffled within at a time
 
@@ -26,7 +26,8 @@ import numpy as np
 import pipelines  # noqa: F401
 
 from pipelines.export.families.basisnet import (DEFAULT_THRESHOLDS, apply_threshold, check_threshold,  # noqa: F401
-                                              early_termination, pick_threshold, predict, row, stage_madds)
+                                              early_termination, pick_threshold, predict, row, select,
+                                              stage_madds)
 
 
 
@@ -160,8 +161,9 @@ def evaluate(net, data="digits", image_size=32, max_drop=0.005, seed=0, limit=No
     for split in ("validation", "test"):
         images, labels, _ = datasets.as_numpy(data, split, image_size=image_size, limit=limit)
         splits[split] = (images, labels, predict(net, images))
-    table = early_termination(splits["validation"][2], splits["validation"][1], madds)
-    best = pick_threshold(table, max_drop)
+    table = early_termination(splits["validation"][2], splits["validation"][1], madds)  # the grid: the report's sweep
+    best = {k: v for k, v in select(splits["validation"][2], splits["validation"][1], madds, max_drop).items()
+            if k not in ("reference_accuracy", "preview_accuracy")}
     return {
         "data": data, "image_size": image_size,
         "madds": {"preview": madds["preview"], "specialist": madds["full"] - madds["preview"], "full": madds["full"]},
@@ -283,7 +285,7 @@ def run_experiment(data="digits", image_size=32, epochs=10, num_bases=None, seed
                       test_images=test_images, log=log)
             b = deployed.measure(net, Path(basis_dir) / "bundle", **kw)
             sel = b["policy"].get("threshold_selection", {})
-            measured.append({"name": f"BasisNet {num_bases} bases s{seed} (t={b['policy']['threshold']:.2f}, "
+            measured.append({"name": f"BasisNet {num_bases} bases s{seed} (t={b['policy']['threshold']:.4f}, "
                                      f"{sel.get('past_first_stage', float('nan')):.0%} on)",
                              "recipe": basis_label, "seed": seed, "run": str(basis_dir), "measured": b})
             measured.append({"name": f"static mobilenet_v3 x{width} s{seed}", "recipe": static_label, "seed": seed,
@@ -311,7 +313,7 @@ def log_result(report, tracking_uri, log=print):
     p = report["early_termination"]["picked"]
     fig = deployed.madds_figure({"preview threshold sweep (validation)": ([r["madds"] for r in table],
                                                                          [r["accuracy"] for r in table])},
-                                {f"picked t={p['threshold']:.2f}": (p["madds"], p["accuracy"])},
+                                {f"picked t={p['threshold']:.4f}": (p["madds"], p["accuracy"])},
                                 ylabel="validation accuracy (%)")
     figures = {"basisnet_early_termination.png": fig}
     if report["deployed"]:
@@ -358,7 +360,7 @@ def format_report(report):
                       "disturbance (val)"]
         for r in rows:
             p, t, d = r["picked"], r["test_at_picked"], r["disturbance_validation"]
-            lines.append(f"  seed {r['seed']}: t={p['threshold']:.2f} saving {p['madds_saving']:.1%} / "
+            lines.append(f"  seed {r['seed']}: t={p['threshold']:.4f} saving {p['madds_saving']:.1%} / "
                          f"{t['madds_saving']:.1%}, drop {p['accuracy_drop'] * 100:.2f} / "
                          f"{t['accuracy_drop'] * 100:.2f} points; " +
                          ", ".join(f"{k} {d[k]:.4f}" for k in DISTURBANCES if k in d))
@@ -381,7 +383,7 @@ def format_report(report):
                      f"{r['madds'] / 1e6:>10.3f}M{r['madds_saving']:>8.1%}")
     p, t = et["picked"], et["test_at_picked"]
     lines += [
-        f"  picked threshold {p['threshold']:.2f} (allowed drop {et['max_drop'] * 100:.2f} points): accuracy "
+        f"  picked threshold {p['threshold']:.4f} (allowed drop {et['max_drop'] * 100:.2f} points): accuracy "
         f"{p['accuracy']:.4f} vs {et['reference_accuracy']:.4f} (drop {p['accuracy_drop'] * 100:.2f} points), "
         f"{p['stopped']:.1%} stopped, average MAdds -{p['madds_saving']:.1%}",
         f"  same threshold on test: accuracy {t['accuracy']:.4f} vs {t['reference_accuracy']:.4f} without "

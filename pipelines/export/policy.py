@@ -18,6 +18,21 @@ def stops(confidence, threshold):
     return np.asarray(confidence) >= np.asarray(threshold)
 
 
+def midpoint(confidence, threshold):
+    """`threshold` moved halfway between the lowest of the examples' `confidence`s that stops at it and the
+    highest that does not: the same examples stop, and none sits on the threshold. A threshold picked among
+    the examples' own confidences equals one of them, and the last bit of float rounding (float32 logits in
+    LiteRT, Keras' own) then decides which stage that example's image takes. A threshold that every example,
+    or none, passes (or one that is not finite) stays as it is."""
+    conf = np.asarray(confidence, np.float64)
+    if not np.isfinite(threshold):
+        return threshold
+    stop = stops(conf, threshold)
+    if not stop.any() or stop.all():
+        return threshold
+    return float((conf[stop].min() + conf[~stop].max()) / 2)
+
+
 def softmax(z):
     z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(-1, keepdims=True))

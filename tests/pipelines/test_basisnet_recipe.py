@@ -234,6 +234,55 @@ def test_pick_threshold_keeps_a_minimum_share_on_the_specialist():
         ev.pick_threshold(table, min_past=1.5)
 
 
+def brute_force_pick(conf, preview_ok, final_ok, madds, max_drop, min_past):
+    """The cheapest stop set within `max_drop` of the full net among those sending >= `min_past` on, tried at
+    every threshold 0, each confidence and 1 + (plain loops; ties to the more accurate): (stopped, accuracy)."""
+    best = None
+    for t in [0.0, *conf, 1.0 + 1e-9]:
+        stop = conf >= t
+        acc = np.where(stop, preview_ok, final_ok).mean()
+        cost = madds["preview"] + (1 - stop.mean()) * (madds["full"] - madds["preview"])
+        if 1 - stop.mean() >= min_past - 1e-12 and acc >= final_ok.mean() - max_drop - 1e-12:
+            if best is None or (cost, -acc) < (best[0], -best[2]):
+                best = (cost, stop.mean(), acc)
+    return best[1], best[2]
+
+
+def test_select_tries_every_stop_set_not_only_the_grid():
+    """A trained preview's confidences crowd between 0.9 and 1.0, where the grid steps by 0.05: the examples'
+    own confidences are tried too, so the pick is the brute-force optimum (more images stop than at any grid
+    threshold within the drop) and its threshold sits midway between two examples' confidences."""
+    rng = np.random.RandomState(3)
+    n = 400
+    conf = np.clip(1 - rng.exponential(0.06, n), 0.5, 0.99999)
+    preview_ok = rng.rand(n) < conf ** 4          # the more confident, the likelier right
+    final_ok = preview_ok | (rng.rand(n) < 0.5)    # the specialist fixes half of the preview's mistakes
+    labels = np.zeros(n, int)
+    outputs = {"preview_probs": np.stack([np.where(preview_ok, conf, 1 - conf), np.where(preview_ok, 1 - conf, conf)], 1),
+               "probs": np.stack([final_ok, ~final_ok], 1).astype(float) * 0.8 + 0.1}
+    madds = {"preview": 10.0, "full": 110.0}
+    for max_drop, min_past in ((0.005, 0.0), (0.0, 0.1), (0.02, 0.1)):
+        picked = ev.select(outputs, labels, madds, max_drop, min_past)
+        stopped, accuracy = brute_force_pick(conf, preview_ok, final_ok, madds, max_drop, min_past)
+        assert (picked["stopped"], picked["accuracy"]) == pytest.approx((stopped, accuracy))
+        assert picked["reference_accuracy"] == pytest.approx(final_ok.mean())
+        assert not np.isin(picked["threshold"], conf)  # midway between two confidences, not on one
+        again = ev.apply_threshold(outputs, labels, madds, picked["threshold"])
+        assert (again["stopped"], again["accuracy"]) == pytest.approx((stopped, accuracy))
+    grid = ev.pick_threshold(ev.early_termination(outputs, labels, madds), 0.005)
+    assert ev.select(outputs, labels, madds, 0.005)["stopped"] > grid["stopped"]  # the grid alone stops fewer
+
+
+def test_fine_thresholds_cap_the_candidates_at_quantiles():
+    from pipelines.export.families.basisnet import DEFAULT_THRESHOLDS, fine_thresholds
+
+    conf = np.linspace(0.3, 1.0, 50)
+    assert set(conf) | set(DEFAULT_THRESHOLDS) == set(fine_thresholds(conf))
+    many = np.random.RandomState(0).rand(5000)
+    cands = fine_thresholds(many, levels=101)
+    assert len(cands) <= 101 + len(DEFAULT_THRESHOLDS) and cands.min() >= 0 and cands.max() <= 1
+
+
 @pytest.mark.parametrize("value", [1.5, -0.1])
 def test_threshold_outside_unit_interval(value):
     outputs, labels, madds = constructed()

@@ -104,9 +104,10 @@ def test_basisnet_threshold_picked_on_validation(basisnet, images):
     net = basisnet[1]
     picked = basisnet_plugin.select_threshold(net, images, log=quiet)
     madds = basisnet_plugin.stage_madds(net, SHAPE)
-    table = basisnet_plugin.early_termination(basisnet_plugin.predict(net, images[0]), images[1], madds)
-    rule = basisnet_plugin.pick_threshold(table, min_past=basisnet_plugin.MIN_SPECIALIST_SHARE)
+    outputs = basisnet_plugin.predict(net, images[0])
+    rule = basisnet_plugin.select(outputs, images[1], madds, min_past=basisnet_plugin.MIN_SPECIALIST_SHARE)
     assert {k: picked[k] for k in rule} == rule
+    table = basisnet_plugin.early_termination(outputs, images[1], madds)
     assert picked["past_first_stage"] == pytest.approx(1 - picked["stopped"])
     assert picked["past_first_stage"] >= basisnet_plugin.MIN_SPECIALIST_SHARE - 1e-9
     assert picked["accuracy"] >= table["reference_accuracy"] - 0.005 - 1e-9

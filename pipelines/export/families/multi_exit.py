@@ -41,7 +41,7 @@ import itertools
 import numpy as np
 
 from pipelines.export.families import Family, register
-from pipelines.export.policy import need, need_probability, need_stage, softmax, stops, top_probability
+from pipelines.export.policy import midpoint, need, need_probability, need_stage, softmax, stops, top_probability
 
 
 # ---------------------------------------------------------------- budgeted batch classification
@@ -179,17 +179,11 @@ def search_thresholds(probs, labels, exit_costs, budget):
 
 
 def with_margin(confidence, thresholds):
-    """`thresholds` ((K,)) moved to halfway between the lowest confidence that stops at each exit and the
-    highest that does not, in `confidence` ((K, N)): the same examples stop at each exit, but none sits on
-    a threshold. The candidates are the examples' own confidences, and a threshold equal to one is decided by
-    the last bit of float rounding: the bundle (float32 logits in LiteRT) and Keras then send that image to
-    different stages. A threshold that every example, or none, passes stays as it is."""
+    """`thresholds` ((K,)) with each early exit's moved to the `midpoint` of the examples' confidences there
+    (`confidence` (K, N)): the same examples stop at each exit, none on a threshold."""
     out = np.asarray(thresholds, np.float64).copy()
     for k in range(len(out) - 1):
-        if np.isfinite(out[k]):
-            stop = stops(confidence[k], out[k])
-            if stop.any() and not stop.all():
-                out[k] = (confidence[k][stop].min() + confidence[k][~stop].max()) / 2
+        out[k] = midpoint(confidence[k], out[k])
     return out
 
 
