@@ -127,12 +127,15 @@ def test_compare_feeds_the_fit_each_multi_exit_image_s_time_madds_and_stages(tmp
 def test_the_stage_cost_is_fitted_per_network_never_across_two(tmp_path, monkeypatch):
     """Bundles of one trained network (one weights_sha256 in model.json) are fitted together, another
     network's apart: their speeds per MAdd differ, and a fit over both would read that as a stage's cost."""
+    import shutil
+
     bf.multi_exit(tmp_path / "a1", 0.3)
-    for name, network, threshold in (("a2", "aa", 0.9), ("b", "bb", 0.5)):
-        bf.multi_exit(tmp_path / name, threshold)
-    for name, network in (("a1", "aa"), ("a2", "aa"), ("b", "bb")):
+    for name in ("a2", "b"):  # the same files, told apart by model.json alone
+        shutil.copytree(tmp_path / "a1", tmp_path / name)
+    for name, network, threshold in (("a1", "aa", 0.3), ("a2", "aa", 0.9), ("b", "bb", 0.5)):
         spec = json.loads((tmp_path / name / "model.json").read_text())
-        (tmp_path / name / "model.json").write_text(json.dumps({**spec, "weights_sha256": network}))
+        (tmp_path / name / "model.json").write_text(json.dumps({**spec, "weights_sha256": network,
+                                                                "threshold": threshold}))
     names = [str(tmp_path / n) for n in ("a1", "b", "a2")]
     seen, real_fit = [], compare.stage_cost_fit
     monkeypatch.setattr(compare, "stage_cost_fit", lambda samples: seen.append(samples) or len(samples))
