@@ -7,8 +7,9 @@
 
 Trains `basisnet_mobilenet_v3` and `mobilenet_v3` widened to the closest MAdds (preview + specialist; the
 static net's MAdds move in steps as channels round to multiples of 8) for the same epochs and seeds, then on the validation split sweeps early-termination thresholds (accuracy, fraction stopped
-after the preview, average MAdds per example), picks the cheapest threshold within --max-drop points of
-the full BasisNet, checks it on the test split, and runs the disturbance analysis (predicted
+after the preview, average MAdds per example; the table steps by 0.05), picks the cheapest threshold within
+--max-drop points of the full BasisNet (tried at every distinct stop set of the validation images, not only
+the table's), checks it on the test split, and runs the disturbance analysis (predicted
 coefficients vs top-1, mean, uniform, shuffled across examples, shuffled within each layer; and the
 per-layer table: one layer's coefficients shuffled within the layer at a time). Prints the tables; writes <out>/basisnet-eval.json
 (basisnet-eval-paper.json with the paper preset).
